@@ -1,0 +1,72 @@
+"""Process hardening at agent start; each step reports whether it took effect.
+
+Best effort by design (as ssh-agent's platform_disable_tracing and rbw): a step that
+fails is reported in ``agent status``, never fatal.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import resource
+import sys
+
+__all__ = ["harden", "raise_fd_limit"]
+
+_PR_SET_DUMPABLE = 4
+_PR_GET_DUMPABLE = 3
+_PT_DENY_ATTACH = 31
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def _no_core_dumps() -> bool:
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        return resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)
+    except (OSError, ValueError):
+        return False
+
+
+def _not_dumpable() -> bool:
+    """Linux: no core dumps and no ptrace attach by same-uid processes (PR_SET_DUMPABLE 0)."""
+    try:
+        libc = _libc()
+        if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            return False
+        return bool(libc.prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _deny_attach() -> bool:
+    """macOS: refuse debugger attachment (PT_DENY_ATTACH)."""
+    try:
+        return bool(_libc().ptrace(_PT_DENY_ATTACH, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def harden() -> dict[str, bool]:
+    """Apply every step that exists on this OS; return what took effect."""
+    os.umask(0o077)
+    report = {"umask_077": os.umask(0o077) == 0o077, "rlimit_core_0": _no_core_dumps()}
+    if sys.platform.startswith("linux"):
+        report["pr_set_dumpable_0"] = _not_dumpable()
+    elif sys.platform == "darwin":
+        report["pt_deny_attach"] = _deny_attach()
+    return report
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft descriptor limit to the hard one; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    except (OSError, ValueError):
+        return soft

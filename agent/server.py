@@ -1,0 +1,258 @@
+"""The socket server: an ``asyncio.Protocol`` per connection over ``client.protocol``.
+
+Rules of this module:
+- it knows framing and connections, not credentials: each request goes to one
+  ``dispatch(request, peer)`` callable, which returns a result or an awaitable;
+- every request gets exactly one reply, in request order, and errors reach the
+  wire only here (``_reply_error``), which is also where they are logged;
+- a reply never carries request bytes, a secret or a traceback;
+- replies produced by one read go out in one ``transport.write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import inspect
+import logging
+import os
+import socket
+import struct
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from client import errors, protocol
+
+__all__ = ["Peer", "Server", "peer_of", "Dispatch", "MAX_CONNECTIONS", "CONNECTION_IDLE_TIMEOUT"]
+
+log = logging.getLogger("agent.server")
+
+# Far above what one user's connectors open at once, far below the fd limit (we
+# raise RLIMIT_NOFILE at start): a flood of idle connections cannot starve the
+# agent of descriptors, and the idle deadline reclaims the slots.
+MAX_CONNECTIONS = 512
+# A connection with nothing in flight that sends nothing for this long is closed;
+# clients reconnect transparently.
+CONNECTION_IDLE_TIMEOUT = 300.0
+# While a request is in flight, stop reading once this much is buffered.
+_READ_HIGH_WATER = 2 * (protocol.MAX_FRAME + protocol.HEADER)
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a connection, as far as the OS tells."""
+
+    pid: int | None
+    uid: int | None
+    gid: int | None
+
+
+def peer_of(sock: Any) -> Peer:
+    """The peer's credentials from the kernel (SO_PEERCRED / LOCAL_PEERCRED)."""
+    if sys.platform.startswith("linux"):
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", raw)
+        return Peer(pid, uid, gid)
+    if sys.platform == "darwin" or "bsd" in sys.platform:
+        # struct xucred { u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16]; }
+        local_peercred = getattr(socket, "LOCAL_PEERCRED", 0x001)
+        raw = sock.getsockopt(0, local_peercred, struct.calcsize("IIh16I"))
+        _version, uid = struct.unpack_from("II", raw)
+        pid = None
+        local_peerpid = getattr(socket, "LOCAL_PEERPID", 0x002 if sys.platform == "darwin" else None)
+        if local_peerpid is not None:
+            try:
+                pid = struct.unpack("i", sock.getsockopt(0, local_peerpid, 4))[0]
+            except OSError:
+                pid = None
+        return Peer(pid, uid, None)
+    return Peer(None, None, None)
+
+
+Dispatch = Callable[[protocol.Request, Peer], Any]
+
+
+def _reply_error(err: BaseException, op: str | None) -> bytes:
+    """The one place errors become replies (and log lines)."""
+    if isinstance(err, errors.AgentError):
+        log.debug("op %s -> %s", op or "?", err.code)
+        return protocol.encode_error(err)
+    log.error("op %s failed", op or "?", exc_info=err)
+    return protocol.encode_error(errors.Internal())
+
+
+def _reply_ok(result: Any, op: str) -> bytes:
+    try:
+        return protocol.encode_ok(result)
+    except errors.AgentError as e:  # e.g. a listing larger than a frame
+        return _reply_error(errors.Internal(f"the reply to {op} is too large ({e.message})"), op)
+    except Exception as e:  # noqa: BLE001 - a result msgpack cannot pack is our bug
+        return _reply_error(e, op)
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = ("buf", "closing", "last_active", "peer", "pending", "server", "transport", "write_paused")
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer = Peer(None, None, None)
+        self.buf = protocol.FrameBuffer()
+        self.pending: asyncio.Future[Any] | None = None
+        self.last_active = time.monotonic()
+        self.closing = False
+        self.write_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        try:
+            self.peer = peer_of(transport.get_extra_info("socket"))
+        except OSError:
+            self.peer = Peer(None, None, None)
+        if self.peer.uid is not None and self.peer.uid != self.server.uid:
+            log.warning("refused a connection from uid %s (pid %s)", self.peer.uid, self.peer.pid)
+            transport.abort()
+            return
+        if len(self.server.connections) >= self.server.max_connections:
+            log.warning("connection cap (%d) reached; refusing a connection", self.server.max_connections)
+            transport.write(protocol.encode_error(errors.TooManyConnections()))
+            transport.close()
+            return
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.closing = True
+
+    def pause_writing(self) -> None:
+        # the peer is not reading its replies: stop reading its requests too
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+            self._process()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        self.buf.feed(data)
+        if self.pending is None and not self.write_paused:
+            self._process()
+        elif len(self.buf) > _READ_HIGH_WATER and self.transport is not None:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        # the peer is done sending; finish what is in flight, then close
+        if self.pending is None:
+            return None
+        self.closing = True
+        return True
+
+    def _process(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        out: list[bytes] = []
+        while not self.write_paused:
+            try:
+                body = self.buf.next_body()
+            except errors.BadRequest as e:
+                # a bad length: the stream cannot be resynchronised, so reply and close
+                out.append(_reply_error(e, None))
+                self.closing = True
+                break
+            if body is None:
+                break
+            op: str | None = None
+            try:
+                request = protocol.decode_request(body)
+                op = request.op
+                result = self.server.dispatch(request, self.peer)
+            except Exception as e:  # noqa: BLE001 - every request gets exactly one reply
+                out.append(_reply_error(e, op))
+                continue
+            if inspect.isawaitable(result):
+                # later frames wait: replies stay in request order
+                self.pending = asyncio.ensure_future(result)
+                self.pending.add_done_callback(functools.partial(self._finished, op=request.op))
+                break
+            out.append(_reply_ok(result, request.op))
+        if out:
+            transport.write(b"".join(out))
+        if self.closing and self.pending is None:
+            transport.close()
+        elif self.pending is None and not self.write_paused:
+            transport.resume_reading()
+
+    def _finished(self, fut: asyncio.Future[Any], *, op: str) -> None:
+        self.pending = None
+        self.last_active = time.monotonic()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if fut.cancelled():
+            transport.write(_reply_error(errors.Internal("the agent is shutting down"), op))
+        elif fut.exception() is not None:
+            transport.write(_reply_error(fut.exception() or errors.Internal(), op))
+        else:
+            transport.write(_reply_ok(fut.result(), op))
+        self._process()
+
+
+class Server:
+    """Serves ``dispatch`` on an already bound, listening Unix socket."""
+
+    def __init__(
+        self,
+        dispatch: Dispatch,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = CONNECTION_IDLE_TIMEOUT,
+    ) -> None:
+        self.dispatch = dispatch
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.uid = os.getuid()
+        self.connections: set[Connection] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: Connection(self), sock=sock, backlog=128)
+        if self.idle_timeout > 0:
+            self._sweeper = asyncio.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Close connections idle past the deadline (one timer for all, not one each)."""
+        period = max(0.05, min(self.idle_timeout / 4, 30.0))
+        while True:
+            await asyncio.sleep(period)
+            cutoff = time.monotonic() - self.idle_timeout
+            for conn in list(self.connections):
+                if conn.pending is None and conn.last_active < cutoff and conn.transport is not None:
+                    log.debug("closing a connection idle for %.0f s", self.idle_timeout)
+                    conn.transport.close()
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``grace``), then close."""
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        pending: list[Awaitable[Any]] = [c.pending for c in self.connections if c.pending is not None]
+        if pending:
+            await asyncio.wait([asyncio.ensure_future(p) for p in pending], timeout=grace)
+        # let the replies of finished requests reach the socket buffers
+        await asyncio.sleep(0)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()

@@ -1,0 +1,196 @@
+"""The vault: one SQLite database, only ever opened by the agent.
+
+Rules of this module:
+- file 0600 in a 0700 directory; every write is one transaction, and WAL with
+  ``synchronous=FULL`` makes a write durable once it is acknowledged;
+- values and metadata are Fernet tokens whose plaintext is bound to their row:
+  ``msgpack([platform, credential_type, field, payload])``; a token moved to another
+  row or field, or edited, fails its check and is reported, never returned;
+- names and timestamps are stored in the clear so ``list`` works while locked;
+- a Vault is used from one thread at a time (the agent's storage thread).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Final
+
+import msgpack
+
+from agent.crypto import SecureStorage
+from client import errors, paths
+
+__all__ = ["Vault", "Row", "seal", "unseal", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credentials (
+    platform        TEXT NOT NULL,
+    credential_type TEXT NOT NULL,
+    value           BLOB NOT NULL,
+    metadata        BLOB NOT NULL,
+    created         REAL NOT NULL,
+    updated         REAL NOT NULL,
+    expires         REAL,
+    PRIMARY KEY (platform, credential_type)
+);
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    platform: str
+    credential_type: str
+    value: bytes  # Fernet token
+    metadata: bytes  # Fernet token
+    created: float
+    updated: float
+    expires: float | None
+
+    def __repr__(self) -> str:
+        return f"Row({self.platform!r}, {self.credential_type!r}, <sealed>)"
+
+
+def seal(storage: SecureStorage, platform: str, ctype: str, field: str, payload: Any) -> bytes:
+    plain = msgpack.packb([platform, ctype, field, payload], use_bin_type=True)
+    return storage.encrypt_bytes(plain)
+
+
+def unseal(storage: SecureStorage, platform: str, ctype: str, field: str, token: bytes) -> Any:
+    plain = storage.decrypt_bytes(token)
+    try:
+        p, t, f, payload = msgpack.unpackb(plain, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        raise errors.IntegrityError() from None
+    if (p, t, f) != (platform, ctype, field):
+        # a valid token from another row or field: someone swapped ciphertexts
+        raise errors.IntegrityError(
+            f"the stored {field} of {platform}/{ctype} belongs to another entry (swapped); it was not returned"
+        )
+    return payload
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the file 0600 before SQLite opens it, so it is never readable by others."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
+class Vault:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        paths.ensure_private_dir(path.parent)
+        try:
+            _create_private_file(path)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as e:
+            raise errors.StorageError(f"cannot open the vault at {path}: {e}") from e
+
+    def __repr__(self) -> str:
+        return f"Vault({str(self.path)!r})"
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- meta: key source, wrapped key, key check, vault id ---------------------
+    def meta(self) -> dict[str, bytes]:
+        return {k: bytes(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+
+    def set_meta_many(self, items: dict[str, bytes]) -> None:
+        with self._write():
+            self._db.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                list(items.items()),
+            )
+
+    # --- credentials -------------------------------------------------------------
+    def rows(self) -> list[Row]:
+        cur = self._db.execute(
+            "SELECT platform, credential_type, value, metadata, created, updated, expires FROM credentials"
+        )
+        return [Row(p, t, bytes(v), bytes(m), c, u, e) for p, t, v, m, c, u, e in cur]
+
+    def get_row(self, platform: str, ctype: str) -> Row | None:
+        r = self._db.execute(
+            "SELECT platform, credential_type, value, metadata, created, updated, expires FROM credentials "
+            "WHERE platform = ? AND credential_type = ?",
+            (platform, ctype),
+        ).fetchone()
+        return None if r is None else Row(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4], r[5], r[6])
+
+    def put(self, row: Row) -> None:
+        with self._write():
+            self._db.execute(
+                "INSERT INTO credentials(platform, credential_type, value, metadata, created, updated, expires) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform, credential_type) DO UPDATE SET "
+                "value = excluded.value, metadata = excluded.metadata, updated = excluded.updated, "
+                "expires = excluded.expires",
+                (row.platform, row.credential_type, row.value, row.metadata, row.created, row.updated, row.expires),
+            )
+
+    def delete(self, platform: str, ctype: str) -> bool:
+        with self._write():
+            cur = self._db.execute(
+                "DELETE FROM credentials WHERE platform = ? AND credential_type = ?", (platform, ctype)
+            )
+        return cur.rowcount > 0
+
+    def replace_all(self, rows: list[Row], meta: dict[str, bytes]) -> None:
+        """Rewrite every row and some meta in one transaction (key rotation)."""
+        with self._write():
+            for row in rows:
+                self._db.execute(
+                    "UPDATE credentials SET value = ?, metadata = ? WHERE platform = ? AND credential_type = ?",
+                    (row.value, row.metadata, row.platform, row.credential_type),
+                )
+            self._db.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                list(meta.items()),
+            )
+
+    def integrity_check(self) -> str:
+        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self._db, self.path)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, with SQLite/OS failures as ``StorageError``."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+
+    def __enter__(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise errors.StorageError(f"cannot write the vault at {self._path}: {e}") from e
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self._db.execute("COMMIT")
+                return
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise errors.StorageError(f"cannot write the vault at {self._path}: {e}") from e
+        if isinstance(exc, sqlite3.Error):
+            raise errors.StorageError(f"cannot write the vault at {self._path}: {exc}") from exc

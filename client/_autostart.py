@@ -1,0 +1,53 @@
+"""Starting an agent on first use, shared by the sync and async clients.
+
+The race between several first callers is settled by the agent itself: every
+caller runs ``agent start``, which spawns ``agent serve``; the servers contend for
+one exclusive flock and all but one exit at once ("already running"), and
+``agent start`` returns only once the socket answers. So eight callers at the same
+moment end with exactly one agent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import shutil
+import sys
+
+__all__ = ["enabled", "agent_command", "start_agent"]
+
+
+def enabled(explicit: bool | None = None) -> bool:
+    if explicit is not None:
+        return explicit
+    return os.environ.get("CREDENTIAL_AGENT_NO_AUTOSTART", "") in ("", "0")
+
+
+def agent_command() -> list[str]:
+    """How to run the ``agent`` command: env override, this interpreter, or PATH."""
+    override = os.environ.get("CREDENTIAL_AGENT_COMMAND")
+    if override:
+        return shlex.split(override)
+    if importlib.util.find_spec("agent.cli") is not None:
+        return [sys.executable, "-m", "agent"]
+    found = shutil.which("agent")
+    return [found] if found else [sys.executable, "-m", "agent"]
+
+
+def start_agent(timeout: float) -> bool:
+    """Run ``agent start``; True when it reports a serving agent."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            [*agent_command(), "start", "--quiet"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0

@@ -1,0 +1,249 @@
+"""The blocking client: a thin transport over ``client.protocol``.
+
+Thread-safe (one lock around each exchange), connects lazily, reconnects once after
+a dropped connection, and raises the typed errors of ``client.errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from client import _autostart, errors, paths, protocol
+from client.validation import DEFAULT_TYPE
+
+__all__ = ["Client", "DEFAULT_TIMEOUT"]
+
+DEFAULT_TIMEOUT = 10.0
+_RECV = 65536
+
+
+def _name_args(platform: str, credential_type: str) -> dict[str, Any]:
+    args: dict[str, Any] = {"platform": platform}
+    if credential_type != DEFAULT_TYPE:
+        args["credential_type"] = credential_type
+    return args
+
+
+def write_args(
+    platform: str,
+    value: str,
+    credential_type: str,
+    metadata: Mapping[str, Any] | None,
+    validate: bool,
+    expires_at: float | None,
+) -> dict[str, Any]:
+    args = _name_args(platform, credential_type)
+    args["value"] = value
+    if metadata is not None:
+        args["metadata"] = dict(metadata)
+    if not validate:
+        args["validate"] = False
+    if expires_at is not None:
+        args["expires_at"] = expires_at
+    return args
+
+
+class Client:
+    """Blocking client of the credential agent.
+
+    >>> with Client() as c:
+    ...     key = c.get("huggingface")
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        autostart: bool | None = None,
+    ) -> None:
+        self.path = Path(path) if path is not None else paths.socket_path()
+        self.timeout = timeout
+        self._autostart = autostart
+        self._sock: socket.socket | None = None
+        self._buf = protocol.FrameBuffer()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Client(path={str(self.path)!r}, connected={self._sock is not None})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._buf = protocol.FrameBuffer()
+
+    def _try_connect(self) -> socket.socket:
+        paths.check_socket(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _connect(self) -> socket.socket:
+        try:
+            return self._try_connect()
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not _autostart.enabled(self._autostart):
+                raise errors.AgentUnavailable(
+                    f"no credential agent at {self.path}; start one with `agent start`"
+                ) from None
+        if not _autostart.start_agent(max(self.timeout, 10.0)):
+            raise errors.AgentUnavailable(f"could not start a credential agent at {self.path}")
+        try:
+            return self._try_connect()
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            raise errors.AgentUnavailable(f"no credential agent at {self.path}") from e
+
+    def _read_body(self, sock: socket.socket) -> bytes:
+        while True:
+            body = self._buf.next_body()
+            if body is not None:
+                return body
+            chunk = sock.recv(_RECV)
+            if not chunk:
+                raise ConnectionResetError("the agent closed the connection")
+            self._buf.feed(chunk)
+
+    def _exchange(self, frames: bytes, count: int) -> list[bytes]:
+        """Send ``frames`` and read ``count`` replies, reconnecting once if the
+        connection dropped before any reply arrived."""
+        for attempt in (0, 1):
+            if self._sock is None:
+                self._sock = self._connect()
+            sock = self._sock
+            bodies: list[bytes] = []
+            try:
+                sock.sendall(frames)
+                while len(bodies) < count:
+                    bodies.append(self._read_body(sock))
+                return bodies
+            except TimeoutError:
+                self._drop()
+                raise errors.AgentTimeout(
+                    f"the credential agent did not answer within {self.timeout:g} s"
+                ) from None
+            except OSError as e:
+                self._drop()
+                if bodies or attempt:
+                    raise errors.AgentUnavailable(f"lost the connection to the agent: {e.strerror or e}") from None
+            except errors.BadRequest:
+                self._drop()
+                raise errors.ProtocolError("the agent sent an oversized or empty frame") from None
+        raise AssertionError("unreachable")
+
+    def call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
+        """Send one request and return its result (or raise its error)."""
+        frame = protocol.encode_request(op, args)
+        with self._lock:
+            (body,) = self._exchange(frame, 1)
+        return protocol.decode_reply(body)
+
+    def call_many(self, requests: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Any]:
+        """Pipeline requests: send them all, then read the replies in order.
+
+        Returns each result, or the ``AgentError`` instance for a request that failed.
+        """
+        frames = [protocol.encode_request(op, args) for op, args in requests]
+        with self._lock:
+            bodies = self._exchange(b"".join(frames), len(frames))
+        results: list[Any] = []
+        for body in bodies:
+            try:
+                results.append(protocol.decode_reply(body))
+            except errors.AgentError as e:
+                results.append(e)
+        return results
+
+    # typed operations: one line each
+    def hello(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("hello")
+        return result
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("status")
+        return result
+
+    def stop(self) -> None:
+        self.call("stop")
+
+    def init(self, key_source: str | None = None, passphrase: str | None = None) -> dict[str, Any]:
+        args = {k: v for k, v in (("key_source", key_source), ("passphrase", passphrase)) if v is not None}
+        result: dict[str, Any] = self.call("init", args)
+        return result
+
+    def unlock(self, passphrase: str | None = None) -> None:
+        self.call("unlock", {} if passphrase is None else {"passphrase": passphrase})
+
+    def lock(self) -> None:
+        self.call("lock")
+
+    def store(
+        self,
+        platform: str,
+        value: str,
+        credential_type: str = DEFAULT_TYPE,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        validate: bool = True,
+        expires_at: float | None = None,
+    ) -> None:
+        self.call("store", write_args(platform, value, credential_type, metadata, validate, expires_at))
+
+    def update(
+        self,
+        platform: str,
+        value: str,
+        credential_type: str = DEFAULT_TYPE,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        validate: bool = True,
+        expires_at: float | None = None,
+    ) -> None:
+        self.call("update", write_args(platform, value, credential_type, metadata, validate, expires_at))
+
+    def get(self, platform: str, credential_type: str = DEFAULT_TYPE) -> str:
+        result: str = self.call("get", _name_args(platform, credential_type))
+        return result
+
+    def get_many(self, names: Iterable[str | tuple[str, str]]) -> list[str]:
+        """Fetch several credentials in one pipelined round trip; raises the first error."""
+        reqs = [("get", _name_args(*((n, DEFAULT_TYPE) if isinstance(n, str) else n))) for n in names]
+        results = self.call_many(reqs)
+        for r in results:
+            if isinstance(r, errors.AgentError):
+                raise r
+        return results
+
+    def delete(self, platform: str, credential_type: str = DEFAULT_TYPE) -> None:
+        self.call("delete", _name_args(platform, credential_type))
+
+    def list(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("list")
+        return result
+
+    def metadata(self, platform: str, credential_type: str = DEFAULT_TYPE) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("metadata", _name_args(platform, credential_type))
+        return result
+
+    def validate(self, platform: str, value: str) -> bool:
+        return bool(self.call("validate", {"platform": platform, "value": value})["valid"])

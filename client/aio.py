@@ -1,0 +1,207 @@
+"""The asyncio client: the same protocol as ``Client``, over asyncio streams.
+
+Task-safe (one asyncio.Lock around each exchange), connects lazily, reconnects
+once after a dropped connection. Imported on first use of ``client.AsyncClient``
+so that ``import client`` stays free of asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from client import _autostart, errors, paths, protocol
+from client._sync import DEFAULT_TIMEOUT, _name_args, write_args
+from client.validation import DEFAULT_TYPE
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient:
+    """Asyncio client of the credential agent.
+
+    >>> async with AsyncClient() as c:
+    ...     key = await c.get("runpod")
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        autostart: bool | None = None,
+    ) -> None:
+        self.path = Path(path) if path is not None else paths.socket_path()
+        self.timeout = timeout
+        self._autostart = autostart
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(path={str(self.path)!r}, connected={self._writer is not None})"
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            await self._drop()
+
+    async def _drop(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
+
+    async def _try_connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        paths.check_socket(self.path)
+        return await asyncio.open_unix_connection(str(self.path), limit=protocol.MAX_FRAME + protocol.HEADER)
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            return await self._try_connect()
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not _autostart.enabled(self._autostart):
+                raise errors.AgentUnavailable(
+                    f"no credential agent at {self.path}; start one with `agent start`"
+                ) from None
+        if not await asyncio.to_thread(_autostart.start_agent, max(self.timeout, 10.0)):
+            raise errors.AgentUnavailable(f"could not start a credential agent at {self.path}")
+        try:
+            return await self._try_connect()
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            raise errors.AgentUnavailable(f"no credential agent at {self.path}") from e
+
+    @staticmethod
+    async def _read_body(reader: asyncio.StreamReader) -> bytes:
+        header = await reader.readexactly(protocol.HEADER)
+        n = int.from_bytes(header, "big")
+        if n == 0 or n > protocol.MAX_FRAME:
+            raise errors.ProtocolError("the agent sent an oversized or empty frame")
+        return await reader.readexactly(n)
+
+    async def _exchange_once(self, frames: bytes, count: int, bodies: list[bytes]) -> None:
+        if self._writer is None:
+            self._reader, self._writer = await self._connect()
+        assert self._reader is not None
+        self._writer.write(frames)
+        await self._writer.drain()
+        while len(bodies) < count:
+            bodies.append(await self._read_body(self._reader))
+
+    async def _exchange(self, frames: bytes, count: int) -> list[bytes]:
+        for attempt in (0, 1):
+            bodies: list[bytes] = []
+            try:
+                await asyncio.wait_for(self._exchange_once(frames, count, bodies), self.timeout)
+                return bodies
+            except TimeoutError:
+                await self._drop()
+                raise errors.AgentTimeout(
+                    f"the credential agent did not answer within {self.timeout:g} s"
+                ) from None
+            except (OSError, asyncio.IncompleteReadError) as e:
+                await self._drop()
+                if bodies or attempt:
+                    raise errors.AgentUnavailable(f"lost the connection to the agent: {e}") from None
+            except errors.ProtocolError:
+                await self._drop()
+                raise
+        raise AssertionError("unreachable")
+
+    async def call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
+        frame = protocol.encode_request(op, args)
+        async with self._lock:
+            (body,) = await self._exchange(frame, 1)
+        return protocol.decode_reply(body)
+
+    async def call_many(self, requests: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Any]:
+        """Pipeline requests; returns each result or the ``AgentError`` it raised."""
+        frames = [protocol.encode_request(op, args) for op, args in requests]
+        async with self._lock:
+            bodies = await self._exchange(b"".join(frames), len(frames))
+        results: list[Any] = []
+        for body in bodies:
+            try:
+                results.append(protocol.decode_reply(body))
+            except errors.AgentError as e:
+                results.append(e)
+        return results
+
+    # typed operations: one line each
+    async def hello(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("hello")
+        return result
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("status")
+        return result
+
+    async def stop(self) -> None:
+        await self.call("stop")
+
+    async def unlock(self, passphrase: str | None = None) -> None:
+        await self.call("unlock", {} if passphrase is None else {"passphrase": passphrase})
+
+    async def lock(self) -> None:
+        await self.call("lock")
+
+    async def store(
+        self,
+        platform: str,
+        value: str,
+        credential_type: str = DEFAULT_TYPE,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        validate: bool = True,
+        expires_at: float | None = None,
+    ) -> None:
+        await self.call("store", write_args(platform, value, credential_type, metadata, validate, expires_at))
+
+    async def update(
+        self,
+        platform: str,
+        value: str,
+        credential_type: str = DEFAULT_TYPE,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        validate: bool = True,
+        expires_at: float | None = None,
+    ) -> None:
+        await self.call("update", write_args(platform, value, credential_type, metadata, validate, expires_at))
+
+    async def get(self, platform: str, credential_type: str = DEFAULT_TYPE) -> str:
+        result: str = await self.call("get", _name_args(platform, credential_type))
+        return result
+
+    async def get_many(self, names: Iterable[str | tuple[str, str]]) -> list[str]:
+        reqs = [("get", _name_args(*((n, DEFAULT_TYPE) if isinstance(n, str) else n))) for n in names]
+        results = await self.call_many(reqs)
+        for r in results:
+            if isinstance(r, errors.AgentError):
+                raise r
+        return results
+
+    async def delete(self, platform: str, credential_type: str = DEFAULT_TYPE) -> None:
+        await self.call("delete", _name_args(platform, credential_type))
+
+    async def list(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.call("list")
+        return result
+
+    async def metadata(self, platform: str, credential_type: str = DEFAULT_TYPE) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("metadata", _name_args(platform, credential_type))
+        return result
+
+    async def validate(self, platform: str, value: str) -> bool:
+        return bool((await self.call("validate", {"platform": platform, "value": value}))["valid"])

@@ -1,0 +1,140 @@
+"""Where things live: one function per path (as rbw's dirs.rs).
+
+Precedence is env > default, written as one expression per path. Every path is
+namespaced by ``CREDENTIAL_AGENT_PROFILE`` so profiles (and tests) never meet.
+platformdirs is imported only by the functions that need it: the socket path,
+which every client computes, costs no import on Linux.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tempfile
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "APP",
+    "profile",
+    "app_name",
+    "runtime_dir",
+    "socket_path",
+    "lock_path",
+    "data_dir",
+    "vault_path",
+    "config_dir",
+    "config_path",
+    "log_path",
+    "ensure_private_dir",
+    "InsecurePath",
+    "check_socket",
+]
+
+APP: Final = "credential-agent"
+# sun_path is 108 bytes on Linux and 104 on macOS; keep room for the NUL.
+MAX_SOCKET_PATH: Final = 103
+
+
+class InsecurePath(OSError):
+    """A directory or socket that another user could control."""
+
+
+def profile() -> str:
+    return os.environ.get("CREDENTIAL_AGENT_PROFILE", "")
+
+
+def app_name() -> str:
+    p = profile()
+    if p and not all(c.isalnum() or c in "-_" for c in p):
+        raise ValueError("CREDENTIAL_AGENT_PROFILE may hold only letters, digits, '-' and '_'")
+    return f"{APP}-{p}" if p else APP
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` as 0700, or check an existing one is ours and private."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise InsecurePath(f"{path} is not a directory")
+    if st.st_uid != os.getuid():
+        raise InsecurePath(f"{path} is owned by uid {st.st_uid}, not by this user")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)  # ours, so tighten it rather than fail
+    return path
+
+
+def _base_runtime_dir() -> Path:
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return Path(xdg)
+    if sys.platform == "darwin":
+        import platformdirs
+
+        return Path(platformdirs.user_runtime_dir())
+    run_user = Path(f"/run/user/{os.getuid()}")
+    if run_user.is_dir() and run_user.stat().st_uid == os.getuid():
+        return run_user
+    # no runtime dir (containers, cron, su): a private dir in the temp dir, as ssh-agent
+    return Path(tempfile.gettempdir())
+
+
+def runtime_dir() -> Path:
+    base = _base_runtime_dir()
+    if base == Path(tempfile.gettempdir()):
+        return base / f"{app_name()}-{os.getuid()}"
+    return base / app_name()
+
+
+def socket_path() -> Path:
+    return Path(os.environ.get("CREDENTIAL_AGENT_SOCK") or runtime_dir() / "agent.sock")
+
+
+def lock_path() -> Path:
+    """The flock that makes one agent per profile (beside the socket)."""
+    return socket_path().with_name(socket_path().name + ".lock")
+
+
+def data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(app_name(), appauthor=False))
+
+
+def vault_path() -> Path:
+    return data_dir() / "vault.sqlite3"
+
+
+def config_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(app_name(), appauthor=False))
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("CREDENTIAL_AGENT_CONFIG") or config_dir() / "config.toml")
+
+
+def log_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_log_dir(app_name(), appauthor=False)) / "agent.log"
+
+
+def check_socket(path: Path) -> None:
+    """Refuse a socket another user could have planted or could use (impostor check).
+
+    Raises ``FileNotFoundError`` when there is nothing at ``path``.
+    """
+    from client import errors
+
+    st = os.stat(path)
+    if not stat.S_ISSOCK(st.st_mode):
+        raise errors.UntrustedSocket(f"{path} is not a socket")
+    if st.st_uid != os.getuid():
+        raise errors.UntrustedSocket(f"refusing {path}: owned by uid {st.st_uid}, not by this user")
+    if st.st_mode & 0o077:
+        raise errors.UntrustedSocket(
+            f"refusing {path}: mode {stat.S_IMODE(st.st_mode):04o} lets other users connect"
+        )

@@ -1,0 +1,228 @@
+"""The wire protocol: framing, messages, limits and the whole op vocabulary.
+
+Rules of this module:
+- no I/O: it never imports socket or asyncio; transports feed it bytes and send
+  what it returns (the h11 way);
+- it is the one place that names ops and their arguments: adding an operation
+  touches ``OPS`` here and one handler in the agent, nothing else;
+- changes are additive (unknown keys are ignored); only an incompatible change
+  bumps ``PROTOCOL_VERSION``.
+
+A frame is a 4-byte unsigned big-endian length N, then N bytes of one msgpack map.
+Request: ``{"v": 1, "op": "get", "args": {...}}``.
+Reply: ``{"v": 1, "ok": true, "result": ...}`` or
+``{"v": 1, "ok": false, "error": {"code": "locked", "message": "..."}}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgpack
+
+from client import errors
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "MAX_FRAME",
+    "HEADER",
+    "Arg",
+    "OPS",
+    "Request",
+    "FrameBuffer",
+    "encode_frame",
+    "encode_request",
+    "encode_ok",
+    "encode_error",
+    "decode_request",
+    "decode_reply",
+]
+
+PROTOCOL_VERSION: Final = 1
+# As ssh-agent's AGENT_MAX_LEN: a frame of an API-key agent is a few hundred bytes;
+# the limit only bounds what a confused or hostile peer can make us buffer.
+MAX_FRAME: Final = 256 * 1024
+HEADER: Final = 4
+
+# Names (platforms, credential types): what every keystore and file name accepts.
+MAX_NAME = 64
+# A value is an API key or token; 64 KiB leaves room for JWT-sized secrets and PEM keys.
+MAX_VALUE = 64 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Arg:
+    """One argument of an op: its name, accepted Python types, whether required."""
+
+    name: str
+    types: tuple[type, ...]
+    required: bool = True
+
+
+def _name(name: str, required: bool = True) -> Arg:
+    return Arg(name, (str,), required)
+
+
+_PLATFORM = _name("platform")
+_TYPE = _name("credential_type", required=False)
+_VALUE = Arg("value", (str,))
+_META = Arg("metadata", (dict, type(None)), required=False)
+_VALIDATE = Arg("validate", (bool,), required=False)
+_EXPIRES = Arg("expires_at", (int, float, type(None)), required=False)
+
+# op name -> its arguments. The whole vocabulary of the protocol.
+OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
+    "hello": (),
+    "status": (),
+    "stop": (),
+    "init": (_name("key_source", required=False), Arg("passphrase", (str,), required=False)),
+    "unlock": (Arg("passphrase", (str,), required=False),),
+    "lock": (),
+    "store": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES),
+    "update": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES),
+    "get": (_PLATFORM, _TYPE),
+    "delete": (_PLATFORM, _TYPE),
+    "list": (),
+    "metadata": (_PLATFORM, _TYPE),
+    "validate": (_PLATFORM, _VALUE),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    op: str
+    args: Mapping[str, Any]
+
+    def __repr__(self) -> str:
+        # never show argument values: they may be secrets
+        return f"Request(op={self.op!r}, args=<{len(self.args)} args>)"
+
+
+class FrameBuffer:
+    """Accumulates received bytes and cuts them into frame bodies.
+
+    ``next_body`` raises ``BadRequest`` for a zero or oversized length as soon as
+    the 4-byte header is in: the body is never buffered (as ssh-agent).
+    """
+
+    __slots__ = ("_buf", "_limit")
+
+    def __init__(self, limit: int = MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self._limit = limit
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def next_body(self) -> bytes | None:
+        buf = self._buf
+        if len(buf) < HEADER:
+            return None
+        n = int.from_bytes(buf[:HEADER], "big")
+        if n == 0:
+            raise errors.BadRequest("empty frame")
+        if n > self._limit:
+            raise errors.BadRequest(f"frame of {n} bytes exceeds the {self._limit}-byte limit")
+        end = HEADER + n
+        if len(buf) < end:
+            return None
+        body = bytes(buf[HEADER:end])
+        del buf[:end]
+        return body
+
+
+def encode_frame(message: Mapping[str, Any]) -> bytes:
+    body: bytes = msgpack.packb(message, use_bin_type=True)
+    if len(body) > MAX_FRAME:
+        raise errors.BadRequest(f"message of {len(body)} bytes exceeds the {MAX_FRAME}-byte limit")
+    return len(body).to_bytes(HEADER, "big") + body
+
+
+def encode_request(op: str, args: Mapping[str, Any] | None = None) -> bytes:
+    return encode_frame({"v": PROTOCOL_VERSION, "op": op, "args": dict(args or {})})
+
+
+def encode_ok(result: Any) -> bytes:
+    return encode_frame({"v": PROTOCOL_VERSION, "ok": True, "result": result})
+
+
+def encode_error(err: errors.AgentError) -> bytes:
+    error = {"code": err.code, "message": err.message}
+    return encode_frame({"v": PROTOCOL_VERSION, "ok": False, "error": error})
+
+
+def _unpack(body: bytes) -> Any:
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        # the message says what kind of problem, never the bytes
+        raise errors.BadRequest(f"not a msgpack message ({type(e).__name__})") from None
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {str: "string", bool: "boolean", int: "integer", float: "number", dict: "map",
+             list: "array", type(None): "nil"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _check_arg(spec: Arg, value: Any) -> None:
+    ok = isinstance(value, spec.types)
+    if ok and isinstance(value, bool) and bool not in spec.types:
+        ok = False  # bool is an int to Python, not to the protocol
+    if not ok:
+        raise errors.BadRequest(f"argument {spec.name!r} must be {_type_names(spec.types)}")
+    if isinstance(value, dict) and not all(isinstance(k, str) for k in value):
+        raise errors.BadRequest(f"argument {spec.name!r} must have string keys")
+
+
+def decode_request(body: bytes) -> Request:
+    """Parse and check one request body; raise the typed error a reply should carry."""
+    msg = _unpack(body)
+    if not isinstance(msg, dict):
+        raise errors.BadRequest("a request must be a map")
+    v = msg.get("v")
+    if type(v) is not int:
+        raise errors.BadRequest("field 'v' must be an integer")
+    if v != PROTOCOL_VERSION:
+        raise errors.UnsupportedVersion(
+            f"protocol version {v} is not supported (this agent speaks {PROTOCOL_VERSION})"
+        )
+    op = msg.get("op")
+    if not isinstance(op, str):
+        raise errors.BadRequest("field 'op' must be a string")
+    specs = OPS.get(op)
+    if specs is None:
+        # the op name is not echoed: a confused caller may have put a secret there
+        raise errors.UnknownOp("unknown operation; `hello` lists the supported ones")
+    raw_args = msg.get("args", {})
+    if not isinstance(raw_args, dict):
+        raise errors.BadRequest("field 'args' must be a map")
+    args: dict[str, Any] = {}
+    for spec in specs:
+        if spec.name in raw_args:
+            _check_arg(spec, raw_args[spec.name])
+            args[spec.name] = raw_args[spec.name]
+        elif spec.required:
+            raise errors.BadRequest(f"missing argument {spec.name!r}")
+    return Request(op, args)
+
+
+def decode_reply(body: bytes) -> Any:
+    """Return a reply's result, or raise the error it carries."""
+    try:
+        msg = _unpack(body)
+    except errors.BadRequest:
+        raise errors.ProtocolError("the agent sent a reply that is not msgpack") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("ok"), bool):
+        raise errors.ProtocolError()
+    if msg["ok"]:
+        return msg.get("result")
+    err = msg.get("error")
+    if not isinstance(err, dict):
+        raise errors.ProtocolError()
+    raise errors.from_wire(err.get("code"), err.get("message"))

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install credential-agent into ./.venv, link `agent` into ~/.local/bin, start it.
+#
+#   scripts/install.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e '.[fast]'
+
+mkdir -p "$HOME/.local/bin"
+ln -sf "$PWD/$VENV/bin/agent" "$HOME/.local/bin/agent"
+"$VENV/bin/agent" start
+"$VENV/bin/agent" status
+case ":$PATH:" in
+  *":$HOME/.local/bin:"*) ;;
+  *) echo "add ~/.local/bin to PATH to run \`agent\` directly" ;;
+esac
+echo "next: \`agent init\` creates the vault (OS keystore if one works, else a passphrase)"

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: system packages (when root), a venv
+# with the project and its test tools, lint, types, then pytest against real agent
+# processes and a real Secret Service (gnome-keyring on a private D-Bus bus).
+#
+#   scripts/test.sh [PYTEST ARGS...]
+#
+# Exit status: pytest's, except that "no tests collected" (5) is a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+log() { printf '== %s\n' "$*" >&2; }
+
+# Debian packages the tests use: a real Secret Service (dbus-daemon, gnome-keyring),
+# systemd-analyze / systemd-socket-activate (unit tests), ssh-agent (benchmark
+# baseline), taskset/setarch (util-linux). Installed only when missing and root.
+need=()
+command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
+command -v dbus-send >/dev/null || need+=(dbus-bin)
+command -v gnome-keyring-daemon >/dev/null || need+=(gnome-keyring)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v ssh-agent >/dev/null || need+=(openssh-client)
+command -v setarch >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq </dev/null
+    apt-get install -y -qq --no-install-recommends "${need[@]}" </dev/null >/dev/null
+  else
+    log "missing ${need[*]} (not root or no apt-get): the tests that need them will skip, saying why"
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+log "installing the project and its test tools into $VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip </dev/null >/dev/null
+"$VENV/bin/python" -m pip install -q -e '.[test,dev,fast]' </dev/null
+
+log "ruff"
+"$VENV/bin/ruff" check agent client tests benchmarks
+log "mypy --strict"
+"$VENV/bin/mypy" --strict agent client
+
+# On Linux as root the packages above are there, so the real Secret Service must
+# come up: a failure to start it is an error, not a quiet skip.
+if [ "$(uname -s)" = Linux ] && command -v gnome-keyring-daemon >/dev/null && command -v dbus-daemon >/dev/null; then
+  export CA_TEST_REQUIRE_SECRET_SERVICE=1
+fi
+
+log "pytest"
+rc=0
+"$VENV/bin/python" -m pytest "$@" </dev/null || rc=$?
+if [ "$rc" = 5 ]; then
+  log "pytest collected no tests: that is a failure"
+  exit 1
+fi
+exit "$rc"
