@@ -43,7 +43,7 @@ log "installing the project and its test tools into $VENV"
 "$VENV/bin/python" -m pip install -q -e '.[test,dev,fast]' </dev/null
 
 log "ruff"
-"$VENV/bin/ruff" check agent client tests benchmarks
+"$VENV/bin/ruff" check .
 log "mypy --strict"
 "$VENV/bin/mypy" --strict agent client
 
