@@ -321,7 +321,7 @@ class Agent:
         if len(value) > protocol.MAX_VALUE:
             raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
         if args.get("validate", True):
-            check_credential(key[0], value)
+            check_credential(key[0], value, key[1])
         storage = await self.storage()
         write_lock, _ = self._locks()
         async with write_lock:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import os
 from typing import Final
 
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from client import errors
 
@@ -71,8 +71,14 @@ DEFAULT_KDF: Final = (2**17, 8, 1)
 
 
 def _derive(passphrase: str, params: KdfParams) -> Fernet:
-    kdf = Scrypt(salt=params.salt, length=32, n=params.n, r=params.r, p=params.p)
-    raw = kdf.derive(passphrase.encode("utf-8", "surrogatepass"))
+    # hashlib's scrypt (OpenSSL, RFC 7914, same output as cryptography's) releases the
+    # GIL; cryptography's holds it for the whole ~0.5 s, which would stall every other
+    # client of the agent while someone types a passphrase.
+    maxmem = 2 * 128 * params.r * params.n + 1024 * 1024
+    raw = hashlib.scrypt(
+        passphrase.encode("utf-8", "surrogatepass"),
+        salt=params.salt, n=params.n, r=params.r, p=params.p, maxmem=maxmem, dklen=32,
+    )
     return Fernet(base64.urlsafe_b64encode(raw))
 
 

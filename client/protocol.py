@@ -137,7 +137,12 @@ class FrameBuffer:
 
 
 def encode_frame(message: Mapping[str, Any]) -> bytes:
-    body: bytes = msgpack.packb(message, use_bin_type=True)
+    try:
+        body: bytes = msgpack.packb(message, use_bin_type=True)
+    except UnicodeEncodeError:
+        raise errors.BadRequest("the message holds text that is not valid Unicode (a lone surrogate)") from None
+    except (TypeError, ValueError, OverflowError) as e:
+        raise errors.BadRequest(f"the message holds a value msgpack cannot encode ({type(e).__name__})") from None
     if len(body) > MAX_FRAME:
         raise errors.BadRequest(f"message of {len(body)} bytes exceeds the {MAX_FRAME}-byte limit")
     return len(body).to_bytes(HEADER, "big") + body

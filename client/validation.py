@@ -50,12 +50,18 @@ def canonical_platform(platform: str) -> str:
     return _ALIASES.get(lowered, lowered)
 
 
-def check_credential(platform: str, value: object) -> None:
-    """Raise ``InvalidCredential`` naming the failed rule; never includes the value."""
+def check_credential(platform: str, value: object, credential_type: str = DEFAULT_TYPE) -> None:
+    """Raise ``InvalidCredential`` naming the failed rule; never includes the value.
+
+    The platform rules describe API keys, so they apply to the default type only;
+    every type gets the generic rule (non-empty, no whitespace or control characters).
+    """
     if not isinstance(value, str) or not value:
         raise errors.InvalidCredential("the credential is empty")
     if _BAD_CHARS_RE.search(value):
         raise errors.InvalidCredential("the credential contains whitespace or control characters")
+    if credential_type != DEFAULT_TYPE:
+        return
     rule = canonical_platform(platform)
     if rule == "huggingface" and not value.startswith("hf_"):
         raise errors.InvalidCredential("Hugging Face tokens start with 'hf_'")

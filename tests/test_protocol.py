@@ -162,3 +162,10 @@ def test_ops_table_names_only_known_types() -> None:
         assert op.isidentifier()
         for spec in specs:
             assert spec.types, (op, spec.name)
+
+
+def test_unencodable_values_are_a_typed_error() -> None:
+    with pytest.raises(errors.BadRequest):
+        protocol.encode_request("store", {"platform": "a", "value": "\ud800"})
+    with pytest.raises(errors.BadRequest):
+        protocol.encode_request("store", {"platform": "a", "value": object()})

@@ -46,3 +46,11 @@ def test_bad_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["a", "A-Z_0-9", "a" * 64])
 def test_good_names(name: str) -> None:
     assert check_name(name) == name
+
+
+def test_platform_rules_apply_to_api_keys_only() -> None:
+    check_credential("lambdalabs", "short", "ssh-key")  # generic rule only
+    with pytest.raises(errors.InvalidCredential):
+        check_credential("lambdalabs", "short")
+    with pytest.raises(errors.InvalidCredential):
+        check_credential("lambdalabs", "has space", "ssh-key")

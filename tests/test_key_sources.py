@@ -1,0 +1,159 @@
+"""Both key sources end to end; the keyring one against a real Secret Service.
+
+``KeySourceContract`` is the shared contract (as keyring's BackendBasicTests); each
+key source subclasses it with the fixture that makes its agent.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from client import Client, errors
+from support import PASSPHRASE, AgentProcess, SecretService
+
+HF = "hf_" + "Q" * 34
+
+
+def vault_id(a: AgentProcess) -> str:
+    db = sqlite3.connect(a.home / "data" / "credential-agent" / "vault.sqlite3")
+    try:
+        return bytes(db.execute("SELECT value FROM meta WHERE key='vault_id'").fetchone()[0]).decode()
+    finally:
+        db.close()
+
+
+def keystore_get(ss: SecretService, account: str) -> str | None:
+    code = f"import keyring; v = keyring.get_password('credential-agent', {account!r}); print(v or '')"
+    env = {k: v for k, v in __import__("os").environ.items()}
+    env.update(ss.env)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip() or None
+
+
+def keystore_set(ss: SecretService, account: str, value: str) -> None:
+    code = f"import keyring; keyring.set_password('credential-agent', {account!r}, {value!r})"
+    env = dict(__import__("os").environ, **ss.env)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=30)
+
+
+class KeySourceContract:
+    source = ""
+
+    @pytest.fixture
+    def vault_agent(self) -> Iterator[AgentProcess]:
+        raise NotImplementedError
+
+    def unlock(self, c: Client) -> None:
+        raise NotImplementedError
+
+    def test_status_names_the_source(self, vault_agent: AgentProcess) -> None:
+        with vault_agent.client() as c:
+            st = c.status()
+        assert st["key_source"] == self.source and st["initialized"] and not st["locked"]
+
+    def test_store_lock_unlock_get(self, vault_agent: AgentProcess) -> None:
+        with vault_agent.client() as c:
+            c.store("huggingface", HF, metadata={"team": "ml"})
+            c.lock()
+            with pytest.raises(errors.Locked):
+                c.get("huggingface")  # an explicit lock holds until an explicit unlock
+            self.unlock(c)
+            assert c.get("huggingface") == HF
+            assert c.metadata("huggingface")["metadata"] == {"team": "ml"}
+
+    def test_restart_keeps_everything(self, vault_agent: AgentProcess) -> None:
+        with vault_agent.client() as c:
+            c.store("runpod", "r" * 25)
+        vault_agent.stop()
+        vault_agent.start()
+        with vault_agent.client() as c:
+            assert c.status()["locked"]
+            self.unlock(c)
+            assert c.get("runpod") == "r" * 25
+
+
+class TestPassphraseSource(KeySourceContract):
+    source = "passphrase"
+
+    @pytest.fixture
+    def vault_agent(self, unlocked_agent: AgentProcess) -> AgentProcess:
+        return unlocked_agent
+
+    def unlock(self, c: Client) -> None:
+        c.unlock(PASSPHRASE)
+
+
+class TestKeyringSource(KeySourceContract):
+    source = "keyring"
+
+    @pytest.fixture
+    def vault_agent(self, keyring_agent: AgentProcess) -> AgentProcess:
+        done = keyring_agent.cli("init")
+        assert done.returncode == 0, done.stderr
+        return keyring_agent
+
+    def unlock(self, c: Client) -> None:
+        c.unlock()
+
+    def test_init_chose_the_keystore_and_said_so(self, vault_agent: AgentProcess) -> None:
+        st = vault_agent.cli("status", "--json")
+        assert '"key_source": "keyring"' in st.stdout
+
+    def test_master_key_is_one_entry_in_the_secret_service(self, vault_agent: AgentProcess,
+                                                           secret_service: SecretService) -> None:
+        key = keystore_get(secret_service, f"master-key-{vault_id(vault_agent)}")
+        assert key is not None and len(key) == 44  # a Fernet key, and nothing else
+        with vault_agent.client() as c:
+            c.store("wandb", "w" * 40)
+        assert keystore_get(secret_service, "wandb") is None  # values never go to the keystore
+
+    def test_auto_unlock_on_first_use_after_restart(self, vault_agent: AgentProcess) -> None:
+        with vault_agent.client() as c:
+            c.store("huggingface", HF)
+        vault_agent.stop()
+        vault_agent.start()
+        with vault_agent.client() as c:
+            assert c.status()["locked"]
+            t = time.monotonic()
+            assert c.get("huggingface") == HF  # gpg-agent style: unlocked by the first request
+            elapsed = time.monotonic() - t
+            assert not c.status()["locked"]
+        print(f"\nkeystore unlock + first get: {elapsed * 1000:.1f} ms")
+
+    def test_missing_keystore_entry_is_a_clear_error(self, vault_agent: AgentProcess,
+                                                     secret_service: SecretService) -> None:
+        account = f"master-key-{vault_id(vault_agent)}"
+        saved = keystore_get(secret_service, account)
+        assert saved is not None
+        code = f"import keyring; keyring.delete_password('credential-agent', {account!r})"
+        subprocess.run([sys.executable, "-c", code], env=dict(__import__("os").environ, **secret_service.env),
+                       check=True, timeout=30)
+        try:
+            vault_agent.stop()
+            vault_agent.start()
+            with vault_agent.client() as c:
+                with pytest.raises(errors.KeystoreUnavailable) as info:
+                    c.get("anything")
+                assert "missing from the OS keystore" in info.value.message
+        finally:
+            keystore_set(secret_service, account, saved)
+
+    def test_wrong_key_in_keystore_is_detected(self, vault_agent: AgentProcess,
+                                               secret_service: SecretService) -> None:
+        account = f"master-key-{vault_id(vault_agent)}"
+        with vault_agent.client() as c:
+            c.store("runpod", "r" * 25)
+        keystore_set(secret_service, account, "A" * 43 + "=")  # a valid Fernet key, not ours
+        vault_agent.stop()
+        vault_agent.start()
+        with vault_agent.client() as c:
+            with pytest.raises(errors.IntegrityError) as info:
+                c.get("runpod")
+            assert "does not open this vault" in info.value.message
