@@ -99,7 +99,7 @@ class Client:
             raise
         return sock
 
-    def _connect(self) -> socket.socket:
+    def _connect_or_start(self) -> socket.socket:
         try:
             return self._try_connect()
         except (FileNotFoundError, ConnectionRefusedError):
@@ -113,6 +113,14 @@ class Client:
             return self._try_connect()
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise errors.AgentUnavailable(f"no credential agent at {self.path}") from e
+
+    def _connect(self) -> socket.socket:
+        try:
+            return self._connect_or_start()
+        except errors.AgentError:
+            raise
+        except OSError as e:  # e.g. a path too long for a Unix socket, a permission problem
+            raise errors.AgentUnavailable(f"cannot connect to {self.path}: {e.strerror or e}") from None
 
     def _read_body(self, sock: socket.socket) -> bytes:
         while True:

@@ -67,7 +67,7 @@ class AsyncClient:
         paths.check_socket(self.path)
         return await asyncio.open_unix_connection(str(self.path), limit=protocol.MAX_FRAME + protocol.HEADER)
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect_or_start(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
             return await self._try_connect()
         except (FileNotFoundError, ConnectionRefusedError):
@@ -81,6 +81,14 @@ class AsyncClient:
             return await self._try_connect()
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise errors.AgentUnavailable(f"no credential agent at {self.path}") from e
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            return await self._connect_or_start()
+        except errors.AgentError:
+            raise
+        except OSError as e:  # e.g. a path too long for a Unix socket, a permission problem
+            raise errors.AgentUnavailable(f"cannot connect to {self.path}: {e.strerror or e}") from None
 
     @staticmethod
     async def _read_body(reader: asyncio.StreamReader) -> bytes:
@@ -110,13 +118,13 @@ class AsyncClient:
                 raise errors.AgentTimeout(
                     f"the credential agent did not answer within {self.timeout:g} s"
                 ) from None
+            except errors.AgentError:  # no agent, untrusted socket, bad reply: no retry
+                await self._drop()
+                raise
             except (OSError, asyncio.IncompleteReadError) as e:
                 await self._drop()
                 if bodies or attempt:
                     raise errors.AgentUnavailable(f"lost the connection to the agent: {e}") from None
-            except errors.ProtocolError:
-                await self._drop()
-                raise
         raise AssertionError("unreachable")
 
     async def call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:

@@ -310,3 +310,17 @@ def test_usage_errors_exit_2(agent: AgentProcess) -> None:
 def test_python_m_agent_matches_console_script() -> None:
     done = subprocess.run([sys.executable, "-m", "agent", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and "credential-agent" in done.stdout
+
+
+def test_unusable_socket_path_is_agent_unavailable(tmp_path) -> None:
+    long_path = tmp_path / ("x" * 120) / "agent.sock"
+    with pytest.raises(errors.AgentUnavailable):
+        Client(long_path, autostart=False).hello()
+
+
+async def test_async_unusable_socket_path_is_agent_unavailable(tmp_path) -> None:
+    from client import AsyncClient
+
+    with pytest.raises(errors.AgentUnavailable) as info:
+        await AsyncClient(tmp_path / "none.sock", autostart=False).hello()
+    assert "agent start" in info.value.message
