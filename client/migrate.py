@@ -166,7 +166,8 @@ def parse_json(text: str, label: str) -> Any:
     except json.JSONDecodeError as e:
         # e.msg is a fixed phrase ("Expecting ',' delimiter"): it never quotes the document
         raise SourceError(
-            f"{label} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}; nothing was imported"
+            f"{label} is not valid JSON: {e.msg.removesuffix(' at')} at line {e.lineno}, column {e.colno}; "
+            "nothing was imported"
         ) from None
     except RecursionError:
         raise SourceError(f"{label} is nested too deeply to be a credentials file; nothing was imported") from None
