@@ -24,7 +24,7 @@ from typing import Any
 
 import agent
 from client import Client, errors, paths
-from client.validation import DEFAULT_TYPE
+from client.validation import DEFAULT_TYPE, check_name
 
 __all__ = ["main", "Exit"]
 
@@ -284,9 +284,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 # --- parser -------------------------------------------------------------------------
+def _name_arg(name: str) -> str:
+    """argparse type: a legal name, else a usage error that does not echo the argument."""
+    try:
+        return check_name(name)
+    except errors.BadRequest as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
 def _add_name(p: argparse.ArgumentParser) -> None:
-    p.add_argument("platform", help="platform name, e.g. huggingface, wandb, runpod")
-    p.add_argument("--type", default=DEFAULT_TYPE, help=f"credential type (default {DEFAULT_TYPE})")
+    p.add_argument("platform", type=_name_arg, help="platform name, e.g. huggingface, wandb, runpod")
+    p.add_argument("--type", type=_name_arg, default=DEFAULT_TYPE, help=f"credential type (default {DEFAULT_TYPE})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("rm", cmd_rm, "delete a credential")
     _add_name(p)
     p = add("validate", cmd_validate, "check a value (from stdin) against the platform's rule")
-    p.add_argument("platform")
+    p.add_argument("platform", type=_name_arg)
+    from agent import cli_migrate  # here, not at the top: it imports this module
+
+    cli_migrate.register(add)
     return parser
 
 

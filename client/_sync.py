@@ -106,6 +106,7 @@ class Client:
             if not _autostart.enabled(self._autostart):
                 raise errors.AgentUnavailable(
                     f"no credential agent at {self.path}; start one with `agent start`"
+                    + (" (autostart is off: CREDENTIAL_AGENT_NO_AUTOSTART is set)" if self._autostart is None else "")
                 ) from None
         if not _autostart.start_agent(max(self.timeout, 10.0)):
             raise errors.AgentUnavailable(f"could not start a credential agent at {self.path}")

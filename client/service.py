@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from client import errors, validation
+from client import errors, migrate, validation
 from client._sync import Client
 from client.validation import DEFAULT_TYPE
 
@@ -117,88 +117,59 @@ class CredentialService:
 
 
 class CredentialMigrationTool:
-    """Moves credentials from JSON files and environment variables into the agent."""
+    """Moves credentials from JSON files and environment variables into the agent.
 
-    _VALUE_KEYS = ("api_key", "credential_value", "value", "token")
+    Results are ``{name: bool}``, one per platform (the JSON key, or the record's
+    ``platform`` field; ``"record 3"`` for a record without a usable name). A bad
+    record is ``False`` and logged with the reason, never the value; the others go on.
+    """
 
     def __init__(self, service: CredentialService) -> None:
         self.service = service
 
-    def _records(self, data: Any) -> list[tuple[str, Any]]:
-        """(platform, record) pairs from the shapes people have."""
-        if isinstance(data, dict):
-            return list(data.items())
-        if isinstance(data, list):
-            return [(str(r.get("platform", "")) if isinstance(r, dict) else "", r) for r in data]
-        raise ValueError("the JSON must be an object or a list of records")
-
-    def _store_record(self, platform: str, record: Any) -> bool:
-        if isinstance(record, str):
-            return self.service.store_credential(platform, record)
-        if not isinstance(record, dict):
-            log.error("record for %s is neither a string nor an object", platform)
-            return False
-        value = next((record[k] for k in self._VALUE_KEYS if isinstance(record.get(k), str)), None)
-        if value is None:
-            log.error("record for %s has no value (one of %s)", platform, ", ".join(self._VALUE_KEYS))
-            return False
-        ctype = record.get("credential_type", DEFAULT_TYPE)
-        metadata = record.get("metadata")
-        if not isinstance(ctype, str) or (metadata is not None and not isinstance(metadata, dict)):
-            log.error("record for %s has a malformed credential_type or metadata", platform)
-            return False
-        return self.service.store_credential(platform, value, ctype, metadata)
+    def _run(self, records: list[migrate.Record]) -> dict[str, bool]:
+        try:
+            items = migrate.import_records(self.service.client, records)
+        except errors.AgentError as e:
+            log.error("migration failed, nothing was stored: %s", e.message)
+            return {r.name: False for r in records}
+        results: dict[str, bool] = {}
+        for item in items:
+            done = item.status in ("imported", "replaced")
+            if not done:
+                log.error("%s", item.describe())
+            results[item.name] = results.get(item.name, True) and done
+        return results
 
     def migrate_from_json(self, json_file_path: str | os.PathLike[str]) -> dict[str, bool]:
+        """Import ``{platform: value}``, ``{platform: {api_key|credential_value|value|token,
+        metadata, credential_type}}`` or a list of such records with a ``platform`` field.
+        A malformed file is refused whole (logged with its line and column): ``{}``."""
+        label = os.fspath(json_file_path)
         try:
-            with open(json_file_path, encoding="utf-8") as f:
-                data = json.load(f)
-            records = self._records(data)
-        except json.JSONDecodeError as e:
-            log.error("%s is not valid JSON (line %d, column %d): %s", json_file_path, e.lineno, e.colno, e.msg)
+            records = migrate.records_from_json(migrate.parse_json(migrate.read_source(label), label), label)
+        except migrate.SourceError as e:
+            log.error("%s", e.message)
             return {}
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            log.error("cannot read %s: %s", json_file_path, type(e).__name__)
-            return {}
-        results: dict[str, bool] = {}
-        for platform, record in records:
-            results[platform] = self._store_record(platform, record) if platform else False
-        return results
+        return self._run(records)
 
     def migrate_from_env(self, env_mapping: Mapping[str, str]) -> dict[str, bool]:
         """``{platform: ENV_VAR}``; a missing or empty variable is ``False`` for that platform."""
-        results: dict[str, bool] = {}
-        for platform, var in env_mapping.items():
-            value = os.environ.get(var)
-            if not value:
-                log.error("environment variable %s for %s is not set", var, platform)
-                results[platform] = False
-                continue
-            results[platform] = self.service.store_credential(platform, value, metadata={"source": f"env:{var}"})
-        return results
+        return self._run(migrate.records_from_env(os.environ, list(env_mapping.items())))
 
     def export_to_json(self, output_path: str | os.PathLike[str], include_values: bool = False) -> bool:
         """Write every credential's record (values only when asked) to a new 0600 file, atomically."""
         try:
-            entries = self.service.client.list()
-            out: dict[str, Any] = {}
-            for e in entries:
-                record: dict[str, Any] = {
-                    "credential_type": e["credential_type"],
-                    "metadata": e.get("metadata") or {},
-                    "created_at": _iso(e["created"]),
-                    "updated_at": _iso(e["updated"]),
-                    "expires_at": _iso(e["expires_at"]),
-                }
-                if include_values:
-                    record["value"] = self.service.client.get(e["platform"], e["credential_type"])
-                name = e["platform"]
-                out[name if e["credential_type"] == DEFAULT_TYPE else f"{name}:{e['credential_type']}"] = record
-            write_private_json(Path(output_path), out)
+            data, items = migrate.export_records(self.service.client, include_values)
+            write_private_json(Path(output_path), data)
         except (errors.AgentError, OSError) as e:
-            log.error("export to %s failed: %s", output_path, getattr(e, "message", None) or type(e).__name__)
+            why = e.message if isinstance(e, errors.AgentError) else e.strerror or type(e).__name__
+            log.error("export to %s failed: %s", output_path, why)
             return False
-        return True
+        for item in items:
+            if item.status == "failed":
+                log.error("%s", item.describe())
+        return all(item.status == "exported" for item in items)
 
 
 def write_private_json(path: Path, data: Any) -> None:
@@ -211,9 +182,24 @@ def write_private_json(path: Path, data: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
