@@ -44,6 +44,7 @@ __all__ = [
     "LABEL",
     "SHIPPED_SYSTEMD_EXEC",
     "SHIPPED_LAUNCHD_HOME",
+    "shipped",
 ]
 
 LABEL = "org.credential-agent"
@@ -152,10 +153,13 @@ Also={name}.socket
 """
 
 
-def render_plist(label: str, command: Sequence[str], env: dict[str, str], home: Path) -> str:
+def launchd_log(home: Path, app: str) -> Path:
+    return home / "Library" / "Logs" / app / "agent.log"  # platformdirs' user_log_dir on macOS
+
+
+def render_plist(label: str, command: Sequence[str], env: dict[str, str], log: Path) -> str:
     import plistlib
 
-    log = str(home / "Library" / "Logs" / paths.app_name() / "agent.log")
     data: dict[str, object] = {
         "Label": label,
         "ProgramArguments": [*command, "serve"],
@@ -163,12 +167,23 @@ def render_plist(label: str, command: Sequence[str], env: dict[str, str], home: 
         # back after a crash, but `agent stop` (exit 0) is respected
         "KeepAlive": {"SuccessfulExit": False},
         "ProcessType": "Background",
-        "StandardOutPath": log,
-        "StandardErrorPath": log,
+        "StandardOutPath": str(log),
+        "StandardErrorPath": str(log),
     }
     if env:
         data["EnvironmentVariables"] = dict(sorted(env.items()))
     return plistlib.dumps(data, sort_keys=False).decode()
+
+
+def shipped() -> dict[str, str]:
+    """The repository's unit files (relative path -> contents): the defaults, for reading
+    or installing by hand; `agent service install` writes the same with real paths."""
+    app, home = paths.APP, SHIPPED_LAUNCHD_HOME
+    return {
+        f"systemd/{app}.socket": render_socket(app, f"%t/{app}/agent.sock"),
+        f"systemd/{app}.service": render_service(app, SHIPPED_SYSTEMD_EXEC, {}),
+        f"launchd/{LABEL}.plist": render_plist(LABEL, [str(home / ".local/bin/agent")], {}, launchd_log(home, app)),
+    }
 
 
 # --- the plan for this machine ------------------------------------------------------------
@@ -216,7 +231,7 @@ def plan(manager: str, command: Sequence[str] | None = None) -> Plan:
     domain = f"gui/{os.getuid()}"
     return Plan(
         manager,
-        {plist: render_plist(label(), command, env, Path.home())},
+        {plist: render_plist(label(), command, env, launchd_log(Path.home(), paths.app_name()))},
         [["launchctl", "bootstrap", domain, str(plist)]],
         [["launchctl", "bootout", f"{domain}/{label()}"]],
         [],
@@ -302,8 +317,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         else:
             print(f"unchanged {path}")
     if p.manager == "launchd" and not args.dry_run:
-        log = Path.home() / "Library" / "Logs" / paths.app_name()
-        log.mkdir(parents=True, exist_ok=True)  # launchd opens the log file but makes no directory
+        # launchd opens the log file but makes no directory
+        launchd_log(Path.home(), paths.app_name()).parent.mkdir(parents=True, exist_ok=True)
     if args.dry_run:
         print(f"would run: {_shell(p.enable)}")
         return 0
