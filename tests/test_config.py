@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from client import _config, errors, paths
-from support import ROOT, AgentProcess, base_env, short_tmpdir
+from support import ROOT, AgentProcess, base_env
 
 README = (ROOT / "README.md").read_text()
 
@@ -114,8 +114,8 @@ def test_config_dir_matches_platformdirs(monkeypatch: pytest.MonkeyPatch, tmp_pa
         assert paths.config_dir() == Path(platformdirs.user_config_dir("credential-agent", appauthor=False))
 
 
-def test_client_reads_socket_and_autostart_without_agent_code() -> None:
-    home = short_tmpdir()
+def test_client_reads_socket_and_autostart_without_agent_code(tmp_path: Path) -> None:
+    home = tmp_path
     env = base_env(home)
     env.pop("CREDENTIAL_AGENT_SOCK")
     env.pop("CREDENTIAL_AGENT_NO_AUTOSTART")
