@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import agent
-from client import Client, errors, paths
+from client import Client, _config, errors, paths
 from client.validation import DEFAULT_TYPE, check_name
 
 __all__ = ["main", "Exit"]
@@ -98,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(
         stream=sys.stderr,
-        level=getattr(logging, args.log_level.upper()),
+        level=getattr(logging, _config.setting("log_level", args.log_level).upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     return lifecycle.serve(load_options(args))
@@ -114,8 +114,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     paths.ensure_private_dir(log_file.parent)
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     command = [sys.executable, "-m", "agent", "serve", *(["--log-level", args.log_level] if args.log_level else [])]
+    # LISTEN_* of a socket-activated parent (a notebook server, say) are not for this agent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
     child = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True, close_fds=True
+        command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True, close_fds=True, env=env
     )
     os.close(fd)
     deadline = time.monotonic() + START_TIMEOUT
@@ -173,14 +175,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"socket:      {st['socket']}")
     print(f"vault:       {st['vault']} ({st['credentials']} credentials, key source {st['key_source'] or '-'})")
     print(f"state:       {state}")
+    print(f"auto-lock:   {_autolock_line(st)}")
+    if st.get("socket_activated"):
+        print("started by:  systemd socket activation")
     hardening = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in sorted(st["hardening"].items()))
     print(f"hardening:   {hardening}")
     print(f"event loop:  {st['loop']}")
     return Exit.OK
 
 
+def _autolock_line(st: dict[str, Any]) -> str:
+    parts = []
+    for key, left, what in (("idle_timeout", "idle_left_s", "idle"), ("max_unlocked", "unlocked_left_s", "max")):
+        if st.get(key):
+            remaining = "" if st.get(left) is None else f" ({st[left]:.0f} s left)"
+            parts.append(f"{what} {st[key]:g} s{remaining}")
+    return ", ".join(parts) or "off"
+
+
 # --- vault ------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
+    args.key_source = _config.setting("key_source", args.key_source)
     with Client() as c:
         if args.key_source == "passphrase":
             result = c.init("passphrase", read_secret("New passphrase: ", confirm=True))
@@ -308,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("serve", cmd_serve, "run the agent in the foreground (for systemd/launchd)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default=None, choices=_config.LOG_LEVELS, help="default: info")
     p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
                    help="lock after this long without credential use (0 = off)")
     p.add_argument("--max-unlocked", type=float, default=None, metavar="SECONDS",
@@ -341,9 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_name(p)
     p = add("validate", cmd_validate, "check a value (from stdin) against the platform's rule")
     p.add_argument("platform", type=_name_arg)
-    from agent import cli_migrate  # here, not at the top: it imports this module
+    from agent import cli_migrate, service_units  # here, not at the top: they import this module
 
     cli_migrate.register(add)
+    service_units.add_parser(sub)
     return parser
 
 

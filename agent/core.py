@@ -49,6 +49,7 @@ class Options:
     idle_timeout: float = 0.0  # seconds without credential use before locking; 0 = off
     max_unlocked: float = 0.0  # seconds unlocked before locking, whatever the use; 0 = off
     keystore_deadline: float = keystore.DEFAULT_DEADLINE
+    socket_activated: bool = False  # the socket came from systemd (LISTEN_FDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,6 +407,7 @@ class Agent:
         return {
             "pid": os.getpid(),
             "socket": str(self.options.socket),
+            "socket_activated": self.options.socket_activated,
             "vault": str(self.options.vault),
             "initialized": self.initialized,
             "locked": self.locked,

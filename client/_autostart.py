@@ -15,13 +15,23 @@ import shlex
 import shutil
 import sys
 
-__all__ = ["enabled", "agent_command", "start_agent"]
+__all__ = ["enabled", "unavailable_message", "agent_command", "start_agent"]
 
 
 def enabled(explicit: bool | None = None) -> bool:
-    if explicit is not None:
-        return explicit
-    return os.environ.get("CREDENTIAL_AGENT_NO_AUTOSTART", "") in ("", "0")
+    """The caller's choice > CREDENTIAL_AGENT_NO_AUTOSTART > the config file's ``autostart`` > on."""
+    from client import _config
+
+    return bool(_config.setting("autostart", explicit))
+
+
+def unavailable_message(path: object) -> str:
+    """What to tell a caller when no agent answers and autostart is off."""
+    return (
+        f"no credential agent at {path} and autostart is off (CREDENTIAL_AGENT_NO_AUTOSTART or "
+        "`autostart = false` in the config file); start one with `agent start`, "
+        "or `agent service install` to have one at every login"
+    )
 
 
 def agent_command() -> list[str]:

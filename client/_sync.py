@@ -104,10 +104,7 @@ class Client:
             return self._try_connect()
         except (FileNotFoundError, ConnectionRefusedError):
             if not _autostart.enabled(self._autostart):
-                raise errors.AgentUnavailable(
-                    f"no credential agent at {self.path}; start one with `agent start`"
-                    + (" (autostart is off: CREDENTIAL_AGENT_NO_AUTOSTART is set)" if self._autostart is None else "")
-                ) from None
+                raise errors.AgentUnavailable(_autostart.unavailable_message(self.path)) from None
         if not _autostart.start_agent(max(self.timeout, 10.0)):
             raise errors.AgentUnavailable(f"could not start a credential agent at {self.path}")
         try:

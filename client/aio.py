@@ -72,10 +72,7 @@ class AsyncClient:
             return await self._try_connect()
         except (FileNotFoundError, ConnectionRefusedError):
             if not _autostart.enabled(self._autostart):
-                raise errors.AgentUnavailable(
-                    f"no credential agent at {self.path}; start one with `agent start`"
-                    + (" (autostart is off: CREDENTIAL_AGENT_NO_AUTOSTART is set)" if self._autostart is None else "")
-                ) from None
+                raise errors.AgentUnavailable(_autostart.unavailable_message(self.path)) from None
         if not await asyncio.to_thread(_autostart.start_agent, max(self.timeout, 10.0)):
             raise errors.AgentUnavailable(f"could not start a credential agent at {self.path}")
         try:

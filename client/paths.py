@@ -1,6 +1,6 @@
 """Where things live: one function per path (as rbw's dirs.rs).
 
-Precedence is env > default, written as one expression per path. Every path is
+Precedence is env > config file > default, written as one expression per path. Every path is
 namespaced by ``CREDENTIAL_AGENT_PROFILE`` so profiles (and tests) never meet.
 platformdirs is imported only by the functions that need it: the socket path,
 which every client computes, costs no import on Linux.
@@ -88,7 +88,13 @@ def runtime_dir() -> Path:
 
 
 def socket_path() -> Path:
-    return Path(os.environ.get("CREDENTIAL_AGENT_SOCK") or runtime_dir() / "agent.sock")
+    from client import _config
+
+    return Path(
+        os.environ.get("CREDENTIAL_AGENT_SOCK")
+        or _config.file_value(config_path(), "socket")
+        or runtime_dir() / "agent.sock"
+    )
 
 
 def lock_path() -> Path:
@@ -107,6 +113,10 @@ def vault_path() -> Path:
 
 
 def config_dir() -> Path:
+    if sys.platform.startswith("linux"):
+        # what platformdirs answers on Linux, without importing it on every client's path
+        base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.expanduser("~/.config")
+        return Path(base) / app_name()
     import platformdirs
 
     return Path(platformdirs.user_config_dir(app_name(), appauthor=False))

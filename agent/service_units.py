@@ -1,0 +1,413 @@
+"""``agent service install | uninstall | status``: run the agent at login.
+
+- Linux: systemd user units. ``credential-agent.socket`` listens on the socket
+  path clients use and starts ``credential-agent.service`` (``agent serve``) on
+  the first connection; the service adopts the socket (``agent.lifecycle``).
+- macOS: a LaunchAgent that runs ``agent serve`` at login and after a crash.
+
+Rules of this module:
+- the units name this installation's ``agent`` by absolute path (the console
+  script beside this interpreter, else ``python -m agent``), so they keep
+  working whatever PATH a login session has;
+- ``render_*`` are pure; the files in the repository's ``systemd/`` and
+  ``launchd/`` are their output for the shipped default command (a test keeps
+  them equal), so there is one source of truth;
+- install and uninstall are idempotent, and where the service manager cannot be
+  reached (containers, ssh sessions without a user bus, tests) they print what
+  they wrote and the one command left to run;
+- cheap to import: ``agent.cli`` registers the parser on every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from client import _config, paths
+
+__all__ = [
+    "add_parser",
+    "agent_command",
+    "service_env",
+    "render_socket",
+    "render_service",
+    "render_plist",
+    "systemd_exec",
+    "Plan",
+    "plan",
+    "LABEL",
+    "SHIPPED_SYSTEMD_EXEC",
+    "SHIPPED_LAUNCHD_HOME",
+    "shipped",
+]
+
+LABEL = "org.credential-agent"
+# What the repository's unit files run: the link scripts/install.sh creates.
+SHIPPED_SYSTEMD_EXEC = "%h/.local/bin/agent"
+SHIPPED_LAUNCHD_HOME = Path("/Users/USERNAME")
+MANAGER_TIMEOUT = 20.0
+
+
+# --- what to run ----------------------------------------------------------------------
+def agent_command() -> list[str]:
+    """Absolute argv that runs this installation's ``agent``."""
+    script = Path(sys.executable).parent / "agent"  # the console script of this venv
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script.absolute())]
+    return [str(Path(sys.executable).absolute()), "-m", "agent"]
+
+
+def service_env(command: Sequence[str]) -> dict[str, str]:
+    """Environment the service needs to find this installation and this profile."""
+    env = {}
+    if command[1:2] == ["-m"]:
+        import sysconfig
+
+        import agent
+
+        root = str(Path(agent.__file__).resolve().parent.parent)
+        site = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+        if root not in {str(Path(p).resolve()) for p in site}:
+            env["PYTHONPATH"] = root  # a checkout run in place, not an installed package
+    for name in ("CREDENTIAL_AGENT_PROFILE", "CREDENTIAL_AGENT_SOCK", "CREDENTIAL_AGENT_CONFIG"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    return env
+
+
+def unit_name() -> str:
+    return paths.app_name()  # credential-agent, or credential-agent-PROFILE
+
+
+def label() -> str:
+    p = paths.profile()
+    return f"{LABEL}.{p}" if p else LABEL
+
+
+# --- rendering (pure) -----------------------------------------------------------------
+def _systemd_word(arg: str) -> str:
+    """One ExecStart/Environment word: % doubled, quoted when it holds spaces or quotes."""
+    arg = arg.replace("%", "%%")
+    if arg and not any(c in arg for c in " \t\"'\\;$"):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$") + '"'
+
+
+def systemd_exec(command: Sequence[str]) -> str:
+    return " ".join(_systemd_word(a) for a in command)
+
+
+def listen_stream() -> str:
+    """The socket unit's path: the one clients compute, in systemd's %t form when it can be."""
+    explicit = os.environ.get("CREDENTIAL_AGENT_SOCK") or _config.file_value(paths.config_path(), "socket")
+    if explicit:
+        return str(explicit).replace("%", "%%")
+    return f"%t/{paths.app_name()}/agent.sock"
+
+
+def render_socket(name: str, listen: str) -> str:
+    return f"""\
+# {name}.socket: listens on the agent's socket and starts {name}.service on
+# the first connection. Written by `agent service install`.
+[Unit]
+Description=Credential agent socket (API keys for connectors)
+
+[Socket]
+ListenStream={listen}
+SocketMode=0600
+DirectoryMode=0700
+RemoveOnStop=yes
+
+[Install]
+WantedBy=sockets.target
+"""
+
+
+def render_service(name: str, exec_start: str, env: dict[str, str]) -> str:
+    environment = "".join(f"Environment={_systemd_word(f'{k}={v}')}\n" for k, v in sorted(env.items()))
+    return f"""\
+# {name}.service: the credential agent, started by {name}.socket on first use.
+# Written by `agent service install`; `agent serve` adopts the socket systemd passes.
+[Unit]
+Description=Credential agent for API keys
+Requires={name}.socket
+After={name}.socket
+
+[Service]
+Type=simple
+ExecStart={exec_start} serve
+{environment}Restart=on-failure
+RestartSec=1
+UMask=0077
+LimitCORE=0
+NoNewPrivileges=yes
+
+[Install]
+Also={name}.socket
+"""
+
+
+def launchd_log(home: Path, app: str) -> Path:
+    return home / "Library" / "Logs" / app / "agent.log"  # platformdirs' user_log_dir on macOS
+
+
+def render_plist(label: str, command: Sequence[str], env: dict[str, str], log: Path) -> str:
+    import plistlib
+
+    data: dict[str, object] = {
+        "Label": label,
+        "ProgramArguments": [*command, "serve"],
+        "RunAtLoad": True,
+        # back after a crash, but `agent stop` (exit 0) is respected
+        "KeepAlive": {"SuccessfulExit": False},
+        "ProcessType": "Background",
+        "StandardOutPath": str(log),
+        "StandardErrorPath": str(log),
+    }
+    if env:
+        data["EnvironmentVariables"] = dict(sorted(env.items()))
+    return plistlib.dumps(data, sort_keys=False).decode()
+
+
+def shipped() -> dict[str, str]:
+    """The repository's unit files (relative path -> contents): the defaults, for reading
+    or installing by hand; `agent service install` writes the same with real paths."""
+    app, home = paths.APP, SHIPPED_LAUNCHD_HOME
+    return {
+        f"systemd/{app}.socket": render_socket(app, f"%t/{app}/agent.sock"),
+        f"systemd/{app}.service": render_service(app, SHIPPED_SYSTEMD_EXEC, {}),
+        f"launchd/{LABEL}.plist": render_plist(LABEL, [str(home / ".local/bin/agent")], {}, launchd_log(home, app)),
+    }
+
+
+# --- the plan for this machine ------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    manager: str  # "systemd" | "launchd"
+    files: dict[Path, str]  # path -> contents
+    enable: list[list[str]]  # commands that load and start the units
+    disable: list[list[str]]  # commands that stop and unload them
+    wants: list[Path]  # links `systemctl enable` makes (removed by uninstall without a manager)
+
+
+def systemd_user_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.expanduser("~/.config")
+    return Path(base) / "systemd" / "user"
+
+
+def launch_agents_dir() -> Path:
+    return Path.home() / "Library" / "LaunchAgents"
+
+
+def default_manager() -> str:
+    if sys.platform == "darwin":
+        return "launchd"
+    if sys.platform.startswith("linux"):
+        return "systemd"
+    raise SystemExit(f"agent service: no service manager support on {sys.platform}; run `agent start` at login")
+
+
+def plan(manager: str, command: Sequence[str] | None = None) -> Plan:
+    command = list(command or agent_command())
+    env = service_env(command)
+    name = unit_name()
+    if manager == "systemd":
+        d = systemd_user_dir()
+        sock, svc = f"{name}.socket", f"{name}.service"
+        return Plan(
+            manager,
+            {d / sock: render_socket(name, listen_stream()), d / svc: render_service(name, systemd_exec(command), env)},
+            [["systemctl", "--user", "daemon-reload"], ["systemctl", "--user", "enable", "--now", sock]],
+            [["systemctl", "--user", "disable", "--now", sock, svc], ["systemctl", "--user", "daemon-reload"]],
+            [d / "sockets.target.wants" / sock],
+        )
+    plist = launch_agents_dir() / f"{label()}.plist"
+    domain = f"gui/{os.getuid()}"
+    return Plan(
+        manager,
+        {plist: render_plist(label(), command, env, launchd_log(Path.home(), paths.app_name()))},
+        [["launchctl", "bootstrap", domain, str(plist)]],
+        [["launchctl", "bootout", f"{domain}/{label()}"]],
+        [],
+    )
+
+
+# --- talking to the service manager ------------------------------------------------------
+def manager_reachable(manager: str) -> str | None:
+    """None when the manager answers; otherwise why not (said to the user)."""
+    tool = "systemctl" if manager == "systemd" else "launchctl"
+    if shutil.which(tool) is None:
+        return f"{tool} is not installed here"
+    if manager == "systemd":
+        probe = ["systemctl", "--user", "show-environment"]
+    else:
+        probe = ["launchctl", "print", f"gui/{os.getuid()}"]
+    try:
+        done = _quiet(probe)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{' '.join(probe)} failed: {e}"
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).strip().splitlines()
+        return f"`{' '.join(probe)}` failed: {why[-1] if why else f'exit {done.returncode}'}"
+    return None
+
+
+def _quiet(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=MANAGER_TIMEOUT, stdin=subprocess.DEVNULL)
+
+
+def _launchd_loaded() -> bool:
+    return _quiet(["launchctl", "print", f"gui/{os.getuid()}/{label()}"]).returncode == 0
+
+
+def _run(command: list[str], *, check: bool) -> bool:
+    print("$ " + " ".join(command))
+    try:
+        done = _quiet(command)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise SystemExit(f"agent service: {command[0]} failed: {e}") from None
+    output = (done.stdout + done.stderr).strip()
+    if output:
+        print(output)
+    if check and done.returncode != 0:
+        raise SystemExit(f"agent service: `{' '.join(command)}` exited with status {done.returncode}")
+    return done.returncode == 0
+
+
+def _shell(commands: list[list[str]]) -> str:
+    import shlex
+
+    return " && ".join(shlex.join(c) for c in commands)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+# --- commands ------------------------------------------------------------------------------
+def cmd_install(args: argparse.Namespace) -> int:
+    p = plan(args.manager or default_manager())
+    changed = [path for path, text in p.files.items() if _read(path) != text]
+    for path, text in p.files.items():
+        if args.dry_run:
+            print(f"--- would write {path}{'' if path in changed else ' (unchanged)'}\n{text}", end="")
+        elif path in changed:
+            _write(path, text)
+            print(f"wrote {path}")
+        else:
+            print(f"unchanged {path}")
+    if p.manager == "launchd" and not args.dry_run:
+        # launchd opens the log file but makes no directory
+        launchd_log(Path.home(), paths.app_name()).parent.mkdir(parents=True, exist_ok=True)
+    if args.dry_run:
+        print(f"would run: {_shell(p.enable)}")
+        return 0
+    why = manager_reachable(p.manager)
+    if why is not None:
+        print(f"{p.manager} cannot be reached ({why}); the one command left to run is:")
+        print(f"  {_shell(p.enable)}")
+        return 0
+    if p.manager == "launchd":
+        if _launchd_loaded():
+            if not changed:
+                print(f"{label()} is already loaded")
+                return 0
+            _run(p.disable[0], check=False)  # unload the old definition before loading the new one
+        _run(p.enable[0], check=True)
+        return 0
+    for c in p.enable:  # daemon-reload and enable --now are idempotent
+        _run(c, check=True)
+    if p.manager == "systemd":
+        print(f"the agent starts on the first connection to {listen_stream()} (systemd expands %t)")
+        if changed:
+            print(f"a running agent keeps its old unit until `systemctl --user restart {unit_name()}.service`")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    p = plan(args.manager or default_manager())
+    present = [path for path in p.files if path.exists()] + [w for w in p.wants if w.is_symlink()]
+    if not present:
+        print("nothing installed")
+        return 0
+    if args.dry_run:
+        print(f"would run: {_shell(p.disable[:1])}")
+        for path in present:
+            print(f"would remove {path}")
+        return 0
+    why = manager_reachable(p.manager)
+    if why is None:
+        _run(p.disable[0], check=False)  # fine when not loaded
+    for path in present:
+        path.unlink(missing_ok=True)
+        print(f"removed {path}")
+    if why is None:
+        for c in p.disable[1:]:
+            _run(c, check=False)
+    elif p.manager == "systemd":
+        print(f"{p.manager} cannot be reached ({why}); if a user manager runs, the one command left is:")
+        print(f"  {_shell(p.disable[1:])}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    p = plan(args.manager or default_manager())
+    ok = True
+    for path, text in p.files.items():
+        current = _read(path)
+        if current is None:
+            state, ok = "not installed", False
+        elif current == text:
+            state = "installed"
+        else:
+            state, ok = "installed, but differs from what `agent service install` writes now (run it again)", False
+        print(f"{path}: {state}")
+    why = manager_reachable(p.manager)
+    if why is not None:
+        print(f"{p.manager}: cannot be reached ({why})")
+    elif p.manager == "systemd":
+        name = unit_name()
+        for unit in (f"{name}.socket", f"{name}.service"):
+            for verb in ("is-enabled", "is-active"):
+                done = _quiet(["systemctl", "--user", verb, unit])
+                print(f"{unit} {verb.removeprefix('is-')}: {done.stdout.strip() or done.stderr.strip()}")
+    else:
+        print(f"{label()}: {'loaded' if _launchd_loaded() else 'not loaded'}")
+    return 0 if ok else 1
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``agent service ...`` on the CLI's subcommands."""
+    text = "run the agent at login (systemd user units on Linux, a LaunchAgent on macOS)"
+    service = sub.add_parser("service", help=text, description=text)
+    actions = service.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, fn, help in (
+        ("install", cmd_install, "write the units with this installation's agent, enable and start them"),
+        ("uninstall", cmd_uninstall, "stop and disable the units, remove them"),
+        ("status", cmd_status, "whether the units are installed, current and running"),
+    ):
+        p = actions.add_parser(name, help=help, description=help)
+        p.set_defaults(fn=fn)
+        p.add_argument("--dry-run", action="store_true", help="print what would be written and run; change nothing")
+        p.add_argument("--manager", choices=["systemd", "launchd"], default=None,
+                       help="default: systemd on Linux, launchd on macOS")

@@ -1,0 +1,142 @@
+"""Autostart: clients and the CLI start an agent when none answers, exactly one.
+
+Every test runs real processes in a private home; nothing reaches the user's agent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from support import ROOT, base_env, short_tmpdir
+
+# A first call from a fresh process, at a given moment: its agent's pid, or the error.
+FIRST_CALL = """
+import sys, time
+from client import Client, errors
+at = float(sys.argv[1])
+time.sleep(max(0.0, at - time.time()))
+try:
+    with Client(timeout=30) as c:
+        print(c.status()["pid"])
+except errors.AgentError as e:
+    print("ERROR", type(e).__name__, e.message)
+"""
+
+
+def agents_in(home: Path) -> list[int]:
+    """Pids of `agent serve` processes whose HOME is ``home``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in cmdline and b"agent" in cmdline and f"HOME={home}".encode() in environ:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def home():
+    h = short_tmpdir()
+    yield h
+    env = base_env(h)
+    subprocess.run([sys.executable, "-m", "agent", "stop"], env=env, capture_output=True, timeout=30)
+    for pid in agents_in(h):
+        os.kill(pid, 9)
+    subprocess.run(["rm", "-rf", str(h)], check=False)
+
+
+def autostart_env(home: Path, **extra: str) -> dict[str, str]:
+    env = base_env(home, extra)
+    env.pop("CREDENTIAL_AGENT_NO_AUTOSTART")
+    return env
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts agent processes through /proc (Linux)")
+def test_eight_first_calls_at_once_meet_one_agent(home: Path) -> None:
+    env = autostart_env(home)
+    at = time.time() + 3.0  # every interpreter is up and waiting by then, even on a loaded machine
+    procs = [
+        subprocess.Popen([sys.executable, "-c", FIRST_CALL, str(at)], env=env, cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    pids = {out.strip() for out, _ in outputs}
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert len(pids) == 1, outputs  # all eight were served by the same agent
+    (pid,) = pids
+    assert pid.isdigit(), outputs
+    # the losing `agent serve` processes have exited; one agent is left
+    deadline = time.monotonic() + 15
+    while len(agents_in(home)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert agents_in(home) == [int(pid)]
+
+
+def test_no_autostart_says_how_to_start_one(home: Path) -> None:
+    env = base_env(home)  # CREDENTIAL_AGENT_NO_AUTOSTART=1
+    done = subprocess.run([sys.executable, "-c", FIRST_CALL, "0"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("ERROR AgentUnavailable"), done
+    assert "`agent start`" in done.stdout and "autostart is off" in done.stdout
+    assert agents_in(home) == [] if sys.platform.startswith("linux") else True
+    assert not Path(env["CREDENTIAL_AGENT_SOCK"]).exists()
+
+
+def test_config_file_can_turn_autostart_off(home: Path) -> None:
+    env = autostart_env(home)
+    config = home / "config" / "credential-agent" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("autostart = false\n")
+    done = subprocess.run([sys.executable, "-c", FIRST_CALL, "0"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("ERROR AgentUnavailable"), done
+    # the environment wins over the file
+    done = subprocess.run([sys.executable, "-c", FIRST_CALL, "0"], env={**env, "CREDENTIAL_AGENT_NO_AUTOSTART": "0"},
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().isdigit(), done
+
+
+def test_cli_starts_an_agent_on_first_use(home: Path) -> None:
+    env = autostart_env(home)
+    done = subprocess.run([sys.executable, "-m", "agent", "ls"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    # the vault does not exist yet; what matters is that an agent answered
+    assert done.returncode != 4, done.stderr
+    status = subprocess.run([sys.executable, "-m", "agent", "status", "--json"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert json.loads(status.stdout)["running"] is True
+
+
+def test_cli_without_autostart_exits_4(home: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "agent", "ls"], env=base_env(home),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 4
+    assert "agent start" in done.stderr
+
+
+def test_async_client_starts_an_agent(home: Path) -> None:
+    code = (
+        "import asyncio\n"
+        "from client import AsyncClient\n"
+        "async def main():\n"
+        "    async with AsyncClient(timeout=30) as c:\n"
+        "        print((await c.status())['pid'])\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=autostart_env(home), cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().isdigit()
