@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.core import Options
+from agent.server import CONNECTION_IDLE_TIMEOUT, MAX_CONNECTIONS
 from client import errors, paths
 
 __all__ = ["load_options", "read_file", "KEYS", "ConfigError"]
@@ -23,6 +24,8 @@ KEYS: Final[dict[str, tuple[tuple[type, ...], str | None]]] = {
     "idle_timeout": ((int, float), "CREDENTIAL_AGENT_IDLE_TIMEOUT"),
     "max_unlocked": ((int, float), "CREDENTIAL_AGENT_MAX_UNLOCKED"),
     "keystore_timeout": ((int, float), "CREDENTIAL_AGENT_KEYSTORE_TIMEOUT"),
+    "max_connections": ((int,), "CREDENTIAL_AGENT_MAX_CONNECTIONS"),
+    "connection_idle_timeout": ((int, float), "CREDENTIAL_AGENT_CONNECTION_IDLE_TIMEOUT"),
 }
 
 
@@ -43,21 +46,25 @@ def read_file(path: Path) -> dict[str, Any]:
     for key, value in data.items():
         if key not in KEYS:
             raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(KEYS))})")
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{path}: {key!r} must be a number of seconds")
+        if not isinstance(value, (int, float)) or not isinstance(value, KEYS[key][0]) or isinstance(value, bool):
+            raise ConfigError(f"{path}: {key!r} must be {_what(key)}")
         if value < 0:
             raise ConfigError(f"{path}: {key!r} must be 0 (off) or positive")
     return data
 
 
-def _env_number(name: str) -> float | None:
+def _what(key: str) -> str:
+    return "a whole number" if KEYS[key][0] == (int,) else "a number of seconds"
+
+
+def _env_number(name: str, key: str) -> float | None:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return None
     try:
-        value = float(raw)
+        value = float(int(raw)) if KEYS[key][0] == (int,) else float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {_what(key)}, got {raw!r}") from None
     if value < 0:
         raise ConfigError(f"{name} must be 0 (off) or positive")
     return value
@@ -65,7 +72,7 @@ def _env_number(name: str) -> float | None:
 
 def _pick(flag: float | None, key: str, file: dict[str, Any], default: float) -> float:
     env = KEYS[key][1]
-    env_value = _env_number(env) if env else None
+    env_value = _env_number(env, key) if env else None
     file_value = file.get(key)
     return float(next(v for v in (flag, env_value, file_value, default) if v is not None))
 
@@ -78,4 +85,6 @@ def load_options(args: argparse.Namespace) -> Options:
         idle_timeout=_pick(getattr(args, "idle_timeout", None), "idle_timeout", file, 0.0),
         max_unlocked=_pick(getattr(args, "max_unlocked", None), "max_unlocked", file, 0.0),
         keystore_deadline=_pick(None, "keystore_timeout", file, 10.0),
+        max_connections=int(_pick(None, "max_connections", file, MAX_CONNECTIONS)),
+        connection_idle_timeout=_pick(None, "connection_idle_timeout", file, CONNECTION_IDLE_TIMEOUT),
     )

@@ -49,6 +49,8 @@ class Options:
     idle_timeout: float = 0.0  # seconds without credential use before locking; 0 = off
     max_unlocked: float = 0.0  # seconds unlocked before locking, whatever the use; 0 = off
     keystore_deadline: float = keystore.DEFAULT_DEADLINE
+    max_connections: int = 512  # open client connections; 0 = no cap (see agent.server)
+    connection_idle_timeout: float = 300.0  # seconds a silent connection stays open; 0 = off
 
 
 @dataclasses.dataclass(frozen=True)

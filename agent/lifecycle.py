@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import signal
 import socket
 import stat
@@ -111,6 +112,20 @@ def _remove_socket(path: Path, inode: int) -> None:
             path.unlink()
 
 
+# Descriptors kept back from the connection cap: the vault and its WAL/SHM, the log,
+# the listening socket, the event loop's own, keystore D-Bus connections, threads.
+_FD_RESERVE = 64
+
+
+def connection_cap(configured: int) -> int:
+    """The configured cap (0 = as many as descriptors allow), never above what the fd limit allows."""
+    budget = max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - _FD_RESERVE)
+    cap = min(configured, budget) if configured > 0 else budget
+    if cap < configured:
+        log.warning("connection cap lowered from %d to %d by the descriptor limit", configured, cap)
+    return cap
+
+
 def _loop_factory() -> tuple[str, type[asyncio.AbstractEventLoop] | None]:
     if os.environ.get("CREDENTIAL_AGENT_LOOP", "") != "asyncio":
         try:
@@ -125,7 +140,8 @@ def _loop_factory() -> tuple[str, type[asyncio.AbstractEventLoop] | None]:
 async def _run(options: Options, sock: socket.socket, report: dict[str, bool], loop_name: str) -> None:
     loop = asyncio.get_running_loop()
     agent = Agent(options, hardening=report, loop_name=loop_name)
-    server = Server(make_dispatch(agent))
+    server = Server(make_dispatch(agent), max_connections=connection_cap(options.max_connections),
+                    idle_timeout=options.connection_idle_timeout)
     stop = asyncio.Event()
 
     def request_stop() -> None:
@@ -137,7 +153,8 @@ async def _run(options: Options, sock: socket.socket, report: dict[str, bool], l
     loop.add_signal_handler(signal.SIGUSR1, lambda: agent.lock(explicit=True, reason="SIGUSR1"))
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # survive the terminal closing
     await server.start(sock)
-    log.info("serving on %s (pid %d, %s loop)", options.socket, os.getpid(), loop_name)
+    log.info("serving on %s (pid %d, %s loop, up to %d connections, idle deadline %g s)", options.socket,
+             os.getpid(), loop_name, server.max_connections, server.idle_timeout)
     try:
         await stop.wait()
         log.info("stopping")
