@@ -27,7 +27,7 @@ import msgpack
 from agent import crypto, keystore
 from agent.vault import Row, Vault, seal, unseal
 from client import errors, protocol
-from client.validation import DEFAULT_TYPE, check_credential, check_name
+from client.validation import DEFAULT_TYPE, check_credential, check_metadata, check_name
 
 __all__ = ["Agent", "Options", "KEY_SOURCES"]
 
@@ -322,6 +322,8 @@ class Agent:
         value: str = args["value"]
         if len(value) > protocol.MAX_VALUE:
             raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
+        if args.get("metadata") is not None:
+            check_metadata(args["metadata"])
         if args.get("validate", True):
             check_credential(key[0], value)
         storage = await self.storage()
