@@ -87,6 +87,8 @@ class Agent:
         self.last_use = 0.0
         self._write_lock: asyncio.Lock | None = None
         self._unlock_lock: asyncio.Lock | None = None
+        self._key_fetch: asyncio.Future[bytes | None] | None = None
+        self._lock_epoch = 0  # counts explicit locks: an unlock in flight yields to a later lock
         self._autolock: asyncio.TimerHandle | None = None
         self.on_stop: Callable[[], None] = lambda: None
 
@@ -132,6 +134,7 @@ class Agent:
         self.corrupt.clear()
         if explicit:
             self.locked_by_user = True
+            self._lock_epoch += 1
         if self._autolock is not None:
             self._autolock.cancel()
             self._autolock = None
@@ -202,23 +205,45 @@ class Agent:
     async def unlock(self, passphrase: str | None = None) -> None:
         if not self.initialized:
             raise errors.NotInitialized()
+        if self.key_source == "keyring":
+            await self._unlock_from_keystore()
+            return
         _, unlock_lock = self._locks()
         async with unlock_lock:  # one attempt at a time: no parallel guessing
             if not self.locked:
                 self.locked_by_user = False
                 return
-            if self.key_source == "keyring":
-                key = await keystore.get_key(self._account(), self.options.keystore_deadline)
-                if key is None:
-                    raise errors.KeystoreUnavailable(
-                        "the master key of this vault is missing from the OS keystore; "
-                        "restore it there, or the vault cannot be opened"
-                    )
-            else:
-                key = await self._unwrap(passphrase)
+            key = await self._unwrap(passphrase)
             storage, rows = await self.db(self._open_with, key)
             self._set_unlocked(storage, rows)
             log.info("unlocked (%s)", self.key_source)
+
+    async def _unlock_from_keystore(self) -> None:
+        if not self.locked:
+            self.locked_by_user = False
+            return
+        epoch = self._lock_epoch
+        key = await self._keystore_key()
+        if self._lock_epoch != epoch:
+            raise errors.Locked("the agent was locked by request while it was unlocking")
+        if key is None:
+            raise errors.KeystoreUnavailable(
+                "the master key of this vault is missing from the OS keystore; "
+                "restore it there, or the vault cannot be opened"
+            )
+        _, unlock_lock = self._locks()
+        async with unlock_lock:
+            if self.locked:
+                storage, rows = await self.db(self._open_with, key)
+                self._set_unlocked(storage, rows)
+                log.info("unlocked (%s)", self.key_source)
+
+    async def _keystore_key(self) -> bytes | None:
+        """The master key from the keystore; concurrent callers share one fetch, so each
+        waits at most one deadline even when the keystore hangs (not one per caller)."""
+        if self._key_fetch is None or self._key_fetch.done():
+            self._key_fetch = asyncio.ensure_future(keystore.get_key(self._account(), self.options.keystore_deadline))
+        return await asyncio.shield(self._key_fetch)
 
     async def _unwrap(self, passphrase: str | None) -> bytes:
         if passphrase is None:
