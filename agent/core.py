@@ -441,6 +441,7 @@ class Agent:
             "locked_by_user": self.locked_by_user,
             "key_source": self.key_source,
             "credentials": len(self.index),
+            "vault_read_only": self.vault.read_only,  # why writes fail, or None
             "uptime_s": round(now - self.started, 3),
             "idle_timeout": self.options.idle_timeout,
             "max_unlocked": self.options.max_unlocked,

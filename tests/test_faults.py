@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -149,3 +148,126 @@ def test_stopped_and_killed_secret_service(own_secret_service: OwnSecretService)
     finally:
         ss.resume() if ss.gkd_pid else None
         a.cleanup()
+
+
+# --- a full or read-only data directory -------------------------------------------------------
+@contextlib.contextmanager
+def small_tmpfs(size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on a fresh dir (root only), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system for the data directory needs root")
+    if shutil.which("mount") is None:
+        pytest.skip("mount(8) is not installed")
+    where = Path(subprocess.check_output(["mktemp", "-d", "/tmp/ca-fs-XXXXXX"], text=True).strip())
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        where.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+        with contextlib.suppress(OSError):
+            where.rmdir()
+
+
+def fill(fs: Path) -> Path:
+    """Take every free byte of ``fs``; return the filler file."""
+    filler = fs / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 4096, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size):
+                    pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_full_disk_clear_error_nothing_lost_reads_continue() -> None:
+    with small_tmpfs("2m") as fs:
+        a = AgentProcess(env={"XDG_DATA_HOME": str(fs)}).start()
+        try:
+            acked: dict[str, str] = {}
+            with a.client(timeout=30) as c:
+                c.init("passphrase", PASSPHRASE)
+                for i in range(20):
+                    acked[f"before{i}"] = f"before-{i}-" + "v" * 40
+                    c.store(f"before{i}", acked[f"before{i}"])
+                filler = fill(fs)
+                failure = None
+                for i in range(400):  # until the WAL cannot grow any more
+                    key, value = f"full{i}", f"full-{i}-" + "w" * 2000
+                    try:
+                        c.store(key, value)
+                    except errors.StorageError as e:
+                        failure = e
+                        break
+                    acked[key] = value
+                assert failure is not None, "400 writes of 2 KB fit in a full 2 MB file system?"
+                assert failure.code == "storage_error"
+                assert "full" in failure.message, failure.message
+                # a failed update leaves the old value in place
+                with contextlib.suppress(errors.StorageError):
+                    c.update("before0", "replaced-" + "x" * 3000)
+                    acked["before0"] = "replaced-" + "x" * 3000
+                # the agent keeps serving reads
+                assert c.hello() and {e["platform"] for e in c.list()} >= set(acked)
+                for key, value in acked.items():
+                    assert c.get(key) == value
+                filler.unlink()  # space again: writes work without a restart
+                c.store("after", "after-value")
+                acked["after"] = "after-value"
+            assert a.stop() == 0
+            a.start()
+            with a.client(timeout=30) as c:
+                c.unlock(PASSPHRASE)
+                for key, value in acked.items():
+                    assert c.get(key) == value
+            assert "Traceback" not in a.log()
+        finally:
+            a.cleanup()
+
+
+def read_only(fs: Path, on: bool) -> None:
+    if on:
+        subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True, capture_output=True)
+    else:
+        subprocess.run(["mount", "-o", "remount,rw", str(fs)], check=True, capture_output=True)
+
+
+def test_read_only_data_dir_serves_reads_and_says_why_writes_fail() -> None:
+    with small_tmpfs("8m") as fs:
+        a = AgentProcess(env={"XDG_DATA_HOME": str(fs)}).start()
+        try:
+            with a.client(timeout=30) as c:
+                c.init("passphrase", PASSPHRASE)
+                c.store("alpha", "alpha-value")
+                c.store("beta", "beta-value")
+            assert a.stop() == 0
+            read_only(fs, True)
+            a.start()
+            with a.client(timeout=30) as c:
+                st = c.status()
+                assert st["vault_read_only"] and st["credentials"] == 2
+                c.unlock(PASSPHRASE)
+                assert c.get("alpha") == "alpha-value"
+                with pytest.raises(errors.StorageError) as info:
+                    c.store("gamma", "gamma-value")
+                assert "read-only" in info.value.message
+                with pytest.raises(errors.StorageError):
+                    c.delete("alpha")
+                assert c.get("alpha") == "alpha-value" and c.get("beta") == "beta-value"
+                # writable again: the next write reopens the vault, no restart needed
+                read_only(fs, False)
+                c.store("gamma", "gamma-value")
+                assert c.status()["vault_read_only"] is None
+            assert a.stop() == 0
+            a.start()
+            with a.client(timeout=30) as c:
+                c.unlock(PASSPHRASE)
+                assert [c.get(k) for k in ("alpha", "beta", "gamma")] == ["alpha-value", "beta-value", "gamma-value"]
+        finally:
+            a.cleanup()
