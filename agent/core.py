@@ -256,9 +256,10 @@ class Agent:
             return await asyncio.to_thread(crypto.unwrap_key, wrapped, passphrase, crypto.KdfParams(salt, n, r, p))
         except errors.BadPassphrase:
             self.failures += 1
+            delay = min(_FAIL_DELAY_STEP * self.failures, _FAIL_DELAY_MAX)
+            log.warning("wrong passphrase (%d consecutive failures); answering in %.1f s", self.failures, delay)
             # the delay holds this caller (and later unlock attempts) only, not other clients
-            await asyncio.sleep(min(_FAIL_DELAY_STEP * self.failures, _FAIL_DELAY_MAX))
-            log.warning("wrong passphrase (%d consecutive failures)", self.failures)
+            await asyncio.sleep(delay)
             raise
 
     async def storage(self) -> crypto.SecureStorage:

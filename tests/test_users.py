@@ -12,16 +12,14 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from otheruser import other_user, readable_copy, user_python
 
 from client import Client, errors
-from support import ROOT, AgentProcess, raw_request
+from support import AgentProcess, raw_request
+
+__all__ = ["other_user"]  # a fixture
 
 # Run by the other user: connect, send one hello, report what came back. Stdlib only.
 RAW_PEER = """
@@ -58,47 +56,6 @@ try:
 except errors.AgentError as e:
     print(json.dumps({"code": e.code, "message": e.message}))
 """
-
-
-def _retry(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    """useradd/userdel fail while another process holds /etc/passwd's lock: retry."""
-    for _ in range(50):
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode == 0 or "lock" not in done.stderr.lower():
-            return done
-        time.sleep(0.2)
-    return done
-
-
-@pytest.fixture(scope="module")
-def other_user() -> Iterator[pwd.struct_passwd]:
-    if os.geteuid() != 0:
-        pytest.skip("creating a real second Unix user needs root (useradd); run the suite as root to cover this")
-    if shutil.which("useradd") is None:
-        pytest.skip("useradd is not installed")
-    name = f"caother{os.getpid()}"[:31]
-    done = _retry(["useradd", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name])
-    if done.returncode != 0:
-        pytest.fail(f"useradd {name} failed: {done.stderr.strip()}")
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        _retry(["userdel", name])
-
-
-def user_python(user: pwd.struct_passwd) -> str:
-    """An interpreter the other user may run (this one may sit in root's private home)."""
-    for candidate in (os.path.realpath(sys.executable), "/usr/bin/python3", "/usr/local/bin/python3"):
-        if not os.path.exists(candidate):
-            continue
-        try:
-            done = subprocess.run([candidate, "-c", "pass"], user=user.pw_uid, group=user.pw_gid, extra_groups=[],
-                                  capture_output=True, timeout=30)
-        except PermissionError:
-            continue
-        if done.returncode == 0:
-            return candidate
-    pytest.skip(f"no Python interpreter that user {user.pw_name} may run")
 
 
 def as_user(user: pwd.struct_passwd, code: str, *args: str, env: dict[str, str] | None = None) -> dict[str, object]:
@@ -141,16 +98,8 @@ def test_client_of_another_user_refuses_this_users_socket(
     agent: AgentProcess, other_user: pwd.struct_passwd
 ) -> None:
     open_up(agent)
-    lib = Path(tempfile.mkdtemp(prefix="ca-lib-", dir="/tmp"))
+    lib = readable_copy("msgpack")
     try:
-        import msgpack
-
-        shutil.copytree(ROOT / "client", lib / "client")
-        shutil.copytree(Path(msgpack.__file__).parent, lib / "msgpack")
-        for d, _dirs, files in os.walk(lib):
-            os.chmod(d, 0o755)
-            for f in files:
-                os.chmod(os.path.join(d, f), 0o644)
         out = as_user(other_user, CLIENT_PEER, str(agent.socket),
                       env={"PYTHONPATH": str(lib), "MSGPACK_PUREPYTHON": "1", "PYTHONDONTWRITEBYTECODE": "1"})
     finally:
