@@ -310,6 +310,23 @@ def disruptive(data: bytes) -> bool:
     return False
 
 
+WRONG = [None, True, 0, -1, 2**64 - 1, 1.5, float("nan"), "", "s" * 300, b"\xff\x00", [], ["x"], {}, {"k": "v"},
+         {1: 2}, msgpack.ExtType(5, b"x")]
+
+
+def wrong_type_frames() -> list[bytes]:
+    """Every argument of every op, with every type it does not accept (others valid)."""
+    out = []
+    for op, specs in protocol.OPS.items():
+        base = {spec.name: ("fuzz" if spec.types == (str,) else None) for spec in specs if spec.required}
+        for spec in specs:
+            for value in WRONG:
+                if accepts(spec, value):
+                    continue
+                out.append(frame(pack({"v": 1, "op": op, "args": {**base, spec.name: value}})))
+    return out
+
+
 # --- the test --------------------------------------------------------------------------------
 def test_fuzz_frames_against_a_live_agent(unlocked_agent: AgentProcess, capsys: pytest.CaptureFixture[str]) -> None:
     a = unlocked_agent
@@ -323,10 +340,15 @@ def test_fuzz_frames_against_a_live_agent(unlocked_agent: AgentProcess, capsys: 
         check_replies(data, exchange(a.socket, data))
         count += 1
 
-    # every length edge, alone and followed by a valid frame, first and deterministically
+    # first, deterministically: every length edge, alone and followed by a valid frame ...
     for length in _EDGES:
         for tail in (b"", protocol.encode_request("hello")):
             run(edge_frame(length, length) + tail)
+    # ... and every argument of every op with each type it does not accept
+    for data in wrong_type_frames():
+        reply = msgpack.unpackb(exchange(a.socket, data)[4:], raw=False)
+        assert reply["ok"] is False and reply["error"]["code"] == "bad_request", reply
+        count += 1
 
     @settings(
         max_examples=BATCH,
