@@ -25,4 +25,6 @@ def load_options(args: argparse.Namespace) -> Options:
         idle_timeout=setting("idle_timeout", getattr(args, "idle_timeout", None)),
         max_unlocked=setting("max_unlocked", getattr(args, "max_unlocked", None)),
         keystore_deadline=setting("keystore_timeout"),
+        max_connections=setting("max_connections"),
+        connection_idle_timeout=setting("connection_idle_timeout"),
     )

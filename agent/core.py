@@ -27,7 +27,7 @@ import msgpack
 from agent import crypto, keystore
 from agent.vault import Row, Vault, seal, unseal
 from client import errors, protocol
-from client.validation import DEFAULT_TYPE, check_credential, check_name
+from client.validation import DEFAULT_TYPE, check_credential, check_metadata, check_name
 
 __all__ = ["Agent", "Options", "KEY_SOURCES"]
 
@@ -50,6 +50,8 @@ class Options:
     max_unlocked: float = 0.0  # seconds unlocked before locking, whatever the use; 0 = off
     keystore_deadline: float = keystore.DEFAULT_DEADLINE
     socket_activated: bool = False  # the socket came from systemd (LISTEN_FDS)
+    max_connections: int = 512  # open client connections; 0 = no cap (see agent.server)
+    connection_idle_timeout: float = 300.0  # seconds a silent connection stays open; 0 = off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +88,8 @@ class Agent:
         self.last_use = 0.0
         self._write_lock: asyncio.Lock | None = None
         self._unlock_lock: asyncio.Lock | None = None
+        self._key_fetch: asyncio.Future[bytes | None] | None = None
+        self._lock_epoch = 0  # counts explicit locks: an unlock in flight yields to a later lock
         self._autolock: asyncio.TimerHandle | None = None
         self.on_stop: Callable[[], None] = lambda: None
 
@@ -131,6 +135,7 @@ class Agent:
         self.corrupt.clear()
         if explicit:
             self.locked_by_user = True
+            self._lock_epoch += 1
         if self._autolock is not None:
             self._autolock.cancel()
             self._autolock = None
@@ -201,23 +206,45 @@ class Agent:
     async def unlock(self, passphrase: str | None = None) -> None:
         if not self.initialized:
             raise errors.NotInitialized()
+        if self.key_source == "keyring":
+            await self._unlock_from_keystore()
+            return
         _, unlock_lock = self._locks()
         async with unlock_lock:  # one attempt at a time: no parallel guessing
             if not self.locked:
                 self.locked_by_user = False
                 return
-            if self.key_source == "keyring":
-                key = await keystore.get_key(self._account(), self.options.keystore_deadline)
-                if key is None:
-                    raise errors.KeystoreUnavailable(
-                        "the master key of this vault is missing from the OS keystore; "
-                        "restore it there, or the vault cannot be opened"
-                    )
-            else:
-                key = await self._unwrap(passphrase)
+            key = await self._unwrap(passphrase)
             storage, rows = await self.db(self._open_with, key)
             self._set_unlocked(storage, rows)
             log.info("unlocked (%s)", self.key_source)
+
+    async def _unlock_from_keystore(self) -> None:
+        if not self.locked:
+            self.locked_by_user = False
+            return
+        epoch = self._lock_epoch
+        key = await self._keystore_key()
+        if self._lock_epoch != epoch:
+            raise errors.Locked("the agent was locked by request while it was unlocking")
+        if key is None:
+            raise errors.KeystoreUnavailable(
+                "the master key of this vault is missing from the OS keystore; "
+                "restore it there, or the vault cannot be opened"
+            )
+        _, unlock_lock = self._locks()
+        async with unlock_lock:
+            if self.locked:
+                storage, rows = await self.db(self._open_with, key)
+                self._set_unlocked(storage, rows)
+                log.info("unlocked (%s)", self.key_source)
+
+    async def _keystore_key(self) -> bytes | None:
+        """The master key from the keystore; concurrent callers share one fetch, so each
+        waits at most one deadline even when the keystore hangs (not one per caller)."""
+        if self._key_fetch is None or self._key_fetch.done():
+            self._key_fetch = asyncio.ensure_future(keystore.get_key(self._account(), self.options.keystore_deadline))
+        return await asyncio.shield(self._key_fetch)
 
     async def _unwrap(self, passphrase: str | None) -> bytes:
         if passphrase is None:
@@ -230,9 +257,10 @@ class Agent:
             return await asyncio.to_thread(crypto.unwrap_key, wrapped, passphrase, crypto.KdfParams(salt, n, r, p))
         except errors.BadPassphrase:
             self.failures += 1
+            delay = min(_FAIL_DELAY_STEP * self.failures, _FAIL_DELAY_MAX)
+            log.warning("wrong passphrase (%d consecutive failures); answering in %.1f s", self.failures, delay)
             # the delay holds this caller (and later unlock attempts) only, not other clients
-            await asyncio.sleep(min(_FAIL_DELAY_STEP * self.failures, _FAIL_DELAY_MAX))
-            log.warning("wrong passphrase (%d consecutive failures)", self.failures)
+            await asyncio.sleep(delay)
             raise
 
     async def storage(self) -> crypto.SecureStorage:
@@ -321,6 +349,8 @@ class Agent:
         value: str = args["value"]
         if len(value) > protocol.MAX_VALUE:
             raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
+        if args.get("metadata") is not None:
+            check_metadata(args["metadata"])
         if args.get("validate", True):
             check_credential(key[0], value, key[1])
         storage = await self.storage()
@@ -414,6 +444,7 @@ class Agent:
             "locked_by_user": self.locked_by_user,
             "key_source": self.key_source,
             "credentials": len(self.index),
+            "vault_read_only": self.vault.read_only,  # why writes fail, or None
             "uptime_s": round(now - self.started, 3),
             "idle_timeout": self.options.idle_timeout,
             "max_unlocked": self.options.max_unlocked,

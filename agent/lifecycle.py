@@ -27,6 +27,7 @@ import errno
 import fcntl
 import logging
 import os
+import resource
 import signal
 import socket
 import stat
@@ -183,6 +184,20 @@ def _remove_socket(path: Path, inode: int) -> None:
             path.unlink()
 
 
+# Descriptors kept back from the connection cap: the vault and its WAL/SHM, the log,
+# the listening socket, the event loop's own, keystore D-Bus connections, threads.
+_FD_RESERVE = 64
+
+
+def connection_cap(configured: int) -> int:
+    """The configured cap (0 = as many as descriptors allow), never above what the fd limit allows."""
+    budget = max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - _FD_RESERVE)
+    cap = min(configured, budget) if configured > 0 else budget
+    if cap < configured:
+        log.warning("connection cap lowered from %d to %d by the descriptor limit", configured, cap)
+    return cap
+
+
 def _loop_factory() -> tuple[str, type[asyncio.AbstractEventLoop] | None]:
     if os.environ.get("CREDENTIAL_AGENT_LOOP", "") != "asyncio":
         try:
@@ -199,7 +214,8 @@ async def _run(
 ) -> None:
     loop = asyncio.get_running_loop()
     agent = Agent(options, hardening=report, loop_name=loop_name)
-    server = Server(make_dispatch(agent))
+    server = Server(make_dispatch(agent), max_connections=connection_cap(options.max_connections),
+                    idle_timeout=options.connection_idle_timeout)
     stop = asyncio.Event()
 
     def request_stop() -> None:
@@ -212,7 +228,8 @@ async def _run(
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # survive the terminal closing
     await server.start(sock)
     how = "socket passed by systemd" if options.socket_activated else "own socket"
-    log.info("serving on %s (%s, pid %d, %s loop)", options.socket, how, os.getpid(), loop_name)
+    log.info("serving on %s (%s, pid %d, %s loop, up to %d connections, idle deadline %g s)", options.socket,
+             how, os.getpid(), loop_name, server.max_connections, server.idle_timeout)
     watcher = asyncio.create_task(_watch_socket(options.socket, inode, stop)) if inode is not None else None
     try:
         await stop.wait()

@@ -13,8 +13,10 @@ Rules of this module:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import sqlite3
+import urllib.parse
 from pathlib import Path
 from typing import Any, Final
 
@@ -78,6 +80,10 @@ def unseal(storage: SecureStorage, platform: str, ctype: str, field: str, token:
     return payload
 
 
+# errno values that mean "this file system or directory cannot be written"
+_NOT_WRITABLE: Final = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
 def _create_private_file(path: Path) -> None:
     """Create the file 0600 before SQLite opens it, so it is never readable by others."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -87,16 +93,61 @@ def _create_private_file(path: Path) -> None:
 class Vault:
     def __init__(self, path: Path) -> None:
         self.path = path
+        # why the vault is open read-only (a read-only or unwritable data directory), else None
+        self.read_only: str | None = None
         paths.ensure_private_dir(path.parent)
         try:
-            _create_private_file(path)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
+            self._db = self._open_rw()
+        except errors.StorageError as e:
+            if not path.exists() or not isinstance(e.__cause__, OSError) or e.__cause__.errno not in _NOT_WRITABLE:
+                raise
+            # keep serving what is stored: reads work, writes say why they cannot
+            self.read_only = e.__cause__.strerror or "not writable"
+            self._db = self._open_ro()
+
+    def _open_rw(self) -> sqlite3.Connection:
+        db = None
+        try:
+            _create_private_file(self.path)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            return db
         except (sqlite3.Error, OSError) as e:
-            raise errors.StorageError(f"cannot open the vault at {path}: {e}") from e
+            if db is not None:
+                db.close()
+            raise errors.StorageError(f"cannot open the vault at {self.path}: {e}") from e
+
+    def _open_ro(self) -> sqlite3.Connection:
+        """Open for reading where nothing may be written, not even SQLite's WAL index."""
+        uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
+        # a clean shutdown leaves no WAL; then nothing can change the file under us and
+        # immutable=1 spares SQLite the -shm file it could not create here
+        candidates = [uri] if Path(f"{self.path}-wal").exists() else [uri, uri + "&immutable=1"]
+        failure: sqlite3.Error | None = None
+        for candidate in candidates:
+            try:
+                db = sqlite3.connect(candidate, uri=True, isolation_level=None, check_same_thread=False)
+                db.execute("SELECT count(*) FROM credentials").fetchone()
+                return db
+            except sqlite3.Error as e:
+                failure = e
+        raise errors.StorageError(f"cannot open the read-only vault at {self.path}: {failure}") from failure
+
+    def _writable(self) -> None:
+        """Before a write: reopen read-write if the directory became writable again."""
+        if self.read_only is None:
+            return
+        try:
+            db = self._open_rw()
+        except errors.StorageError:
+            raise errors.StorageError(
+                f"the vault at {self.path} is read-only ({self.read_only}); stored credentials can still be read"
+            ) from None
+        self._db.close()
+        self._db, self.read_only = db, None
 
     def __repr__(self) -> str:
         return f"Vault({str(self.path)!r})"
@@ -164,6 +215,7 @@ class Vault:
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
 
     def _write(self) -> _Transaction:
+        self._writable()
         return _Transaction(self._db, self.path)
 
 

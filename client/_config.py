@@ -30,7 +30,7 @@ class ConfigError(errors.BadRequest):
 
 @dataclasses.dataclass(frozen=True)
 class Key:
-    kind: str  # "seconds" | "path" | "bool" | "choice"
+    kind: str  # "seconds" | "count" | "path" | "bool" | "choice"
     env: str | None
     default: Any
     doc: str
@@ -47,6 +47,10 @@ KEYS: Final[dict[str, Key]] = {
                         "lock this many seconds after unlocking, whatever the use (0 = off)"),
     "keystore_timeout": Key("seconds", "CREDENTIAL_AGENT_KEYSTORE_TIMEOUT", 10.0,
                             "deadline for one OS keystore call"),
+    "max_connections": Key("count", "CREDENTIAL_AGENT_MAX_CONNECTIONS", 512,
+                           "open client connections the agent accepts (0 = no cap; lowered to fit the fd limit)"),
+    "connection_idle_timeout": Key("seconds", "CREDENTIAL_AGENT_CONNECTION_IDLE_TIMEOUT", 300.0,
+                                   "close a client connection silent for this many seconds (0 = never)"),
     "key_source": Key("choice", "CREDENTIAL_AGENT_KEY_SOURCE", None,
                       "the key source `agent init` uses by default", KEY_SOURCES),
     # the environment variable is the negative one, as it always was: NO_AUTOSTART=1 turns it off
@@ -68,6 +72,10 @@ def check(key: str, value: Any, where: str) -> Any:
         if not value >= 0 or value == float("inf"):
             raise ConfigError(f"{where}: {key!r} must be 0 (off) or a positive number of seconds")
         return float(value)
+    if spec.kind == "count":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{where}: {key!r} must be a whole number, 0 or more, got {value!r}")
+        return value
     if spec.kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {key!r} must be true or false, got {type(value).__name__}")
@@ -122,11 +130,11 @@ def _env(key: str) -> Any:
         return None
     if KEYS[key].kind == "bool":  # CREDENTIAL_AGENT_NO_AUTOSTART: the negative form
         return raw == "0"
-    if KEYS[key].kind == "seconds":
+    if KEYS[key].kind in ("seconds", "count"):
         try:
-            return check(key, float(raw), name)
+            return check(key, float(raw) if KEYS[key].kind == "seconds" else int(raw), name)
         except ValueError:
-            raise ConfigError(f"{name}: {key!r} must be a number of seconds, got {raw!r}") from None
+            raise ConfigError(f"{name}: {key!r} must be a number, got {raw!r}") from None
     return check(key, raw, name)
 
 

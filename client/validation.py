@@ -11,7 +11,17 @@ from typing import Final
 
 from client import errors
 
-__all__ = ["check_name", "check_credential", "is_valid_credential", "canonical_platform", "DEFAULT_TYPE"]
+__all__ = [
+    "check_name",
+    "check_credential",
+    "check_metadata",
+    "is_valid_credential",
+    "canonical_platform",
+    "DEFAULT_TYPE",
+    "MAX_METADATA_DEPTH",
+    "MAX_METADATA_ITEMS",
+    "MAX_METADATA_BYTES",
+]
 
 DEFAULT_TYPE: Final = "api-key"
 # ASCII letters, digits, '-' and '_': what every keystore, file name and Windows
@@ -33,6 +43,14 @@ _ALIASES: Final = {
     "weights-and-biases": "wandb",
 }
 _MIN_LENGTH: Final = {"runpod": 20, "lambdalabs": 20, "vastai": 20}
+# Metadata is a note beside a key (scopes, owner, expiry hints): a few levels deep at
+# most. Without a bound, a map nested a thousand deep is stored and then breaks
+# every `list`, `show --json` and export (json and repr recurse past Python's limit).
+MAX_METADATA_DEPTH: Final = 8
+# Every credential's metadata travels in one `list` reply (a 256 KiB frame): keep
+# each one small so a listing of many credentials still fits.
+MAX_METADATA_ITEMS: Final = 256
+MAX_METADATA_BYTES: Final = 4096  # of text (keys, strings, bytes)
 
 
 def check_name(name: object, what: str = "platform") -> str:
@@ -42,6 +60,33 @@ def check_name(name: object, what: str = "platform") -> str:
             f"invalid {what} name: use 1 to 64 ASCII letters, digits, '-' or '_'"
         )
     return name
+
+
+def check_metadata(metadata: object) -> dict[str, object]:
+    """Return ``metadata`` if it is a string-keyed map of bounded depth and size, else raise."""
+    if not isinstance(metadata, dict):
+        raise errors.BadRequest("metadata must be a map")
+    items = size = 0
+    stack: list[tuple[object, int]] = [(metadata, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (str, bytes)):
+            size += len(node)
+            if size > MAX_METADATA_BYTES:
+                raise errors.BadRequest(f"metadata may hold at most {MAX_METADATA_BYTES} characters of text")
+        elif isinstance(node, (dict, list, tuple)):
+            if depth > MAX_METADATA_DEPTH:
+                raise errors.BadRequest(f"metadata may nest at most {MAX_METADATA_DEPTH} levels deep")
+            children = list(node.values()) if isinstance(node, dict) else list(node)
+            if isinstance(node, dict) and not all(isinstance(k, str) for k in node):
+                raise errors.BadRequest("metadata keys must be strings")
+            items += len(children)
+            if items > MAX_METADATA_ITEMS:
+                raise errors.BadRequest(f"metadata may hold at most {MAX_METADATA_ITEMS} items")
+            stack.extend((child, depth + 1) for child in children)
+            if isinstance(node, dict):
+                stack.extend((k, depth) for k in node)
+    return metadata
 
 
 def canonical_platform(platform: str) -> str:

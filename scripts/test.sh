@@ -15,7 +15,7 @@ log() { printf '== %s\n' "$*" >&2; }
 
 # Debian packages the tests use: a real Secret Service (dbus-daemon, gnome-keyring),
 # systemd-analyze / systemd-socket-activate (unit tests), ssh-agent (benchmark
-# baseline), taskset/setarch (util-linux). Installed only when missing and root.
+# baseline), taskset/setarch (util-linux), useradd and mount (reliability suite). Installed only when missing and root.
 need=()
 command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
 command -v dbus-send >/dev/null || need+=(dbus-bin)
@@ -23,6 +23,9 @@ command -v gnome-keyring-daemon >/dev/null || need+=(gnome-keyring)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v ssh-agent >/dev/null || need+=(openssh-client)
 command -v setarch >/dev/null || need+=(util-linux)
+# reliability suite as root: a second Unix user (useradd), small tmpfs data dirs (mount)
+command -v useradd >/dev/null || need+=(passwd)
+command -v mount >/dev/null || need+=(mount)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing ${need[*]}"

@@ -30,6 +30,8 @@ max_unlocked = 28800.5
 keystore_timeout = 5
 key_source = "passphrase"
 autostart = false
+max_connections = 64
+connection_idle_timeout = 30
 """)
     data = _config.read(path)
     assert data == {
@@ -40,6 +42,8 @@ autostart = false
         "keystore_timeout": 5.0,
         "key_source": "passphrase",
         "autostart": False,
+        "max_connections": 64,
+        "connection_idle_timeout": 30.0,
     }
     assert set(data) == set(_config.KEYS)
 
