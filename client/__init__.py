@@ -6,8 +6,6 @@ cryptography, no asyncio (``AsyncClient`` is imported on first use).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from client._sync import Client
 from client.errors import (
     AgentError,
@@ -19,7 +17,10 @@ from client.errors import (
     UntrustedSocket,
 )
 
+TYPE_CHECKING = False  # typing itself costs ~10 ms of import: see client._sync
 if TYPE_CHECKING:
+    from typing import Any
+
     from client.aio import AsyncClient
     from client.service import CredentialMigrationTool, CredentialService
 

@@ -10,10 +10,10 @@ import re
 from typing import Final
 
 from client import errors
+from client.protocol import DEFAULT_TYPE
 
 __all__ = ["check_name", "check_credential", "is_valid_credential", "canonical_platform", "DEFAULT_TYPE"]
 
-DEFAULT_TYPE: Final = "api-key"
 # ASCII letters, digits, '-' and '_': what every keystore, file name and Windows
 # credential target accepts ("The stub received bad data" otherwise).
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
