@@ -234,7 +234,7 @@ def agent_pipelined(c: Client, names: list[str]) -> int:
     return time.perf_counter_ns() - t0
 
 
-def async_sequential(path: Path, n: int) -> list[int]:
+def async_sequential(path: Path, n: int, use_uvloop: bool = False) -> list[int]:
     from client import AsyncClient
 
     async def run() -> list[int]:
@@ -250,6 +250,11 @@ def async_sequential(path: Path, n: int) -> list[int]:
                 out.append(clock() - t0)
         return out
 
+    if use_uvloop:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(run())
     return asyncio.run(run())
 
 
@@ -367,8 +372,19 @@ class Bench:
 
         aa, ss = both(lambda: async_sequential(self.d.agent_sock, self.async_n),
                       lambda: ssh_sequential(self.ssh, self.async_n), flip)
-        self.row("async", "AsyncClient get, p50", "us", "ssh-agent", "<= 2.1x", lambda r: r <= 2.1).add(
+        self.row("async", "AsyncClient get (asyncio loop), p50", "us", "ssh-agent", "<= 2.1x", lambda r: r <= 2.1).add(
             pct(aa, 0.5) / 1e3, pct(ss, 0.5) / 1e3)
+
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            self.row("async_uv", "AsyncClient get on uvloop, p50", "us", "ssh-agent", "info").skipped = \
+                "uvloop is not installed"
+        else:
+            aa, ss = both(lambda: async_sequential(self.d.agent_sock, self.async_n, use_uvloop=True),
+                          lambda: ssh_sequential(self.ssh, self.async_n), flip)
+            self.row("async_uv", "AsyncClient get on uvloop, p50", "us", "ssh-agent", "info").add(
+                pct(aa, 0.5) / 1e3, pct(ss, 0.5) / 1e3)
 
         self.process_round(flip)
         self.keyring_round(pct(a, 0.5))
@@ -384,6 +400,7 @@ class Bench:
             "pass": [*py, "pass"],
             "keyring": [*py, "import keyring"],
             "import": [*py, "import client"],
+            "import_cls": [*py, "from client import Client"],
             "get": [*py, "import client; client.Client(autostart=False).get('bench0')"],
         }
         if self.ss is not None:
@@ -401,6 +418,8 @@ class Bench:
                  "<= 0.3x", lambda r: r <= 0.3).add(med["get"], med["keyring"])
         self.row("import", "process: import client", "ms", "python -c pass", "<= 2x",
                  lambda r: r <= 2).add(med["import"], med["pass"])
+        self.row("import_cls", "process: from client import Client", "ms", "python -c pass", "info").add(
+            med["import_cls"], med["pass"])
         if "kr_get" in med:
             self.row("proc_kr", "process: import client, get, exit", "ms", "same with keyring.get_password",
                      "info").add(med["get"], med["kr_get"])
@@ -505,7 +524,7 @@ def report(rows: list[Row], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-ORDER = ["p50", "p99", "cpu", "conn64", "pipe", "pipe_self", "async", "proc_pass", "proc_keyring", "import",
+ORDER = ["p50", "p99", "cpu", "conn64", "pipe", "pipe_self", "async", "async_uv", "proc_pass", "proc_keyring", "import", "import_cls",
          "keyring", "proc_kr", "rss", "mem_secret", "mem_conn"]
 
 
