@@ -120,6 +120,12 @@ def norandom_prefix() -> list[str]:
     return ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []
 
 
+def site_path() -> str:
+    """This checkout, then site-packages: for ``python -S`` (see process_round)."""
+    paths = sysconfig.get_paths()
+    return os.pathsep.join(dict.fromkeys([str(ROOT), paths["purelib"], paths["platlib"]]))
+
+
 # --- the two daemons ----------------------------------------------------------------------
 @dataclass
 class Daemons:
@@ -134,7 +140,7 @@ class Daemons:
     @contextlib.contextmanager
     def running(cls) -> Iterator[Daemons]:
         home = Path(tempfile.mkdtemp(prefix="cab-", dir="/tmp"))
-        env = base_env(home, {"PYTHONDONTWRITEBYTECODE": "0"})
+        env = base_env(home, {"PYTHONDONTWRITEBYTECODE": "0", "PYTHONPATH": site_path()})
         env.pop("PYTHONDONTWRITEBYTECODE")
         d = cls(home, env, Path(env["CREDENTIAL_AGENT_SOCK"]), home / "ssh.sock")
         try:
@@ -142,7 +148,8 @@ class Daemons:
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             log = open(home / "agent.log", "wb")
             d.agent = subprocess.Popen(
-                [*pin_prefix(), *norandom_prefix(), sys.executable, "-m", "agent", "serve", "--log-level", "warning"],
+                [*pin_prefix(), *norandom_prefix(), sys.executable, "-S", "-m", "agent", "serve",
+                 "--log-level", "warning"],
                 env=env, cwd=home, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             )
             log.close()
@@ -348,9 +355,9 @@ class Bench:
         p50.add(pct(a, 0.5) / 1e3, pct(s, 0.5) / 1e3)
         p99.add(pct(a, 0.99) / 1e3, pct(s, 0.99) / 1e3)
         seq_rate = 1e9 / statistics.fmean(a)
+        cpu = self.row("cpu", "agent CPU per get", "us", "ssh-agent", "<= 1.3x", lambda r: r <= 1.3)
         if scpu > 0 and acpu > 0:
-            self.row("cpu", "agent CPU per get", "us", "ssh-agent", "<= 1.3x", lambda r: r <= 1.3).add(
-                acpu / self.seq_n * 1e6, scpu / self.seq_n * 1e6)
+            cpu.add(acpu / self.seq_n * 1e6, scpu / self.seq_n * 1e6)
 
         ar, sr = both(lambda: many_connections(self.agent_conns, self.frame, self.conn_iters),
                       lambda: many_connections(self.ssh_conns, SSH_REQUEST, self.conn_iters), flip)
@@ -393,8 +400,7 @@ class Bench:
         # python -S, with site-packages on PYTHONPATH: .pth files of the local
         # installation (here one that imports certifi, +40 ms a start) would
         # otherwise weigh on every row and flatter the ratios
-        env = {**self.d.env, "PYTHONPATH": os.pathsep.join(dict.fromkeys(
-            [str(ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))}
+        env = self.d.env
         py = [sys.executable, "-S", "-c"]
         cmds = {
             "pass": [*py, "pass"],
@@ -509,6 +515,8 @@ def report(rows: list[Row], header: list[str]) -> str:
              "| measurement | agent | baseline | ratio (median of rounds) | target | met |",
              "|---|---|---|---|---|---|"]
     for r in rows:
+        if not r.skipped and not r.ratios:
+            r.skipped = "too few requests to measure against the 10 ms CPU clock tick"
         if r.skipped:
             lines.append(f"| {r.name} | skipped | | | {r.target} | {r.skipped} |")
             continue
@@ -524,8 +532,8 @@ def report(rows: list[Row], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-ORDER = ["p50", "p99", "cpu", "conn64", "pipe", "pipe_self", "async", "async_uv", "proc_pass", "proc_keyring", "import", "import_cls",
-         "keyring", "proc_kr", "rss", "mem_secret", "mem_conn"]
+ORDER = ["p50", "p99", "cpu", "conn64", "pipe", "pipe_self", "async", "async_uv", "proc_pass", "proc_keyring",
+         "import", "import_cls", "keyring", "proc_kr", "rss", "mem_secret", "mem_conn"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -559,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         f"credential-agent vs OpenSSH ssh-agent, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
         f"machine: {machine()}; Python {platform.python_version()}, agent loop {b.loop}",
         f"method: {rounds} interleaved rounds, {pinned}; {b.seq_n} sequential gets per round; "
-        f"process rows run python -S with site-packages on PYTHONPATH",
+        f"the agent and the process rows run python -S with site-packages on PYTHONPATH",
         f"load average (1/5/15 min): {load_before} before, {load()} after; run took "
         f"{time.monotonic() - started:.0f} s",
     ]
