@@ -16,7 +16,6 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -296,7 +295,7 @@ class Agent:
                     await keystore.probe(self.options.keystore_deadline)
                     key_source = "keyring"
             key = crypto.generate_key()
-            vault_id = secrets.token_hex(8)
+            vault_id = os.urandom(8).hex()  # as secrets.token_hex(8), without hmac/hashlib in RSS
             storage = crypto.SecureStorage(key)
             meta = {
                 "schema": b"1",

@@ -39,6 +39,8 @@ MAX_CONNECTIONS = 512
 CONNECTION_IDLE_TIMEOUT = 300.0
 # While a request is in flight, stop reading once this much is buffered.
 _READ_HIGH_WATER = 2 * (protocol.MAX_FRAME + protocol.HEADER)
+# results that are never awaitable: the fast path skips inspect.isawaitable (~0.4 us)
+_PLAIN = frozenset({str, dict, list, bool, int, float, type(None)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,14 +181,14 @@ class Connection(asyncio.Protocol):
             except Exception as e:  # noqa: BLE001 - every request gets exactly one reply
                 out.append(_reply_error(e, op))
                 continue
-            if inspect.isawaitable(result):
+            if type(result) not in _PLAIN and inspect.isawaitable(result):
                 # later frames wait: replies stay in request order
                 self.pending = asyncio.ensure_future(result)
                 self.pending.add_done_callback(functools.partial(self._finished, op=request.op))
                 break
             out.append(_reply_ok(result, request.op))
         if out:
-            transport.write(b"".join(out))
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
         if self.closing and self.pending is None:
             transport.close()
         elif self.pending is None and not self.write_paused:

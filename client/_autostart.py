@@ -9,10 +9,7 @@ moment end with exactly one agent.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shlex
-import shutil
 import sys
 
 __all__ = ["enabled", "unavailable_message", "agent_command", "start_agent"]
@@ -36,6 +33,11 @@ def unavailable_message(path: object) -> str:
 
 def agent_command() -> list[str]:
     """How to run the ``agent`` command: env override, this interpreter, or PATH."""
+    # imported here: every client imports this module, few ever start an agent
+    import importlib.util
+    import shlex
+    import shutil
+
     override = os.environ.get("CREDENTIAL_AGENT_COMMAND")
     if override:
         return shlex.split(override)

@@ -6,15 +6,21 @@ a dropped connection, and raises the typed errors of ``client.errors``.
 
 from __future__ import annotations
 
+import _socket
+import _thread
 import os
-import socket
-import threading
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
 
 from client import _autostart, errors, paths, protocol
-from client.validation import DEFAULT_TYPE
+from client.protocol import DEFAULT_TYPE
+
+# A process that wants one key pays for ``import client``: the C modules behind
+# socket and threading serve as well as the wrappers, which would add enum,
+# selectors and more; typing, collections and pathlib are for the type checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from pathlib import Path
+    from typing import Any
 
 __all__ = ["Client", "DEFAULT_TIMEOUT"]
 
@@ -62,15 +68,21 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         autostart: bool | None = None,
     ) -> None:
-        self.path = Path(path) if path is not None else paths.socket_path()
+        self._path = os.fspath(path) if path is not None else paths.socket_file()
         self.timeout = timeout
         self._autostart = autostart
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._buf = protocol.FrameBuffer()
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
+
+    @property
+    def path(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._path)
 
     def __repr__(self) -> str:
-        return f"Client(path={str(self.path)!r}, connected={self._sock is not None})"
+        return f"Client(path={self._path!r}, connected={self._sock is not None})"
 
     def __enter__(self) -> Client:
         return self
@@ -88,47 +100,48 @@ class Client:
             self._sock = None
         self._buf = protocol.FrameBuffer()
 
-    def _try_connect(self) -> socket.socket:
-        paths.check_socket(self.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _try_connect(self) -> _socket.socket:
+        paths.check_socket(self._path)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            sock.connect(str(self.path))
+            sock.connect(self._path)
         except BaseException:
             sock.close()
             raise
         return sock
 
-    def _connect_or_start(self) -> socket.socket:
+    def _connect_or_start(self) -> _socket.socket:
         try:
             return self._try_connect()
         except (FileNotFoundError, ConnectionRefusedError):
             if not _autostart.enabled(self._autostart):
-                raise errors.AgentUnavailable(_autostart.unavailable_message(self.path)) from None
+                raise errors.AgentUnavailable(_autostart.unavailable_message(self._path)) from None
         if not _autostart.start_agent(max(self.timeout, 10.0)):
-            raise errors.AgentUnavailable(f"could not start a credential agent at {self.path}")
+            raise errors.AgentUnavailable(f"could not start a credential agent at {self._path}")
         try:
             return self._try_connect()
         except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise errors.AgentUnavailable(f"no credential agent at {self.path}") from e
+            raise errors.AgentUnavailable(f"no credential agent at {self._path}") from e
 
-    def _connect(self) -> socket.socket:
+    def _connect(self) -> _socket.socket:
         try:
             return self._connect_or_start()
         except errors.AgentError:
             raise
         except OSError as e:  # e.g. a path too long for a Unix socket, a permission problem
-            raise errors.AgentUnavailable(f"cannot connect to {self.path}: {e.strerror or e}") from None
+            raise errors.AgentUnavailable(f"cannot connect to {self._path}: {e.strerror or e}") from None
 
-    def _read_body(self, sock: socket.socket) -> bytes:
+    def _read_body(self, sock: _socket.socket) -> bytes:
+        buf = self._buf
         while True:
-            body = self._buf.next_body()
+            body = buf.next_body()
             if body is not None:
                 return body
             chunk = sock.recv(_RECV)
             if not chunk:
                 raise ConnectionResetError("the agent closed the connection")
-            self._buf.feed(chunk)
+            buf.feed(chunk)
 
     def _exchange(self, frames: bytes, count: int) -> list[bytes]:
         """Send ``frames`` and read ``count`` replies, reconnecting once if the
@@ -140,8 +153,9 @@ class Client:
             bodies: list[bytes] = []
             try:
                 sock.sendall(frames)
+                read = self._read_body
                 while len(bodies) < count:
-                    bodies.append(self._read_body(sock))
+                    bodies.append(read(sock))
                 return bodies
             except TimeoutError:
                 self._drop()
@@ -228,7 +242,8 @@ class Client:
         self.call("update", write_args(platform, value, credential_type, metadata, validate, expires_at))
 
     def get(self, platform: str, credential_type: str = DEFAULT_TYPE) -> str:
-        result: str = self.call("get", _name_args(platform, credential_type))
+        args = {"platform": platform} if credential_type == DEFAULT_TYPE else _name_args(platform, credential_type)
+        result: str = self.call("get", args)
         return result
 
     def get_many(self, names: Iterable[str | tuple[str, str]]) -> list[str]:

@@ -11,9 +11,14 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tempfile
-from pathlib import Path
-from typing import Final
+
+# pathlib, tempfile and typing cost ~10 ms of every client's import: the socket
+# path, which every client computes, is built with os.path; the rest import
+# pathlib when called.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Final
 
 __all__ = [
     "APP",
@@ -21,6 +26,7 @@ __all__ = [
     "app_name",
     "runtime_dir",
     "socket_path",
+    "socket_file",
     "lock_path",
     "data_dir",
     "vault_path",
@@ -65,36 +71,82 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def _base_runtime_dir() -> Path:
+def _base_runtime_dir() -> tuple[str, bool]:
+    """The user's runtime dir, and whether it is the shared temp dir."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg):
-        return Path(xdg)
+        return xdg, False
     if sys.platform == "darwin":
         import platformdirs
 
-        return Path(platformdirs.user_runtime_dir())
-    run_user = Path(f"/run/user/{os.getuid()}")
-    if run_user.is_dir() and run_user.stat().st_uid == os.getuid():
-        return run_user
+        return platformdirs.user_runtime_dir(), False
+    run_user = f"/run/user/{os.getuid()}"
+    if os.path.isdir(run_user) and os.stat(run_user).st_uid == os.getuid():
+        return run_user, False
     # no runtime dir (containers, cron, su): a private dir in the temp dir, as ssh-agent
-    return Path(tempfile.gettempdir())
+    return _temp_dir(), True
+
+
+def _temp_dir() -> str:
+    """tempfile.gettempdir()'s choice on POSIX, without importing tempfile (~10 ms:
+    it brings in random, hashlib and shutil)."""
+    if os.name != "posix":
+        import tempfile
+
+        return tempfile.gettempdir()
+    for var in ("TMPDIR", "TEMP", "TMP"):
+        d = os.environ.get(var)
+        if d and os.path.isdir(d):
+            return os.path.abspath(d)
+    candidates = ("/tmp", "/var/tmp", "/usr/tmp")  # noqa: S108 - tempfile's own list; the dir made there is 0700
+    return next((d for d in candidates if os.path.isdir(d)), os.getcwd())
+
+
+def _runtime_dir() -> str:
+    base, shared = _base_runtime_dir()
+    return os.path.join(base, f"{app_name()}-{os.getuid()}" if shared else app_name())
 
 
 def runtime_dir() -> Path:
-    base = _base_runtime_dir()
-    if base == Path(tempfile.gettempdir()):
-        return base / f"{app_name()}-{os.getuid()}"
-    return base / app_name()
+    from pathlib import Path
+
+    return Path(_runtime_dir())
+
+
+def socket_file() -> str:
+    """``socket_path()`` as a string, without importing pathlib (the client's way).
+
+    env > config file > default; the config module loads only when a file exists.
+    """
+    return (
+        os.environ.get("CREDENTIAL_AGENT_SOCK")
+        or _configured_socket()
+        or os.path.join(_runtime_dir(), "agent.sock")
+    )
+
+
+def _linux_config_dir() -> str:
+    # what platformdirs answers on Linux, without importing it on every client's path
+    base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.expanduser("~/.config")
+    return os.path.join(base, app_name())
+
+
+def _configured_socket() -> str | None:
+    explicit = os.environ.get("CREDENTIAL_AGENT_CONFIG")
+    if not explicit and sys.platform.startswith("linux"):
+        candidate = os.path.join(_linux_config_dir(), "config.toml")
+        if not os.path.exists(candidate):
+            return None  # the common case: no file, no import
+    from client import _config
+
+    value = _config.file_value(config_path(), "socket")
+    return None if value is None else str(value)
 
 
 def socket_path() -> Path:
-    from client import _config
+    from pathlib import Path
 
-    return Path(
-        os.environ.get("CREDENTIAL_AGENT_SOCK")
-        or _config.file_value(config_path(), "socket")
-        or runtime_dir() / "agent.sock"
-    )
+    return Path(socket_file())
 
 
 def lock_path() -> Path:
@@ -103,6 +155,8 @@ def lock_path() -> Path:
 
 
 def data_dir() -> Path:
+    from pathlib import Path
+
     import platformdirs
 
     return Path(platformdirs.user_data_dir(app_name(), appauthor=False))
@@ -113,26 +167,30 @@ def vault_path() -> Path:
 
 
 def config_dir() -> Path:
+    from pathlib import Path
+
     if sys.platform.startswith("linux"):
-        # what platformdirs answers on Linux, without importing it on every client's path
-        base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.expanduser("~/.config")
-        return Path(base) / app_name()
+        return Path(_linux_config_dir())
     import platformdirs
 
     return Path(platformdirs.user_config_dir(app_name(), appauthor=False))
 
 
 def config_path() -> Path:
+    from pathlib import Path
+
     return Path(os.environ.get("CREDENTIAL_AGENT_CONFIG") or config_dir() / "config.toml")
 
 
 def log_path() -> Path:
+    from pathlib import Path
+
     import platformdirs
 
     return Path(platformdirs.user_log_dir(app_name(), appauthor=False)) / "agent.log"
 
 
-def check_socket(path: Path) -> None:
+def check_socket(path: str | os.PathLike[str]) -> None:
     """Refuse a socket another user could have planted or could use (impostor check).
 
     Raises ``FileNotFoundError`` when there is nothing at ``path``.

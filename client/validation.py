@@ -10,6 +10,7 @@ import re
 from typing import Final
 
 from client import errors
+from client.protocol import DEFAULT_TYPE
 
 __all__ = [
     "check_name",
@@ -23,7 +24,6 @@ __all__ = [
     "MAX_METADATA_BYTES",
 ]
 
-DEFAULT_TYPE: Final = "api-key"
 # ASCII letters, digits, '-' and '_': what every keystore, file name and Windows
 # credential target accepts ("The stub received bad data" otherwise).
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -58,3 +58,11 @@ def test_every_op_has_exactly_one_handler() -> None:
     from client.protocol import OPS
 
     assert set(HANDLERS) == set(OPS)
+
+
+def test_import_client_alone_loads_no_msgpack_typing_or_pathlib() -> None:
+    # every connector pays this import; Client (and msgpack) load on first use
+    mods = loaded_after("import client") - loaded_after("pass")  # site's .pth files may load some
+    for heavy in ("msgpack", "typing", "pathlib", "dataclasses", "tempfile", "socket", "threading"):
+        assert heavy not in mods, heavy
+    assert "msgpack" in loaded_after("from client import Client")

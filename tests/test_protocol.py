@@ -169,3 +169,25 @@ def test_unencodable_values_are_a_typed_error() -> None:
         protocol.encode_request("store", {"platform": "a", "value": "\ud800"})
     with pytest.raises(errors.BadRequest):
         protocol.encode_request("store", {"platform": "a", "value": object()})
+
+
+@pytest.mark.parametrize("args", [None, {}, {"platform": "hf"}, {"platform": "x", "credential_type": "t"},
+                                  {"platform": "p", "value": "v" * 300, "metadata": {"k": [1, 2.5, None]}}])
+@pytest.mark.parametrize("op", ["get", "store", "hello", "not-an-op"])
+def test_encoded_requests_equal_packing_the_whole_map(op: str, args: dict[str, object] | None) -> None:
+    # the request heads are packed once; the bytes must be what packing the map gives
+    assert protocol.encode_request(op, args) == frame({"v": 1, "op": op, "args": dict(args or {})})
+
+
+@pytest.mark.parametrize("result", [None, "hf_" + "x" * 37, {"a": [1, True]}, list(range(40)), 1.5, "é" * 100])
+def test_encoded_ok_replies_equal_packing_the_whole_map(result: object) -> None:
+    assert protocol.encode_ok(result) == frame({"v": 1, "ok": True, "result": result})
+
+
+def test_frame_buffer_copies_a_reused_receive_buffer() -> None:
+    data = bytearray(protocol.encode_request("hello"))
+    buf = protocol.FrameBuffer()
+    buf.feed(data[:3])
+    buf.feed(memoryview(data)[3:])
+    data[:] = b"\x00" * len(data)  # the caller reuses its buffer
+    assert protocol.decode_request(buf.next_body() or b"").op == "hello"

@@ -1,0 +1,47 @@
+"""The benchmark command runs and prints every row (counts, not timings: no timed assertion)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from support import ROOT
+
+ROWS = [
+    "cached get, p50",
+    "cached get, p99",
+    "agent CPU per get",
+    "64 connections, throughput",
+    "100 pipelined on 1 connection",
+    "100 pipelined vs own sequential",
+    "AsyncClient get (asyncio loop), p50",
+    "AsyncClient get on uvloop, p50",
+    "process: import client, get, exit",
+    "process: import client |",
+    "process: from client import Client",
+    "keyring.get_password (Secret Service), p50",
+    "idle RSS",
+    "memory per stored secret",
+    "memory per idle connection",
+]
+
+
+@pytest.mark.skipif(shutil.which("ssh-agent") is None,
+                    reason="ssh-agent (openssh-client), the baseline, is not installed")
+def test_quick_benchmark_prints_every_row() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick"],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    for row in ROWS:
+        assert row in out, row
+    assert "ssh-agent" in out and "machine:" in out and "load average" in out
+    # every measured row has a number and a ratio; a skipped row says why
+    for line in out.splitlines():
+        if line.startswith("| ") and "measurement" not in line:
+            assert re.search(r"\d", line), line
+            assert "skipped" in line or re.search(r"\d(\.\d+)? ?(x|B|KiB)\b", line), line
