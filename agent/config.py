@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Final
 
+from agent.audit import DEFAULT_KEEP
 from agent.core import Options
 from client import errors, paths
 
@@ -23,6 +24,7 @@ KEYS: Final[dict[str, tuple[tuple[type, ...], str | None]]] = {
     "idle_timeout": ((int, float), "CREDENTIAL_AGENT_IDLE_TIMEOUT"),
     "max_unlocked": ((int, float), "CREDENTIAL_AGENT_MAX_UNLOCKED"),
     "keystore_timeout": ((int, float), "CREDENTIAL_AGENT_KEYSTORE_TIMEOUT"),
+    "audit_keep": ((int, float), "CREDENTIAL_AGENT_AUDIT_KEEP"),  # newest audit rows kept; 0 = off
 }
 
 
@@ -78,4 +80,5 @@ def load_options(args: argparse.Namespace) -> Options:
         idle_timeout=_pick(getattr(args, "idle_timeout", None), "idle_timeout", file, 0.0),
         max_unlocked=_pick(getattr(args, "max_unlocked", None), "max_unlocked", file, 0.0),
         keystore_deadline=_pick(None, "keystore_timeout", file, 10.0),
+        audit_keep=int(_pick(None, "audit_keep", file, DEFAULT_KEEP)),
     )

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 
 import msgpack
 
-from agent import crypto, keystore
+from agent import audit, crypto, keystore
 from agent.vault import Row, Vault, seal, unseal
 from client import errors, protocol
 from client.validation import DEFAULT_TYPE, check_credential, check_name
@@ -49,6 +49,7 @@ class Options:
     idle_timeout: float = 0.0  # seconds without credential use before locking; 0 = off
     max_unlocked: float = 0.0  # seconds unlocked before locking, whatever the use; 0 = off
     keystore_deadline: float = keystore.DEFAULT_DEADLINE
+    audit_keep: int = audit.DEFAULT_KEEP  # newest audit rows kept; 0 = no audit log
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Agent:
         self.started = time.monotonic()
         self.vault = Vault(options.vault)
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vault")
+        self.audit = audit.AuditLog(self.vault, self._db, options.audit_keep)
         self.index: dict[Key, Info] = {
             (r.platform, r.credential_type): Info(r.created, r.updated, r.expires) for r in self.vault.rows()
         }
@@ -115,10 +117,13 @@ class Agent:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
 
     def _account(self) -> str:
-        return f"master-key-{self.meta['vault_id'].decode()}"
+        # key rotation stores each new key under a new account, named in the vault
+        account = self.meta.get("key_account")
+        return account.decode() if account else f"master-key-{self.meta['vault_id'].decode()}"
 
     def close(self) -> None:
         self.lock(explicit=False, reason="shutdown")
+        self.audit.flush()  # queued before the shutdown below, so written before exit
         self._db.shutdown(wait=True)
         self.vault.close()
 
@@ -217,6 +222,10 @@ class Agent:
             storage, rows = await self.db(self._open_with, key)
             self._set_unlocked(storage, rows)
             log.info("unlocked (%s)", self.key_source)
+        if "stale_key_account" in self.meta:
+            from agent import rotation
+
+            await rotation.forget_stale_key(self)
 
     async def _unwrap(self, passphrase: str | None) -> bytes:
         if passphrase is None:

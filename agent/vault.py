@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,7 +24,7 @@ import msgpack
 from agent.crypto import SecureStorage
 from client import errors, paths
 
-__all__ = ["Vault", "Row", "seal", "unseal", "SCHEMA_VERSION"]
+__all__ = ["Vault", "Row", "AuditRow", "seal", "unseal", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION: Final = 1
 
@@ -42,7 +43,22 @@ CREATE TABLE IF NOT EXISTS credentials (
     expires         REAL,
     PRIMARY KEY (platform, credential_type)
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts              REAL NOT NULL,
+    op              TEXT NOT NULL,
+    platform        TEXT,
+    credential_type TEXT,
+    pid             INTEGER,
+    uid             INTEGER,
+    exe             TEXT,
+    result          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
 """
+
+# One audit row: (ts, op, platform, credential_type, pid, uid, exe, result). Never a value.
+AuditRow = tuple[float, str, str | None, str | None, int | None, int | None, str | None, str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,9 +163,19 @@ class Vault:
             )
         return cur.rowcount > 0
 
-    def replace_all(self, rows: list[Row], meta: dict[str, bytes]) -> None:
-        """Rewrite every row and some meta in one transaction (key rotation)."""
+    def replace_all(
+        self,
+        rows: list[Row],
+        meta: dict[str, bytes],
+        before_commit: Callable[[], None] | None = None,
+        drop_meta: tuple[str, ...] = (),
+    ) -> None:
+        """Rewrite every row, set and drop some meta, in one transaction (key rotation).
+
+        ``before_commit`` runs inside the transaction, after every write (a test hook).
+        """
         with self._write():
+            self._db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in drop_meta])
             for row in rows:
                 self._db.execute(
                     "UPDATE credentials SET value = ?, metadata = ? WHERE platform = ? AND credential_type = ?",
@@ -159,6 +185,40 @@ class Vault:
                 "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 list(meta.items()),
             )
+            if before_commit is not None:
+                before_commit()
+
+    def delete_meta(self, key: str) -> None:
+        with self._write():
+            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    # --- audit log: names, callers and results, never values ---------------------------
+    def add_audit(self, rows: list[AuditRow], keep: int) -> None:
+        """Append ``rows`` and prune to the newest ``keep`` rows, in one transaction."""
+        with self._write():
+            self._db.executemany(
+                "INSERT INTO audit(ts, op, platform, credential_type, pid, uid, exe, result) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            # ids grow monotonically (AUTOINCREMENT), so the newest rows have the largest ids
+            self._db.execute("DELETE FROM audit WHERE id <= (SELECT max(id) FROM audit) - ?", (keep,))
+
+    def audit(self, since: float | None, platform: str | None, limit: int) -> list[AuditRow]:
+        """The newest ``limit`` audit rows matching the filters, oldest first."""
+        query = "SELECT ts, op, platform, credential_type, pid, uid, exe, result FROM audit WHERE 1"
+        params: list[Any] = []
+        if since is not None:
+            query += " AND ts >= ?"
+            params.append(since)
+        if platform is not None:
+            query += " AND platform = ?"
+            params.append(platform)
+        query += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        rows = [tuple(r) for r in self._db.execute(query, params)]
+        rows.reverse()
+        return rows
 
     def integrity_check(self) -> str:
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
