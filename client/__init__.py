@@ -13,6 +13,7 @@ from client.errors import (
     AgentError,
     AgentTimeout,
     AgentUnavailable,
+    Expired,
     InvalidCredential,
     Locked,
     NotFound,
@@ -20,17 +21,20 @@ from client.errors import (
 )
 
 if TYPE_CHECKING:
-    from client.aio import AsyncClient
+    from client.aio import AsyncClient, acredentials_for
     from client.service import CredentialMigrationTool, CredentialService
 
 __all__ = [
     "Client",
     "AsyncClient",
+    "credentials_for",
+    "acredentials_for",
     "CredentialService",
     "CredentialMigrationTool",
     "AgentError",
     "AgentTimeout",
     "AgentUnavailable",
+    "Expired",
     "InvalidCredential",
     "Locked",
     "NotFound",
@@ -39,9 +43,22 @@ __all__ = [
 
 _LAZY = {
     "AsyncClient": "client.aio",
+    "acredentials_for": "client.aio",
     "CredentialService": "client.service",
     "CredentialMigrationTool": "client.service",
 }
+
+
+def credentials_for(platform: str, *, client: Client | None = None) -> dict[str, str]:
+    """Every credential of ``platform``, keyed by type with ``-`` as ``_``.
+
+    ``{"api_key": "..."}`` for a platform with one API key: the dict a connector's
+    ``connect(credentials)`` takes. Raises ``NotFound`` when none is stored.
+    """
+    if client is not None:
+        return client.credentials_for(platform)
+    with Client() as c:
+        return c.credentials_for(platform)
 
 
 def __getattr__(name: str) -> Any:
