@@ -222,7 +222,7 @@ class Agent:
             storage, rows = await self.db(self._open_with, key)
             self._set_unlocked(storage, rows)
             log.info("unlocked (%s)", self.key_source)
-        if "stale_key_account" in self.meta:
+        if "stale_key_account" in self.meta or "pending_key_account" in self.meta:  # an earlier rotation's
             from agent import rotation
 
             await rotation.forget_stale_key(self)

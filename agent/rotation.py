@@ -110,7 +110,8 @@ async def rotate_key(a: Agent, passphrase: str | None = None, new_passphrase: st
         count = await a.db(_reseal_all, a.vault, old, new, meta)  # step 3: one transaction
         a.meta.update(meta)
         a.meta.pop("pending_key_account", None)
-        a._storage = new
+        if a._storage is old:  # a `lock` meanwhile holds: the next unlock opens with the new key
+            a._storage = new
         faults.point("rotate:after-vault")
     log.info("rotated the master key (%d credentials re-encrypted)", count)
     await forget_stale_key(a)  # step 4

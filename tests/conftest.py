@@ -10,7 +10,7 @@ import pytest
 # this checkout's packages and test support come first, whatever else is installed
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
-from support import AgentProcess, SecretService, SecretServiceUnavailable
+from support import AgentProcess, SecretService, SecretServiceUnavailable  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
