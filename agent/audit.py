@@ -4,10 +4,13 @@ Rules of this module:
 - a row holds the time, op, platform, credential type, the caller's pid, uid and
   executable (as the kernel reported them when it connected) and the result code;
   never a value, a passphrase or metadata;
-- recording is an append to a list on the event loop: the hot ``get`` path does no
-  I/O. Rows are written in batches on the storage thread, ``FLUSH_INTERVAL`` after
-  the first pending one, when ``MAX_PENDING`` pile up, before ``audit`` reads, and
-  at shutdown. A ``kill -9`` loses at most the last interval's rows;
+- recording is a dict update on the event loop: the hot ``get`` path does no I/O.
+  Identical events in one batch (same caller, op, name, result: a connector calling
+  ``get`` in a loop) become one row with a count and first/last times, so a busy
+  loop neither costs a row each nor pushes the rest of the history out;
+- rows are written in batches on the storage thread, ``FLUSH_INTERVAL`` after the
+  first pending one, when ``MAX_PENDING`` pile up, before ``audit`` reads, and at
+  shutdown. A ``kill -9`` loses at most the last interval's rows;
 - the table is bounded: each batch prunes it to the newest ``keep`` rows in the
   same transaction.
 """
@@ -56,7 +59,8 @@ class AuditLog:
         self.vault = vault
         self.executor = executor
         self.keep = keep
-        self.pending: list[AuditRow] = []
+        # (op, platform, type, pid, uid, exe, result) -> [first ts, last ts, count], in arrival order
+        self.pending: dict[tuple[Any, ...], list[Any]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -68,8 +72,17 @@ class AuditLog:
             return
         platform = ctype = None
         if op in _NAMED:
-            platform, ctype = _name(args.get("platform")), _name(args.get("credential_type", DEFAULT_TYPE))
-        self.pending.append((time.time(), op, platform, ctype, peer.pid, peer.uid, peer.exe, result))
+            platform, ctype = args.get("platform"), args.get("credential_type", DEFAULT_TYPE)
+            if result != "ok":  # a success means the names were checked already
+                platform, ctype = _name(platform), _name(ctype)
+        now = time.time()
+        key = (op, platform, ctype, peer.pid, peer.uid, peer.exe, result)
+        seen = self.pending.get(key)
+        if seen is not None:
+            seen[1] = now
+            seen[2] += 1
+            return
+        self.pending[key] = [now, now, 1]
         if len(self.pending) >= MAX_PENDING:
             self.flush()
         elif self._timer is None:
@@ -82,7 +95,8 @@ class AuditLog:
             self._timer = None
         if not self.pending:
             return None
-        rows, self.pending = self.pending, []
+        rows: list[AuditRow] = [(first, *key, count, last) for key, (first, last, count) in self.pending.items()]
+        self.pending = {}
         fut = self.executor.submit(self.vault.add_audit, rows, self.keep)
         fut.add_done_callback(_report)
         return fut

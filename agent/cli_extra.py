@@ -102,7 +102,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not rows:
         print("no audit records")
         return 0
-    print(f"{'TIME':<19} {'OP':<10} {'CREDENTIAL':<32} {'PID':>7} {'UID':>6} {'RESULT':<16} EXECUTABLE")
+    print(f"{'TIME':<19} {'OP':<10} {'CREDENTIAL':<32} {'PID':>7} {'UID':>6} {'RESULT':<16} {'TIMES':>5} EXECUTABLE")
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
         if r["platform"] is None:
@@ -111,7 +111,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             name = "/".join(display_names({"platform": r["platform"], "credential_type": r["credential_type"]}))
         pid = "-" if r["pid"] is None else str(r["pid"])
         uid = "-" if r["uid"] is None else str(r["uid"])
-        print(f"{when:<19} {r['op']:<10} {name:<32} {pid:>7} {uid:>6} {r['result']:<16} {r['exe'] or '-'}")
+        print(f"{when:<19} {r['op']:<10} {name:<32} {pid:>7} {uid:>6} {r['result']:<16} {r['count']:>5} "
+              f"{r['exe'] or '-'}")
     return 0
 
 

@@ -104,7 +104,7 @@ async def op_audit(a: Agent, args: Args, peer: Peer) -> Any:
         raise errors.BadRequest("limit must be positive")
     a.audit.flush()  # the storage thread's queue puts this read after the pending rows
     rows = await a.db(a.vault.audit, args.get("since"), args.get("platform"), limit)
-    fields = ("time", "op", "platform", "credential_type", "pid", "uid", "exe", "result")
+    fields = ("time", "op", "platform", "credential_type", "pid", "uid", "exe", "result", "count", "last_time")
     return [dict(zip(fields, r, strict=True)) for r in rows]
 
 

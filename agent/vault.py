@@ -52,13 +52,16 @@ CREATE TABLE IF NOT EXISTS audit (
     pid             INTEGER,
     uid             INTEGER,
     exe             TEXT,
-    result          TEXT NOT NULL
+    result          TEXT NOT NULL,
+    count           INTEGER NOT NULL DEFAULT 1,
+    last_ts         REAL
 );
 CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
 """
 
-# One audit row: (ts, op, platform, credential_type, pid, uid, exe, result). Never a value.
-AuditRow = tuple[float, str, str | None, str | None, int | None, int | None, str | None, str]
+# One audit row: (ts, op, platform, credential_type, pid, uid, exe, result, count, last_ts).
+# `count` identical events (same caller, op, name and result) between ts and last_ts. Never a value.
+AuditRow = tuple[float, str, str | None, str | None, int | None, int | None, str | None, str, int, float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,8 +200,8 @@ class Vault:
         """Append ``rows`` and prune to the newest ``keep`` rows, in one transaction."""
         with self._write():
             self._db.executemany(
-                "INSERT INTO audit(ts, op, platform, credential_type, pid, uid, exe, result) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO audit(ts, op, platform, credential_type, pid, uid, exe, result, count, last_ts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             # ids grow monotonically (AUTOINCREMENT), so the newest rows have the largest ids
@@ -206,10 +209,13 @@ class Vault:
 
     def audit(self, since: float | None, platform: str | None, limit: int) -> list[AuditRow]:
         """The newest ``limit`` audit rows matching the filters, oldest first."""
-        query = "SELECT ts, op, platform, credential_type, pid, uid, exe, result FROM audit WHERE 1"
+        query = (
+            "SELECT ts, op, platform, credential_type, pid, uid, exe, result, count, coalesce(last_ts, ts) "
+            "FROM audit WHERE 1"
+        )
         params: list[Any] = []
         if since is not None:
-            query += " AND ts >= ?"
+            query += " AND coalesce(last_ts, ts) >= ?"
             params.append(since)
         if platform is not None:
             query += " AND platform = ?"

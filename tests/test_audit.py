@@ -70,6 +70,19 @@ def test_no_value_reaches_the_vault_audit_table(unlocked_agent: AgentProcess) ->
     assert "INSERT INTO \"audit\"" in dump and CANARY not in dump
 
 
+def test_repeated_events_become_one_row_with_a_count(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    with a.client() as c:
+        c.store("runpod", "r" * 25)
+        t0 = time.time()
+        c.get_many(["runpod"] * 500)
+        c.get("runpod")
+        rows = [r for r in c.call("audit") if r["op"] == "get"]
+    assert len(rows) == 1 and rows[0]["count"] == 501
+    assert t0 - 1 <= rows[0]["time"] <= rows[0]["last_time"] <= time.time() + 1
+    assert " 501 " in a.cli("audit").stdout
+
+
 def test_filters_since_and_platform(unlocked_agent: AgentProcess) -> None:
     a = unlocked_agent
     with a.client() as c:
@@ -93,7 +106,7 @@ def test_rows_are_flushed_in_batches_and_at_shutdown(unlocked_agent: AgentProces
             c.get("runpod")
     a.stop()  # within the flush interval: the rows are still in memory
     db = sqlite3.connect(vault_file(a))
-    count = db.execute("SELECT count(*) FROM audit WHERE op = 'get'").fetchone()[0]
+    count = db.execute("SELECT sum(count) FROM audit WHERE op = 'get'").fetchone()[0]
     db.close()
     assert count == 3
 
@@ -119,12 +132,13 @@ def test_the_log_is_bounded_to_the_newest_rows() -> None:
         a.init_passphrase()
         with a.client() as c:
             c.store("runpod", "r" * 25)
-            c.get_many(["runpod"] * 120)
+            results = c.call_many([("get", {"platform": f"p{i}"}) for i in range(120)])  # 120 distinct events
+            assert all(isinstance(r, errors.NotFound) for r in results)
             rows = c.call("audit", {"limit": 1000})
             c.store("wandb", "w" * 40)
             newest = c.call("audit", {"limit": 1000})
-        assert len(rows) == 50 and all(r["op"] == "get" for r in rows)
-        assert len(newest) == 50 and newest[-1]["platform"] == "wandb"
+        assert [r["platform"] for r in rows] == [f"p{i}" for i in range(70, 120)]  # the newest 50
+        assert len(newest) == 50 and newest[-1]["platform"] == "wandb" and newest[0]["platform"] == "p71"
     finally:
         a.cleanup()
 
