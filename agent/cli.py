@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import agent
+from agent import cli_extra
 from client import Client, _config, errors, paths
 from client.validation import DEFAULT_TYPE, check_name
 
@@ -237,7 +238,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
 def cmd_set(args: argparse.Namespace) -> int:
     value = read_secret(f"Value for {args.platform}/{args.type}: ")
     with Client() as c:
-        c.store(args.platform, value, args.type, _meta_pairs(args.meta), validate=not args.no_validate)
+        c.store(args.platform, value, args.type, _meta_pairs(args.meta), validate=not args.no_validate,
+                expires_at=cli_extra.expires_at(args.expires))
     print(f"stored {args.platform}/{args.type}")
     return Exit.OK
 
@@ -258,9 +260,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not entries:
         print("no credentials stored")
         return Exit.OK
-    print(f"{'PLATFORM':<24} {'TYPE':<16} {'UPDATED':<17} EXPIRES")
-    for e in entries:
-        print(f"{e['platform']:<24} {e['credential_type']:<16} {_when(e['updated']):<17} {_when(e['expires_at'])}")
+    cli_extra.print_ls(entries)
     return Exit.OK
 
 
@@ -345,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_name(p)
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="metadata (repeatable)")
     p.add_argument("--no-validate", action="store_true", help="store even if the platform's rule rejects it")
+    p.add_argument("--expires", metavar="WHEN", help="expiry: a duration (90d, 12h) or a date (2026-03-31)")
     p = add("get", cmd_get, "print a credential's value")
     _add_name(p)
     p = add("ls", cmd_ls, "list stored credentials (never values)")
@@ -360,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_migrate.register(add)
     service_units.add_parser(sub)
+    cli_extra.register(add)
     return parser
 
 

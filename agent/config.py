@@ -27,4 +27,5 @@ def load_options(args: argparse.Namespace) -> Options:
         keystore_deadline=setting("keystore_timeout"),
         max_connections=setting("max_connections"),
         connection_idle_timeout=setting("connection_idle_timeout"),
+        audit_keep=setting("audit_keep"),
     )

@@ -23,7 +23,7 @@ from typing import Any, Final, TypeVar
 
 import msgpack
 
-from agent import crypto, keystore
+from agent import audit, crypto, keystore
 from agent.vault import Row, Vault, seal, unseal
 from client import errors, protocol
 from client.validation import DEFAULT_TYPE, check_credential, check_metadata, check_name
@@ -51,6 +51,7 @@ class Options:
     socket_activated: bool = False  # the socket came from systemd (LISTEN_FDS)
     max_connections: int = 512  # open client connections; 0 = no cap (see agent.server)
     connection_idle_timeout: float = 300.0  # seconds a silent connection stays open; 0 = off
+    audit_keep: int = audit.DEFAULT_KEEP  # newest audit rows kept; 0 = no audit log
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Agent:
         self.started = time.monotonic()
         self.vault = Vault(options.vault)
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vault")
+        self.audit = audit.AuditLog(self.vault, self._db, options.audit_keep)
         self.index: dict[Key, Info] = {
             (r.platform, r.credential_type): Info(r.created, r.updated, r.expires) for r in self.vault.rows()
         }
@@ -119,10 +121,13 @@ class Agent:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
 
     def _account(self) -> str:
-        return f"master-key-{self.meta['vault_id'].decode()}"
+        # key rotation stores each new key under a new account, named in the vault
+        account = self.meta.get("key_account")
+        return account.decode() if account else f"master-key-{self.meta['vault_id'].decode()}"
 
     def close(self) -> None:
         self.lock(explicit=False, reason="shutdown")
+        self.audit.flush()  # queued before the shutdown below, so written before exit
         self._db.shutdown(wait=True)
         self.vault.close()
 
@@ -207,7 +212,14 @@ class Agent:
             raise errors.NotInitialized()
         if self.key_source == "keyring":
             await self._unlock_from_keystore()
-            return
+        else:
+            await self._unlock_with_passphrase(passphrase)
+        if "stale_key_account" in self.meta or "pending_key_account" in self.meta:  # an earlier rotation's
+            from agent import rotation
+
+            await rotation.forget_stale_key(self)
+
+    async def _unlock_with_passphrase(self, passphrase: str | None) -> None:
         _, unlock_lock = self._locks()
         async with unlock_lock:  # one attempt at a time: no parallel guessing
             if not self.locked:

@@ -7,10 +7,12 @@ errors; ``agent.server`` turns them into replies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
+from agent import audit, rotation
 from agent.core import Agent, Key
 from agent.server import Peer
 from client import errors, protocol
@@ -61,9 +63,24 @@ def op_update(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_get(a: Agent, args: Args, peer: Peer) -> Any:
+    key = _key(args)
     if a.locked:
-        return a.get(_key(args))
-    return a.get_cached(_key(args))
+        return _get_locked(a, key, args.get("expiry", False))
+    value = a.get_cached(key)
+    if args.get("expiry"):
+        return _with_expiry(a, key, value)
+    return value
+
+
+def _with_expiry(a: Agent, key: Key, value: str) -> Any:
+    # the bare value when there is no expiry: the common case stays the small reply
+    expires = a.index[key].expires
+    return value if expires is None else {"value": value, "expires_at": expires}
+
+
+async def _get_locked(a: Agent, key: Key, expiry: bool) -> Any:
+    value = await a.get(key)
+    return _with_expiry(a, key, value) if expiry else value
 
 
 def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
@@ -87,6 +104,20 @@ def op_validate(a: Agent, args: Args, peer: Peer) -> Any:
     return {"valid": True, "reason": None}
 
 
+async def op_audit(a: Agent, args: Args, peer: Peer) -> Any:
+    limit = args.get("limit", 1000)
+    if limit <= 0:
+        raise errors.BadRequest("limit must be positive")
+    a.audit.flush()  # the storage thread's queue puts this read after the pending rows
+    rows = await a.db(a.vault.audit, args.get("since"), args.get("platform"), limit)
+    fields = ("time", "op", "platform", "credential_type", "pid", "uid", "exe", "result", "count", "last_time")
+    return [dict(zip(fields, r, strict=True)) for r in rows]
+
+
+def op_rotate_key(a: Agent, args: Args, peer: Peer) -> Any:
+    return rotation.rotate_key(a, args.get("passphrase"), args.get("new_passphrase"))
+
+
 HANDLERS: Mapping[str, Handler] = {
     "hello": op_hello,
     "status": op_status,
@@ -101,13 +132,43 @@ HANDLERS: Mapping[str, Handler] = {
     "list": op_list,
     "metadata": op_metadata,
     "validate": op_validate,
+    "audit": op_audit,
+    "rotate_key": op_rotate_key,
 }
+
+
+async def _audited(a: Agent, request: protocol.Request, peer: Peer, pending: Awaitable[Any]) -> Any:
+    try:
+        result = await pending
+    except errors.AgentError as e:
+        a.audit.record(request.op, request.args, peer, e.code)
+        raise
+    except Exception:
+        a.audit.record(request.op, request.args, peer, errors.Internal.code)
+        raise
+    a.audit.record(request.op, request.args, peer, "ok")
+    return result
 
 
 def make_dispatch(a: Agent) -> Callable[[protocol.Request, Peer], Any]:
     handlers = HANDLERS
+    audited = audit.AUDITED if a.audit.enabled else frozenset()
 
     def dispatch(request: protocol.Request, peer: Peer) -> Any:
-        return handlers[request.op](a, request.args, peer)
+        if request.op not in audited:
+            return handlers[request.op](a, request.args, peer)
+        # the record is an append to a list; the storage thread writes it later
+        try:
+            result = handlers[request.op](a, request.args, peer)
+        except errors.AgentError as e:
+            a.audit.record(request.op, request.args, peer, e.code)
+            raise
+        except Exception:
+            a.audit.record(request.op, request.args, peer, errors.Internal.code)
+            raise
+        if inspect.isawaitable(result):
+            return _audited(a, request, peer, result)
+        a.audit.record(request.op, request.args, peer, "ok")
+        return result
 
     return dispatch

@@ -50,6 +50,14 @@ class Peer:
     pid: int | None
     uid: int | None
     gid: int | None
+    exe: str | None = None  # read when it connected: the pid may be reused later
+
+
+def _exe_of(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:  # gone already, or /proc hidden from us
+        return None
 
 
 def peer_of(sock: Any) -> Peer:
@@ -57,7 +65,7 @@ def peer_of(sock: Any) -> Peer:
     if sys.platform.startswith("linux"):
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, gid = struct.unpack("3i", raw)
-        return Peer(pid, uid, gid)
+        return Peer(pid, uid, gid, _exe_of(pid) if pid > 0 else None)
     if sys.platform == "darwin" or "bsd" in sys.platform:
         # struct xucred { u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16]; }
         local_peercred = getattr(socket, "LOCAL_PEERCRED", 0x001)

@@ -17,6 +17,7 @@ import errno
 import os
 import sqlite3
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,7 +26,7 @@ import msgpack
 from agent.crypto import SecureStorage
 from client import errors, paths
 
-__all__ = ["Vault", "Row", "seal", "unseal", "SCHEMA_VERSION"]
+__all__ = ["Vault", "Row", "AuditRow", "seal", "unseal", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION: Final = 1
 
@@ -44,7 +45,25 @@ CREATE TABLE IF NOT EXISTS credentials (
     expires         REAL,
     PRIMARY KEY (platform, credential_type)
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts              REAL NOT NULL,
+    op              TEXT NOT NULL,
+    platform        TEXT,
+    credential_type TEXT,
+    pid             INTEGER,
+    uid             INTEGER,
+    exe             TEXT,
+    result          TEXT NOT NULL,
+    count           INTEGER NOT NULL DEFAULT 1,
+    last_ts         REAL
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
 """
+
+# One audit row: (ts, op, platform, credential_type, pid, uid, exe, result, count, last_ts).
+# `count` identical events (same caller, op, name and result) between ts and last_ts. Never a value.
+AuditRow = tuple[float, str, str | None, str | None, int | None, int | None, str | None, str, int, float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,9 +217,19 @@ class Vault:
             )
         return cur.rowcount > 0
 
-    def replace_all(self, rows: list[Row], meta: dict[str, bytes]) -> None:
-        """Rewrite every row and some meta in one transaction (key rotation)."""
+    def replace_all(
+        self,
+        rows: list[Row],
+        meta: dict[str, bytes],
+        before_commit: Callable[[], None] | None = None,
+        drop_meta: tuple[str, ...] = (),
+    ) -> None:
+        """Rewrite every row, set and drop some meta, in one transaction (key rotation).
+
+        ``before_commit`` runs inside the transaction, after every write (a test hook).
+        """
         with self._write():
+            self._db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in drop_meta])
             for row in rows:
                 self._db.execute(
                     "UPDATE credentials SET value = ?, metadata = ? WHERE platform = ? AND credential_type = ?",
@@ -210,6 +239,43 @@ class Vault:
                 "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 list(meta.items()),
             )
+            if before_commit is not None:
+                before_commit()
+
+    def delete_meta(self, key: str) -> None:
+        with self._write():
+            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    # --- audit log: names, callers and results, never values ---------------------------
+    def add_audit(self, rows: list[AuditRow], keep: int) -> None:
+        """Append ``rows`` and prune to the newest ``keep`` rows, in one transaction."""
+        with self._write():
+            self._db.executemany(
+                "INSERT INTO audit(ts, op, platform, credential_type, pid, uid, exe, result, count, last_ts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            # ids grow monotonically (AUTOINCREMENT), so the newest rows have the largest ids
+            self._db.execute("DELETE FROM audit WHERE id <= (SELECT max(id) FROM audit) - ?", (keep,))
+
+    def audit(self, since: float | None, platform: str | None, limit: int) -> list[AuditRow]:
+        """The newest ``limit`` audit rows matching the filters, oldest first."""
+        query = (
+            "SELECT ts, op, platform, credential_type, pid, uid, exe, result, count, coalesce(last_ts, ts) "
+            "FROM audit WHERE 1"
+        )
+        params: list[Any] = []
+        if since is not None:
+            query += " AND coalesce(last_ts, ts) >= ?"
+            params.append(since)
+        if platform is not None:
+            query += " AND platform = ?"
+            params.append(platform)
+        query += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        rows = [tuple(r) for r in self._db.execute(query, params)]
+        rows.reverse()
+        return rows
 
     def integrity_check(self) -> str:
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])

@@ -11,6 +11,7 @@ from client.errors import (
     AgentError,
     AgentTimeout,
     AgentUnavailable,
+    Expired,
     InvalidCredential,
     Locked,
     NotFound,
@@ -22,17 +23,20 @@ if TYPE_CHECKING:
     from typing import Any
 
     from client._sync import Client
-    from client.aio import AsyncClient
+    from client.aio import AsyncClient, acredentials_for
     from client.service import CredentialMigrationTool, CredentialService
 
 __all__ = [
     "Client",
     "AsyncClient",
+    "credentials_for",
+    "acredentials_for",
     "CredentialService",
     "CredentialMigrationTool",
     "AgentError",
     "AgentTimeout",
     "AgentUnavailable",
+    "Expired",
     "InvalidCredential",
     "Locked",
     "NotFound",
@@ -44,9 +48,24 @@ __all__ = [
 _LAZY = {
     "Client": "client._sync",
     "AsyncClient": "client.aio",
+    "acredentials_for": "client.aio",
     "CredentialService": "client.service",
     "CredentialMigrationTool": "client.service",
 }
+
+
+def credentials_for(platform: str, *, client: Client | None = None) -> dict[str, str]:
+    """Every credential of ``platform``, keyed by type with ``-`` as ``_``.
+
+    ``{"api_key": "..."}`` for a platform with one API key: the dict a connector's
+    ``connect(credentials)`` takes. Raises ``NotFound`` when none is stored.
+    """
+    if client is not None:
+        return client.credentials_for(platform)
+    from client._sync import Client
+
+    with Client() as c:
+        return c.credentials_for(platform)
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import _socket
 import _thread
 import os
+import time
 
 from client import _autostart, errors, paths, protocol
 from client.protocol import DEFAULT_TYPE
@@ -22,10 +23,14 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
-__all__ = ["Client", "DEFAULT_TIMEOUT"]
+__all__ = ["Client", "DEFAULT_TIMEOUT", "ON_EXPIRED"]
 
 DEFAULT_TIMEOUT = 10.0
 _RECV = 65536
+# What `get` does with a credential past its expiry: log a warning and return it
+# (default), raise `Expired`, or not ask the agent about expiry at all.
+ON_EXPIRED = ("warn", "refuse", "ignore")
+ON_EXPIRED_ENV = "CREDENTIAL_AGENT_ON_EXPIRED"
 
 
 def _name_args(platform: str, credential_type: str) -> dict[str, Any]:
@@ -33,6 +38,57 @@ def _name_args(platform: str, credential_type: str) -> dict[str, Any]:
     if credential_type != DEFAULT_TYPE:
         args["credential_type"] = credential_type
     return args
+
+
+def expiry_policy(explicit: str | None) -> str:
+    """The caller's choice, else ``$CREDENTIAL_AGENT_ON_EXPIRED``, else ``warn``."""
+    policy = explicit or os.environ.get(ON_EXPIRED_ENV) or "warn"
+    if policy not in ON_EXPIRED:
+        raise ValueError(f"on_expired must be one of {', '.join(ON_EXPIRED)}, got {policy!r}")
+    return policy
+
+
+def get_args(platform: str, credential_type: str, policy: str) -> dict[str, Any]:
+    args = _name_args(platform, credential_type)
+    if policy != "ignore":
+        args["expiry"] = True
+    return args
+
+
+def name_pair(name: str | tuple[str, str]) -> tuple[str, str]:
+    return (name, DEFAULT_TYPE) if isinstance(name, str) else name
+
+
+def unwrap_get(result: Any, platform: str, credential_type: str, policy: str, warned: set[tuple[str, str]]) -> str:
+    """The value from a `get` reply, applying the expiry policy."""
+    if isinstance(result, str):  # policy "ignore", or an agent that predates expiry
+        return result
+    value: str = result["value"]
+    expires = result.get("expires_at")
+    if expires is not None and expires <= time.time():
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(expires))
+        if policy == "refuse":
+            raise errors.Expired(f"{platform}/{credential_type} expired on {when}; store a new one with `agent set`")
+        if (platform, credential_type) not in warned:  # once per client, not once per call
+            warned.add((platform, credential_type))
+            import logging  # only here: most processes never need it
+
+            logging.getLogger("client").warning(
+                "credential %s/%s expired on %s; store a new one with `agent set`", platform, credential_type, when
+            )
+    return value
+
+
+def field_name(credential_type: str) -> str:
+    """``api-key`` -> ``api_key``: credential types as Python keyword-friendly keys."""
+    return credential_type.replace("-", "_")
+
+
+def credentials_of(platform: str, entries: list[dict[str, Any]]) -> list[str]:
+    types = [e["credential_type"] for e in entries if e["platform"] == platform]
+    if not types:
+        raise errors.NotFound(f"no credentials for {platform}; store one with `agent set {platform}`")
+    return types
 
 
 def write_args(
@@ -67,10 +123,13 @@ class Client:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         autostart: bool | None = None,
+        on_expired: str | None = None,
     ) -> None:
         self._path = os.fspath(path) if path is not None else paths.socket_file()
         self.timeout = timeout
         self._autostart = autostart
+        self.on_expired = expiry_policy(on_expired)
+        self._warned: set[tuple[str, str]] = set()
         self._sock: _socket.socket | None = None
         self._buf = protocol.FrameBuffer()
         self._lock = _thread.allocate_lock()
@@ -242,18 +301,23 @@ class Client:
         self.call("update", write_args(platform, value, credential_type, metadata, validate, expires_at))
 
     def get(self, platform: str, credential_type: str = DEFAULT_TYPE) -> str:
-        args = {"platform": platform} if credential_type == DEFAULT_TYPE else _name_args(platform, credential_type)
-        result: str = self.call("get", args)
-        return result
+        result = self.call("get", get_args(platform, credential_type, self.on_expired))
+        return unwrap_get(result, platform, credential_type, self.on_expired, self._warned)
 
     def get_many(self, names: Iterable[str | tuple[str, str]]) -> list[str]:
         """Fetch several credentials in one pipelined round trip; raises the first error."""
-        reqs = [("get", _name_args(*((n, DEFAULT_TYPE) if isinstance(n, str) else n))) for n in names]
-        results = self.call_many(reqs)
+        pairs = [name_pair(n) for n in names]
+        results = self.call_many([("get", get_args(p, t, self.on_expired)) for p, t in pairs])
         for r in results:
             if isinstance(r, errors.AgentError):
                 raise r
-        return results
+        return [unwrap_get(r, p, t, self.on_expired, self._warned) for r, (p, t) in zip(results, pairs, strict=True)]
+
+    def credentials_for(self, platform: str) -> dict[str, str]:
+        """Every credential of ``platform`` keyed by type: ``{"api_key": ...}`` (two round trips)."""
+        types = credentials_of(platform, self.list())
+        values = self.get_many([(platform, t) for t in types])
+        return {field_name(t): v for t, v in zip(types, values, strict=True)}
 
     def delete(self, platform: str, credential_type: str = DEFAULT_TYPE) -> None:
         self.call("delete", _name_args(platform, credential_type))

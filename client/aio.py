@@ -18,10 +18,20 @@ from pathlib import Path
 from typing import Any, cast
 
 from client import _autostart, errors, paths, protocol
-from client._sync import DEFAULT_TIMEOUT, _name_args, write_args
+from client._sync import (
+    DEFAULT_TIMEOUT,
+    _name_args,
+    credentials_of,
+    expiry_policy,
+    field_name,
+    get_args,
+    name_pair,
+    unwrap_get,
+    write_args,
+)
 from client.protocol import DEFAULT_TYPE
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncClient", "acredentials_for"]
 
 
 class _Connection(asyncio.Protocol):
@@ -102,10 +112,13 @@ class AsyncClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         autostart: bool | None = None,
+        on_expired: str | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else paths.socket_path()
         self.timeout = timeout
         self._autostart = autostart
+        self.on_expired = expiry_policy(on_expired)
+        self._warned: set[tuple[str, str]] = set()
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -240,17 +253,22 @@ class AsyncClient:
         await self.call("update", write_args(platform, value, credential_type, metadata, validate, expires_at))
 
     async def get(self, platform: str, credential_type: str = DEFAULT_TYPE) -> str:
-        args = {"platform": platform} if credential_type == DEFAULT_TYPE else _name_args(platform, credential_type)
-        result: str = await self.call("get", args)
-        return result
+        result = await self.call("get", get_args(platform, credential_type, self.on_expired))
+        return unwrap_get(result, platform, credential_type, self.on_expired, self._warned)
 
     async def get_many(self, names: Iterable[str | tuple[str, str]]) -> list[str]:
-        reqs = [("get", _name_args(*((n, DEFAULT_TYPE) if isinstance(n, str) else n))) for n in names]
-        results = await self.call_many(reqs)
+        pairs = [name_pair(n) for n in names]
+        results = await self.call_many([("get", get_args(p, t, self.on_expired)) for p, t in pairs])
         for r in results:
             if isinstance(r, errors.AgentError):
                 raise r
-        return results
+        return [unwrap_get(r, p, t, self.on_expired, self._warned) for r, (p, t) in zip(results, pairs, strict=True)]
+
+    async def credentials_for(self, platform: str) -> dict[str, str]:
+        """Every credential of ``platform`` keyed by type: ``{"api_key": ...}``."""
+        types = credentials_of(platform, await self.list())
+        values = await self.get_many([(platform, t) for t in types])
+        return {field_name(t): v for t, v in zip(types, values, strict=True)}
 
     async def delete(self, platform: str, credential_type: str = DEFAULT_TYPE) -> None:
         await self.call("delete", _name_args(platform, credential_type))
@@ -265,3 +283,11 @@ class AsyncClient:
 
     async def validate(self, platform: str, value: str) -> bool:
         return bool((await self.call("validate", {"platform": platform, "value": value}))["valid"])
+
+
+async def acredentials_for(platform: str, *, client: AsyncClient | None = None) -> dict[str, str]:
+    """The async twin of ``client.credentials_for``."""
+    if client is not None:
+        return await client.credentials_for(platform)
+    async with AsyncClient() as c:
+        return await c.credentials_for(platform)

@@ -27,6 +27,7 @@ __all__ = [
     "IntegrityError",
     "TooManyConnections",
     "Internal",
+    "Expired",
     "AgentUnavailable",
     "UntrustedSocket",
     "AgentTimeout",
@@ -120,6 +121,13 @@ class TooManyConnections(AgentError):
     default_message = "the agent has too many open connections; retry later"
 
 
+class Expired(AgentError, PermissionError):
+    """The credential is past its expiry and the caller chose to refuse expired ones."""
+
+    code = "expired"
+    default_message = "the credential has expired; store a new one with `agent set`"
+
+
 class Internal(AgentError):
     code = "internal"
     default_message = "internal error in the agent; see its log"
@@ -171,6 +179,7 @@ CODES: dict[str, type[AgentError]] = {
         IntegrityError,
         TooManyConnections,
         Internal,
+        Expired,
     )
 }
 

@@ -103,11 +103,15 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "lock": (),
     "store": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES),
     "update": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES),
-    "get": (_PLATFORM, _TYPE),
+    # expiry=true: the result is {"value", "expires_at"} instead of the bare value
+    "get": (_PLATFORM, _TYPE, Arg("expiry", (bool,), required=False)),
     "delete": (_PLATFORM, _TYPE),
     "list": (),
     "metadata": (_PLATFORM, _TYPE),
     "validate": (_PLATFORM, _VALUE),
+    "audit": (Arg("since", (int, float), required=False), _name("platform", required=False),
+              Arg("limit", (int,), required=False)),
+    "rotate_key": (Arg("passphrase", (str,), required=False), Arg("new_passphrase", (str,), required=False)),
 }
 
 

@@ -32,6 +32,7 @@ key_source = "passphrase"
 autostart = false
 max_connections = 64
 connection_idle_timeout = 30
+audit_keep = 500
 """)
     data = _config.read(path)
     assert data == {
@@ -44,6 +45,7 @@ connection_idle_timeout = 30
         "autostart": False,
         "max_connections": 64,
         "connection_idle_timeout": 30.0,
+        "audit_keep": 500,
     }
     assert set(data) == set(_config.KEYS)
 

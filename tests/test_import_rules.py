@@ -36,15 +36,30 @@ def test_protocol_module_does_no_io() -> None:
         assert word not in source
 
 
-@pytest.mark.parametrize(("lib", "owner"), [("keyring", "agent/keystore.py"), ("cryptography", "agent/crypto.py")])
-def test_one_module_imports_each_foreign_library(lib: str, owner: str) -> None:
+# keyring: the agent's keystore module, and the client's keyring backend, which only
+# keyring itself loads (by name or entry point) and nothing in client/ imports
+@pytest.mark.parametrize(("lib", "owners"), [("keyring", ["agent/keystore.py", "client/keyring_backend.py"]),
+                                             ("cryptography", ["agent/crypto.py"])])
+def test_one_module_imports_each_foreign_library(lib: str, owners: list[str]) -> None:
     importers = sorted(
         str(p.relative_to(ROOT))
         for d in ("agent", "client")
         for p in (ROOT / d).rglob("*.py")
         if any(line.strip().startswith((f"import {lib}", f"from {lib}")) for line in p.read_text().splitlines())
     )
-    assert importers == [owner]
+    assert importers == owners
+
+
+def test_nothing_imports_the_keyring_backend() -> None:
+    for d in ("agent", "client"):
+        for p in (ROOT / d).rglob("*.py"):
+            assert "keyring_backend" not in p.read_text() or p.name == "keyring_backend.py", p
+
+
+def test_every_client_module_but_the_backend_loads_no_keyring() -> None:
+    names = sorted(p.stem for p in (ROOT / "client").glob("*.py") if p.stem not in ("keyring_backend", "__init__"))
+    mods = loaded_after("import " + ", ".join(f"client.{n}" for n in names) + "\nimport client\nclient.credentials_for")
+    assert not any(m == "keyring" or m.startswith("keyring.") for m in mods)
 
 
 def test_client_never_imports_agent() -> None:

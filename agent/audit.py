@@ -1,0 +1,108 @@
+"""The access audit log: who asked for which credential, when, and what came of it.
+
+Rules of this module:
+- a row holds the time, op, platform, credential type, the caller's pid, uid and
+  executable (as the kernel reported them when it connected) and the result code;
+  never a value, a passphrase or metadata;
+- recording is a dict update on the event loop: the hot ``get`` path does no I/O.
+  Identical events in one batch (same caller, op, name, result: a connector calling
+  ``get`` in a loop) become one row with a count and first/last times, so a busy
+  loop neither costs a row each nor pushes the rest of the history out;
+- rows are written in batches on the storage thread, ``FLUSH_INTERVAL`` after the
+  first pending one, when ``MAX_PENDING`` pile up, before ``audit`` reads, and at
+  shutdown. A ``kill -9`` loses at most the last interval's rows;
+- the table is bounded: each batch prunes it to the newest ``keep`` rows in the
+  same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from agent.server import Peer
+from agent.vault import AuditRow, Vault
+from client import errors
+from client.validation import DEFAULT_TYPE, check_name
+
+__all__ = ["AUDITED", "AuditLog", "DEFAULT_KEEP", "FLUSH_INTERVAL", "MAX_PENDING"]
+
+log = logging.getLogger("agent.audit")
+
+# Ops that touch a credential or the key that guards them. `list`, `status` and
+# `hello` reveal names only and are not recorded (they would drown the rest).
+AUDITED: Final = frozenset({"get", "store", "update", "delete", "metadata", "unlock", "lock", "init", "rotate_key"})
+_NAMED: Final = frozenset({"get", "store", "update", "delete", "metadata"})
+# ~100 bytes a row: 10 000 rows is ~1 MB of vault, weeks of a busy user's history
+DEFAULT_KEEP: Final = 10_000
+# how long a row may wait in memory; a crash loses at most this much history
+FLUSH_INTERVAL: Final = 1.0
+MAX_PENDING: Final = 1_000
+
+
+def _name(value: Any) -> str | None:
+    # a malformed name is not stored: a confused caller may have put a secret there
+    if value is None:
+        return None
+    try:
+        return check_name(value)
+    except errors.BadRequest:
+        return "<invalid>"
+
+
+class AuditLog:
+    def __init__(self, vault: Vault, executor: concurrent.futures.Executor, keep: int = DEFAULT_KEEP) -> None:
+        self.vault = vault
+        self.executor = executor
+        self.keep = keep
+        # (op, platform, type, pid, uid, exe, result) -> [first ts, last ts, count], in arrival order
+        self.pending: dict[tuple[Any, ...], list[Any]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.keep > 0
+
+    def record(self, op: str, args: Mapping[str, Any], peer: Peer, result: str) -> None:
+        if self.keep <= 0:
+            return
+        platform = ctype = None
+        if op in _NAMED:
+            platform, ctype = args.get("platform"), args.get("credential_type", DEFAULT_TYPE)
+            if result != "ok":  # a success means the names were checked already
+                platform, ctype = _name(platform), _name(ctype)
+        now = time.time()
+        key = (op, platform, ctype, peer.pid, peer.uid, peer.exe, result)
+        seen = self.pending.get(key)
+        if seen is not None:
+            seen[1] = now
+            seen[2] += 1
+            return
+        self.pending[key] = [now, now, 1]
+        if len(self.pending) >= MAX_PENDING:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> concurrent.futures.Future[None] | None:
+        """Hand the pending rows to the storage thread (whose queue keeps them in order)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.pending:
+            return None
+        rows: list[AuditRow] = [(first, *key, count, last) for key, (first, last, count) in self.pending.items()]
+        self.pending = {}
+        fut = self.executor.submit(self.vault.add_audit, rows, self.keep)
+        fut.add_done_callback(_report)
+        return fut
+
+
+def _report(fut: concurrent.futures.Future[None]) -> None:
+    err = fut.exception()
+    if err is not None:
+        log.error("could not write to the audit log", exc_info=err)
