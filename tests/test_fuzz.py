@@ -29,8 +29,9 @@ BUDGET = float(os.environ.get("CA_FUZZ_SECONDS", "20"))
 BATCH = 100
 MUTANTS = 7  # byte-level mutants sent after each generated case: cheap extra cases
 BYSTANDER = "bystander-value-0123456789"
-# ops that would end the run if sent valid (they are fuzzed only with broken args)
-_DISRUPTIVE = frozenset({"stop", "lock"})
+# ops fuzzed only with broken args: valid ones would end the run (stop, lock), or
+# re-encrypt the vault and pay scrypt plus the growing wrong-passphrase delay (rotate_key)
+_DISRUPTIVE = frozenset({"stop", "lock", "rotate_key"})
 _EDGES = (0, 1, protocol.MAX_FRAME, protocol.MAX_FRAME + 1, 2**32 - 1)
 
 
