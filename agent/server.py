@@ -87,6 +87,10 @@ Dispatch = Callable[[protocol.Request, Peer], Any]
 
 def _reply_error(err: BaseException, op: str | None) -> bytes:
     """The one place errors become replies (and log lines)."""
+    if isinstance(err, errors.Internal):
+        # the detail goes to the log; the reply carries the fixed message only
+        log.error("op %s failed: %s", op or "?", err.message)
+        return protocol.encode_error(errors.Internal())
     if isinstance(err, errors.AgentError):
         log.debug("op %s -> %s", op or "?", err.code)
         return protocol.encode_error(err)
@@ -98,7 +102,7 @@ def _reply_ok(result: Any, op: str) -> bytes:
     try:
         return protocol.encode_ok(result)
     except errors.AgentError as e:  # e.g. a listing larger than a frame
-        return _reply_error(errors.Internal(f"the reply to {op} is too large ({e.message})"), op)
+        return _reply_error(errors.Internal(f"the reply to {op} is too large: {e.message}"), op)
     except Exception as e:  # noqa: BLE001 - a result msgpack cannot pack is our bug
         return _reply_error(e, op)
 
@@ -147,7 +151,9 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.transport is not None and not self.closing:
+        if self.transport is not None and not self.closing and self.pending is None:
+            # with a request in flight, later frames wait for it (replies stay in order);
+            # its completion (_finished) resumes processing
             self.transport.resume_reading()
             self._process()
 

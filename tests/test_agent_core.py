@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import msgpack
 import pytest
 
 from client import Client, errors, protocol
@@ -25,8 +26,6 @@ def connect(a: AgentProcess) -> socket.socket:
 
 
 def read_reply(s: socket.socket) -> dict:
-    import msgpack
-
     header = b""
     while len(header) < 4:
         chunk = s.recv(4 - len(header))
@@ -324,3 +323,26 @@ async def test_async_unusable_socket_path_is_agent_unavailable(tmp_path) -> None
     with pytest.raises(errors.AgentUnavailable) as info:
         await AsyncClient(tmp_path / "none.sock", autostart=False).hello()
     assert "agent start" in info.value.message
+
+
+def test_replies_stay_in_order_when_the_reader_is_slow(unlocked_agent: AgentProcess) -> None:
+    """Big replies fill the socket (the server pauses writing) while a slow request is
+    in flight: the frames after it must still be answered after it."""
+    import threading
+
+    a = unlocked_agent
+    with a.client(timeout=30) as c:
+        c.store("big", "B" * 60000, validate=False)
+        c.store("small", "SMALL-VALUE", validate=False)
+    frames = [raw_request("get", {"platform": "big"}) for _ in range(15)]
+    frames.append(raw_request("rotate_key", {"passphrase": "wrong"}))  # slow: scrypt + delay
+    frames.append(raw_request("get", {"platform": "small"}))
+    s = connect(a)
+    s.settimeout(30)
+    threading.Thread(target=s.sendall, args=(b"".join(frames),), daemon=True).start()
+    time.sleep(0.3)  # the server fills its send buffer and pauses writing
+    replies = [read_reply(s) for _ in frames]
+    assert all(r["ok"] and r["result"] == "B" * 60000 for r in replies[:15])
+    assert replies[15]["error"]["code"] == "bad_passphrase"
+    assert replies[16]["result"] == "SMALL-VALUE"
+    s.close()
