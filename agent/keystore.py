@@ -51,11 +51,41 @@ def _translate(e: BaseException) -> errors.AgentError:
     return errors.KeystoreUnavailable(f"the OS keystore failed unexpectedly ({name})")
 
 
+_OWN_BACKEND = "client."  # credential-agent's own keyring backend lives in client.keyring_backend
+_real_backend: Any = None
+
+
+def _best_real_backend() -> Any:
+    """The backend keyring would pick if this agent's own one were not configured.
+
+    A user who sets PYTHON_KEYRING_BACKEND=client.keyring_backend.AgentKeyring for
+    twine or pip also hands it to the agent they start; asking itself for its own
+    master key would deadlock until the deadline, so the agent looks past it.
+    """
+    global _real_backend
+    if _real_backend is None:
+        from keyring.backend import get_all_keyring
+        from keyring.backends.chainer import ChainerBackend
+
+        candidates = [
+            kr for kr in get_all_keyring()
+            if not type(kr).__module__.startswith(_OWN_BACKEND)
+            and not isinstance(kr, ChainerBackend)  # it may chain this agent's backend
+            and kr.priority > 0
+        ]
+        if not candidates:
+            raise errors.KeystoreUnavailable(f"no OS keystore backend is available; {_FIX}")
+        _real_backend = max(candidates, key=lambda kr: kr.priority)
+    return _real_backend
+
+
 def _backend() -> Any:
     import keyring
     import keyring.backends.fail
 
     kr = keyring.get_keyring()
+    if type(kr).__module__.startswith(_OWN_BACKEND):
+        kr = _best_real_backend()
     module = type(kr).__module__
     if isinstance(kr, keyring.backends.fail.Keyring) or module.startswith("keyring.backends.null"):
         raise errors.KeystoreUnavailable(f"no OS keystore backend is available; {_FIX}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from client import keyring_names
 from client.validation import check_name
-from support import PASSPHRASE, ROOT, AgentProcess
+from support import PASSPHRASE, ROOT, AgentProcess, SecretService
 
 BACKEND = "client.keyring_backend.AgentKeyring"
 PYPI = "https://upload.pypi.org/legacy/"
@@ -186,3 +187,23 @@ def test_backend_repr_and_errors_carry_no_secret(unlocked_agent: AgentProcess, s
     done = keyring_cli(a, "set", service, "u", input="x" * (70 * 1024))  # over the value limit
     assert done.returncode != 0 and canary not in done.stderr and "x" * 100 not in done.stderr
     assert canary not in a.log()
+
+
+def test_agent_inheriting_its_own_backend_still_uses_the_real_keystore(secret_service: SecretService) -> None:
+    """PYTHON_KEYRING_BACKEND set for twine reaches the agent too: it must not ask itself."""
+    env = {**secret_service.env, "PYTHON_KEYRING_BACKEND": "client.keyring_backend.AgentKeyring"}
+    a = AgentProcess(env=env).start()
+    try:
+        done = a.cli("init", "--key-source", "keyring", timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "SecretService" in done.stdout
+        with a.client(timeout=30) as c:
+            c.store("runpod", "r" * 25)
+        a.stop()
+        a.start()
+        with a.client(timeout=30) as c:
+            t = time.monotonic()
+            assert c.get("runpod") == "r" * 25  # unlocked itself from the Secret Service
+            assert time.monotonic() - t < 5
+    finally:
+        a.cleanup()
