@@ -71,6 +71,8 @@ EXEC_GUARD: Final = "CREDENTIAL_AGENT_EXEC"
 
 VALUE_KEYS: Final = ("api_key", "credential_value", "value", "token")
 _VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# what environment variable names look like; only these are echoed back from a file
+_ENV_NAME_RE: Final = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 _DOTENV_ASSIGN: Final = re.compile(r"[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.]*)[ \t]*=[ \t]*")
 _DOTENV_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
 
@@ -344,10 +346,18 @@ def records_from_dotenv(assignments: Sequence[tuple[str, str, int]], extra: Mapp
     lines = {name: line for name, _, line in assignments}  # a later assignment wins, as in a shell
     found = {name: (f"{name} (line {lines[name]})", value) for name, value, _ in assignments}
     out = _by_variable(found, mapping, f"dotenv:{path}:", explicit=extra)
+    values = {name: value for name, value, _ in assignments}
     for name, line in lines.items():
-        if name not in mapping:
+        if name in mapping:
+            continue
+        if _ENV_NAME_RE.fullmatch(name) and values[name]:
             out.append(Record(name, origin=f"line {line}",
                               skip=f"not a known key variable; map it with --map {name}=PLATFORM"))
+        else:
+            # not shaped like a variable name (a pasted key ending in '=' parses as NAME=):
+            # the "name" may itself be a secret, so it is never shown
+            out.append(Record(f"line {line}", origin=f"line {line}",
+                              skip="not a known key variable (name not shown: it does not look like one)"))
     return out
 
 

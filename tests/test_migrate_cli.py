@@ -248,6 +248,18 @@ def test_import_dotenv(unlocked_agent: AgentProcess) -> None:
     assert_no_secret(done.stdout, done.stderr)
 
 
+def test_dotenv_never_echoes_a_name_that_may_be_a_key(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    pasted = "c2stbGl2ZS0xMjM0NTY3ODkwYWJjZGVm"  # a base64 key pasted on its own line, '=' padded
+    path = write(a, ".env", f"HF_TOKEN={HF}\n{pasted}=\nlower_case_name=x\n")
+    done = a.cli("import", "dotenv", path, "--json")
+    assert done.returncode == OK, done.stderr
+    plain = a.cli("import", "dotenv", path, "--dry-run")
+    for out in (done.stdout, done.stderr, plain.stdout, plain.stderr):
+        assert pasted not in out and "lower_case_name" not in out
+    assert "line 2" in plain.stdout and "name not shown" in plain.stdout
+
+
 @pytest.mark.parametrize(("text", "words"), [
     (f"HF_TOKEN={HF}\n{RP}\n", "line 2: expected NAME=VALUE"),
     (f"HF_TOKEN={HF}\nWANDB_API_KEY=\"{WB}\n", "line 2: the \" quote is never closed"),
