@@ -8,6 +8,7 @@ errors; ``agent.server`` turns them into replies.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -104,14 +105,22 @@ def op_validate(a: Agent, args: Args, peer: Peer) -> Any:
     return {"valid": True, "reason": None}
 
 
+MAX_AUDIT_ROWS = 10_000  # per request; a reply is further cut to fit one frame
+
+
 async def op_audit(a: Agent, args: Args, peer: Peer) -> Any:
-    limit = args.get("limit", 1000)
-    if limit <= 0:
-        raise errors.BadRequest("limit must be positive")
+    limit, since = args.get("limit", 1000), args.get("since")
+    if not 1 <= limit <= MAX_AUDIT_ROWS:
+        raise errors.BadRequest(f"limit must be between 1 and {MAX_AUDIT_ROWS}")
+    if since is not None and not (math.isfinite(since) and 0 <= since < 2**53):
+        raise errors.BadRequest("since must be a finite, non-negative timestamp")
     a.audit.flush()  # the storage thread's queue puts this read after the pending rows
-    rows = await a.db(a.vault.audit, args.get("since"), args.get("platform"), limit)
+    rows = await a.db(a.vault.audit, since, args.get("platform"), limit)
     fields = ("time", "op", "platform", "credential_type", "pid", "uid", "exe", "result", "count", "last_time")
-    return [dict(zip(fields, r, strict=True)) for r in rows]
+    result = [dict(zip(fields, r, strict=True)) for r in rows]
+    while result and not protocol.fits_in_frame(result):
+        result = result[len(result) // 2:]  # keep the newest rows (the list is oldest first)
+    return result
 
 
 def op_rotate_key(a: Agent, args: Args, peer: Peer) -> Any:

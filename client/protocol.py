@@ -229,6 +229,11 @@ def encode_request(op: str, args: Mapping[str, Any] | None = None) -> bytes:
     return _frame(head + _pack(args if type(args) is dict else dict(args or {})))
 
 
+def fits_in_frame(result: Any) -> bool:
+    """Whether ``result`` fits one reply frame (for ops that can trim what they return)."""
+    return len(_OK_HEAD) + len(_pack(result)) <= MAX_FRAME
+
+
 def encode_ok(result: Any) -> bytes:
     return _frame(_OK_HEAD + _pack(result))
 

@@ -166,3 +166,24 @@ def test_audit_bad_arguments_get_errors_and_the_agent_serves_on(unlocked_agent: 
         s.close()
     with unlocked_agent.client() as c:
         assert c.call("audit", {"limit": 1})[0]["op"] == "init"
+
+
+@pytest.mark.parametrize("args", [{"limit": 0}, {"limit": 2**63}, {"limit": -1}, {"since": 2**64 - 1},
+                                  {"since": float("nan")}, {"since": float("inf")}, {"since": -5}])
+def test_out_of_range_audit_arguments_are_bad_requests(unlocked_agent: AgentProcess, args: dict) -> None:
+    with unlocked_agent.client() as c:
+        with pytest.raises(errors.BadRequest):
+            c.call("audit", args)
+        assert c.call("audit", {"limit": 5}) is not None  # still serving
+    assert "Traceback" not in unlocked_agent.log()
+
+
+def test_audit_reply_is_trimmed_to_one_frame(unlocked_agent: AgentProcess) -> None:
+    n = 1200  # ~280 bytes a row: more than one frame holds
+    with unlocked_agent.client(timeout=60) as c:
+        names = [(f"p{i:04}-" + "x" * 58, "t" + "y" * 62) for i in range(n)]  # distinct: no grouping
+        c.call_many([("store", {"platform": p, "credential_type": t, "value": "v", "validate": False})
+                     for p, t in names])
+        rows = c.call("audit", {"limit": 10_000})
+    assert 0 < len(rows) < n  # trimmed to fit, not an internal error
+    assert rows[-1]["platform"] == names[-1][0]  # the newest are kept
