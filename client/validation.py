@@ -6,6 +6,7 @@ never contains the value.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Final
 
@@ -63,14 +64,19 @@ def check_name(name: object, what: str = "platform") -> str:
 
 
 def check_metadata(metadata: object) -> dict[str, object]:
-    """Return ``metadata`` if it is a string-keyed map of bounded depth and size, else raise."""
+    """Return ``metadata`` if it is a JSON-like, string-keyed map of bounded depth and size, else raise."""
     if not isinstance(metadata, dict):
         raise errors.BadRequest("metadata must be a map")
     items = size = 0
     stack: list[tuple[object, int]] = [(metadata, 1)]
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, (str, bytes)):
+        if isinstance(node, float) and not math.isfinite(node):
+            raise errors.BadRequest("metadata numbers must be finite (it is exported as JSON)")
+        if node is not None and not isinstance(node, (str, int, float, dict, list, tuple)):
+            # bytes and msgpack extension types have no JSON form: exports would fail
+            raise errors.BadRequest("metadata may hold only strings, numbers, booleans, nil, arrays and maps")
+        if isinstance(node, str):
             size += len(node)
             if size > MAX_METADATA_BYTES:
                 raise errors.BadRequest(f"metadata may hold at most {MAX_METADATA_BYTES} characters of text")

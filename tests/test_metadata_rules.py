@@ -42,3 +42,16 @@ def test_size_limits() -> None:
         check_metadata({"a": {1: 2}})
     with pytest.raises(errors.BadRequest, match="must be a map"):
         check_metadata(["not", "a", "map"])
+
+
+@pytest.mark.parametrize("bad", [{"b": b"bytes"}, {"n": float("nan")}, {"i": float("inf")}, {"o": object()},
+                                 {"l": [1, {"x": b"\x00"}]}])
+def test_only_json_like_values(bad: dict[str, object]) -> None:
+    with pytest.raises(errors.BadRequest):
+        check_metadata(bad)
+
+
+def test_accepted_metadata_always_exports_as_json() -> None:
+    meta = {"s": "é", "i": -(2**63), "f": 1.5, "b": True, "n": None, "l": [1, [2, {"k": "v"}]], "t": (1, 2)}
+    check_metadata(meta)
+    assert json.loads(json.dumps(meta, allow_nan=False))["s"] == "é"
