@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
+if ! "$PY" -c 'import ensurepip' 2>/dev/null; then
+  echo "python3 -m venv needs ensurepip: on Debian/Ubuntu, apt-get install python3-venv" >&2
+  exit 1
+fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e '.[fast]'
