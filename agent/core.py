@@ -423,9 +423,16 @@ class Agent:
             entry["metadata"] = self.metadata_cache.get(key)
         return entry
 
-    def list(self) -> list[dict[str, Any]]:
-        """Every credential's name and timestamps, plus metadata while unlocked; never values."""
-        return [self.describe(k) for k in sorted(self.index)]
+    def list(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every credential's name and timestamps, plus metadata while unlocked; never values.
+
+        ``offset``/``limit`` select one page of the listing in name order."""
+        if offset < 0 or (limit is not None and limit < 0):
+            raise errors.BadRequest("list offset and limit must not be negative")
+        keys = sorted(self.index)
+        if offset or limit is not None:
+            keys = keys[offset:] if limit is None else keys[offset : offset + limit]
+        return [self.describe(k) for k in keys]
 
     async def metadata(self, key: Key) -> dict[str, Any]:
         check_name(key[0])

@@ -89,7 +89,7 @@ def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_list(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.list()
+    return a.list(args.get("offset", 0), args.get("limit"))
 
 
 def op_metadata(a: Agent, args: Args, peer: Peer) -> Any:

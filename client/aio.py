@@ -1,8 +1,12 @@
 """The asyncio client: the same protocol as ``Client``, over an ``asyncio.Protocol``.
 
 Task-safe (one asyncio.Lock around each exchange), connects lazily, reconnects
-once after a dropped connection. Imported on first use of ``client.AsyncClient``
-so that ``import client`` stays free of asyncio.
+once after a dropped connection when resending is safe. Imported on first use of
+``client.AsyncClient`` so that ``import client`` stays free of asyncio.
+
+As in ``Client``, an exchange that ends early (cancelled by ``wait_for``, a
+TaskGroup or an outer timeout) aborts its connection, so its late reply can never
+answer the next call; and a child process never uses its parent's connection.
 
 A Protocol rather than streams: an exchange is one write and one future that
 ``data_received`` resolves once every reply is in (streams cost a future per
@@ -20,6 +24,8 @@ from typing import Any, cast
 from client import _autostart, errors, paths, protocol
 from client._sync import (
     DEFAULT_TIMEOUT,
+    SLOW_TIMEOUT,
+    ListPages,
     _name_args,
     credentials_of,
     expiry_policy,
@@ -121,6 +127,7 @@ class AsyncClient:
         self._warned: set[tuple[str, str]] = set()
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
+        self._pid = os.getpid()  # the process the connection belongs to
 
     def __repr__(self) -> str:
         return f"AsyncClient(path={str(self.path)!r}, connected={self._conn is not None})"
@@ -136,9 +143,22 @@ class AsyncClient:
             await self._drop()
 
     async def _drop(self) -> None:
+        self._abort()
+
+    def _abort(self) -> None:
+        """Drop the connection now, discarding anything unsent (synchronous, so that
+        it completes even in a task being cancelled)."""
         conn, self._conn = self._conn, None
         if conn is not None and conn.transport is not None:
-            conn.transport.close()
+            conn.transport.abort()
+
+    def _after_fork(self) -> None:
+        """In a child process: forget the parent's connection without touching it
+        (its transport belongs to the parent's event loop; the child's copy of the
+        descriptor closes with it) and the lock, which may be bound to that loop."""
+        self._conn = None
+        self._lock = asyncio.Lock()
+        self._pid = os.getpid()
 
     async def _try_connect(self) -> _Connection:
         paths.check_socket(self.path)
@@ -167,41 +187,55 @@ class AsyncClient:
         except OSError as e:  # e.g. a path too long for a Unix socket, a permission problem
             raise errors.AgentUnavailable(f"cannot connect to {self.path}: {e.strerror or e}") from None
 
-    async def _exchange(self, frames: bytes, count: int) -> list[bytes]:
+    async def _exchange(self, frames: bytes, count: int, ops: Iterable[str], timeout: float) -> list[bytes]:
         for attempt in (0, 1):
             bodies: list[bytes] = []
+            sent = False
             try:
                 conn = self._conn
                 if conn is None:
                     async with asyncio.timeout(self.timeout):
                         conn = self._conn = await self._connect()
-                await conn.exchange(frames, count, bodies, self.timeout)
+                # the write is buffered by the transport: from here the agent may get it
+                sent = conn.lost is None
+                await conn.exchange(frames, count, bodies, timeout)
                 return bodies
             except TimeoutError:
-                await self._drop()
-                raise errors.AgentTimeout(
-                    f"the credential agent did not answer within {self.timeout:g} s"
-                ) from None
+                self._abort()
+                raise errors.AgentTimeout(f"the credential agent did not answer within {timeout:g} s") from None
             except errors.AgentError:  # no agent, untrusted socket, bad reply: no retry
-                await self._drop()
+                self._abort()
                 raise
             except OSError as e:
-                await self._drop()
-                if bodies or attempt:
+                self._abort()
+                if bodies or attempt or not protocol.retry_allowed(ops, sent):
                     raise errors.AgentUnavailable(f"lost the connection to the agent: {e}") from None
+            except BaseException:  # cancelled: the reply must not answer the next call
+                self._abort()
+                raise
         raise AssertionError("unreachable")
+
+    def _timeout_for(self, op: str) -> float:
+        return max(self.timeout, SLOW_TIMEOUT) if op in protocol.SLOW_OPS else self.timeout
 
     async def call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
         frame = protocol.encode_request(op, args)
+        if self._pid != os.getpid():
+            self._after_fork()
         async with self._lock:
-            (body,) = await self._exchange(frame, 1)
+            (body,) = await self._exchange(frame, 1, (op,), self._timeout_for(op))
         return protocol.decode_reply(body)
 
     async def call_many(self, requests: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Any]:
         """Pipeline requests; returns each result or the ``AgentError`` it raised."""
+        requests = list(requests)
+        ops = [op for op, _ in requests]
         frames = [protocol.encode_request(op, args) for op, args in requests]
+        timeout = max([self.timeout, *(self._timeout_for(op) for op in ops)])
+        if self._pid != os.getpid():
+            self._after_fork()
         async with self._lock:
-            bodies = await self._exchange(b"".join(frames), len(frames))
+            bodies = await self._exchange(b"".join(frames), len(frames), ops, timeout)
         results: list[Any] = []
         for body in bodies:
             try:
@@ -274,8 +308,11 @@ class AsyncClient:
         await self.call("delete", _name_args(platform, credential_type))
 
     async def list(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self.call("list")
-        return result
+        """Every credential's entry, a page at a time (see ``Client.list``)."""
+        pages = ListPages()
+        while (args := pages.next_args()) is not None:
+            pages.add(await self.call("list", args))
+        return pages.entries
 
     async def metadata(self, platform: str, credential_type: str = DEFAULT_TYPE) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("metadata", _name_args(platform, credential_type))

@@ -27,7 +27,7 @@ from client import errors
 # dataclasses and collections would add ~20 ms to a ~15 ms interpreter start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
     from typing import Any, Final
 
 __all__ = [
@@ -38,6 +38,10 @@ __all__ = [
     "Arg",
     "OPS",
     "Request",
+    "RETRY_SAFE",
+    "SLOW_OPS",
+    "LIST_PAGE",
+    "retry_allowed",
     "FrameBuffer",
     "encode_frame",
     "encode_request",
@@ -106,13 +110,48 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     # expiry=true: the result is {"value", "expires_at"} instead of the bare value
     "get": (_PLATFORM, _TYPE, Arg("expiry", (bool,), required=False)),
     "delete": (_PLATFORM, _TYPE),
-    "list": (),
+    # offset/limit: one page of the listing (entries[offset:offset+limit]); without
+    # them, the whole listing, as before (see LIST_PAGE)
+    "list": (Arg("offset", (int,), required=False), Arg("limit", (int,), required=False)),
     "metadata": (_PLATFORM, _TYPE),
     "validate": (_PLATFORM, _VALUE),
     "audit": (Arg("since", (int, float), required=False), _name("platform", required=False),
               Arg("limit", (int,), required=False)),
     "rotate_key": (Arg("passphrase", (str,), required=False), Arg("new_passphrase", (str,), required=False)),
 }
+
+# Ops a client may send again when the connection died after the request went out
+# and before its reply came back: the agent may already have run it, and running it
+# twice must give the same state and an equally good reply. Reads, writes that set
+# a whole record (store/update: the same value and metadata again), and unlock/lock
+# (the same state again) qualify. Not these: delete (the replay says NotFound), init
+# (already_exists), rotate_key (a second rotation), stop (stops a restarted agent).
+RETRY_SAFE: Final = frozenset(
+    {"hello", "status", "get", "list", "metadata", "validate", "audit", "store", "update", "unlock", "lock"}
+)
+# Ops that run scrypt, maybe after the wrong-passphrase delay, maybe after a
+# keystore round trip: a client waits longer for them than for the others.
+SLOW_OPS: Final = frozenset({"init", "unlock", "rotate_key"})
+
+
+def retry_allowed(ops: Iterable[str], sent: bool) -> bool:
+    """Whether a client may resend a batch of ``ops`` on a new connection after the
+    old one failed before any reply: always when the failure came before the request
+    left (``sent`` false: connecting, or the write itself failed), else only when every
+    op is in ``RETRY_SAFE``."""
+    return not sent or all(op in RETRY_SAFE for op in ops)
+
+
+# Entries per `list` page: the most that provably fit one reply frame. A listing
+# entry is 6 fields (about 230 bytes with 64-character names and float times) plus
+# its metadata, bounded by client.validation: at most 256 items, each a scalar or an
+# ext of at most 15 bytes, a container header or a string header of at most 3, each
+# under a key with a header of at most 3; plus at most 4096 characters of text, 4
+# bytes each in UTF-8. tests/test_list_paging.py recomputes this bound from the
+# validation limits and checks that a page of the largest entries fits.
+_ENTRY_FIELDS_MAX: Final = 300
+_METADATA_MAX: Final = 5 + 256 * (15 + 3) + 4 * 4096  # 20_997 bytes
+LIST_PAGE: Final = (MAX_FRAME - 64) // (_ENTRY_FIELDS_MAX + _METADATA_MAX)  # 12
 
 
 class Request:

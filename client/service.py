@@ -27,7 +27,15 @@ log = logging.getLogger("client.service")
 
 
 def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat()
+    """``ts`` as ISO 8601 UTC; None for none, and for a value no date can show (NaN,
+    1e300: a well-behaved agent never stores one), which is logged instead."""
+    if ts is None:
+        return None
+    try:
+        return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat()
+    except (OverflowError, OSError, ValueError, TypeError):
+        log.warning("a timestamp from the agent is not a date: %r", ts)
+        return None
 
 
 class CredentialService:

@@ -1,0 +1,81 @@
+"""Client-side guards: an absurd expiry from the agent never crashes a caller, and
+the clients wait long enough for slow operations and for the agent's keystore deadline."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import pytest
+
+from agent import keystore
+from client import AsyncClient, CredentialService, errors
+from client._sync import DEFAULT_TIMEOUT, SLOW_TIMEOUT, unwrap_get
+from support import PASSPHRASE, AgentProcess
+
+KEY = "r" * 25
+ABSURD = [math.nan, math.inf, -math.inf, 1e300, -1e300, 2.0**63, -(2.0**63)]
+
+
+@pytest.mark.parametrize("expires", ABSURD)
+def test_absurd_expiry_counts_as_expired_on_an_unknown_date(expires: float, caplog: pytest.LogCaptureFixture) -> None:
+    reply = {"value": KEY, "expires_at": expires}
+    with caplog.at_level(logging.WARNING, logger="client"):
+        assert unwrap_get(reply, "runpod", "api-key", "warn", set()) == KEY
+    assert "expired on an unknown date" in caplog.text
+    with pytest.raises(errors.Expired, match="unknown date"):
+        unwrap_get(reply, "runpod", "api-key", "refuse", set())
+    assert unwrap_get(reply, "runpod", "api-key", "ignore", set()) == KEY
+
+
+def test_ordinary_expiry_still_works() -> None:
+    assert unwrap_get({"value": KEY, "expires_at": time.time() + 60}, "p", "api-key", "refuse", set()) == KEY
+    assert unwrap_get({"value": KEY, "expires_at": None}, "p", "api-key", "refuse", set()) == KEY
+    with pytest.raises(errors.Expired, match=r"expired on \d{4}-\d\d-\d\d"):
+        unwrap_get({"value": KEY, "expires_at": time.time() - 60}, "p", "api-key", "refuse", set())
+
+
+def test_absurd_expiry_stored_in_a_real_agent(unlocked_agent: AgentProcess) -> None:
+    with unlocked_agent.client(timeout=30) as c:
+        try:
+            c.store("runpod", KEY, expires_at=-1e300)
+        except errors.BadRequest:
+            pytest.skip("this agent refuses absurd expiries when they are stored")
+        assert c.get("runpod") == KEY  # warns, returns
+        svc = CredentialService(c)
+        assert svc.get_credential("runpod") == KEY
+        meta = svc.get_credential_metadata("runpod")
+        assert meta is not None and meta["expires_at"] is None  # no date to show; logged
+
+
+def test_default_timeout_outlasts_the_keystore_deadline() -> None:
+    # a hung keystore must reach the caller as keystore_unavailable, not AgentTimeout
+    assert DEFAULT_TIMEOUT >= keystore.DEFAULT_DEADLINE + 5
+    assert SLOW_TIMEOUT >= 10 + keystore.DEFAULT_DEADLINE + 10  # fail delay + keystore + scrypt
+
+
+def test_slow_ops_get_the_longer_timeout(unlocked_agent: AgentProcess) -> None:
+    # scrypt for a wrong passphrase takes far longer than this client's 0.05 s
+    with unlocked_agent.client(timeout=0.05) as c:
+        c.lock()
+        with pytest.raises(errors.BadPassphrase):
+            c.unlock("wrong")
+        c.unlock(PASSPHRASE)
+        with pytest.raises(errors.BadPassphrase):
+            c.call("rotate_key", {"passphrase": "wrong"})
+        # a batch with a slow op waits as long as the slow op
+        results = c.call_many([("rotate_key", {"passphrase": "wrong"}), ("hello", {})])
+        assert isinstance(results[0], errors.BadPassphrase) and "protocol" in results[1]
+        c.hello()  # then the ordinary timeout again: the socket's timeout was put back
+        assert c._sock is not None and c._sock.gettimeout() == pytest.approx(0.05)
+
+
+async def test_async_slow_ops_get_the_longer_timeout(unlocked_agent: AgentProcess) -> None:
+    async with AsyncClient(unlocked_agent.socket, autostart=False, timeout=0.05) as c:
+        await c.lock()
+        with pytest.raises(errors.BadPassphrase):
+            await c.unlock("wrong")
+        await c.unlock(PASSPHRASE)
+        with pytest.raises(errors.BadPassphrase):
+            await c.call("rotate_key", {"passphrase": "wrong"})
