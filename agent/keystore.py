@@ -51,15 +51,15 @@ def _translate(e: BaseException) -> errors.AgentError:
     return errors.KeystoreUnavailable(f"the OS keystore failed unexpectedly ({name})")
 
 
-_OWN_BACKEND = "client."  # credential-agent's own keyring backend lives in client.keyring_backend
+_OWN_BACKEND = "client."  # credential-agent's own keyring backend lives in the client package
 _real_backend: Any = None
 
 
 def _best_real_backend() -> Any:
     """The backend keyring would pick if this agent's own one were not configured.
 
-    A user who sets PYTHON_KEYRING_BACKEND=client.keyring_backend.AgentKeyring for
-    twine or pip also hands it to the agent they start; asking itself for its own
+    A user who points PYTHON_KEYRING_BACKEND at the agent's own backend (for twine or pip)
+    also hands it to the agent they start; asking itself for its own
     master key would deadlock until the deadline, so the agent looks past it.
     """
     global _real_backend
