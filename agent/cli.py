@@ -77,8 +77,7 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+_when = cli_extra.format_time
 
 
 # --- daemon control ----------------------------------------------------------------

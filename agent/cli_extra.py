@@ -52,10 +52,19 @@ def _left(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
+def format_time(ts: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    if ts is None:
+        return "-"
+    try:
+        return time.strftime(fmt, time.localtime(ts))
+    except (OverflowError, OSError, ValueError):  # a timestamp no calendar holds
+        return "?"
+
+
 def expiry_mark(ts: float | None, now: float) -> str:
     if ts is None:
         return "-"
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+    when = format_time(ts)
     if ts <= now:
         return f"{when} EXPIRED"
     if ts - now <= SOON:
@@ -80,7 +89,7 @@ def print_ls(entries: list[dict[str, Any]]) -> None:
     width = max([24, *(len(r[0]) for r in rows)])
     print(f"{'PLATFORM':<{width}} {'TYPE':<16} {'UPDATED':<17} EXPIRES")
     for platform, ctype, updated, mark in rows:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(updated))
+        when = format_time(updated)
         print(f"{platform:<{width}} {ctype:<16} {when:<17} {mark}")
 
 
@@ -104,7 +113,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0
     print(f"{'TIME':<19} {'OP':<10} {'CREDENTIAL':<32} {'PID':>7} {'UID':>6} {'RESULT':<16} {'TIMES':>5} EXECUTABLE")
     for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
+        when = format_time(r["time"], "%Y-%m-%d %H:%M:%S")
         if r["platform"] is None:
             name = "-"
         else:
