@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -149,9 +150,10 @@ class Agent:
         values, metas, corrupt = {}, {}, set()
         for r in rows:
             key = (r.platform, r.credential_type)
-            try:
-                values[key] = unseal(storage, r.platform, r.credential_type, "value", r.value)
+            try:  # both fields or neither: a row in `corrupt` has nothing cached
+                value = unseal(storage, r.platform, r.credential_type, "value", r.value)
                 metas[key] = unseal(storage, r.platform, r.credential_type, "metadata", r.metadata)
+                values[key] = value
             except errors.IntegrityError:
                 log.error("credential %s/%s failed its integrity check", r.platform, r.credential_type)
                 corrupt.add(key)
@@ -335,6 +337,24 @@ class Agent:
         return {"key_source": key_source, "backend": backend, "vault": str(self.options.vault)}
 
     # --- credentials ---------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[crypto.SecureStorage]:
+        """Hold the write lock, with the storage that is current inside it.
+
+        A keyring vault unlocks itself before the lock is taken: rotation takes
+        unlock_lock then write_lock, so unlocking while holding write_lock would
+        deadlock. Inside, the storage is read again: a rotation that held the lock
+        meanwhile has switched to a new key (rows sealed under the old one would be
+        lost), and a lock meanwhile has dropped it.
+        """
+        await self.storage()
+        write_lock, _ = self._locks()
+        async with write_lock:
+            storage = self._storage
+            if storage is None:
+                raise errors.Locked("the agent was locked while this request waited; nothing was changed")
+            yield storage
+
     def touch(self) -> None:
         self.last_use = time.monotonic()
 
@@ -364,16 +384,20 @@ class Agent:
             check_metadata(args["metadata"])
         if args.get("validate", True):
             check_credential(key[0], value, key[1])
-        storage = await self.storage()
-        write_lock, _ = self._locks()
-        async with write_lock:
+        async with self._writing() as storage:
             old = self.index.get(key)
             if must_exist and old is None:
                 raise errors.NotFound(f"no credential {key[0]}/{key[1]} to update")
             if "metadata" in args and args["metadata"] is not None:
                 metadata = dict(args["metadata"])
             elif must_exist:
-                metadata = self.metadata_cache.get(key, {})  # update keeps the metadata
+                kept = self.metadata_cache.get(key)  # update keeps the metadata
+                if kept is None:  # its row fails its integrity check: never replace it with {} unasked
+                    raise errors.IntegrityError(
+                        f"the stored {key[0]}/{key[1]} fails its integrity check, so its metadata cannot be kept; "
+                        "pass metadata to update it, or use store to replace it"
+                    )
+                metadata = kept
             else:
                 metadata = {}
             expires = args["expires_at"] if "expires_at" in args else (old.expires if must_exist and old else None)
@@ -399,9 +423,7 @@ class Agent:
     async def delete(self, key: Key) -> None:
         check_name(key[0])
         check_name(key[1], "credential type")
-        await self.storage()
-        write_lock, _ = self._locks()
-        async with write_lock:
+        async with self._writing():
             if not await self.db(self.vault.delete, *key):
                 raise errors.NotFound(f"no credential {key[0]}/{key[1]}")
             self.index.pop(key, None)

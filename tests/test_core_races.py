@@ -1,0 +1,147 @@
+"""Requests that race a rotation, a lock or an unlock, and the checks on what a write accepts.
+
+Each race is set up with a passphrase vault, whose scrypt (~0.4 s here, more on a
+busy machine) keeps a rotation or an unlock in flight long enough to send the
+competing request; each test checks the race was really exercised.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client import errors
+from support import PASSPHRASE, AgentProcess
+
+RUNPOD = "rp_" + "a" * 30
+WANDB = "w" * 40
+
+
+def vault_file(a: AgentProcess) -> Path:
+    return a.home / "data" / "credential-agent" / "vault.sqlite3"
+
+
+def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run ``fn`` in a thread; the dict gets its "result" or its "error"."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = fn()
+        except Exception as e:  # handed to the test
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def rotate(a: AgentProcess, passphrase: str) -> Callable[[], Any]:
+    def call() -> Any:
+        with a.client(timeout=60) as c:
+            return c.call("rotate_key", {"passphrase": passphrase})
+    return call
+
+
+# --- (1) a write during a rotation -----------------------------------------------------------
+def test_write_during_rotation_is_kept(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    with a.client(timeout=30) as c:
+        c.store("runpod", RUNPOD)
+    waited = 0.0
+    for _ in range(3):  # until the store really waited behind the rotation
+        t, out = in_thread(rotate(a, PASSPHRASE))
+        time.sleep(0.15)  # the rotation is in scrypt now, holding the write lock
+        with a.client(timeout=60) as c:
+            began = time.monotonic()
+            c.store("wandb", WANDB, metadata={"team": "ml"})  # acknowledged ...
+            waited = time.monotonic() - began
+        t.join(60)
+        assert out.get("result", {}).get("key_source") == "passphrase", out
+        if waited > 0.1:
+            break
+    assert waited > 0.1, "the store never overlapped a rotation"
+    with a.client(timeout=30) as c:
+        assert c.get("wandb") == WANDB  # ... so kept: from the cache ...
+        c.lock()
+        c.unlock(PASSPHRASE)
+        assert c.get("wandb") == WANDB  # ... and in the vault, under the key now in use
+        assert c.metadata("wandb")["metadata"] == {"team": "ml"}
+        assert c.get("runpod") == RUNPOD
+
+
+def test_delete_during_rotation_is_kept(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    with a.client(timeout=30) as c:
+        c.store("runpod", RUNPOD)
+        c.store("wandb", WANDB)
+    t, out = in_thread(rotate(a, PASSPHRASE))
+    time.sleep(0.15)
+    with a.client(timeout=60) as c:
+        c.delete("wandb")
+    t.join(60)
+    assert "result" in out, out
+    with a.client(timeout=30) as c:
+        c.lock()
+        c.unlock(PASSPHRASE)
+        assert [e["platform"] for e in c.list()] == ["runpod"]
+        assert c.get("runpod") == RUNPOD
+
+
+# --- (3) update: racing a lock, and on a corrupt row -------------------------------------
+def test_update_racing_a_lock_is_refused_and_keeps_metadata(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    meta = {"team": "ml", "source": "dotenv"}
+    with a.client(timeout=30) as c:
+        c.store("runpod", RUNPOD, metadata=meta)
+    slow, slow_out = in_thread(rotate(a, "typo"))  # holds the write lock for scrypt + the failure delay
+    time.sleep(0.1)
+
+    def update() -> None:
+        with a.client(timeout=60) as c:
+            c.update("runpod", "rp_" + "b" * 30)
+
+    u, out = in_thread(update)
+    time.sleep(0.1)  # the update waits for the write lock
+    with a.client(timeout=30) as c:
+        c.lock()
+    slow.join(60)
+    u.join(60)
+    assert isinstance(slow_out.get("error"), errors.BadPassphrase), slow_out
+    assert isinstance(out.get("error"), errors.Locked), out
+    with a.client(timeout=30) as c:
+        c.unlock(PASSPHRASE)
+        assert c.get("runpod") == RUNPOD
+        assert c.metadata("runpod")["metadata"] == meta
+
+
+def test_update_of_a_corrupt_row_needs_metadata(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    with a.client(timeout=30) as c:
+        c.store("runpod", RUNPOD, metadata={"team": "ml"})
+        c.store("wandb", WANDB)
+        c.lock()
+    db = sqlite3.connect(vault_file(a))  # a sealed row bound to another name fails its check
+    db.execute("UPDATE credentials SET metadata = (SELECT metadata FROM credentials WHERE platform = 'wandb') "
+               "WHERE platform = 'runpod'")
+    db.commit()
+    db.close()
+    new = "rp_" + "c" * 30
+    with a.client(timeout=30) as c:
+        c.unlock(PASSPHRASE)
+        with pytest.raises(errors.IntegrityError, match="pass metadata to update it, or use store") as e:
+            c.update("runpod", new)
+        assert new not in str(e.value)
+        with pytest.raises(errors.IntegrityError):
+            c.get("runpod")  # nothing was written
+        c.update("runpod", new, metadata={"team": "infra"})
+        assert c.get("runpod") == new
+        assert c.metadata("runpod")["metadata"] == {"team": "infra"}
+        assert c.get("wandb") == WANDB
+
