@@ -212,16 +212,22 @@ class Agent:
     async def unlock(self, passphrase: str | None = None) -> None:
         if not self.initialized:
             raise errors.NotInitialized()
+        epoch = self._lock_epoch  # a lock (request, SIGUSR1) from now on wins over this unlock
         if self.key_source == "keyring":
-            await self._unlock_from_keystore()
+            await self._unlock_from_keystore(epoch)
         else:
-            await self._unlock_with_passphrase(passphrase)
+            await self._unlock_with_passphrase(passphrase, epoch)
         if "stale_key_account" in self.meta or "pending_key_account" in self.meta:  # an earlier rotation's
             from agent import rotation
 
             await rotation.forget_stale_key(self)
 
-    async def _unlock_with_passphrase(self, passphrase: str | None) -> None:
+    def _check_epoch(self, epoch: int) -> None:
+        if self._lock_epoch != epoch:
+            log.info("an unlock yielded to a lock requested while it ran")
+            raise errors.Locked("the agent was locked by request while it was unlocking; it stays locked")
+
+    async def _unlock_with_passphrase(self, passphrase: str | None, epoch: int) -> None:
         _, unlock_lock = self._locks()
         async with unlock_lock:  # one attempt at a time: no parallel guessing
             if not self.locked:
@@ -229,17 +235,16 @@ class Agent:
                 return
             key = await self._unwrap(passphrase)
             storage, rows = await self.db(self._open_with, key)
+            self._check_epoch(epoch)
             self._set_unlocked(storage, rows)
             log.info("unlocked (%s)", self.key_source)
 
-    async def _unlock_from_keystore(self) -> None:
+    async def _unlock_from_keystore(self, epoch: int) -> None:
         if not self.locked:
             self.locked_by_user = False
             return
-        epoch = self._lock_epoch
         key = await self._keystore_key()
-        if self._lock_epoch != epoch:
-            raise errors.Locked("the agent was locked by request while it was unlocking")
+        self._check_epoch(epoch)
         if key is None:
             raise errors.KeystoreUnavailable(
                 "the master key of this vault is missing from the OS keystore; "
@@ -249,6 +254,7 @@ class Agent:
         async with unlock_lock:
             if self.locked:
                 storage, rows = await self.db(self._open_with, key)
+                self._check_epoch(epoch)
                 self._set_unlocked(storage, rows)
                 log.info("unlocked (%s)", self.key_source)
 
@@ -297,6 +303,7 @@ class Agent:
             raise errors.BadRequest("key_source must be 'keyring' or 'passphrase'")
         if key_source == "passphrase" and not passphrase:
             raise errors.BadRequest("a passphrase key source needs a non-empty passphrase")
+        epoch = self._lock_epoch
         _, unlock_lock = self._locks()
         async with unlock_lock:
             if self.initialized:
@@ -332,6 +339,10 @@ class Agent:
             await self.db(self.vault.set_meta_many, meta)
             self.meta.update(meta)
             rows = await self.db(self.vault.rows)
+            if self._lock_epoch != epoch:
+                log.info("initialised a vault (key source %s), left locked by a lock request", key_source)
+                raise errors.Locked("the vault was created, but the agent was locked by request meanwhile; "
+                                    "run `agent unlock`")
             self._set_unlocked(storage, rows)
         log.info("initialised a vault (key source %s)", key_source)
         return {"key_source": key_source, "backend": backend, "vault": str(self.options.vault)}

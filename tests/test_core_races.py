@@ -7,6 +7,7 @@ competing request; each test checks the race was really exercised.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import threading
 import time
@@ -91,6 +92,58 @@ def test_delete_during_rotation_is_kept(unlocked_agent: AgentProcess) -> None:
         c.lock()
         c.unlock(PASSPHRASE)
         assert [e["platform"] for e in c.list()] == ["runpod"]
+        assert c.get("runpod") == RUNPOD
+
+
+# --- (2) a lock during an unlock or init -----------------------------------------------------
+def _lock_by(a: AgentProcess, how: str) -> None:
+    if how == "signal":
+        a.signal(signal.SIGUSR1)
+    else:
+        with a.client(timeout=30) as c:
+            c.lock()
+
+
+@pytest.mark.parametrize("how", ["signal", "request"])
+def test_lock_during_unlock_wins(unlocked_agent: AgentProcess, how: str) -> None:
+    a = unlocked_agent
+    with a.client(timeout=30) as c:
+        c.store("runpod", RUNPOD)
+        c.lock()
+
+    def unlock() -> None:
+        with a.client(timeout=60) as c:
+            c.unlock(PASSPHRASE)
+
+    t, out = in_thread(unlock)
+    time.sleep(0.1)  # the unlock is in scrypt now
+    _lock_by(a, how)
+    t.join(60)
+    assert isinstance(out.get("error"), errors.Locked), out
+    assert "locked by request while" in str(out["error"])
+    with a.client(timeout=30) as c:
+        assert c.status()["locked"] is True
+        with pytest.raises(errors.Locked):
+            c.get("runpod")
+        c.unlock(PASSPHRASE)  # a later unlock works as ever
+        assert c.get("runpod") == RUNPOD
+
+
+def test_lock_during_init_leaves_the_vault_created_and_locked(agent: AgentProcess) -> None:
+    def init() -> None:
+        agent.init_passphrase()
+
+    t, out = in_thread(init)
+    time.sleep(0.1)  # init is wrapping the new key (scrypt)
+    _lock_by(agent, "signal")
+    t.join(60)
+    assert isinstance(out.get("error"), errors.Locked), out
+    assert "agent unlock" in str(out["error"])
+    with agent.client(timeout=30) as c:
+        st = c.status()
+        assert (st["initialized"], st["locked"]) == (True, True)
+        c.unlock(PASSPHRASE)
+        c.store("runpod", RUNPOD)
         assert c.get("runpod") == RUNPOD
 
 
