@@ -135,6 +135,7 @@ class Agent:
     # --- lock state -------------------------------------------------------------
     def lock(self, *, explicit: bool = True, reason: str = "request") -> None:
         self._storage = None
+        self._key_fetch = None  # a finished fetch holds the key bytes as its result
         self.values.clear()
         self.metadata_cache.clear()
         self.corrupt.clear()
@@ -261,9 +262,19 @@ class Agent:
     async def _keystore_key(self) -> bytes | None:
         """The master key from the keystore; concurrent callers share one fetch, so each
         waits at most one deadline even when the keystore hangs (not one per caller)."""
-        if self._key_fetch is None or self._key_fetch.done():
-            self._key_fetch = asyncio.ensure_future(keystore.get_key(self._account(), self.options.keystore_deadline))
-        return await asyncio.shield(self._key_fetch)
+        fetch = self._key_fetch
+        if fetch is None:
+            fetch = self._key_fetch = asyncio.ensure_future(
+                keystore.get_key(self._account(), self.options.keystore_deadline)
+            )
+            # once done, the future holds the key as its result: the agent lets go of it
+            # (the waiters have theirs), so the key does not outlive the unlock in memory
+            fetch.add_done_callback(self._forget_key_fetch)
+        return await asyncio.shield(fetch)
+
+    def _forget_key_fetch(self, fetch: asyncio.Future[bytes | None]) -> None:
+        if self._key_fetch is fetch:
+            self._key_fetch = None
 
     async def _unwrap(self, passphrase: str | None) -> bytes:
         if passphrase is None:

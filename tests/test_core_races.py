@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 
 from client import errors
-from support import PASSPHRASE, AgentProcess
+from support import PASSPHRASE, ROOT, AgentProcess, SecretService, short_tmpdir
 
 RUNPOD = "rp_" + "a" * 30
 WANDB = "w" * 40
@@ -197,4 +199,38 @@ def test_update_of_a_corrupt_row_needs_metadata(unlocked_agent: AgentProcess) ->
         assert c.get("runpod") == new
         assert c.metadata("runpod")["metadata"] == {"team": "infra"}
         assert c.get("wandb") == WANDB
+
+
+# --- (4) the master key after a lock ---------------------------------------------------------
+_KEY_FETCH = """
+import asyncio, sys
+from pathlib import Path
+from agent.core import Agent, Options
+
+async def main(d: Path) -> None:
+    a = Agent(Options(socket=d / "agent.sock", vault=d / "vault.sqlite3"))
+    await a.init("keyring", None)
+    a.lock(explicit=False, reason="test")  # as the auto-lock timer: the next use fetches the key
+    await a.storage()
+    print("after-unlock", a._key_fetch is None)
+    a.lock()
+    print("after-lock", a._key_fetch is None, a.locked)
+    a.close()
+
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+def test_no_key_fetch_is_kept_after_unlock_or_lock(secret_service: SecretService) -> None:
+    """White-box, in a fresh process on the real Secret Service: the agent holds no
+    finished fetch (whose result is the master key) once unlocked, nor after a lock."""
+    home = short_tmpdir()
+    try:
+        env = {**secret_service.env, "PYTHONPATH": str(ROOT), "HOME": str(home)}
+        done = subprocess.run([sys.executable, "-c", _KEY_FETCH, str(home)], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split("\n")[:2] == ["after-unlock True", "after-lock True True"]
+    finally:
+        subprocess.run(["rm", "-rf", str(home)], check=False)
 
