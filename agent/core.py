@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +38,8 @@ KEY_SOURCES: Final = ("keyring", "passphrase")
 # ssh-agent: 0.1 s per consecutive failure, capped at 10 s
 _FAIL_DELAY_STEP: Final = 0.1
 _FAIL_DELAY_MAX: Final = 10.0
+# expires_at is a Unix time; 9999-12-31T23:59:59Z is the last one every client can format
+MAX_EXPIRES: Final = 253402300799.0
 
 T = TypeVar("T")
 Key = tuple[str, str]
@@ -62,6 +65,12 @@ class Info:
     created: float
     updated: float
     expires: float | None
+
+
+def check_expires(expires: float) -> None:
+    """A Unix time every client can format; never echoes the value."""
+    if not (math.isfinite(expires) and 0 <= expires <= MAX_EXPIRES):
+        raise errors.BadRequest(f"expires_at must be a Unix time between 0 and {MAX_EXPIRES:.0f} (year 9999)")
 
 
 class Agent:
@@ -404,6 +413,8 @@ class Agent:
             raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
         if args.get("metadata") is not None:
             check_metadata(args["metadata"])
+        if args.get("expires_at") is not None:
+            check_expires(args["expires_at"])
         if args.get("validate", True):
             check_credential(key[0], value, key[1])
         async with self._writing() as storage:

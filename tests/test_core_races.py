@@ -7,7 +7,9 @@ competing request; each test checks the race was really exercised.
 
 from __future__ import annotations
 
+import math
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,10 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from client import errors
-from support import PASSPHRASE, ROOT, AgentProcess, SecretService, short_tmpdir
+from support import PASSPHRASE, ROOT, AgentProcess, SecretService, raw_request, short_tmpdir
 
 RUNPOD = "rp_" + "a" * 30
 WANDB = "w" * 40
@@ -234,3 +237,43 @@ def test_no_key_fetch_is_kept_after_unlock_or_lock(secret_service: SecretService
     finally:
         subprocess.run(["rm", "-rf", str(home)], check=False)
 
+
+# --- (5) expires_at -----------------------------------------------------------------------------
+BAD_EXPIRES = [math.nan, math.inf, -math.inf, 1e300, -1e300, -1.0, 253402300800.0, 2**63]
+
+
+@pytest.mark.parametrize("op", ["store", "update"])
+def test_bad_expires_at_is_refused(unlocked_agent: AgentProcess, op: str) -> None:
+    a = unlocked_agent
+    with a.client(timeout=30) as c:
+        c.store("runpod", RUNPOD)
+        for expires in BAD_EXPIRES:
+            with pytest.raises(errors.BadRequest, match="expires_at") as e:
+                getattr(c, op)("runpod", WANDB, validate=False, expires_at=expires)
+            assert WANDB not in str(e.value)
+        assert c.get("runpod") == RUNPOD  # untouched, no expiry
+        assert c.metadata("runpod")["expires_at"] is None
+    done = a.cli("ls")
+    assert done.returncode == 0, done.stderr
+    assert WANDB not in a.log()
+
+
+def test_bad_expires_at_in_a_raw_frame(unlocked_agent: AgentProcess) -> None:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(str(unlocked_agent.socket))
+    with s:
+        s.sendall(raw_request("store", {"platform": "runpod", "value": RUNPOD, "expires_at": math.nan}))
+        head = s.recv(4, socket.MSG_WAITALL)
+        reply = msgpack.unpackb(s.recv(int.from_bytes(head, "big"), socket.MSG_WAITALL))
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == "bad_request" and "expires_at" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("expires", [0, 253402300799.0])
+def test_expires_at_bounds_are_accepted(unlocked_agent: AgentProcess, expires: float) -> None:
+    with unlocked_agent.client(timeout=30) as c:
+        c.store("runpod", RUNPOD, expires_at=expires)
+        assert c.metadata("runpod")["expires_at"] == expires
+    done = unlocked_agent.cli("ls")
+    assert done.returncode == 0, done.stderr
