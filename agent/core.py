@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -36,6 +38,8 @@ KEY_SOURCES: Final = ("keyring", "passphrase")
 # ssh-agent: 0.1 s per consecutive failure, capped at 10 s
 _FAIL_DELAY_STEP: Final = 0.1
 _FAIL_DELAY_MAX: Final = 10.0
+# expires_at is a Unix time; 9999-12-31T23:59:59Z is the last one every client can format
+MAX_EXPIRES: Final = 253402300799.0
 
 T = TypeVar("T")
 Key = tuple[str, str]
@@ -61,6 +65,12 @@ class Info:
     created: float
     updated: float
     expires: float | None
+
+
+def check_expires(expires: float) -> None:
+    """A Unix time every client can format; never echoes the value."""
+    if not (math.isfinite(expires) and 0 <= expires <= MAX_EXPIRES):
+        raise errors.BadRequest(f"expires_at must be a Unix time between 0 and {MAX_EXPIRES:.0f} (year 9999)")
 
 
 class Agent:
@@ -134,6 +144,7 @@ class Agent:
     # --- lock state -------------------------------------------------------------
     def lock(self, *, explicit: bool = True, reason: str = "request") -> None:
         self._storage = None
+        self._key_fetch = None  # a finished fetch holds the key bytes as its result
         self.values.clear()
         self.metadata_cache.clear()
         self.corrupt.clear()
@@ -149,9 +160,10 @@ class Agent:
         values, metas, corrupt = {}, {}, set()
         for r in rows:
             key = (r.platform, r.credential_type)
-            try:
-                values[key] = unseal(storage, r.platform, r.credential_type, "value", r.value)
+            try:  # both fields or neither: a row in `corrupt` has nothing cached
+                value = unseal(storage, r.platform, r.credential_type, "value", r.value)
                 metas[key] = unseal(storage, r.platform, r.credential_type, "metadata", r.metadata)
+                values[key] = value
             except errors.IntegrityError:
                 log.error("credential %s/%s failed its integrity check", r.platform, r.credential_type)
                 corrupt.add(key)
@@ -210,16 +222,22 @@ class Agent:
     async def unlock(self, passphrase: str | None = None) -> None:
         if not self.initialized:
             raise errors.NotInitialized()
+        epoch = self._lock_epoch  # a lock (request, SIGUSR1) from now on wins over this unlock
         if self.key_source == "keyring":
-            await self._unlock_from_keystore()
+            await self._unlock_from_keystore(epoch)
         else:
-            await self._unlock_with_passphrase(passphrase)
+            await self._unlock_with_passphrase(passphrase, epoch)
         if "stale_key_account" in self.meta or "pending_key_account" in self.meta:  # an earlier rotation's
             from agent import rotation
 
             await rotation.forget_stale_key(self)
 
-    async def _unlock_with_passphrase(self, passphrase: str | None) -> None:
+    def _check_epoch(self, epoch: int) -> None:
+        if self._lock_epoch != epoch:
+            log.info("an unlock yielded to a lock requested while it ran")
+            raise errors.Locked("the agent was locked by request while it was unlocking; it stays locked")
+
+    async def _unlock_with_passphrase(self, passphrase: str | None, epoch: int) -> None:
         _, unlock_lock = self._locks()
         async with unlock_lock:  # one attempt at a time: no parallel guessing
             if not self.locked:
@@ -227,17 +245,16 @@ class Agent:
                 return
             key = await self._unwrap(passphrase)
             storage, rows = await self.db(self._open_with, key)
+            self._check_epoch(epoch)
             self._set_unlocked(storage, rows)
             log.info("unlocked (%s)", self.key_source)
 
-    async def _unlock_from_keystore(self) -> None:
+    async def _unlock_from_keystore(self, epoch: int) -> None:
         if not self.locked:
             self.locked_by_user = False
             return
-        epoch = self._lock_epoch
         key = await self._keystore_key()
-        if self._lock_epoch != epoch:
-            raise errors.Locked("the agent was locked by request while it was unlocking")
+        self._check_epoch(epoch)
         if key is None:
             raise errors.KeystoreUnavailable(
                 "the master key of this vault is missing from the OS keystore; "
@@ -247,15 +264,26 @@ class Agent:
         async with unlock_lock:
             if self.locked:
                 storage, rows = await self.db(self._open_with, key)
+                self._check_epoch(epoch)
                 self._set_unlocked(storage, rows)
                 log.info("unlocked (%s)", self.key_source)
 
     async def _keystore_key(self) -> bytes | None:
         """The master key from the keystore; concurrent callers share one fetch, so each
         waits at most one deadline even when the keystore hangs (not one per caller)."""
-        if self._key_fetch is None or self._key_fetch.done():
-            self._key_fetch = asyncio.ensure_future(keystore.get_key(self._account(), self.options.keystore_deadline))
-        return await asyncio.shield(self._key_fetch)
+        fetch = self._key_fetch
+        if fetch is None:
+            fetch = self._key_fetch = asyncio.ensure_future(
+                keystore.get_key(self._account(), self.options.keystore_deadline)
+            )
+            # once done, the future holds the key as its result: the agent lets go of it
+            # (the waiters have theirs), so the key does not outlive the unlock in memory
+            fetch.add_done_callback(self._forget_key_fetch)
+        return await asyncio.shield(fetch)
+
+    def _forget_key_fetch(self, fetch: asyncio.Future[bytes | None]) -> None:
+        if self._key_fetch is fetch:
+            self._key_fetch = None
 
     async def _unwrap(self, passphrase: str | None) -> bytes:
         if passphrase is None:
@@ -295,6 +323,7 @@ class Agent:
             raise errors.BadRequest("key_source must be 'keyring' or 'passphrase'")
         if key_source == "passphrase" and not passphrase:
             raise errors.BadRequest("a passphrase key source needs a non-empty passphrase")
+        epoch = self._lock_epoch
         _, unlock_lock = self._locks()
         async with unlock_lock:
             if self.initialized:
@@ -330,11 +359,33 @@ class Agent:
             await self.db(self.vault.set_meta_many, meta)
             self.meta.update(meta)
             rows = await self.db(self.vault.rows)
+            if self._lock_epoch != epoch:
+                log.info("initialised a vault (key source %s), left locked by a lock request", key_source)
+                raise errors.Locked("the vault was created, but the agent was locked by request meanwhile; "
+                                    "run `agent unlock`")
             self._set_unlocked(storage, rows)
         log.info("initialised a vault (key source %s)", key_source)
         return {"key_source": key_source, "backend": backend, "vault": str(self.options.vault)}
 
     # --- credentials ---------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[crypto.SecureStorage]:
+        """Hold the write lock, with the storage that is current inside it.
+
+        A keyring vault unlocks itself before the lock is taken: rotation takes
+        unlock_lock then write_lock, so unlocking while holding write_lock would
+        deadlock. Inside, the storage is read again: a rotation that held the lock
+        meanwhile has switched to a new key (rows sealed under the old one would be
+        lost), and a lock meanwhile has dropped it.
+        """
+        await self.storage()
+        write_lock, _ = self._locks()
+        async with write_lock:
+            storage = self._storage
+            if storage is None:
+                raise errors.Locked("the agent was locked while this request waited; nothing was changed")
+            yield storage
+
     def touch(self) -> None:
         self.last_use = time.monotonic()
 
@@ -362,18 +413,24 @@ class Agent:
             raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
         if args.get("metadata") is not None:
             check_metadata(args["metadata"])
+        if args.get("expires_at") is not None:
+            check_expires(args["expires_at"])
         if args.get("validate", True):
             check_credential(key[0], value, key[1])
-        storage = await self.storage()
-        write_lock, _ = self._locks()
-        async with write_lock:
+        async with self._writing() as storage:
             old = self.index.get(key)
             if must_exist and old is None:
                 raise errors.NotFound(f"no credential {key[0]}/{key[1]} to update")
             if "metadata" in args and args["metadata"] is not None:
                 metadata = dict(args["metadata"])
             elif must_exist:
-                metadata = self.metadata_cache.get(key, {})  # update keeps the metadata
+                kept = self.metadata_cache.get(key)  # update keeps the metadata
+                if kept is None:  # its row fails its integrity check: never replace it with {} unasked
+                    raise errors.IntegrityError(
+                        f"the stored {key[0]}/{key[1]} fails its integrity check, so its metadata cannot be kept; "
+                        "pass metadata to update it, or use store to replace it"
+                    )
+                metadata = kept
             else:
                 metadata = {}
             expires = args["expires_at"] if "expires_at" in args else (old.expires if must_exist and old else None)
@@ -399,9 +456,7 @@ class Agent:
     async def delete(self, key: Key) -> None:
         check_name(key[0])
         check_name(key[1], "credential type")
-        await self.storage()
-        write_lock, _ = self._locks()
-        async with write_lock:
+        async with self._writing():
             if not await self.db(self.vault.delete, *key):
                 raise errors.NotFound(f"no credential {key[0]}/{key[1]}")
             self.index.pop(key, None)
