@@ -36,17 +36,30 @@ def test_ordinary_expiry_still_works() -> None:
         unwrap_get({"value": KEY, "expires_at": time.time() - 60}, "p", "api-key", "refuse", set())
 
 
-def test_absurd_expiry_stored_in_a_real_agent(unlocked_agent: AgentProcess) -> None:
-    with unlocked_agent.client(timeout=30) as c:
-        try:
+def test_absurd_expiry_already_in_a_vault(unlocked_agent: AgentProcess) -> None:
+    """The agent refuses such values now; a vault written before that may still hold one."""
+    import sqlite3
+
+    a = unlocked_agent
+    with a.client(timeout=30) as c:
+        with pytest.raises(errors.BadRequest):
             c.store("runpod", KEY, expires_at=-1e300)
-        except errors.BadRequest:
-            pytest.skip("this agent refuses absurd expiries when they are stored")
+        c.store("runpod", KEY)
+    a.stop()
+    db = sqlite3.connect(a.home / "data" / "credential-agent" / "vault.sqlite3")
+    db.execute("UPDATE credentials SET expires = -1e300 WHERE platform = 'runpod'")
+    db.commit()
+    db.close()
+    a.start()
+    with a.client(timeout=30) as c:
+        c.unlock(PASSPHRASE)
         assert c.get("runpod") == KEY  # warns, returns
         svc = CredentialService(c)
         assert svc.get_credential("runpod") == KEY
         meta = svc.get_credential_metadata("runpod")
         assert meta is not None and meta["expires_at"] is None  # no date to show; logged
+    done = a.cli("ls")
+    assert done.returncode == 0 and "runpod" in done.stdout, done.stderr
 
 
 def test_default_timeout_outlasts_the_keystore_deadline() -> None:
