@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
-from agent import audit, rotation
+from agent import audit, rotation, server
 from agent.core import Agent, Key
 from agent.server import Peer
 from client import errors, protocol
@@ -175,7 +175,7 @@ def make_dispatch(a: Agent) -> Callable[[protocol.Request, Peer], Any]:
         except Exception:
             a.audit.record(request.op, request.args, peer, errors.Internal.code)
             raise
-        if inspect.isawaitable(result):
+        if type(result) not in server.PLAIN_RESULTS and inspect.isawaitable(result):
             return _audited(a, request, peer, result)
         a.audit.record(request.op, request.args, peer, "ok")
         return result

@@ -40,7 +40,7 @@ CONNECTION_IDLE_TIMEOUT = 300.0
 # While a request is in flight, stop reading once this much is buffered.
 _READ_HIGH_WATER = 2 * (protocol.MAX_FRAME + protocol.HEADER)
 # results that are never awaitable: the fast path skips inspect.isawaitable (~0.4 us)
-_PLAIN = frozenset({str, dict, list, bool, int, float, type(None)})
+PLAIN_RESULTS = frozenset({str, dict, list, bool, int, float, type(None)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +195,7 @@ class Connection(asyncio.Protocol):
             except Exception as e:  # noqa: BLE001 - every request gets exactly one reply
                 out.append(_reply_error(e, op))
                 continue
-            if type(result) not in _PLAIN and inspect.isawaitable(result):
+            if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
                 # later frames wait: replies stay in request order
                 self.pending = asyncio.ensure_future(result)
                 self.pending.add_done_callback(functools.partial(self._finished, op=request.op))
