@@ -13,7 +13,7 @@ if ! "$PY" -c 'import ensurepip' 2>/dev/null; then
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[fast]'
+"$VENV/bin/python" -m pip install -q '.[fast]'
 
 mkdir -p "$HOME/.local/bin"
 ln -sf "$PWD/$VENV/bin/agent" "$HOME/.local/bin/agent"
