@@ -146,14 +146,16 @@ HANDLERS: Mapping[str, Handler] = {
 }
 
 
+def _record_failure(a: Agent, request: protocol.Request, peer: Peer, e: Exception) -> None:
+    code = e.code if isinstance(e, errors.AgentError) else errors.Internal.code
+    a.audit.record(request.op, request.args, peer, code)
+
+
 async def _audited(a: Agent, request: protocol.Request, peer: Peer, pending: Awaitable[Any]) -> Any:
     try:
         result = await pending
-    except errors.AgentError as e:
-        a.audit.record(request.op, request.args, peer, e.code)
-        raise
-    except Exception:
-        a.audit.record(request.op, request.args, peer, errors.Internal.code)
+    except Exception as e:
+        _record_failure(a, request, peer, e)
         raise
     a.audit.record(request.op, request.args, peer, "ok")
     return result
@@ -169,11 +171,8 @@ def make_dispatch(a: Agent) -> Callable[[protocol.Request, Peer], Any]:
         # the record is an append to a list; the storage thread writes it later
         try:
             result = handlers[request.op](a, request.args, peer)
-        except errors.AgentError as e:
-            a.audit.record(request.op, request.args, peer, e.code)
-            raise
-        except Exception:
-            a.audit.record(request.op, request.args, peer, errors.Internal.code)
+        except Exception as e:
+            _record_failure(a, request, peer, e)
             raise
         if type(result) not in server.PLAIN_RESULTS and inspect.isawaitable(result):
             return _audited(a, request, peer, result)
