@@ -192,14 +192,6 @@ class Vault:
         )
         return [Row(p, t, bytes(v), bytes(m), c, u, e) for p, t, v, m, c, u, e in cur]
 
-    def get_row(self, platform: str, ctype: str) -> Row | None:
-        r = self._db.execute(
-            "SELECT platform, credential_type, value, metadata, created, updated, expires FROM credentials "
-            "WHERE platform = ? AND credential_type = ?",
-            (platform, ctype),
-        ).fetchone()
-        return None if r is None else Row(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4], r[5], r[6])
-
     def put(self, row: Row) -> None:
         with self._write():
             self._db.execute(
@@ -276,9 +268,6 @@ class Vault:
         rows = [tuple(r) for r in self._db.execute(query, params)]
         rows.reverse()
         return rows
-
-    def integrity_check(self) -> str:
-        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
 
     def _write(self) -> _Transaction:
         self._writable()

@@ -61,7 +61,7 @@ _LENGTH = struct.Struct(">I")
 DEFAULT_TYPE: Final = "api-key"
 
 # Names (platforms, credential types): what every keystore and file name accepts.
-MAX_NAME = 64
+MAX_NAME: Final = 64
 # A value is an API key or token; 64 KiB leaves room for JWT-sized secrets and PEM keys.
 MAX_VALUE = 64 * 1024
 

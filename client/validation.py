@@ -11,7 +11,7 @@ import re
 from typing import Final
 
 from client import errors
-from client.protocol import DEFAULT_TYPE
+from client.protocol import DEFAULT_TYPE, MAX_NAME
 
 __all__ = [
     "check_name",
@@ -27,7 +27,7 @@ __all__ = [
 
 # ASCII letters, digits, '-' and '_': what every keystore, file name and Windows
 # credential target accepts ("The stub received bad data" otherwise).
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NAME_RE: Final = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_NAME}}}")
 # whitespace or control characters anywhere in a key means a paste went wrong
 _BAD_CHARS_RE: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
@@ -58,7 +58,7 @@ def check_name(name: object, what: str = "platform") -> str:
     """Return ``name`` if it is a legal platform or credential-type name, else raise."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise errors.BadRequest(
-            f"invalid {what} name: use 1 to 64 ASCII letters, digits, '-' or '_'"
+            f"invalid {what} name: use 1 to {MAX_NAME} ASCII letters, digits, '-' or '_'"
         )
     return name
 
