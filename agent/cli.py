@@ -93,7 +93,7 @@ def _answers(path: Path) -> bool:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from agent import lifecycle
+    from agent import daemon
     from agent.config import load_options
 
     logging.basicConfig(
@@ -101,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=getattr(logging, _config.setting("log_level", args.log_level).upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return lifecycle.serve(load_options(args))
+    return daemon.serve(load_options(args))
 
 
 def cmd_start(args: argparse.Namespace) -> int:

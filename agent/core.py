@@ -30,11 +30,10 @@ from agent.vault import Row, Vault, seal, unseal
 from client import errors, protocol
 from client.validation import DEFAULT_TYPE, check_credential, check_metadata, check_name
 
-__all__ = ["Agent", "Options", "KEY_SOURCES"]
+__all__ = ["Agent", "Options"]
 
 log = logging.getLogger("agent.core")
 
-KEY_SOURCES: Final = ("keyring", "passphrase")
 # ssh-agent: 0.1 s per consecutive failure, capped at 10 s
 _FAIL_DELAY_STEP: Final = 0.1
 _FAIL_DELAY_MAX: Final = 10.0
@@ -319,7 +318,7 @@ class Agent:
 
     # --- init ---------------------------------------------------------------------
     async def init(self, key_source: str | None, passphrase: str | None) -> dict[str, Any]:
-        if key_source is not None and key_source not in KEY_SOURCES:
+        if key_source is not None and key_source not in protocol.KEY_SOURCES:
             raise errors.BadRequest("key_source must be 'keyring' or 'passphrase'")
         if key_source == "passphrase" and not passphrase:
             raise errors.BadRequest("a passphrase key source needs a non-empty passphrase")

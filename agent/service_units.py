@@ -2,7 +2,7 @@
 
 - Linux: systemd user units. ``credential-agent.socket`` listens on the socket
   path clients use and starts ``credential-agent.service`` (``agent serve``) on
-  the first connection; the service adopts the socket (``agent.lifecycle``).
+  the first connection; the service adopts the socket (``agent.daemon``).
 - macOS: a LaunchAgent that runs ``agent serve`` at login and after a crash.
 
 Rules of this module:

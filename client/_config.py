@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from client import errors
+from client.protocol import KEY_SOURCES
 
 __all__ = ["KEYS", "Key", "ConfigError", "read", "file_value", "setting", "LOG_LEVELS", "KEY_SOURCES"]
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
-KEY_SOURCES: Final = ("keyring", "passphrase")
 
 
 class ConfigError(errors.BadRequest):

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_FRAME",
     "HEADER",
     "DEFAULT_TYPE",
+    "KEY_SOURCES",
     "Arg",
     "OPS",
     "Request",
@@ -59,6 +60,8 @@ HEADER: Final = 4
 _LENGTH = struct.Struct(">I")
 # the credential type a request means when it names none
 DEFAULT_TYPE: Final = "api-key"
+# where a vault's master key lives: `init`'s key_source, `status`'s key_source
+KEY_SOURCES: Final = ("keyring", "passphrase")
 
 # Names (platforms, credential types): what every keystore and file name accepts.
 MAX_NAME: Final = 64

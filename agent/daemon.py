@@ -45,7 +45,7 @@ from client import paths
 
 __all__ = ["serve", "AlreadyRunning", "systemd_socket", "SD_LISTEN_FDS_START"]
 
-log = logging.getLogger("agent.lifecycle")
+log = logging.getLogger("agent.daemon")
 
 SD_LISTEN_FDS_START = 3
 # How long a socket-activated agent waits for the lock held by a self-started agent
