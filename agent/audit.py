@@ -24,9 +24,9 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-from agent.server import Peer
-from agent.vault import AuditRow, Vault
-from client import errors
+from agent.stores import AuditRow, Store
+from agent.transport import Peer
+from client import _config, errors
 from client.validation import DEFAULT_TYPE, check_name
 
 __all__ = ["AUDITED", "AuditLog", "DEFAULT_KEEP", "FLUSH_INTERVAL", "MAX_PENDING"]
@@ -38,7 +38,7 @@ log = logging.getLogger("agent.audit")
 AUDITED: Final = frozenset({"get", "store", "update", "delete", "metadata", "unlock", "lock", "init", "rotate_key"})
 _NAMED: Final = frozenset({"get", "store", "update", "delete", "metadata"})
 # ~100 bytes a row: 10 000 rows is ~1 MB of vault, weeks of a busy user's history
-DEFAULT_KEEP: Final = 10_000
+DEFAULT_KEEP: Final[int] = _config.KEYS["audit_keep"].default
 # how long a row may wait in memory; a crash loses at most this much history
 FLUSH_INTERVAL: Final = 1.0
 MAX_PENDING: Final = 1_000
@@ -55,8 +55,8 @@ def _name(value: Any) -> str | None:
 
 
 class AuditLog:
-    def __init__(self, vault: Vault, executor: concurrent.futures.Executor, keep: int = DEFAULT_KEEP) -> None:
-        self.vault = vault
+    def __init__(self, store: Store, executor: concurrent.futures.Executor, keep: int = DEFAULT_KEEP) -> None:
+        self.store = store
         self.executor = executor
         self.keep = keep
         # (op, platform, type, pid, uid, exe, result) -> [first ts, last ts, count], in arrival order
@@ -97,9 +97,15 @@ class AuditLog:
             return None
         rows: list[AuditRow] = [(first, *key, count, last) for key, (first, last, count) in self.pending.items()]
         self.pending = {}
-        fut = self.executor.submit(self.vault.add_audit, rows, self.keep)
+        fut = self.executor.submit(self.store.add_audit, rows, self.keep)
         fut.add_done_callback(_report)
         return fut
+
+    async def read(self, since: float | None, platform: str | None, limit: int) -> list[AuditRow]:
+        """The newest ``limit`` rows matching the filters, oldest first, pending ones included."""
+        self.flush()  # the storage thread's queue puts this read after the pending rows
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.store.audit, since, platform, limit)
 
 
 def _report(fut: concurrent.futures.Future[None]) -> None:

@@ -1,21 +1,40 @@
 """Agent settings: flags > environment > config file > defaults, one expression each.
 
 The config file is TOML (``paths.config_path()``, override with
-``CREDENTIAL_AGENT_CONFIG``); its keys, types and environment variables are the
-table ``client._config.KEYS``, shared with the client (which reads ``socket`` and
-``autostart`` itself, without loading agent code). An unknown key or a wrong type
-is an error that names the key and the file.
+``CREDENTIAL_AGENT_CONFIG``); its keys, types, defaults and environment variables
+are the table ``client._config.KEYS``, shared with the client (which reads
+``socket`` and ``autostart`` itself, without loading agent code). An unknown key
+or a wrong type is an error that names the key and the file.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
 
-from agent.core import Options
 from client import paths
 from client._config import KEYS, ConfigError, setting
 
-__all__ = ["load_options", "setting", "KEYS", "ConfigError"]
+__all__ = ["Options", "load_options", "setting", "KEYS", "ConfigError"]
+
+
+def _default(key: str) -> Any:
+    return KEYS[key].default
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    socket: Path
+    vault: Path
+    idle_timeout: float = _default("idle_timeout")  # seconds without credential use before locking; 0 = off
+    max_unlocked: float = _default("max_unlocked")  # seconds unlocked before locking, whatever the use; 0 = off
+    keystore_deadline: float = _default("keystore_timeout")  # one OS keystore call
+    socket_activated: bool = False  # the socket came from systemd (LISTEN_FDS)
+    max_connections: int = _default("max_connections")  # open client connections; 0 = no cap
+    connection_idle_timeout: float = _default("connection_idle_timeout")  # a silent connection's life; 0 = off
+    audit_keep: int = _default("audit_keep")  # newest audit rows kept; 0 = no audit log
 
 
 def load_options(args: argparse.Namespace) -> Options:

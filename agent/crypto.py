@@ -1,8 +1,11 @@
-"""All cryptography of the agent: Fernet tokens and the scrypt key wrap.
+"""All cryptography of the agent: Fernet tokens, the row binding, the scrypt key wrap.
 
 Rules of this module:
 - it is the only module that imports ``cryptography``; its exceptions are
   translated here (``InvalidToken`` -> ``IntegrityError`` or ``BadPassphrase``);
+- a stored value or metadata is a Fernet token whose plaintext is bound to its row:
+  ``msgpack([platform, credential_type, field, payload])``; a token moved to another
+  row or field, or edited, fails its check and is reported, never returned;
 - no key or plaintext appears in a repr or a message.
 """
 
@@ -12,13 +15,14 @@ import base64
 import dataclasses
 import hashlib
 import os
-from typing import Final
+from typing import Any, Final
 
+import msgpack
 from cryptography.fernet import Fernet, InvalidToken
 
 from client import errors
 
-__all__ = ["SecureStorage", "generate_key", "KdfParams", "wrap_key", "unwrap_key", "DEFAULT_KDF"]
+__all__ = ["SecureStorage", "generate_key", "seal", "unseal", "KdfParams", "wrap_key", "unwrap_key", "DEFAULT_KDF"]
 
 
 class SecureStorage:
@@ -53,6 +57,26 @@ class SecureStorage:
 
 def generate_key() -> bytes:
     return Fernet.generate_key()
+
+
+def seal(storage: SecureStorage, platform: str, ctype: str, field: str, payload: Any) -> bytes:
+    """A token of ``payload`` that opens only as ``field`` of the row ``platform``/``ctype``."""
+    plain = msgpack.packb([platform, ctype, field, payload], use_bin_type=True)
+    return storage.encrypt_bytes(plain)
+
+
+def unseal(storage: SecureStorage, platform: str, ctype: str, field: str, token: bytes) -> Any:
+    plain = storage.decrypt_bytes(token)
+    try:
+        p, t, f, payload = msgpack.unpackb(plain, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        raise errors.IntegrityError() from None
+    if (p, t, f) != (platform, ctype, field):
+        # a valid token from another row or field: someone swapped ciphertexts
+        raise errors.IntegrityError(
+            f"the stored {field} of {platform}/{ctype} belongs to another entry (swapped); it was not returned"
+        )
+    return payload
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,21 +1,25 @@
 """One handler per op of ``client.protocol.OPS``; the table ``HANDLERS`` routes them.
 
-A handler gets the agent, the checked arguments and the peer, and returns a
-result (the fast path: no task, no await) or an awaitable. It raises the typed
-errors; ``agent.server`` turns them into replies.
+A handler gets the agent, the checked arguments and the peer, turns the wire
+arguments into a typed call of ``agent.state.Agent``, and returns a result (the
+fast path: no task, no await) or an awaitable. It raises the typed errors;
+``agent.transport.connection`` turns them into replies.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
-from agent import audit, rotation, server
-from agent.core import Agent, Key
-from agent.server import Peer
+from agent import audit
+from agent.state import KEEP, Agent, Key
+from agent.transport import Peer
+from agent.transport.connection import PLAIN_RESULTS
 from client import errors, protocol
 from client.validation import DEFAULT_TYPE, check_credential, check_name
 
@@ -34,7 +38,29 @@ def op_hello(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_status(a: Agent, args: Args, peer: Peer) -> Any:
-    return {"version": agent.__version__, "protocol": protocol.PROTOCOL_VERSION, **a.status()}
+    options = a.options
+    idle_left, unlocked_left = (None, None) if a.locked else a.autolock.left()
+    return {
+        "version": agent.__version__,
+        "protocol": protocol.PROTOCOL_VERSION,
+        "pid": os.getpid(),
+        "socket": str(options.socket),
+        "socket_activated": options.socket_activated,
+        "vault": str(options.vault),
+        "initialized": a.initialized,
+        "locked": a.locked,
+        "locked_by_user": a.locked_by_user,
+        "key_source": a.key_source,
+        "credentials": len(a.entries),
+        "vault_read_only": a.store.read_only,  # why writes fail, or None
+        "uptime_s": round(time.monotonic() - a.started, 3),
+        "idle_timeout": options.idle_timeout,
+        "max_unlocked": options.max_unlocked,
+        "idle_left_s": idle_left,
+        "unlocked_left_s": unlocked_left,
+        "hardening": a.hardening,
+        "loop": a.loop_name,
+    }
 
 
 def op_stop(a: Agent, args: Args, peer: Peer) -> Any:
@@ -55,12 +81,17 @@ def op_lock(a: Agent, args: Args, peer: Peer) -> Any:
     return None
 
 
+def _write(a: Agent, args: Args, *, must_exist: bool) -> Any:
+    return a.write(_key(args), args["value"], metadata=args.get("metadata"), expires_at=args.get("expires_at", KEEP),
+                   validate=args.get("validate", True), must_exist=must_exist)
+
+
 def op_store(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.write(dict(args), must_exist=False)
+    return _write(a, args, must_exist=False)
 
 
 def op_update(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.write(dict(args), must_exist=True)
+    return _write(a, args, must_exist=True)
 
 
 def op_get(a: Agent, args: Args, peer: Peer) -> Any:
@@ -75,7 +106,7 @@ def op_get(a: Agent, args: Args, peer: Peer) -> Any:
 
 def _with_expiry(a: Agent, key: Key, value: str) -> Any:
     # the bare value when there is no expiry: the common case stays the small reply
-    expires = a.index[key].expires
+    expires = a.entries[key].expires
     return value if expires is None else {"value": value, "expires_at": expires}
 
 
@@ -114,8 +145,7 @@ async def op_audit(a: Agent, args: Args, peer: Peer) -> Any:
         raise errors.BadRequest(f"limit must be between 1 and {MAX_AUDIT_ROWS}")
     if since is not None and not (math.isfinite(since) and 0 <= since < 2**53):
         raise errors.BadRequest("since must be a finite, non-negative timestamp")
-    a.audit.flush()  # the storage thread's queue puts this read after the pending rows
-    rows = await a.db(a.vault.audit, since, args.get("platform"), limit)
+    rows = await a.audit.read(since, args.get("platform"), limit)
     fields = ("time", "op", "platform", "credential_type", "pid", "uid", "exe", "result", "count", "last_time")
     result = [dict(zip(fields, r, strict=True)) for r in rows]
     while result and not protocol.fits_in_frame(result):
@@ -124,7 +154,7 @@ async def op_audit(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_rotate_key(a: Agent, args: Args, peer: Peer) -> Any:
-    return rotation.rotate_key(a, args.get("passphrase"), args.get("new_passphrase"))
+    return a.rotate_key(args.get("passphrase"), args.get("new_passphrase"))
 
 
 HANDLERS: Mapping[str, Handler] = {
@@ -174,7 +204,7 @@ def make_dispatch(a: Agent) -> Callable[[protocol.Request, Peer], Any]:
         except Exception as e:
             _record_failure(a, request, peer, e)
             raise
-        if type(result) not in server.PLAIN_RESULTS and inspect.isawaitable(result):
+        if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
             return _audited(a, request, peer, result)
         a.audit.record(request.op, request.args, peer, "ok")
         return result

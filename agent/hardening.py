@@ -20,7 +20,7 @@ _PT_DENY_ATTACH = 31
 
 def _libc() -> ctypes.CDLL:
     # the process's own symbols, libc's among them: ctypes.util.find_library would
-    # pull in shutil, tempfile, bz2 and lzma (~0.7 MiB of the agent's idle RSS)
+    # import shutil, tempfile, bz2 and lzma into every agent for one lookup
     return ctypes.CDLL(None, use_errno=True)
 
 

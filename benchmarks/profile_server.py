@@ -23,9 +23,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.core import Agent, Options
+from agent.config import Options
 from agent.handlers import make_dispatch
-from agent.server import Connection, Server
+from agent.state import Agent, Entry
+from agent.transport.connection import Connection, Server
 from client import protocol
 
 
@@ -56,8 +57,8 @@ async def main() -> None:
     try:
         a = Agent(Options(home / "agent.sock", home / "vault.sqlite3"))
         a._storage = object()  # type: ignore[assignment]  # unlocked, as far as get is concerned
-        a.values[("bench0", protocol.DEFAULT_TYPE)] = "bk_" + "x" * 37
-        conn = Connection(Server(make_dispatch(a)))
+        a.entries[("bench0", protocol.DEFAULT_TYPE)] = Entry(0.0, 0.0, None, "bk_" + "x" * 37, {})
+        conn = Connection(Server(make_dispatch(a), listener=None))  # type: ignore[arg-type]  # frames fed directly
         transport: Any = _Transport()
         conn.transport = transport
         frame = protocol.encode_request("get", {"platform": "bench0"})

@@ -36,6 +36,7 @@ __all__ = [
     "HEADER",
     "DEFAULT_TYPE",
     "KEY_SOURCES",
+    "MAX_EXPIRES",
     "Arg",
     "OPS",
     "Request",
@@ -67,6 +68,8 @@ KEY_SOURCES: Final = ("keyring", "passphrase")
 MAX_NAME: Final = 64
 # A value is an API key or token; 64 KiB leaves room for JWT-sized secrets and PEM keys.
 MAX_VALUE = 64 * 1024
+# expires_at is a Unix time; 9999-12-31T23:59:59Z is the last one every client can format
+MAX_EXPIRES: Final = 253402300799.0
 
 
 class Arg:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from agent import keystore
+from agent.keys import keyring as keystore
 from client import AsyncClient, CredentialService, errors
 from client._sync import DEFAULT_TIMEOUT, SLOW_TIMEOUT, unwrap_get
 from support import PASSPHRASE, AgentProcess

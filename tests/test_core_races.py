@@ -208,16 +208,17 @@ def test_update_of_a_corrupt_row_needs_metadata(unlocked_agent: AgentProcess) ->
 _KEY_FETCH = """
 import asyncio, sys
 from pathlib import Path
-from agent.core import Agent, Options
+from agent.config import Options
+from agent.state import Agent
 
 async def main(d: Path) -> None:
     a = Agent(Options(socket=d / "agent.sock", vault=d / "vault.sqlite3"))
     await a.init("keyring", None)
     a.lock(explicit=False, reason="test")  # as the auto-lock timer: the next use fetches the key
     await a.storage()
-    print("after-unlock", a._key_fetch is None)
+    print("after-unlock", a.source()._fetch is None)
     a.lock()
-    print("after-lock", a._key_fetch is None, a.locked)
+    print("after-lock", a.source()._fetch is None, a.locked)
     a.close()
 
 asyncio.run(main(Path(sys.argv[1])))

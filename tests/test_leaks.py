@@ -186,7 +186,8 @@ def test_canary_never_leaks(agent: AgentProcess, caplog: pytest.LogCaptureFixtur
 
 def in_process_reprs(a: AgentProcess) -> list[str]:
     """Open a copy of the vault with the agent's own classes and repr what they hold."""
-    from agent import core, crypto, vault
+    from agent import config, crypto, handlers, state, stores
+    from agent.transport import NO_PEER
 
     copy = short_tmpdir("ca-copy-")
     try:
@@ -194,14 +195,16 @@ def in_process_reprs(a: AgentProcess) -> list[str]:
             shutil.copy2(f, copy / f.name)
         body = frame({"v": 1, "op": "store", "args": {"platform": "leak", "value": canary(40)}})[4:]
         request = protocol.decode_request(body)
-        ag = core.Agent(core.Options(socket=copy / "none.sock", vault=copy / "vault.sqlite3"))
+        ag = state.Agent(config.Options(socket=copy / "none.sock", vault=copy / "vault.sqlite3"))
         try:
             asyncio.run(ag.unlock(PASSPHRASE))
-            assert ag.values[("leak", "api-key")] == canary(1)  # really unlocked, really holding it
-            rows = ag.vault.rows()
+            assert ag.entries[("leak", "api-key")].value == canary(1)  # really unlocked, really holding it
+            rows = ag.store.rows()
             key = crypto.generate_key()
-            return [repr(request), str(request), repr(ag), repr(rows), repr(ag.vault), repr(crypto.SecureStorage(key)),
-                    repr(vault.Row("p", "t", b"x", b"y", 0.0, 0.0, None)), repr(ag.index), repr(ag.status())]
+            status = handlers.op_status(ag, {}, NO_PEER)
+            return [repr(request), str(request), repr(ag), repr(rows), repr(ag.store), repr(crypto.SecureStorage(key)),
+                    repr(stores.Row("p", "t", b"x", b"y", 0.0, 0.0, None)), repr(ag.entries), repr(status),
+                    repr(ag.source()), repr(ag.meta)]
         finally:
             ag.close()
     finally:

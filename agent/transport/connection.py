@@ -1,4 +1,4 @@
-"""The socket server: an ``asyncio.Protocol`` per connection over ``client.protocol``.
+"""The server: an ``asyncio.Protocol`` per connection over ``client.protocol``.
 
 Rules of this module:
 - it knows framing and connections, not credentials: each request goes to one
@@ -12,74 +12,32 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import inspect
 import logging
 import os
-import socket
-import struct
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from client import errors, protocol
+from agent.transport import NO_PEER, Listener, Peer
+from client import _config, errors, protocol
 
-__all__ = ["Peer", "Server", "peer_of", "Dispatch", "MAX_CONNECTIONS", "CONNECTION_IDLE_TIMEOUT"]
+__all__ = ["Server", "Connection", "Dispatch", "MAX_CONNECTIONS", "CONNECTION_IDLE_TIMEOUT", "PLAIN_RESULTS"]
 
 log = logging.getLogger("agent.server")
 
-# Far above what one user's connectors open at once, far below the fd limit (we
-# raise RLIMIT_NOFILE at start): a flood of idle connections cannot starve the
-# agent of descriptors, and the idle deadline reclaims the slots.
-MAX_CONNECTIONS = 512
+# Far above what one user's connectors open at once, far below the fd limit (the
+# agent raises RLIMIT_NOFILE at start): a flood of idle connections cannot starve
+# it of descriptors, and the idle deadline reclaims the slots.
+MAX_CONNECTIONS: int = _config.KEYS["max_connections"].default
 # A connection with nothing in flight that sends nothing for this long is closed;
 # clients reconnect transparently.
-CONNECTION_IDLE_TIMEOUT = 300.0
+CONNECTION_IDLE_TIMEOUT: float = _config.KEYS["connection_idle_timeout"].default
 # While a request is in flight, stop reading once this much is buffered.
 _READ_HIGH_WATER = 2 * (protocol.MAX_FRAME + protocol.HEADER)
 # results that are never awaitable: the fast path skips inspect.isawaitable (~0.4 us)
 PLAIN_RESULTS = frozenset({str, dict, list, bool, int, float, type(None)})
-
-
-@dataclasses.dataclass(frozen=True)
-class Peer:
-    """Who is on the other end of a connection, as far as the OS tells."""
-
-    pid: int | None
-    uid: int | None
-    gid: int | None
-    exe: str | None = None  # read when it connected: the pid may be reused later
-
-
-def _exe_of(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:  # gone already, or /proc hidden from us
-        return None
-
-
-def peer_of(sock: Any) -> Peer:
-    """The peer's credentials from the kernel (SO_PEERCRED / LOCAL_PEERCRED)."""
-    if sys.platform.startswith("linux"):
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, gid = struct.unpack("3i", raw)
-        return Peer(pid, uid, gid, _exe_of(pid) if pid > 0 else None)
-    if sys.platform == "darwin" or "bsd" in sys.platform:
-        # struct xucred { u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16]; }
-        local_peercred = getattr(socket, "LOCAL_PEERCRED", 0x001)
-        raw = sock.getsockopt(0, local_peercred, struct.calcsize("IIh16I"))
-        _version, uid = struct.unpack_from("II", raw)
-        pid = None
-        local_peerpid = getattr(socket, "LOCAL_PEERPID", 0x002 if sys.platform == "darwin" else None)
-        if local_peerpid is not None:
-            try:
-                pid = struct.unpack("i", sock.getsockopt(0, local_peerpid, 4))[0]
-            except OSError:
-                pid = None
-        return Peer(pid, uid, None)
-    return Peer(None, None, None)
 
 
 Dispatch = Callable[[protocol.Request, Peer], Any]
@@ -113,7 +71,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.peer = Peer(None, None, None)
+        self.peer = NO_PEER
         self.buf = protocol.FrameBuffer()
         self.pending: asyncio.Future[Any] | None = None
         self.last_active = time.monotonic()
@@ -124,10 +82,7 @@ class Connection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        try:
-            self.peer = peer_of(transport.get_extra_info("socket"))
-        except OSError:
-            self.peer = Peer(None, None, None)
+        self.peer = self.server.listener.peer(transport)
         if self.peer.uid is not None and self.peer.uid != self.server.uid:
             log.warning("refused a connection from uid %s (pid %s)", self.peer.uid, self.peer.pid)
             transport.abort()
@@ -224,26 +179,27 @@ class Connection(asyncio.Protocol):
 
 
 class Server:
-    """Serves ``dispatch`` on an already bound, listening Unix socket."""
+    """Serves ``dispatch`` on a ``Listener``'s endpoint."""
 
     def __init__(
         self,
         dispatch: Dispatch,
+        listener: Listener,
         *,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = CONNECTION_IDLE_TIMEOUT,
     ) -> None:
         self.dispatch = dispatch
+        self.listener = listener
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.uid = os.getuid()
         self.connections: set[Connection] = set()
-        self._server: asyncio.base_events.Server | None = None
+        self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(lambda: Connection(self), sock=sock, backlog=128)
+    async def start(self) -> None:
+        self._server = await self.listener.start(lambda: Connection(self))
         if self.idle_timeout > 0:
             self._sweeper = asyncio.create_task(self._sweep())
 

@@ -1,32 +1,26 @@
-"""The vault: one SQLite database, only ever opened by the agent.
+"""The local vault: one SQLite database, only ever opened by the agent.
 
-Rules of this module:
+Rules of this module (on top of ``agent.stores``'):
 - file 0600 in a 0700 directory; every write is one transaction, and WAL with
   ``synchronous=FULL`` makes a write durable once it is acknowledged;
-- values and metadata are Fernet tokens whose plaintext is bound to their row:
-  ``msgpack([platform, credential_type, field, payload])``; a token moved to another
-  row or field, or edited, fails its check and is reported, never returned;
-- names and timestamps are stored in the clear so ``list`` works while locked;
-- a Vault is used from one thread at a time (the agent's storage thread).
+- a data directory that cannot be written leaves the vault readable: writes say why
+  they fail, and the first write after it became writable again reopens it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import msgpack
-
-from agent.crypto import SecureStorage
+from agent.stores import AuditRow, Row
 from client import errors, paths
 
-__all__ = ["Vault", "Row", "AuditRow", "seal", "unseal", "SCHEMA_VERSION"]
+__all__ = ["SqliteStore", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION: Final = 1
 
@@ -61,44 +55,6 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
 """
 
-# One audit row: (ts, op, platform, credential_type, pid, uid, exe, result, count, last_ts).
-# `count` identical events (same caller, op, name and result) between ts and last_ts. Never a value.
-AuditRow = tuple[float, str, str | None, str | None, int | None, int | None, str | None, str, int, float]
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    platform: str
-    credential_type: str
-    value: bytes  # Fernet token
-    metadata: bytes  # Fernet token
-    created: float
-    updated: float
-    expires: float | None
-
-    def __repr__(self) -> str:
-        return f"Row({self.platform!r}, {self.credential_type!r}, <sealed>)"
-
-
-def seal(storage: SecureStorage, platform: str, ctype: str, field: str, payload: Any) -> bytes:
-    plain = msgpack.packb([platform, ctype, field, payload], use_bin_type=True)
-    return storage.encrypt_bytes(plain)
-
-
-def unseal(storage: SecureStorage, platform: str, ctype: str, field: str, token: bytes) -> Any:
-    plain = storage.decrypt_bytes(token)
-    try:
-        p, t, f, payload = msgpack.unpackb(plain, raw=False)
-    except (ValueError, TypeError, msgpack.UnpackException):
-        raise errors.IntegrityError() from None
-    if (p, t, f) != (platform, ctype, field):
-        # a valid token from another row or field: someone swapped ciphertexts
-        raise errors.IntegrityError(
-            f"the stored {field} of {platform}/{ctype} belongs to another entry (swapped); it was not returned"
-        )
-    return payload
-
-
 # errno values that mean "this file system or directory cannot be written"
 _NOT_WRITABLE: Final = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
@@ -109,7 +65,7 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-class Vault:
+class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         # why the vault is open read-only (a read-only or unwritable data directory), else None
@@ -169,7 +125,7 @@ class Vault:
         self._db, self.read_only = db, None
 
     def __repr__(self) -> str:
-        return f"Vault({str(self.path)!r})"
+        return f"SqliteStore({str(self.path)!r})"
 
     def close(self) -> None:
         self._db.close()
@@ -178,7 +134,7 @@ class Vault:
     def meta(self) -> dict[str, bytes]:
         return {k: bytes(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
 
-    def set_meta_many(self, items: dict[str, bytes]) -> None:
+    def set_meta_many(self, items: Mapping[str, bytes]) -> None:
         with self._write():
             self._db.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -212,7 +168,7 @@ class Vault:
     def replace_all(
         self,
         rows: list[Row],
-        meta: dict[str, bytes],
+        meta: Mapping[str, bytes],
         before_commit: Callable[[], None] | None = None,
         drop_meta: tuple[str, ...] = (),
     ) -> None:

@@ -1,7 +1,7 @@
 """The OS keystore (through ``keyring``): holds one entry, the vault's master key.
 
 Rules of this module:
-- it is the only module that imports ``keyring`` (lazily: ~70 ms, paid only by
+- it is the agent's only module that imports ``keyring`` (lazily: paid only by
   vaults whose key lives there);
 - every keyring call runs in its own daemon thread with a deadline: keyring,
   SecretStorage and jeepney have no timeouts and block forever on a hung daemon,
@@ -13,18 +13,24 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from client import errors
+from agent import faults
+from agent.keys.base import Meta
+from client import _config, errors
 
-__all__ = ["SERVICE", "DEFAULT_DEADLINE", "get_key", "set_key", "delete_key", "probe", "backend_name"]
+__all__ = ["KeyringSource", "SERVICE", "DEFAULT_DEADLINE", "get_key", "set_key", "delete_key", "probe",
+           "backend_name"]
+
+log = logging.getLogger("agent.keys.keyring")
 
 SERVICE: Final = "credential-agent"
-# A healthy Secret Service answers in ~10 ms; an unlock prompt may take a person
+# A healthy Secret Service answers at once; an unlock prompt may take a person
 # a while, but a daemon that is stopped never answers.
-DEFAULT_DEADLINE: Final = 10.0
+DEFAULT_DEADLINE: Final[float] = _config.KEYS["keystore_timeout"].default
 # Abandoned (hung) calls each keep a thread; past this many, fail fast instead.
 _MAX_HUNG = 8
 _hung = 0
@@ -196,3 +202,93 @@ async def probe(deadline: float = DEFAULT_DEADLINE) -> str:
         return f"{type(kr).__module__}.{type(kr).__name__}"
 
     return await _in_thread(call, deadline)
+
+
+# meta keys a rotation leaves while it runs (see agent.rotation): the new entry
+# before it is committed, the old one after
+_LEFTOVERS: Final = ("pending_key_account", "stale_key_account")
+
+
+class KeyringSource:
+    """The master key as one entry of the OS keystore, named in the vault's meta."""
+
+    name = "keyring"
+    needs_passphrase = False
+
+    def __init__(self, meta: Meta, deadline: float = DEFAULT_DEADLINE) -> None:
+        self.meta = meta
+        self.deadline = deadline
+        self._fetch: asyncio.Future[bytes | None] | None = None
+
+    def __repr__(self) -> str:
+        return f"KeyringSource(deadline={self.deadline:g})"
+
+    def account(self) -> str:
+        # key rotation stores each new key under a new account, named in the vault
+        account = self.meta.get("key_account")
+        return account.decode() if account else f"master-key-{self.meta.vault_id()}"
+
+    async def create(self, key: bytes, vault_id: str, passphrase: str | None) -> tuple[dict[str, bytes], str | None]:
+        account = f"master-key-{vault_id}"
+        await self._store(account, key)
+        return {}, await asyncio.to_thread(backend_name)
+
+    async def _store(self, account: str, key: bytes) -> None:
+        await set_key(account, key, self.deadline)
+        if await get_key(account, self.deadline) != key:
+            raise errors.KeystoreUnavailable("the OS keystore did not return the key just stored in it")
+
+    async def open(self, passphrase: str | None) -> bytes:
+        """The master key; concurrent callers share one fetch, so each waits at most one
+        deadline even when the keystore hangs (not one per caller)."""
+        fetch = self._fetch
+        if fetch is None:
+            fetch = self._fetch = asyncio.ensure_future(get_key(self.account(), self.deadline))
+            # once done, the future holds the key as its result: let go of it (the
+            # waiters have theirs), so the key does not outlive the unlock in memory
+            fetch.add_done_callback(self._forget_fetch)
+        key = await asyncio.shield(fetch)
+        if key is None:
+            raise errors.KeystoreUnavailable(
+                "the master key of this vault is missing from the OS keystore; "
+                "restore it there, or the vault cannot be opened"
+            )
+        return key
+
+    def _forget_fetch(self, fetch: asyncio.Future[bytes | None]) -> None:
+        if self._fetch is fetch:
+            self._fetch = None
+
+    def forget(self) -> None:
+        self._fetch = None  # a finished fetch holds the key bytes as its result
+
+    async def rewrap(self, new_key: bytes, passphrase: str | None) -> dict[str, bytes | None]:
+        import secrets
+
+        old_account = self.account()
+        new_account = f"master-key-{self.meta.vault_id()}-{secrets.token_hex(4)}"
+        # name the new entry in the vault before it exists, so a crash cannot orphan it
+        await self.meta.save({"pending_key_account": new_account.encode()})
+        try:
+            await self._store(new_account, new_key)
+        except errors.AgentError:
+            await self.tidy()  # best effort now; the next unlock retries
+            raise
+        faults.point("rotate:after-keystore")
+        return {"key_account": new_account.encode(), "stale_key_account": old_account.encode(),
+                "pending_key_account": None}
+
+    async def tidy(self) -> None:
+        """Delete keystore entries a rotation left behind (an interrupted one, or the old key)."""
+        for name in _LEFTOVERS:
+            account = self.meta.get(name)
+            if account is None:
+                continue
+            if account.decode() != self.account():  # never the live key, whatever the meta says
+                try:
+                    await delete_key(account.decode(), self.deadline)
+                except errors.KeystoreUnavailable as e:
+                    log.warning("could not delete an old keystore entry (%s); will retry at the next unlock",
+                                e.message)
+                    continue
+            await self.meta.drop(name)

@@ -1,0 +1,112 @@
+"""Where credentials are kept at rest: the ``Store`` protocol and its row types.
+
+Rules of every store:
+- it holds sealed rows (``agent.crypto.seal``), names and times, never plaintext;
+  it knows nothing of keys or cryptography;
+- every write is one transaction, durable once the call returns;
+- it is used from one thread at a time (the agent's storage thread);
+- names and timestamps are readable without the master key, so ``list`` works
+  while locked.
+
+``sqlite.SqliteStore`` is the local vault. A store of another kind (a team vault)
+implements the same methods; ``tests/contracts/test_stores.py`` is the suite it
+must pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+__all__ = ["Row", "AuditRow", "Store", "VaultMeta"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    platform: str
+    credential_type: str
+    value: bytes  # Fernet token
+    metadata: bytes  # Fernet token
+    created: float
+    updated: float
+    expires: float | None
+
+    def __repr__(self) -> str:
+        return f"Row({self.platform!r}, {self.credential_type!r}, <sealed>)"
+
+
+# One audit row: (ts, op, platform, credential_type, pid, uid, exe, result, count, last_ts).
+# `count` identical events (same caller, op, name and result) between ts and last_ts. Never a value.
+AuditRow = tuple[float, str, str | None, str | None, int | None, int | None, str | None, str, int, float]
+
+
+class Store(Protocol):
+    # why the store cannot be written (a read-only data directory), else None
+    read_only: str | None
+
+    def close(self) -> None: ...
+
+    # --- meta: key source, wrapped key, key check, vault id
+    def meta(self) -> dict[str, bytes]: ...
+
+    def set_meta_many(self, items: Mapping[str, bytes]) -> None: ...
+
+    def delete_meta(self, key: str) -> None: ...
+
+    # --- credentials
+    def rows(self) -> list[Row]: ...
+
+    def put(self, row: Row) -> None: ...
+
+    def delete(self, platform: str, ctype: str) -> bool: ...
+
+    def replace_all(
+        self,
+        rows: list[Row],
+        meta: Mapping[str, bytes],
+        before_commit: Callable[[], None] | None = None,
+        drop_meta: tuple[str, ...] = (),
+    ) -> None:
+        """Rewrite the sealed fields of every row, set and drop meta, all or nothing."""
+        ...
+
+    # --- the audit log: names, callers and results, never values
+    def add_audit(self, rows: list[AuditRow], keep: int) -> None: ...
+
+    def audit(self, since: float | None, platform: str | None, limit: int) -> list[AuditRow]: ...
+
+
+class VaultMeta:
+    """The vault's meta (key source, wrapped key, key check, vault id): read once at
+    start, kept in memory, written through the store on the storage thread."""
+
+    def __init__(self, store: Store, run: Callable[..., Awaitable[Any]]) -> None:
+        self._store = store
+        self._run = run
+        self.values = store.meta()
+
+    def __repr__(self) -> str:
+        return f"VaultMeta(keys={sorted(self.values)!r})"
+
+    def get(self, name: str) -> bytes | None:
+        return self.values.get(name)
+
+    def vault_id(self) -> str:
+        return self.values.get("vault_id", b"").decode()
+
+    async def save(self, items: Mapping[str, bytes]) -> None:
+        await self._run(self._store.set_meta_many, dict(items))
+        self.values.update(items)
+
+    async def drop(self, name: str) -> None:
+        await self._run(self._store.delete_meta, name)
+        self.values.pop(name, None)
+
+    def committed(self, meta: Mapping[str, bytes | None]) -> None:
+        """Take in ``meta`` that a store transaction wrote (None: dropped)."""
+        for name, value in meta.items():
+            if value is None:
+                self.values.pop(name, None)
+            else:
+                self.values[name] = value

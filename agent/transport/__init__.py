@@ -1,0 +1,58 @@
+"""How clients reach the agent: who is on the other end, and what listens.
+
+Rules of this package:
+- a ``Listener`` owns one endpoint (a Unix socket today; a named pipe can be
+  another module beside ``unix.py``): it starts serving a protocol factory, says
+  who a connection's peer is, and notices when its endpoint was taken over;
+- ``connection.py`` is the one ``asyncio.Protocol`` of the agent: framing, order of
+  replies, limits; it knows nothing of credentials and nothing of the endpoint;
+- a failure to set up an endpoint is a ``ListenError`` with a message for the
+  user, never ``SystemExit`` from library code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["Peer", "Listener", "ListenError", "NO_PEER"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a connection, as far as the OS tells."""
+
+    pid: int | None
+    uid: int | None
+    gid: int | None
+    exe: str | None = None  # read when it connected: the pid may be reused later
+
+
+NO_PEER = Peer(None, None, None)
+
+
+class ListenError(Exception):
+    """The endpoint cannot be set up (a path in the way, a bad socket from systemd)."""
+
+
+class Listener(Protocol):
+    address: str  # where clients connect, for logs and `agent status`
+    activated: bool  # handed over by the service manager (systemd socket activation)
+
+    async def start(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.AbstractServer:
+        """Serve connections, each with a new protocol from ``factory``."""
+        ...
+
+    def peer(self, transport: asyncio.BaseTransport) -> Peer:
+        """The credentials of a connection's peer, from the kernel."""
+        ...
+
+    async def taken_over(self) -> None:
+        """Return once clients can no longer reach this endpoint (never, for some)."""
+        ...
+
+    def close(self) -> None:
+        """Stop listening and remove what this listener created."""
+        ...
