@@ -58,6 +58,19 @@ def base_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, st
     return env
 
 
+@contextlib.contextmanager
+def vault_store(home: Path) -> Iterator[Any]:
+    """The vault of the agent living in ``home``, opened with the agent's own store
+    (what a restarted agent would read)."""
+    from agent.stores.sqlite import SqliteStore
+
+    store = SqliteStore(home / "data" / "credential-agent" / "vault.sqlite3")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def raw_request(op: str, args: Mapping[str, Any] | None = None, v: int = 1) -> bytes:
     body = msgpack.packb({"v": v, "op": op, "args": dict(args or {})}, use_bin_type=True)
     return len(body).to_bytes(4, "big") + body

@@ -12,7 +12,7 @@ from test_agent_core import connect, read_reply
 
 from agent.audit import FLUSH_INTERVAL
 from client import errors
-from support import AgentProcess, raw_request
+from support import AgentProcess, raw_request, vault_store
 
 CANARY = "rp_CANARY_9f8e7d6c5b4a39281706"
 
@@ -105,9 +105,8 @@ def test_rows_are_flushed_in_batches_and_at_shutdown(unlocked_agent: AgentProces
         for _ in range(3):
             c.get("runpod")
     a.stop()  # within the flush interval: the rows are still in memory
-    db = sqlite3.connect(vault_file(a))
-    count = db.execute("SELECT sum(count) FROM audit WHERE op = 'get'").fetchone()[0]
-    db.close()
+    with vault_store(a.home) as store:
+        count = sum(r[8] for r in store.audit(None, None, 1000) if r[1] == "get")
     assert count == 3
 
 
@@ -117,9 +116,8 @@ def test_periodic_flush_without_a_reader(unlocked_agent: AgentProcess) -> None:
         c.store("runpod", "r" * 25)
     deadline = time.monotonic() + FLUSH_INTERVAL + 10
     while time.monotonic() < deadline:
-        db = sqlite3.connect(vault_file(a))
-        n = db.execute("SELECT count(*) FROM audit WHERE op = 'store'").fetchone()[0]
-        db.close()
+        with vault_store(a.home) as store:
+            n = sum(1 for r in store.audit(None, None, 1000) if r[1] == "store")
         if n == 1:
             return
         time.sleep(0.1)

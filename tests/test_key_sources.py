@@ -6,7 +6,6 @@ key source subclasses it with the fixture that makes its agent.
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,17 +14,14 @@ from collections.abc import Iterator
 import pytest
 
 from client import Client, errors
-from support import PASSPHRASE, AgentProcess, SecretService
+from support import PASSPHRASE, AgentProcess, SecretService, vault_store
 
 HF = "hf_" + "Q" * 34
 
 
 def vault_id(a: AgentProcess) -> str:
-    db = sqlite3.connect(a.home / "data" / "credential-agent" / "vault.sqlite3")
-    try:
-        return bytes(db.execute("SELECT value FROM meta WHERE key='vault_id'").fetchone()[0]).decode()
-    finally:
-        db.close()
+    with vault_store(a.home) as store:
+        return store.meta()["vault_id"].decode()
 
 
 def keystore_get(ss: SecretService, account: str) -> str | None:

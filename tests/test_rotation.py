@@ -16,7 +16,7 @@ import pytest
 
 from agent import faults
 from client import errors
-from support import PASSPHRASE, AgentProcess, SecretService
+from support import PASSPHRASE, AgentProcess, SecretService, vault_store
 
 CREDS = {("runpod", "api-key"): "rp_" + "a" * 30, ("wandb", "api-key"): "w" * 40,
          ("huggingface", "api-key"): "hf_token_1", ("runpod", "ssh"): "ssh-ed25519 AAAA"}
@@ -28,19 +28,13 @@ def vault_file(a: AgentProcess) -> Path:
 
 
 def sealed(a: AgentProcess) -> dict[tuple[str, str], bytes]:
-    db = sqlite3.connect(vault_file(a))
-    try:
-        return {(p, t): bytes(v) for p, t, v in db.execute("SELECT platform, credential_type, value FROM credentials")}
-    finally:
-        db.close()
+    with vault_store(a.home) as store:
+        return {(r.platform, r.credential_type): r.value for r in store.rows()}
 
 
 def meta(a: AgentProcess) -> dict[str, bytes]:
-    db = sqlite3.connect(vault_file(a))
-    try:
-        return {k: bytes(v) for k, v in db.execute("SELECT key, value FROM meta")}
-    finally:
-        db.close()
+    with vault_store(a.home) as store:
+        return store.meta()
 
 
 def fill(a: AgentProcess) -> None:

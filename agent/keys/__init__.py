@@ -10,7 +10,7 @@ Rules of every source:
 - the master key never reaches a log, a message or a repr;
 - a source's failures are typed errors (``BadPassphrase``, ``KeystoreUnavailable``)
   whose messages say what to do;
-- ``tests/contracts/test_key_sources.py`` is the suite each source must pass.
+- ``tests/contracts/test_key_source_contract.py`` is the suite each source must pass.
 """
 
 from __future__ import annotations

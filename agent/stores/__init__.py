@@ -9,7 +9,7 @@ Rules of every store:
   while locked.
 
 ``sqlite.SqliteStore`` is the local vault. A store of another kind (a team vault)
-implements the same methods; ``tests/contracts/test_stores.py`` is the suite it
+implements the same methods; ``tests/contracts/test_store_contract.py`` is the suite it
 must pass.
 """
 

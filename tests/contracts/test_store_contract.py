@@ -1,0 +1,144 @@
+"""The contract every store keeps (agent.stores.Store), as keyring's BackendBasicTests.
+
+Each store subclasses ``StoreContract`` with a ``store`` fixture. The local vault runs
+on a real SQLite file; a store that fronts another system runs against that system.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.stores import AuditRow, Row, Store
+from agent.stores.sqlite import SqliteStore
+from client import errors
+
+
+def row(platform: str, ctype: str = "api-key", value: bytes = b"sealed-value", when: float = 1.0) -> Row:
+    return Row(platform, ctype, value, b"sealed-metadata", when, when, None)
+
+
+def audit_row(ts: float, op: str = "get", platform: str | None = "runpod") -> AuditRow:
+    return (ts, op, platform, "api-key", 100, 1000, "/usr/bin/python3", "ok", 1, ts)
+
+
+class StoreContract:
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[Store]:
+        raise NotImplementedError
+
+    def reopen(self, store: Store) -> Store:
+        """The same store as a restarted agent sees it."""
+        raise NotImplementedError
+
+    def test_a_new_store_is_empty_and_writable(self, store: Store) -> None:
+        assert store.rows() == [] and store.meta() == {} and store.read_only is None
+
+    def test_put_then_rows(self, store: Store) -> None:
+        store.put(row("runpod"))
+        store.put(row("wandb", "api-key", b"other", 2.0))
+        assert sorted(store.rows(), key=lambda r: r.platform) == [row("runpod"), row("wandb", "api-key", b"other", 2.0)]
+
+    def test_put_replaces_a_row_but_keeps_its_created_time(self, store: Store) -> None:
+        store.put(row("runpod", when=1.0))
+        store.put(dataclasses.replace(row("runpod", value=b"new", when=5.0), expires=9.0))
+        (r,) = store.rows()
+        assert (r.value, r.created, r.updated, r.expires) == (b"new", 1.0, 5.0, 9.0)
+
+    def test_types_of_one_platform_are_separate_rows(self, store: Store) -> None:
+        store.put(row("runpod", "api-key"))
+        store.put(row("runpod", "api-secret"))
+        assert {r.credential_type for r in store.rows()} == {"api-key", "api-secret"}
+
+    def test_delete_says_whether_there_was_a_row(self, store: Store) -> None:
+        store.put(row("runpod"))
+        assert store.delete("runpod", "api-key") is True
+        assert store.delete("runpod", "api-key") is False
+        assert store.rows() == []
+
+    def test_writes_are_durable(self, store: Store) -> None:
+        store.put(row("runpod"))
+        store.set_meta_many({"vault_id": b"abc"})
+        again = self.reopen(store)
+        assert again.rows() == [row("runpod")] and again.meta() == {"vault_id": b"abc"}
+
+    def test_meta_set_and_delete(self, store: Store) -> None:
+        store.set_meta_many({"a": b"1", "b": b"2"})
+        store.set_meta_many({"a": b"3"})
+        store.delete_meta("b")
+        store.delete_meta("never-set")
+        assert store.meta() == {"a": b"3"}
+
+    def test_replace_all_rewrites_every_row_and_the_meta_at_once(self, store: Store) -> None:
+        store.put(row("runpod"))
+        store.put(row("wandb"))
+        store.set_meta_many({"key_check": b"old", "pending": b"x"})
+        store.replace_all([dataclasses.replace(r, value=b"resealed") for r in store.rows()], {"key_check": b"new"},
+                          drop_meta=("pending",))
+        assert {r.value for r in store.rows()} == {b"resealed"}
+        assert store.meta() == {"key_check": b"new"}
+
+    def test_replace_all_is_all_or_nothing(self, store: Store) -> None:
+        store.put(row("runpod"))
+        store.set_meta_many({"key_check": b"old"})
+
+        def crash() -> None:
+            raise OSError("the disk went away")
+
+        with pytest.raises(OSError):
+            store.replace_all([row("runpod", value=b"resealed")], {"key_check": b"new"}, crash)
+        assert store.rows() == [row("runpod")] and store.meta() == {"key_check": b"old"}
+
+    def test_audit_keeps_the_newest_rows_oldest_first(self, store: Store) -> None:
+        store.add_audit([audit_row(float(t)) for t in range(1, 6)], keep=3)
+        assert [r[0] for r in store.audit(None, None, 10)] == [3.0, 4.0, 5.0]
+        assert [r[0] for r in store.audit(None, None, 2)] == [4.0, 5.0]
+
+    def test_audit_filters(self, store: Store) -> None:
+        store.add_audit([audit_row(1.0), audit_row(2.0, platform="wandb"), audit_row(3.0, op="lock", platform=None)],
+                        keep=100)
+        assert [r[0] for r in store.audit(2.0, None, 10)] == [2.0, 3.0]
+        assert [r[2] for r in store.audit(None, "wandb", 10)] == ["wandb"]
+
+    def test_repr_shows_no_sealed_bytes(self, store: Store) -> None:
+        store.put(row("runpod", value=b"SEALED-BYTES"))
+        assert "SEALED-BYTES" not in repr(store) + repr(store.rows())
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[Store]:
+        s = SqliteStore(tmp_path / "vault" / "vault.sqlite3")
+        self.opened = [s]
+        yield s
+        for each in self.opened:
+            each.close()
+
+    def reopen(self, store: Store) -> Store:
+        assert isinstance(store, SqliteStore)
+        again = SqliteStore(store.path)
+        self.opened.append(again)
+        return again
+
+    def test_file_and_directory_are_private(self, store: Store) -> None:
+        assert isinstance(store, SqliteStore)
+        assert store.path.stat().st_mode & 0o777 == 0o600
+        assert store.path.parent.stat().st_mode & 0o777 == 0o700
+
+    def test_a_failed_write_is_a_storage_error(self, store: Store) -> None:
+        assert isinstance(store, SqliteStore)
+        store.put(row("runpod"))
+        other = self.reopen(store)
+        assert isinstance(other, SqliteStore)
+        other._db.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+        other._db.execute("PRAGMA busy_timeout=0")
+        store._db.execute("PRAGMA busy_timeout=0")
+        try:
+            with pytest.raises(errors.StorageError, match="cannot write the vault"):
+                store.put(row("wandb"))
+        finally:
+            other._db.execute("ROLLBACK")
+        assert store.rows() == [row("runpod")]
