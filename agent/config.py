@@ -34,6 +34,7 @@ class Options:
     socket_activated: bool = False  # the socket came from systemd (LISTEN_FDS)
     max_connections: int = _default("max_connections")  # open client connections; 0 = no cap
     connection_idle_timeout: float = _default("connection_idle_timeout")  # a silent connection's life; 0 = off
+    frame_timeout: float = _default("frame_timeout")  # a request's first byte to its last; 0 = off
     audit_keep: int = _default("audit_keep")  # newest audit rows kept; 0 = no audit log
 
 
@@ -46,5 +47,6 @@ def load_options(args: argparse.Namespace) -> Options:
         keystore_deadline=setting("keystore_timeout"),
         max_connections=setting("max_connections"),
         connection_idle_timeout=setting("connection_idle_timeout"),
+        frame_timeout=setting("frame_timeout"),
         audit_keep=setting("audit_keep"),
     )

@@ -65,7 +65,7 @@ async def _run(options: Options, listener: Listener, report: dict[str, bool], lo
     loop = asyncio.get_running_loop()
     agent = Agent(options, hardening=report, loop_name=loop_name)
     server = Server(make_dispatch(agent), listener, max_connections=connection_cap(options.max_connections),
-                    idle_timeout=options.connection_idle_timeout)
+                    idle_timeout=options.connection_idle_timeout, frame_timeout=options.frame_timeout)
     stop = asyncio.Event()
 
     def request_stop() -> None:

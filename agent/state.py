@@ -38,6 +38,9 @@ log = logging.getLogger("agent.state")
 
 T = TypeVar("T")
 Key = tuple[str, str]
+# Unlock attempts of a passphrase vault waiting their turn; more are refused at once
+# (`busy`) rather than queued behind minutes of wrong-passphrase delays.
+MAX_WAITING_UNLOCKS: Final = 16
 
 
 class _Keep:
@@ -110,6 +113,7 @@ class Agent:
         self._write_lock: asyncio.Lock | None = None
         self._unlock_lock: asyncio.Lock | None = None
         self._lock_epoch = 0  # counts explicit locks: an unlock in flight yields to a later lock
+        self._unlocks_waiting = 0
         self.on_stop: Callable[[], None] = lambda: None
 
     def __repr__(self) -> str:
@@ -215,11 +219,17 @@ class Agent:
         if not self.locked:
             self.locked_by_user = False
         elif source.needs_passphrase:
-            async with unlock_lock:  # one attempt at a time: no parallel guessing
-                if self.locked:
-                    await self._open(await source.open(passphrase), epoch)
-                else:
-                    self.locked_by_user = False
+            if self._unlocks_waiting >= MAX_WAITING_UNLOCKS:
+                raise errors.Busy(f"{MAX_WAITING_UNLOCKS} unlock attempts are already waiting; try again later")
+            self._unlocks_waiting += 1
+            try:
+                async with unlock_lock:  # one attempt at a time: no parallel guessing
+                    if self.locked:
+                        await self._open(await source.open(passphrase), epoch)
+                    else:
+                        self.locked_by_user = False
+            finally:
+                self._unlocks_waiting -= 1
         else:
             key = await source.open(passphrase)  # concurrent callers share one keystore fetch
             self._check_epoch(epoch)

@@ -51,6 +51,9 @@ KEYS: Final[dict[str, Key]] = {
                            "open client connections the agent accepts (0 = no cap; lowered to fit the fd limit)"),
     "connection_idle_timeout": Key("seconds", "CREDENTIAL_AGENT_CONNECTION_IDLE_TIMEOUT", 300.0,
                                    "close a client connection silent for this many seconds (0 = never)"),
+    "frame_timeout": Key("seconds", "CREDENTIAL_AGENT_FRAME_TIMEOUT", 10.0,
+                         "close a connection whose request does not arrive whole this many seconds after its first "
+                         "byte (0 = never)"),
     "audit_keep": Key("count", "CREDENTIAL_AGENT_AUDIT_KEEP", 10_000,
                       "newest audit-log rows kept in the vault (0 = no audit log)"),
     "key_source": Key("choice", "CREDENTIAL_AGENT_KEY_SOURCE", None,

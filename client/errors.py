@@ -26,6 +26,7 @@ __all__ = [
     "StorageError",
     "IntegrityError",
     "TooManyConnections",
+    "Busy",
     "Internal",
     "Expired",
     "AgentUnavailable",
@@ -121,6 +122,13 @@ class TooManyConnections(AgentError):
     default_message = "the agent has too many open connections; retry later"
 
 
+class Busy(AgentError):
+    """Too much of one kind of work is already waiting (unlock attempts)."""
+
+    code = "busy"
+    default_message = "the agent has too many requests of this kind waiting; retry later"
+
+
 class Expired(AgentError, PermissionError):
     """The credential is past its expiry and the caller chose to refuse expired ones."""
 
@@ -178,6 +186,7 @@ CODES: dict[str, type[AgentError]] = {
         StorageError,
         IntegrityError,
         TooManyConnections,
+        Busy,
         Internal,
         Expired,
     )

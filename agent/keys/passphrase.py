@@ -2,14 +2,28 @@
 
 For headless machines, containers and CI, where no OS keystore works. Wrong
 passphrases cost a growing delay, as ssh-agent's: 0.1 s per consecutive failure,
-capped at 10 s, held by the caller who guessed (other clients are served). One
-attempt runs at a time (the agent's state serialises opens of this source).
+capped at 10 s. The delay belongs to the vault, not to the caller:
+
+- the failure count and the time of the last failure are kept in the vault
+  (``unlock_failures``), so restarting the agent neither resets the count nor
+  skips the delay;
+- the next attempt, whoever makes it, waits out the delay the last failure earned;
+  a caller that hangs up cannot shorten it;
+- one attempt runs at a time, and an attempt that started runs to its end and is
+  counted, even when its caller went away; a caller that went away while waiting
+  for its turn never guesses.
+
+The same uid can copy the vault and guess offline at the KDF's speed, with no delay
+(``benchmarks/kdf_guess_rate.py`` measures it): the scrypt cost is what a
+passphrase's strength buys there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import Final
 
 import msgpack
@@ -18,13 +32,19 @@ from agent import crypto
 from agent.keys.base import Meta
 from client import errors
 
-__all__ = ["PassphraseSource"]
+__all__ = ["PassphraseSource", "FAILURES"]
 
 log = logging.getLogger("agent.keys.passphrase")
 
 # ssh-agent: 0.1 s per consecutive failure, capped at 10 s
 FAIL_DELAY_STEP: Final = 0.1
 FAIL_DELAY_MAX: Final = 10.0
+# the vault meta key of [consecutive failures, Unix time of the last one]
+FAILURES: Final = "unlock_failures"
+
+
+def delay_after(failures: int) -> float:
+    return min(FAIL_DELAY_STEP * failures, FAIL_DELAY_MAX)
 
 
 class PassphraseSource:
@@ -33,7 +53,15 @@ class PassphraseSource:
 
     def __init__(self, meta: Meta, deadline: float) -> None:
         self.meta = meta
-        self.failures = 0  # consecutive wrong passphrases
+        self.failures, last = 0, 0.0
+        raw = meta.get(FAILURES)
+        if raw is not None:
+            with contextlib.suppress(ValueError, TypeError, msgpack.UnpackException):
+                self.failures, last = msgpack.unpackb(raw)
+        # monotonic time before which no attempt starts (the last failure's delay)
+        self._next = time.monotonic() + max(0.0, last + delay_after(self.failures) - time.time()) \
+            if self.failures else 0.0
+        self._turn = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"PassphraseSource(failures={self.failures})"
@@ -54,17 +82,52 @@ class PassphraseSource:
         if raw_kdf is None or wrapped is None:
             raise errors.IntegrityError("the vault has no wrapped key")
         salt, n, r, p = msgpack.unpackb(raw_kdf)
+        params = crypto.KdfParams(salt, n, r, p)
+        async with self._turn:  # one attempt at a time: no parallel guessing
+            wait = self._next - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)  # cancelled here, this caller never guesses
+            attempt = asyncio.ensure_future(self._attempt(wrapped, passphrase, params))
+            del passphrase  # the attempt holds it until the KDF is done, and no longer
+            try:
+                key = await asyncio.shield(attempt)
+            except asyncio.CancelledError:
+                await asyncio.wait([attempt])  # the turn is ours until the attempt is counted
+                raise
+            except errors.BadPassphrase:
+                failed = True
+            else:
+                failed = False
+        if failed:
+            # the reply waits too, as ssh-agent's; the next attempt waits either way
+            await asyncio.sleep(max(0.0, self._next - time.monotonic()))
+            raise errors.BadPassphrase()
+        return key
+
+    async def _attempt(self, wrapped: bytes, passphrase: str, params: crypto.KdfParams) -> bytes:
+        """One guess, run to its end and counted whatever becomes of its caller."""
         try:
-            key = await asyncio.to_thread(crypto.unwrap_key, wrapped, passphrase, crypto.KdfParams(salt, n, r, p))
+            key = await asyncio.to_thread(crypto.unwrap_key, wrapped, passphrase, params)
         except errors.BadPassphrase:
             self.failures += 1
-            delay = min(FAIL_DELAY_STEP * self.failures, FAIL_DELAY_MAX)
+            delay = delay_after(self.failures)
+            self._next = time.monotonic() + delay
             log.warning("wrong passphrase (%d consecutive failures); answering in %.1f s", self.failures, delay)
-            # the delay holds this caller (and later unlock attempts) only, not other clients
-            await asyncio.sleep(delay)
+            await self._keep_failures(msgpack.packb([self.failures, time.time()]))
             raise
-        self.failures = 0
+        if self.failures:
+            self.failures, self._next = 0, 0.0
+            await self._keep_failures(None)
         return key
+
+    async def _keep_failures(self, value: bytes | None) -> None:
+        try:
+            if value is None:
+                await self.meta.drop(FAILURES)
+            else:
+                await self.meta.save({FAILURES: value})
+        except errors.StorageError as e:  # a read-only vault: the count lives in memory only
+            log.warning("could not keep the failure count in the vault: %s", e.message)
 
     async def rewrap(self, new_key: bytes, passphrase: str | None) -> dict[str, bytes | None]:
         if not passphrase:

@@ -49,6 +49,11 @@ class Listener(Protocol):
         """The credentials of a connection's peer, from the kernel."""
         ...
 
+    def hung_up(self, transport: asyncio.BaseTransport) -> bool:
+        """Whether a peer that sent EOF is gone for good (closed), not just done
+        sending (a half-close, after which it still reads its replies)."""
+        ...
+
     async def taken_over(self) -> None:
         """Return once clients can no longer reach this endpoint (never, for some)."""
         ...

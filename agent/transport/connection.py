@@ -6,7 +6,13 @@ Rules of this module:
 - every request gets exactly one reply, in request order, and errors reach the
   wire only here (``_reply_error``), which is also where they are logged;
 - a reply never carries request bytes, a secret or a traceback;
-- replies produced by one read go out in one ``transport.write``.
+- replies produced by one read go out in one ``transport.write``;
+- no connection holds the agent hostage: a frame must arrive whole within
+  ``frame_timeout`` of its first byte, a silent connection closes after
+  ``idle_timeout``, at the connection cap a process holding fewer connections
+  takes the longest-idle one of the process holding the most, and a closed
+  connection's pending read or unlock is cancelled (writes run to their end: a
+  write cut short could leave the cache and the vault apart).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from typing import Any, cast
 from agent.transport import NO_PEER, Listener, Peer
 from client import _config, errors, protocol
 
-__all__ = ["Server", "Connection", "Dispatch", "MAX_CONNECTIONS", "CONNECTION_IDLE_TIMEOUT", "PLAIN_RESULTS"]
+__all__ = ["Server", "Connection", "Dispatch", "MAX_CONNECTIONS", "CONNECTION_IDLE_TIMEOUT", "FRAME_TIMEOUT",
+           "PLAIN_RESULTS"]
 
 log = logging.getLogger("agent.server")
 
@@ -34,6 +41,12 @@ MAX_CONNECTIONS: int = _config.KEYS["max_connections"].default
 # A connection with nothing in flight that sends nothing for this long is closed;
 # clients reconnect transparently.
 CONNECTION_IDLE_TIMEOUT: float = _config.KEYS["connection_idle_timeout"].default
+# A frame whose first byte came this long ago and is still not whole is a drip
+# (a byte every so often to defeat the idle deadline): the connection is closed.
+FRAME_TIMEOUT: float = _config.KEYS["frame_timeout"].default
+# Ops whose pending work is cancelled when their connection closes: they change
+# nothing, or (unlock) change the state only in one step at their end.
+_CANCEL_ON_CLOSE = frozenset({"unlock", "get", "metadata", "list", "audit", "hello", "status", "validate"})
 # While a request is in flight, stop reading once this much is buffered.
 _READ_HIGH_WATER = 2 * (protocol.MAX_FRAME + protocol.HEADER)
 # results that are never awaitable: the fast path skips inspect.isawaitable (~0.4 us)
@@ -66,7 +79,8 @@ def _reply_ok(result: Any, op: str) -> bytes:
 
 
 class Connection(asyncio.Protocol):
-    __slots__ = ("buf", "closing", "last_active", "peer", "pending", "server", "transport", "write_paused")
+    __slots__ = ("buf", "closing", "frame_started", "last_active", "peer", "pending", "pending_op", "server",
+                 "transport", "write_paused")
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -74,7 +88,9 @@ class Connection(asyncio.Protocol):
         self.peer = NO_PEER
         self.buf = protocol.FrameBuffer()
         self.pending: asyncio.Future[Any] | None = None
+        self.pending_op: str | None = None
         self.last_active = time.monotonic()
+        self.frame_started: float | None = None  # when the unfinished frame in buf began
         self.closing = False
         self.write_paused = False
 
@@ -87,16 +103,21 @@ class Connection(asyncio.Protocol):
             log.warning("refused a connection from uid %s (pid %s)", self.peer.uid, self.peer.pid)
             transport.abort()
             return
-        if len(self.server.connections) >= self.server.max_connections:
-            log.warning("connection cap (%d) reached; refusing a connection", self.server.max_connections)
+        if len(self.server.connections) >= self.server.max_connections and not self.server.make_room(self.peer):
+            log.warning("connection cap (%d) reached; refusing a connection of pid %s", self.server.max_connections,
+                        self.peer.pid)
             transport.write(protocol.encode_error(errors.TooManyConnections()))
             transport.close()
             return
-        self.server.connections.add(self)
+        self.server.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        self.server.remove(self)
         self.closing = True
+        self.buf = protocol.FrameBuffer()  # nothing more of it is read: let go of its bytes
+        pending = self.pending
+        if pending is not None and self.pending_op in _CANCEL_ON_CLOSE:
+            pending.cancel()  # nobody is left to read its reply
 
     def pause_writing(self) -> None:
         # the peer is not reading its replies: stop reading its requests too
@@ -124,6 +145,9 @@ class Connection(asyncio.Protocol):
         # the peer is done sending; finish what is in flight, then close
         if self.pending is None:
             return None
+        if self.pending_op in _CANCEL_ON_CLOSE and self.transport is not None \
+                and self.server.listener.hung_up(self.transport):
+            return None  # gone, not half-closed: connection_lost cancels what it left
         self.closing = True
         return True
 
@@ -142,6 +166,7 @@ class Connection(asyncio.Protocol):
                 break
             if body is None:
                 break
+            self.frame_started = None
             op: str | None = None
             try:
                 request = protocol.decode_request(body)
@@ -153,9 +178,12 @@ class Connection(asyncio.Protocol):
             if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
                 # later frames wait: replies stay in request order
                 self.pending = asyncio.ensure_future(result)
+                self.pending_op = request.op
                 self.pending.add_done_callback(functools.partial(self._finished, op=request.op))
                 break
             out.append(_reply_ok(result, request.op))
+        if self.frame_started is None and len(self.buf):
+            self.frame_started = time.monotonic()
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
         if self.closing and self.pending is None:
@@ -164,7 +192,7 @@ class Connection(asyncio.Protocol):
             transport.resume_reading()
 
     def _finished(self, fut: asyncio.Future[Any], *, op: str) -> None:
-        self.pending = None
+        self.pending = self.pending_op = None
         self.last_active = time.monotonic()
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -188,29 +216,73 @@ class Server:
         *,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = CONNECTION_IDLE_TIMEOUT,
+        frame_timeout: float = FRAME_TIMEOUT,
     ) -> None:
         self.dispatch = dispatch
         self.listener = listener
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
         self.uid = os.getuid()
         self.connections: set[Connection] = set()
+        self.by_pid: dict[int | None, set[Connection]] = {}  # the same connections, by peer process
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
+    def add(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        self.by_pid.setdefault(conn.peer.pid, set()).add(conn)
+
+    def remove(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        group = self.by_pid.get(conn.peer.pid)
+        if group is not None:
+            group.discard(conn)
+            if not group:
+                del self.by_pid[conn.peer.pid]
+
+    def make_room(self, peer: Peer) -> bool:
+        """At the cap: close the longest-idle connection of the process holding the most,
+        if that is not ``peer``'s own process and holds more than ``peer``'s would.
+        So one process (a leaking connector, a flood) cannot lock the others out."""
+        mine = len(self.by_pid.get(peer.pid, ()))
+        hog_pid, hog = max(self.by_pid.items(), key=lambda item: len(item[1]), default=(None, set()))
+        if len(hog) <= mine + 1:
+            return False
+        idle = [c for c in hog if c.pending is None and c.transport is not None]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.last_active)
+        log.warning("connection cap (%d) reached: closing the longest-idle of the %d connections of pid %s "
+                    "for pid %s", self.max_connections, len(hog), hog_pid, peer.pid)
+        self.remove(victim)
+        assert victim.transport is not None
+        victim.transport.close()
+        return True
+
     async def start(self) -> None:
         self._server = await self.listener.start(lambda: Connection(self))
-        if self.idle_timeout > 0:
+        if self.idle_timeout > 0 or self.frame_timeout > 0:
             self._sweeper = asyncio.create_task(self._sweep())
 
     async def _sweep(self) -> None:
-        """Close connections idle past the deadline (one timer for all, not one each)."""
-        period = max(0.05, min(self.idle_timeout / 4, 30.0))
+        """Close connections idle past the deadline, and those whose frame does not come
+        whole in time (one timer for all, not one each)."""
+        periods = [t / 4 for t in (self.idle_timeout, self.frame_timeout) if t > 0]
+        period = max(0.05, min([*periods, 30.0]))
         while True:
             await asyncio.sleep(period)
-            cutoff = time.monotonic() - self.idle_timeout
+            now = time.monotonic()
             for conn in list(self.connections):
-                if conn.pending is None and conn.last_active < cutoff and conn.transport is not None:
+                if conn.pending is not None or conn.transport is None:
+                    continue
+                started = conn.frame_started
+                if self.frame_timeout > 0 and started is not None and not conn.write_paused \
+                        and started < now - self.frame_timeout:
+                    log.warning("closing a connection of pid %s: a frame did not arrive whole within %g s",
+                                conn.peer.pid, self.frame_timeout)
+                    conn.transport.close()
+                elif self.idle_timeout > 0 and conn.last_active < now - self.idle_timeout:
                     log.debug("closing a connection idle for %.0f s", self.idle_timeout)
                     conn.transport.close()
 

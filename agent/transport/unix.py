@@ -24,6 +24,7 @@ import errno
 import fcntl
 import logging
 import os
+import select
 import socket
 import stat
 import struct
@@ -220,6 +221,16 @@ class UnixListener:
             return peer_of(transport.get_extra_info("socket"))
         except OSError:
             return NO_PEER
+
+    def hung_up(self, transport: asyncio.BaseTransport) -> bool:
+        # a peer that closed its socket leaves ours hung up both ways (POLLHUP); one that
+        # only shut down its sending side leaves it readable at EOF
+        sock = transport.get_extra_info("socket")
+        if sock is None or not hasattr(select, "poll"):
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLOUT)
+        return any(events & select.POLLHUP for _fd, events in poller.poll(0))
 
     async def taken_over(self) -> None:
         """Return once our socket file is gone or replaced: nobody can reach us any more."""
