@@ -225,8 +225,14 @@ class FrameBuffer:
         end = start + n
         if len(buf) < end:
             return None
-        self._pos = end
         body = buf[start:end]
+        if end == len(buf):
+            # all consumed: let go of the received bytes now, not at the next read (a
+            # connection that goes quiet would keep its last frame, a value or a
+            # passphrase, for as long as it stays open)
+            self._buf, self._pos = b"", 0
+        else:
+            self._pos = end
         return body if type(body) is bytes else bytes(body)
 
 

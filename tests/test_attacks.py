@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from test_agent_core import read_reply
@@ -149,3 +150,68 @@ def test_a_frame_dripped_a_byte_at_a_time_is_cut_off() -> None:
             assert c.hello()
     finally:
         a.cleanup()
+
+
+# --- what the agent still holds after a lock ---------------------------------------------------------
+def _held(*roots: object) -> list[object]:
+    """Every object reachable from ``roots`` through containers and instances (not through
+    modules, functions or classes, which lead to the whole interpreter)."""
+    import gc
+    import types
+
+    skip = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type, types.CodeType,
+            types.FrameType)
+    seen: set[int] = set()
+    out: list[object] = []
+    todo = list(roots)
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, skip):
+            continue
+        seen.add(id(obj))
+        out.append(obj)
+        todo.extend(gc.get_referents(obj))
+    return out
+
+
+async def test_nothing_of_a_value_or_passphrase_is_held_after_lock(tmp_path: Path) -> None:
+    """In this process, a real agent on a real socket: after `lock`, no object the agent
+    can reach holds a stored value or the passphrase (a connection's last frame included),
+    while the connections that sent them stay open."""
+    import asyncio
+    import secrets
+
+    from agent.config import Options
+    from agent.handlers import make_dispatch
+    from agent.state import Agent
+    from agent.transport.connection import Server
+    from agent.transport.unix import UnixListener
+    from client import Client
+
+    mark = "held" + secrets.token_hex(8)
+    passphrase, value = f"{mark}-passphrase", f"{mark}-value-" + "k" * 30
+    sock = tmp_path / "agent.sock"
+    agent = Agent(Options(socket=sock, vault=tmp_path / "vault.sqlite3"))
+    server = Server(make_dispatch(agent), UnixListener.bind(sock))
+    await server.start()
+    # each secret is the last frame its connection sent; both connections stay open
+    unlocker, writer, locker = (Client(sock, timeout=60, autostart=False) for _ in range(3))
+    try:
+        await asyncio.to_thread(unlocker.init, "passphrase", passphrase)
+        await asyncio.to_thread(locker.lock)
+        await asyncio.to_thread(unlocker.unlock, passphrase)
+        await asyncio.to_thread(writer.store, "leak", value, validate=False)
+        assert agent.entries[("leak", "api-key")].value == value  # held while unlocked, as it must be
+        await asyncio.to_thread(locker.lock)
+        await asyncio.sleep(0.1)
+        assert len(server.connections) == 3, "the connections are still open"
+        found = [type(o).__name__ for o in _held(agent, server)
+                 if isinstance(o, (str, bytes, bytearray)) and mark.encode() in (o.encode() if isinstance(o, str)
+                                                                                 else bytes(o))]
+        assert found == [], f"after lock the agent still holds {found}"
+    finally:
+        for c in (unlocker, writer, locker):
+            c.close()
+        await server.close()
+        server.listener.close()
+        agent.close()
