@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import agent
-from agent import cli_extra
+from agent import cli_extra, service_units
 from client import Client, _config, errors, paths
 from client.validation import DEFAULT_TYPE, check_name
 
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_name(p)
     p = add("validate", cmd_validate, "check a value (from stdin) against the platform's rule")
     p.add_argument("platform", type=_name_arg)
-    from agent import cli_migrate, service_units  # here, not at the top: they import this module
+    from agent import cli_migrate  # here, not at the top: they import this module
 
     cli_migrate.register(add)
     service_units.add_parser(sub)
@@ -382,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.AgentError as e:
         print(f"agent: {e.message}", file=sys.stderr)
         return int(_exit_for(e))
-    except paths.InsecurePath as e:
+    except (paths.InsecurePath, service_units.ServiceError) as e:
         print(f"agent: {e}", file=sys.stderr)
         return int(Exit.ERROR)
     except KeyboardInterrupt:

@@ -32,6 +32,7 @@ from pathlib import Path
 from client import _config, paths
 
 __all__ = [
+    "ServiceError",
     "add_parser",
     "agent_command",
     "service_env",
@@ -52,6 +53,10 @@ LABEL = "org.credential-agent"
 SHIPPED_SYSTEMD_EXEC = "%h/.local/bin/agent"
 SHIPPED_LAUNCHD_HOME = Path("/Users/USERNAME")
 MANAGER_TIMEOUT = 20.0
+
+
+class ServiceError(Exception):
+    """No service manager for this platform, or one of its commands failed; the CLI says it in one line."""
 
 
 # --- what to run ----------------------------------------------------------------------
@@ -210,7 +215,7 @@ def default_manager() -> str:
         return "launchd"
     if sys.platform.startswith("linux"):
         return "systemd"
-    raise SystemExit(f"agent service: no service manager support on {sys.platform}; run `agent start` at login")
+    raise ServiceError(f"no service manager support on {sys.platform}; run `agent start` at login")
 
 
 def plan(manager: str, command: Sequence[str] | None = None) -> Plan:
@@ -271,12 +276,12 @@ def _run(command: list[str], *, check: bool) -> bool:
     try:
         done = _quiet(command)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise SystemExit(f"agent service: {command[0]} failed: {e}") from None
+        raise ServiceError(f"{command[0]} failed: {e}") from None
     output = (done.stdout + done.stderr).strip()
     if output:
         print(output)
     if check and done.returncode != 0:
-        raise SystemExit(f"agent service: `{' '.join(command)}` exited with status {done.returncode}")
+        raise ServiceError(f"`{' '.join(command)}` exited with status {done.returncode}")
     return done.returncode == 0
 
 
