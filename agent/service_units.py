@@ -26,11 +26,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from client import _config, paths
 
 __all__ = [
     "ServiceError",
+    "MANAGERS",
     "agent_command",
     "service_env",
     "render_socket",
@@ -60,6 +62,7 @@ LABEL = "org.credential-agent"
 SHIPPED_SYSTEMD_EXEC = "%h/.local/bin/agent"
 SHIPPED_LAUNCHD_HOME = Path("/Users/USERNAME")
 MANAGER_TIMEOUT = 20.0
+MANAGERS: Final = ("systemd", "launchd")
 
 
 class ServiceError(Exception):

@@ -147,7 +147,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--max-unlocked", type=float, default=None, metavar="SECONDS",
                    help="lock this long after unlocking, whatever the use (0 = off)")
     p = add_command(sub, "start", cmd_start, "start the agent in the background (no-op when running)")
-    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default=None, choices=_config.LOG_LEVELS)
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     add_command(sub, "stop", cmd_stop, "stop the running agent")
     p = add_command(sub, "status", cmd_status, "show the agent's state")

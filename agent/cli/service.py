@@ -140,5 +140,5 @@ def register(sub: Subcommands) -> None:
     ):
         p = add_command(actions, name, fn, help)
         p.add_argument("--dry-run", action="store_true", help="print what would be written and run; change nothing")
-        p.add_argument("--manager", choices=["systemd", "launchd"], default=None,
+        p.add_argument("--manager", choices=units.MANAGERS, default=None,
                        help="default: systemd on Linux, launchd on macOS")
