@@ -45,11 +45,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
     with Client() as c:
         replies = c.call_many([("get", {"platform": p, "credential_type": t}) for p, t in wanted.values()])
     for (platform, _), reply in zip(wanted.values(), replies, strict=True):
-        if isinstance(reply, errors.NotFound):
-            raise CliError(f"{reply.message}; store it with `agent set {platform}`; {command[0]} was not started")
         if isinstance(reply, errors.AgentError):
-            code = Exit.LOCKED if isinstance(reply, errors.Locked) else Exit.ERROR
-            raise CliError(f"{reply.message}; {command[0]} was not started", code)
+            hint = f"store it with `agent set {platform}`; " if isinstance(reply, errors.NotFound) else ""
+            # the agent's own error class, so that main gives it its exit code (locked: 3)
+            raise type(reply)(f"{reply.message}; {hint}{command[0]} was not started") from None
     env = {**os.environ, **dict(zip(wanted, replies, strict=True)), migrate.EXEC_GUARD: "1"}
     sys.stdout.flush()
     sys.stderr.flush()
