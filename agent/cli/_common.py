@@ -5,8 +5,9 @@ Rules of this package (every command module follows them):
 - secrets never come from argv: values and passphrases are read from a hidden
   prompt, or from stdin when it is not a terminal (``read_secret``);
 - a command returns an ``Exit`` code or raises: ``CliError`` for what the CLI
-  itself refuses, the client's typed errors for what the agent answered;
-  ``agent.cli.main`` turns every failure into one line on stderr and its code;
+  itself refuses, the client's typed errors for what the agent answered, a
+  library's own (``service_units.ServiceError``); ``agent.cli.main`` turns each
+  into one line on stderr and its exit code, and no command calls ``sys.exit``;
 - commands talk to the agent through ``client.Client`` like any connector;
 - a command module imports this module and the client, never another command module.
 """
@@ -56,6 +57,8 @@ class Exit(IntEnum):
 
 
 class CliError(Exception):
+    """What the CLI itself refuses (bad usage, empty input); ``code`` is the exit code."""
+
     def __init__(self, message: str, code: Exit = Exit.ERROR) -> None:
         super().__init__(message)
         self.code = code
