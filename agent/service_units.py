@@ -1,4 +1,5 @@
-"""``agent service install | uninstall | status``: run the agent at login.
+"""The units that run the agent at login, and the calls to the service manager that
+load them (``agent service`` in ``agent.cli.service`` is their command line).
 
 - Linux: systemd user units. ``credential-agent.socket`` listens on the socket
   path clients use and starts ``credential-agent.service`` (``agent serve``) on
@@ -6,21 +7,18 @@
 - macOS: a LaunchAgent that runs ``agent serve`` at login and after a crash.
 
 Rules of this module:
+- library code: it prints nothing and never exits; a failure is a ``ServiceError``;
 - the units name this installation's ``agent`` by absolute path (the console
   script beside this interpreter, else ``python -m agent``), so they keep
   working whatever PATH a login session has;
 - ``render_*`` are pure; the files in the repository's ``systemd/`` and
   ``launchd/`` are their output for the shipped default command (a test keeps
   them equal), so there is one source of truth;
-- install and uninstall are idempotent, and where the service manager cannot be
-  reached (containers, ssh sessions without a user bus, tests) they print what
-  they wrote and the one command left to run;
-- cheap to import: ``agent.cli`` registers the parser on every run.
+- cheap to import: the CLI imports it on every run to register ``agent service``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -28,19 +26,31 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from client import _config, paths
 
 __all__ = [
-    "add_parser",
+    "ServiceError",
+    "MANAGERS",
     "agent_command",
     "service_env",
     "render_socket",
     "render_service",
     "render_plist",
     "systemd_exec",
+    "unit_name",
+    "label",
+    "listen_stream",
+    "launchd_log",
     "Plan",
     "plan",
+    "default_manager",
+    "manager_reachable",
+    "run",
+    "launchd_loaded",
+    "write",
+    "read",
     "LABEL",
     "SHIPPED_SYSTEMD_EXEC",
     "SHIPPED_LAUNCHD_HOME",
@@ -52,6 +62,11 @@ LABEL = "org.credential-agent"
 SHIPPED_SYSTEMD_EXEC = "%h/.local/bin/agent"
 SHIPPED_LAUNCHD_HOME = Path("/Users/USERNAME")
 MANAGER_TIMEOUT = 20.0
+MANAGERS: Final = ("systemd", "launchd")
+
+
+class ServiceError(Exception):
+    """No service manager support on this platform, or a manager command that could not run."""
 
 
 # --- what to run ----------------------------------------------------------------------
@@ -210,7 +225,7 @@ def default_manager() -> str:
         return "launchd"
     if sys.platform.startswith("linux"):
         return "systemd"
-    raise SystemExit(f"agent service: no service manager support on {sys.platform}; run `agent start` at login")
+    raise ServiceError(f"no service manager support on {sys.platform}; run `agent start` at login")
 
 
 def plan(manager: str, command: Sequence[str] | None = None) -> Plan:
@@ -262,31 +277,21 @@ def _quiet(command: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=MANAGER_TIMEOUT, stdin=subprocess.DEVNULL)
 
 
-def _launchd_loaded() -> bool:
-    return _quiet(["launchctl", "print", f"gui/{os.getuid()}/{label()}"]).returncode == 0
-
-
-def _run(command: list[str], *, check: bool) -> bool:
-    print("$ " + " ".join(command))
+def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """One manager command, its output captured; ``ServiceError`` when it cannot run or times out."""
     try:
-        done = _quiet(command)
+        return _quiet(command)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise SystemExit(f"agent service: {command[0]} failed: {e}") from None
-    output = (done.stdout + done.stderr).strip()
-    if output:
-        print(output)
-    if check and done.returncode != 0:
-        raise SystemExit(f"agent service: `{' '.join(command)}` exited with status {done.returncode}")
-    return done.returncode == 0
+        raise ServiceError(f"{command[0]} failed: {e}") from None
 
 
-def _shell(commands: list[list[str]]) -> str:
-    import shlex
-
-    return " && ".join(shlex.join(c) for c in commands)
+def launchd_loaded() -> bool:
+    return run(["launchctl", "print", f"gui/{os.getuid()}/{label()}"]).returncode == 0
 
 
-def _write(path: Path, text: str) -> None:
+# --- the unit files -------------------------------------------------------------------------
+def write(path: Path, text: str) -> None:
+    """Replace a unit file whole (a reader sees the old file or the new one, never half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -297,117 +302,9 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _read(path: Path) -> str | None:
+def read(path: Path) -> str | None:
+    """A unit file's text; None when there is none."""
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-
-
-# --- commands ------------------------------------------------------------------------------
-def cmd_install(args: argparse.Namespace) -> int:
-    p = plan(args.manager or default_manager())
-    changed = [path for path, text in p.files.items() if _read(path) != text]
-    for path, text in p.files.items():
-        if args.dry_run:
-            print(f"--- would write {path}{'' if path in changed else ' (unchanged)'}\n{text}", end="")
-        elif path in changed:
-            _write(path, text)
-            print(f"wrote {path}")
-        else:
-            print(f"unchanged {path}")
-    if p.manager == "launchd" and not args.dry_run:
-        # launchd opens the log file but makes no directory
-        launchd_log(Path.home(), paths.app_name()).parent.mkdir(parents=True, exist_ok=True)
-    if args.dry_run:
-        print(f"would run: {_shell(p.enable)}")
-        return 0
-    why = manager_reachable(p.manager)
-    if why is not None:
-        print(f"{p.manager} cannot be reached ({why}); the one command left to run is:")
-        print(f"  {_shell(p.enable)}")
-        return 0
-    if p.manager == "launchd":
-        if _launchd_loaded():
-            if not changed:
-                print(f"{label()} is already loaded")
-                return 0
-            _run(p.disable[0], check=False)  # unload the old definition before loading the new one
-        _run(p.enable[0], check=True)
-        return 0
-    for c in p.enable:  # daemon-reload and enable --now are idempotent
-        _run(c, check=True)
-    if p.manager == "systemd":
-        print(f"the agent starts on the first connection to {listen_stream()} (systemd expands %t)")
-        if changed:
-            print(f"a running agent keeps its old unit until `systemctl --user restart {unit_name()}.service`")
-    return 0
-
-
-def cmd_uninstall(args: argparse.Namespace) -> int:
-    p = plan(args.manager or default_manager())
-    present = [path for path in p.files if path.exists()] + [w for w in p.wants if w.is_symlink()]
-    if not present:
-        print("nothing installed")
-        return 0
-    if args.dry_run:
-        print(f"would run: {_shell(p.disable[:1])}")
-        for path in present:
-            print(f"would remove {path}")
-        return 0
-    why = manager_reachable(p.manager)
-    if why is None:
-        _run(p.disable[0], check=False)  # fine when not loaded
-    for path in present:
-        path.unlink(missing_ok=True)
-        print(f"removed {path}")
-    if why is None:
-        for c in p.disable[1:]:
-            _run(c, check=False)
-    elif p.manager == "systemd":
-        print(f"{p.manager} cannot be reached ({why}); if a user manager runs, the one command left is:")
-        print(f"  {_shell(p.disable[1:])}")
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    p = plan(args.manager or default_manager())
-    ok = True
-    for path, text in p.files.items():
-        current = _read(path)
-        if current is None:
-            state, ok = "not installed", False
-        elif current == text:
-            state = "installed"
-        else:
-            state, ok = "installed, but differs from what `agent service install` writes now (run it again)", False
-        print(f"{path}: {state}")
-    why = manager_reachable(p.manager)
-    if why is not None:
-        print(f"{p.manager}: cannot be reached ({why})")
-    elif p.manager == "systemd":
-        name = unit_name()
-        for unit in (f"{name}.socket", f"{name}.service"):
-            for verb in ("is-enabled", "is-active"):
-                done = _quiet(["systemctl", "--user", verb, unit])
-                print(f"{unit} {verb.removeprefix('is-')}: {done.stdout.strip() or done.stderr.strip()}")
-    else:
-        print(f"{label()}: {'loaded' if _launchd_loaded() else 'not loaded'}")
-    return 0 if ok else 1
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``agent service ...`` on the CLI's subcommands."""
-    text = "run the agent at login (systemd user units on Linux, a LaunchAgent on macOS)"
-    service = sub.add_parser("service", help=text, description=text)
-    actions = service.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, fn, help in (
-        ("install", cmd_install, "write the units with this installation's agent, enable and start them"),
-        ("uninstall", cmd_uninstall, "stop and disable the units, remove them"),
-        ("status", cmd_status, "whether the units are installed, current and running"),
-    ):
-        p = actions.add_parser(name, help=help, description=help)
-        p.set_defaults(fn=fn)
-        p.add_argument("--dry-run", action="store_true", help="print what would be written and run; change nothing")
-        p.add_argument("--manager", choices=["systemd", "launchd"], default=None,
-                       help="default: systemd on Linux, launchd on macOS")

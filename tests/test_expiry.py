@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agent import cli_extra
+from agent.cli import _common as cli_extra
 from client import Client, errors
 from support import AgentProcess
 

@@ -1,0 +1,64 @@
+"""The ``agent`` command: ``main`` (the console script) and ``build_parser``.
+
+One module per command group registers its subcommands (``register``); what they
+share is ``agent.cli._common``, which states the rules every command follows.
+This module holds the one table from a failure to its exit code: a command
+returns its ``Exit`` code or raises, and ``main`` prints the failure as one line
+on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import agent
+from agent import service_units
+from agent.cli import audit, control, credentials, execute, migration, service, vault
+from agent.cli._common import CliError, Exit
+from client import errors, paths
+
+__all__ = ["main", "build_parser", "Exit"]
+
+# what main reports in one line (anything else is a bug and keeps its traceback)
+_FAILURES = (CliError, errors.AgentError, paths.InsecurePath, service_units.ServiceError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent", description="credential agent for API keys")
+    parser.add_argument("--version", action="version", version=f"credential-agent {agent.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    control.register(sub)
+    vault.register(sub)
+    credentials.register(sub)
+    migration.register(sub)
+    execute.register(sub)
+    service.register(sub)
+    audit.register(sub)
+    vault.register_rotation(sub)  # last: `agent --help` lists the commands in the order they always had
+    return parser
+
+
+def exit_code(e: Exception) -> Exit:
+    """The exit code of a failure ``main`` reports."""
+    if isinstance(e, CliError):
+        return e.code
+    if isinstance(e, errors.AgentUnavailable):
+        return Exit.NO_AGENT
+    if isinstance(e, errors.Locked):
+        return Exit.LOCKED
+    return Exit.ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except _FAILURES as e:
+        message = e.message if isinstance(e, errors.AgentError) else str(e)
+        print(f"agent: {message}", file=sys.stderr)
+        return int(exit_code(e))
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130

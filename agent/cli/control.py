@@ -1,0 +1,154 @@
+"""``agent serve | start | stop | status``: run the agent, in the foreground or the
+background, stop it, and say what state it is in.
+
+Only ``serve`` loads the daemon side (``agent.daemon``, and with it keyring and
+cryptography), inside the command: every other command stays a light client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from agent.cli._common import CliError, Exit, Subcommands, add_command, print_json
+from client import Client, _config, errors, paths
+
+__all__ = ["register"]
+
+# how long `agent start` waits for the new agent to answer, and `agent stop` for it to exit
+START_TIMEOUT: Final = 10.0
+
+
+def _answers(path: Path) -> bool:
+    try:
+        with Client(path, timeout=2.0, autostart=False) as c:
+            c.hello()
+        return True
+    except (errors.AgentUnavailable, errors.AgentTimeout, errors.ProtocolError):
+        return False
+
+
+def _log_to_stderr(flag: str | None) -> None:
+    import logging
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, _config.setting("log_level", flag).upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _log_to_stderr(args.log_level)
+    from agent import config, daemon
+
+    return daemon.serve(config.load_options(args))
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    path = paths.socket_path()
+    if _answers(path):
+        if not args.quiet:
+            print(f"an agent is already running at {path}")
+        return Exit.OK
+    log_file = paths.log_path()
+    paths.ensure_private_dir(log_file.parent)
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    command = [sys.executable, "-m", "agent", "serve", *(["--log-level", args.log_level] if args.log_level else [])]
+    # LISTEN_* of a socket-activated parent (a notebook server, say) are not for this agent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+    child = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True, close_fds=True, env=env
+    )
+    os.close(fd)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if _answers(path):
+            if not args.quiet:
+                print(f"agent started at {path} (log: {log_file})")
+            return Exit.OK
+        code = child.poll()
+        if code not in (None, 0):
+            raise CliError(f"the agent exited with status {code}; see {log_file}")
+        time.sleep(0.02)
+    raise CliError(f"the agent did not answer within {START_TIMEOUT:g} s; see {log_file}", Exit.NO_AGENT)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    path = paths.socket_path()
+    try:
+        with Client(path, autostart=False) as c:
+            pid = c.status()["pid"]
+            c.stop()
+    except errors.AgentUnavailable:
+        print("no agent is running", file=sys.stderr)
+        return Exit.OK
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    print(f"agent (pid {pid}) stopped")
+    return Exit.OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = paths.socket_path()
+    try:
+        with Client(path, autostart=False) as c:
+            st = c.status()
+    except errors.AgentUnavailable:
+        if args.json:
+            print_json({"running": False, "socket": str(path)})
+        else:
+            print(f"no agent is running at {path}")
+        return Exit.NO_AGENT
+    st["running"] = True
+    if args.json:
+        print_json(st)
+        return Exit.OK
+    state = "not initialised (run `agent init`)" if not st["initialized"] else (
+        "locked" + (" (by request)" if st["locked_by_user"] else "") if st["locked"] else "unlocked"
+    )
+    print(f"agent {st['version']} (protocol {st['protocol']}), pid {st['pid']}, up {st['uptime_s']:.0f} s")
+    print(f"socket:      {st['socket']}")
+    print(f"vault:       {st['vault']} ({st['credentials']} credentials, key source {st['key_source'] or '-'})")
+    print(f"state:       {state}")
+    print(f"auto-lock:   {_autolock_line(st)}")
+    if st.get("socket_activated"):
+        print("started by:  systemd socket activation")
+    hardening = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in sorted(st["hardening"].items()))
+    print(f"hardening:   {hardening}")
+    print(f"event loop:  {st['loop']}")
+    return Exit.OK
+
+
+def _autolock_line(st: dict[str, Any]) -> str:
+    parts = []
+    for key, left, what in (("idle_timeout", "idle_left_s", "idle"), ("max_unlocked", "unlocked_left_s", "max")):
+        if st.get(key):
+            remaining = "" if st.get(left) is None else f" ({st[left]:.0f} s left)"
+            parts.append(f"{what} {st[key]:g} s{remaining}")
+    return ", ".join(parts) or "off"
+
+
+def register(sub: Subcommands) -> None:
+    p = add_command(sub, "serve", cmd_serve, "run the agent in the foreground (for systemd/launchd)")
+    p.add_argument("--log-level", default=None, choices=_config.LOG_LEVELS, help="default: info")
+    p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                   help="lock after this long without credential use (0 = off)")
+    p.add_argument("--max-unlocked", type=float, default=None, metavar="SECONDS",
+                   help="lock this long after unlocking, whatever the use (0 = off)")
+    p = add_command(sub, "start", cmd_start, "start the agent in the background (no-op when running)")
+    p.add_argument("--log-level", default=None, choices=_config.LOG_LEVELS)
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    add_command(sub, "stop", cmd_stop, "stop the running agent")
+    p = add_command(sub, "status", cmd_status, "show the agent's state")
+    p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,0 +1,156 @@
+"""``agent import`` and ``agent export``: keys in from files and variables, out to a file.
+
+Rules of this module:
+- a summary line per item (imported, replaced, skipped, failed, and why), never a value;
+- a source that cannot be read or parsed is refused whole: nothing from it is stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from agent.cli._common import (
+    CliError,
+    Exit,
+    Subcommands,
+    add_command,
+    add_group,
+    check_platform,
+    check_variable,
+    pairs,
+    print_json,
+)
+from client import Client, migrate
+from client.service import write_private_json
+
+__all__ = ["register"]
+
+
+# --- import -------------------------------------------------------------------------
+def _read(path: str) -> tuple[str, str]:
+    """(text, label) of a file, or of stdin for ``-``."""
+    if path != "-":
+        return migrate.read_source(path), path
+    if sys.stdin.isatty():
+        raise CliError("reading a credentials file from a terminal; pipe it in or name the file", Exit.USAGE)
+    data = sys.stdin.buffer.read(migrate.MAX_SOURCE + 1)
+    if not data.strip():
+        raise CliError("nothing to import: stdin is empty")
+    if len(data) > migrate.MAX_SOURCE:
+        raise CliError("stdin is larger than a credentials file can be; nothing was imported")
+    return migrate.decode_source(data, "stdin"), "stdin"
+
+
+def _report(args: argparse.Namespace, source: str, items: list[migrate.Item]) -> int:
+    failed = any(i.status == "failed" for i in items)
+    tally = migrate.counts(items)
+    if args.json:
+        print_json({"source": source, "dry_run": getattr(args, "dry_run", False),
+                    "items": [i.to_json() for i in items], "counts": tally})
+    else:
+        if getattr(args, "dry_run", False):
+            print("dry run: nothing was stored")
+        for item in items:
+            print(item.describe())
+        if not items:
+            print(f"nothing to import from {source}")
+        else:
+            shown = ", ".join(f"{n} {k}" for k, n in tally.items() if n)
+            print(f"{len(items)} item{'s' if len(items) != 1 else ''}: {shown}")
+    return int(Exit.ERROR if failed else Exit.OK)
+
+
+def _import(args: argparse.Namespace, source: str, records: list[migrate.Record]) -> int:
+    with Client() as c:
+        items = migrate.import_records(c, records, replace=not args.no_replace, validate=not args.no_validate,
+                                       dry_run=args.dry_run)
+    return _report(args, source, items)
+
+
+def cmd_import_json(args: argparse.Namespace) -> int:
+    text, label = _read(args.file)
+    records = migrate.records_from_json(migrate.parse_json(text, label), label)
+    return _import(args, f"json:{label}", records)
+
+
+def cmd_import_dotenv(args: argparse.Namespace) -> int:
+    extra = {check_variable(var): check_platform(platform) for var, platform in pairs(args.map, "VAR=PLATFORM")}
+    text, label = _read(args.file)
+    path = label if label == "stdin" else str(Path(label).resolve())
+    records = migrate.records_from_dotenv(migrate.parse_dotenv(text, label), extra, path)
+    return _import(args, f"dotenv:{label}", records)
+
+
+def cmd_import_env(args: argparse.Namespace) -> int:
+    wanted = [(check_platform(p), check_variable(v)) for p, v in pairs(args.pairs, "PLATFORM=VAR")]
+    records = migrate.records_from_env(os.environ, wanted or None)
+    if not wanted and not records:
+        known = ", ".join(migrate.KNOWN_VARIABLES)
+        print(f"no known key variable is set ({known}); name others as PLATFORM=VAR", file=sys.stderr)
+    return _import(args, "env", records)
+
+
+# --- export -------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.file == "-" and args.json:
+        raise CliError("--json and FILE '-' both write to stdout; name a file", Exit.USAGE)
+    with Client() as c:
+        data, items = migrate.export_records(c, args.include_values)
+    if args.file == "-":
+        print_json(data)
+    else:
+        try:
+            write_private_json(Path(args.file), data)
+        except OSError as e:
+            raise CliError(f"cannot write {args.file}: {e.strerror or type(e).__name__}") from None
+    if args.include_values:
+        where = "stdout" if args.file == "-" else f"{args.file} (mode 0600)"
+        print(f"warning: {where} holds {sum(i.status == 'exported' for i in items)} credentials in plain text; "
+              "keep it private and delete it when done (shred -u)", file=sys.stderr)
+    failed = any(i.status == "failed" for i in items)
+    if args.json:
+        print_json({"path": str(Path(args.file).resolve()), "include_values": args.include_values,
+                    "items": [i.to_json() for i in items], "counts": migrate.counts(items)})
+    elif args.file != "-":
+        for item in items:
+            print(item.describe())
+        print(f"wrote {sum(i.status == 'exported' for i in items)} credentials to {args.file}"
+              + ("" if args.include_values else " (names and metadata, no values)"))
+    return int(Exit.ERROR if failed else Exit.OK)
+
+
+# --- parser -------------------------------------------------------------------------
+def _import_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-replace", action="store_true", help="keep credentials already stored (skip them)")
+    p.add_argument("--no-validate", action="store_true", help="store values even if the platform's rule rejects them")
+    p.add_argument("--dry-run", action="store_true", help="say what would happen; store nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def register(sub: Subcommands) -> None:
+    kinds = add_group(sub, "import", "import credentials from a JSON file, a .env file or variables",
+                      dest="source", metavar="SOURCE")
+    q = add_command(kinds, "json", cmd_import_json, "a JSON file ('-' for stdin)",
+                    '{"platform": "value"}, {"platform": {"api_key": ..., "metadata": {...}, '
+                    '"credential_type": ...}} or a list of records with a "platform" field')
+    q.add_argument("file", metavar="FILE")
+    _import_options(q)
+    q = add_command(kinds, "env", cmd_import_env, "environment variables",
+                    "PLATFORM=VAR pairs; with none, every known variable that is set "
+                    f"({', '.join(migrate.KNOWN_VARIABLES)})")
+    q.add_argument("pairs", nargs="*", metavar="PLATFORM=VAR")
+    _import_options(q)
+    q = add_command(kinds, "dotenv", cmd_import_dotenv, "a .env file ('-' for stdin)",
+                    "known variables map by default: "
+                    + ", ".join(f"{k}->{v}" for k, v in migrate.KNOWN_VARIABLES.items()))
+    q.add_argument("file", metavar="FILE")
+    q.add_argument("--map", action="append", default=[], metavar="VAR=PLATFORM", help="map a variable (repeatable)")
+    _import_options(q)
+
+    p = add_command(sub, "export", cmd_export, "write every credential's name and metadata to a new 0600 JSON file")
+    p.add_argument("file", metavar="FILE", help="the file to write ('-' for stdout)")
+    p.add_argument("--include-values", action="store_true", help="include the values (plain text!)")
+    p.add_argument("--json", action="store_true", help="machine-readable summary")

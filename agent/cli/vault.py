@@ -1,0 +1,94 @@
+"""``agent init | unlock | lock | rotate-key``: the vault's master key.
+
+Rules of this module:
+- a passphrase is read with ``read_secret`` (a hidden prompt, or stdin), a new one
+  twice on a terminal;
+- whether a vault asks for a passphrase is decided in one place, ``_asks_passphrase``:
+  the keystore source never does (the agent fetches the key from the OS keystore).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agent.cli._common import CliError, Exit, Subcommands, add_command, read_secret
+from client import Client, _config, errors, protocol
+
+__all__ = ["register"]
+
+# the CLI knows exactly these two: a third key source fails this line until it is handled here
+KEYRING, PASSPHRASE = protocol.KEY_SOURCES
+
+
+def _asks_passphrase(key_source: str | None) -> bool:
+    """Whether a vault with this key source is opened (and created) with a passphrase."""
+    return key_source == PASSPHRASE
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    key_source = _config.setting("key_source", args.key_source)
+    with Client() as c:
+        if _asks_passphrase(key_source):
+            result = c.init(PASSPHRASE, read_secret("New passphrase: ", confirm=True))
+        else:
+            try:
+                result = c.init(key_source)
+            except errors.KeystoreUnavailable as e:
+                if key_source == KEYRING:  # named by the flag, environment or config file: no fallback
+                    raise
+                print(f"no working OS keystore ({e.message}); protecting the vault with a passphrase",
+                      file=sys.stderr)
+                result = c.init(PASSPHRASE, read_secret("New passphrase: ", confirm=True))
+    where = f" ({result['backend']})" if result.get("backend") else ""
+    print(f"vault created at {result['vault']}; master key in: {result['key_source']}{where}")
+    return Exit.OK
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    with Client() as c:
+        st = c.status()
+        if not st["locked"]:
+            print("already unlocked")
+            return Exit.OK
+        if _asks_passphrase(st["key_source"]):
+            c.unlock(read_secret("Passphrase: "))
+        else:
+            c.unlock()
+    print("unlocked")
+    return Exit.OK
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    with Client(autostart=False) as c:
+        c.lock()
+    print("locked")
+    return Exit.OK
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    with Client(timeout=120.0) as c:  # scrypt twice and a keystore round trip
+        st = c.status()
+        query: dict[str, str] = {}
+        if _asks_passphrase(st["key_source"]):
+            query["passphrase"] = read_secret("Current passphrase: ")
+            if args.new_passphrase:
+                query["new_passphrase"] = read_secret("New passphrase: ", confirm=True)
+        elif args.new_passphrase:
+            raise CliError("--new-passphrase applies to passphrase vaults; this one keeps its key in the OS keystore")
+        result = c.call("rotate_key", query)
+    print(f"master key rotated; {result['credentials']} credentials re-encrypted (key source {result['key_source']})")
+    return Exit.OK
+
+
+def register(sub: Subcommands) -> None:
+    p = add_command(sub, "init", cmd_init, "create the vault and its master key")
+    p.add_argument("--key-source", choices=protocol.KEY_SOURCES, default=None,
+                   help="where the master key lives (default: the OS keystore if it works)")
+    add_command(sub, "unlock", cmd_unlock, "unlock the vault (asks the passphrase for passphrase vaults)")
+    add_command(sub, "lock", cmd_lock, "lock: drop the master key and every cached value")
+
+
+def register_rotation(sub: Subcommands) -> None:
+    p = add_command(sub, "rotate-key", cmd_rotate_key, "re-encrypt every credential under a new master key")
+    p.add_argument("--new-passphrase", action="store_true", help="passphrase vaults: also change the passphrase")
