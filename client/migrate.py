@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from client import errors, validation
-from client._sync import Client, write_args
+from client._messages import write_args
+from client._sync import Client
 from client.validation import DEFAULT_TYPE
 
 __all__ = [
