@@ -75,6 +75,8 @@ class _Connection(asyncio.Protocol):
         """Send ``frames`` and wait for ``count`` replies, or raise TimeoutError."""
         if self.lost is not None:
             raise self.lost
+        if count == 0:  # an empty batch: no reply will come to wake the waiter (Client returns at once too)
+            return
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         self.bodies, self.want = bodies, count
