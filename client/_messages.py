@@ -64,7 +64,10 @@ def expiry_policy(explicit: str | None) -> str:
 
 
 def get_args(platform: str, credential_type: str, policy: str) -> Args:
-    args = name_args(platform, credential_type)
+    # name_args, inlined: this builds every `get`, the hot path
+    args: Args = {"platform": platform}
+    if credential_type != DEFAULT_TYPE:
+        args["credential_type"] = credential_type
     if policy != "ignore":
         args["expiry"] = True
     return args

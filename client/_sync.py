@@ -19,7 +19,7 @@ import _thread
 import os
 from os import getpid as _getpid
 
-from client import _autostart, _messages, _ops, _transport, errors, paths, protocol
+from client import _messages, _ops, _transport, errors, paths, protocol
 from client._transport import DEFAULT_TIMEOUT
 
 # A process that wants one key pays for ``import client``: the C modules behind
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["Client", "DEFAULT_TIMEOUT"]
 
 _RECV = 65536
+_SLOW_OPS = protocol.SLOW_OPS  # for call(), the hot path: the common op needs no timeout_for
 # taken by a child process's first call that finds a client made by its parent
 _fork_guard = _thread.allocate_lock()
 
@@ -108,6 +109,8 @@ class Client(_ops.SyncOperations):
         try:
             return _transport.connect(self._path, self.timeout)
         except (FileNotFoundError, ConnectionRefusedError):
+            from client import _autostart  # here: a process that finds its agent never needs it
+
             if not _autostart.enabled(self._autostart):
                 raise errors.AgentUnavailable(_autostart.unavailable_message(self._path)) from None
         if not _autostart.start_agent(max(self.timeout, 10.0)):
@@ -175,10 +178,11 @@ class Client(_ops.SyncOperations):
     def call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
         """Send one request and return its result (or raise its error)."""
         frame = protocol.encode_request(op, args)
+        timeout = self.timeout if op not in _SLOW_OPS else _transport.timeout_for(op, self.timeout)
         if self._pid != _getpid():
             self._after_fork()
         with self._lock:
-            (body,) = self._exchange(frame, 1, (op,), _transport.timeout_for(op, self.timeout))
+            (body,) = self._exchange(frame, 1, (op,), timeout)
         return protocol.decode_reply(body)
 
     def call_many(self, requests: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Any]:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from client import _autostart, _messages, _ops, _transport, errors, paths, protocol
+from client import _messages, _ops, _transport, errors, paths, protocol
 from client._transport import DEFAULT_TIMEOUT
 
 __all__ = ["AsyncClient", "acredentials_for"]
@@ -156,6 +156,8 @@ class AsyncClient(_ops.AsyncOperations):
         try:
             return await _transport.connect_async(str(self.path), _Connection)
         except (FileNotFoundError, ConnectionRefusedError):
+            from client import _autostart  # here: a process that finds its agent never needs it
+
             if not _autostart.enabled(self._autostart):
                 raise errors.AgentUnavailable(_autostart.unavailable_message(self.path)) from None
         if not await asyncio.to_thread(_autostart.start_agent, max(self.timeout, 10.0)):
