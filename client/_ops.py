@@ -2,18 +2,19 @@
 helpers are in ``client._messages``).
 
 Rules of this module:
-- no I/O. An operation is a *plan*: a generator that yields a request ``(op, args)``
-  or a batch of them (a list, sent pipelined), is sent back the result (for a batch,
-  each result or the ``AgentError`` it raised), and returns what the method returns.
-  A request whose reply is an error raises it to the caller; the plan is abandoned;
-- an operation of exactly one request is written as that request (``@single``): a
-  function from the method's arguments to the request's args, and a function from
-  the reply to the result. The clients run these without a generator: ``get`` is
-  the hot path of every connector;
-- ``Operations`` holds every operation; ``SyncOperations`` and ``AsyncOperations``
-  turn each into a method once, when this module loads (blocking, or a coroutine),
-  so a call costs what a hand-written method's does. The clients subclass them and
-  supply only the transport: ``call`` and ``call_many``;
+- no I/O. An operation of one request (``@single``) is a function from the method's
+  arguments to ``self._send(op, args, reply)``: the request, and how its result
+  becomes the method's. An operation of several (``@plan``) is a generator that
+  yields a request ``(op, args)`` or a batch of them (a list, sent pipelined), is
+  sent back the result (for a batch, each result or the ``AgentError`` it raised),
+  and returns the method's result. A request whose reply is an error raises it to
+  the caller; the plan is abandoned;
+- ``Operations`` holds every operation. On ``SyncOperations`` ``_send`` sends and
+  returns the shaped result, so a single-request operation is the blocking method
+  itself, costing what a hand-written one does (``get`` is the hot path of every
+  connector); ``AsyncOperations`` wraps each operation in a coroutine method, and
+  ``SyncOperations`` each plan in a blocking one, when this module loads. The
+  clients subclass them and supply only the transport: ``call`` and ``call_many``;
 - adding an op: its ``OPS`` entry in ``client.protocol``, its agent handler, and
   one definition in ``Operations`` below; never a client by hand;
 - no typing at run time: ``Client`` loads this module in every process that wants
@@ -50,6 +51,10 @@ if TYPE_CHECKING:
     Step: TypeAlias = Request | list[Request]
     Plan: TypeAlias = Generator[Step, Any, R]
     Reply: TypeAlias = Callable[[Any, Args, Any], R]
+
+    class Sent(Generic[R]):
+        """What a single-request operation's function returns: ``_send``'s value
+        (the request itself, or on a blocking client the result; see ``Op``)."""
 
 __all__ = [
     "Operations",
@@ -89,39 +94,24 @@ def _credential(client: Operations, args: Args, result: Any) -> str:
 
 # --- operations --------------------------------------------------------------------------
 class _Op:
-    """One operation: its name (the protocol op of a single request), its plan, and
-    for a single request, the request and reply functions the clients run directly."""
+    """One operation, as ``Operations`` holds it: its function, and whether that is a
+    plan (several requests) or a single request."""
 
-    __slots__ = ("doc", "name", "plan", "reply", "request")
+    __slots__ = ("fn", "is_plan", "name")
 
-    def __init__(
-        self,
-        name: str,
-        doc: str | None,
-        *,
-        plan: Callable[..., Plan[Any]] | None = None,
-        request: Callable[..., Args] | None = None,
-        reply: Reply[Any] | None = None,
-    ) -> None:
-        self.name = name
-        self.doc = doc
-        self.request = request
-        self.reply = reply
-        self.plan = plan if plan is not None else _single_plan(name, request, reply)
+    def __init__(self, fn: Callable[..., Any], is_plan: bool) -> None:
+        self.fn = fn
+        self.is_plan = is_plan
+        self.name: str = fn.__name__
+        # what help() and inspect.signature() show of the methods (fn itself, or a wrapper
+        # whose __wrapped__ is fn): the method's result, not the Sent/Plan the type checker reads
+        result = fn.__annotations__.get("return")
+        for kind in ("Sent[", "Plan["):
+            if isinstance(result, str) and result.startswith(kind) and result.endswith("]"):
+                fn.__annotations__["return"] = result[len(kind):-1]
 
     def __repr__(self) -> str:
         return f"<operation {self.name}>"
-
-
-def _single_plan(name: str, request: Callable[..., Args] | None, reply: Reply[Any] | None) -> Callable[..., Plan[Any]]:
-    """The plan of a single-request operation (what the clients' direct path does)."""
-    assert request is not None and reply is not None
-
-    def single_plan(client: Operations, *args: Any, **kwargs: Any) -> Plan[Any]:
-        request_args = request(client, *args, **kwargs)
-        return reply(client, request_args, (yield name, request_args))
-
-    return single_plan
 
 
 if TYPE_CHECKING:
@@ -130,17 +120,9 @@ if TYPE_CHECKING:
         """What the type checker sees: a descriptor whose methods block on a
         ``SyncOperations`` and return coroutines on an ``AsyncOperations``."""
 
-        plan: Callable[Concatenate[Any, P], Plan[R]]
+        fn: Callable[Concatenate[Any, P], Sent[R] | Plan[R]]
 
-        def __init__(
-            self,
-            name: str,
-            doc: str | None,
-            *,
-            plan: Callable[Concatenate[Any, P], Plan[R]] | None = None,
-            request: Callable[Concatenate[Any, P], Args] | None = None,
-            reply: Reply[R] | None = None,
-        ) -> None: ...
+        def __init__(self, fn: Callable[Concatenate[Any, P], Sent[R] | Plan[R]], is_plan: bool) -> None: ...
 
         @overload
         def __get__(self, obj: None, owner: type[Any] | None = None) -> Op[P, R]: ...
@@ -153,22 +135,17 @@ if TYPE_CHECKING:
         def __get__(self, obj: object, owner: type[Any] | None = None) -> Any: ...
 
 else:
-    Op = _Op  # at run time, a plain object: each client class holds real methods (see _install)
+    Op = _Op  # at run time, a plain record: each client class holds real methods (see _install)
 
 
-def single(reply: Reply[R]) -> Callable[[Callable[Concatenate[Any, P], Args]], Op[P, R]]:
-    """An operation of one request named as the function, which returns its args;
-    ``reply(client, args, result)`` makes the method's result."""
-
-    def make(request: Callable[Concatenate[Any, P], Args]) -> Op[P, R]:
-        return Op(request.__name__, request.__doc__, request=request, reply=reply)
-
-    return make
+def single(fn: Callable[Concatenate[Any, P], Sent[R]]) -> Op[P, R]:
+    """An operation of one request: ``fn`` returns ``self._send(op, args, reply)``."""
+    return Op(fn, is_plan=False)
 
 
 def plan(steps: Callable[Concatenate[Any, P], Plan[R]]) -> Op[P, R]:
     """An operation of several requests: ``steps`` is its plan (see the module's rules)."""
-    return Op(steps.__name__, steps.__doc__, plan=steps)
+    return Op(steps, is_plan=True)
 
 
 class Operations:
@@ -178,37 +155,44 @@ class Operations:
     on_expired: str
     _warned: set[tuple[str, str]]
 
-    @single(_map)
-    def hello(self) -> Args:
+    def _send(self, op: str, args: Args, reply: Reply[R]) -> Sent[R]:
+        """The request ``op`` with ``args``, whose result ``reply(self, args, result)``
+        shapes. Here, without I/O, it is returned as it is, ``(op, args, reply)``;
+        ``SyncOperations`` sends it instead."""
+        request: Any = (op, args, reply)
+        return request  # type: ignore[no-any-return]
+
+    @single
+    def hello(self) -> Sent[dict[str, Any]]:
         """The agent's protocol and version and the ops it supports."""
-        return {}
+        return self._send("hello", {}, _map)
 
-    @single(_map)
-    def status(self) -> Args:
+    @single
+    def status(self) -> Sent[dict[str, Any]]:
         """Lock state, key source, vault, hardening and counters of the agent."""
-        return {}
+        return self._send("status", {}, _map)
 
-    @single(_nothing)
-    def stop(self) -> Args:
+    @single
+    def stop(self) -> Sent[None]:
         """Ask the agent to exit (after the requests in flight)."""
-        return {}
+        return self._send("stop", {}, _nothing)
 
-    @single(_map)
-    def init(self, key_source: str | None = None, passphrase: str | None = None) -> Args:
+    @single
+    def init(self, key_source: str | None = None, passphrase: str | None = None) -> Sent[dict[str, Any]]:
         """Create the vault and its master key (``key_source``: keyring or passphrase)."""
-        return given(key_source=key_source, passphrase=passphrase)
+        return self._send("init", given(key_source=key_source, passphrase=passphrase), _map)
 
-    @single(_nothing)
-    def unlock(self, passphrase: str | None = None) -> Args:
+    @single
+    def unlock(self, passphrase: str | None = None) -> Sent[None]:
         """Unlock the vault (a passphrase vault needs its passphrase; a keystore vault, none)."""
-        return given(passphrase=passphrase)
+        return self._send("unlock", given(passphrase=passphrase), _nothing)
 
-    @single(_nothing)
-    def lock(self) -> Args:
+    @single
+    def lock(self) -> Sent[None]:
         """Drop the master key and every cached value; holds until an explicit unlock."""
-        return {}
+        return self._send("lock", {}, _nothing)
 
-    @single(_nothing)
+    @single
     def store(
         self,
         platform: str,
@@ -218,11 +202,12 @@ class Operations:
         *,
         validate: bool = True,
         expires_at: float | None = None,
-    ) -> Args:
+    ) -> Sent[None]:
         """Store a credential, replacing one of the same name."""
-        return write_args(platform, value, credential_type, metadata, validate, expires_at)
+        args = write_args(platform, value, credential_type, metadata, validate, expires_at)
+        return self._send("store", args, _nothing)
 
-    @single(_nothing)
+    @single
     def update(
         self,
         platform: str,
@@ -232,46 +217,51 @@ class Operations:
         *,
         validate: bool = True,
         expires_at: float | None = None,
-    ) -> Args:
+    ) -> Sent[None]:
         """Replace a stored credential; ``NotFound`` if there is none."""
-        return write_args(platform, value, credential_type, metadata, validate, expires_at)
+        args = write_args(platform, value, credential_type, metadata, validate, expires_at)
+        return self._send("update", args, _nothing)
 
-    @single(_credential)
-    def get(self, platform: str, credential_type: str = DEFAULT_TYPE) -> Args:
+    @single
+    def get(self, platform: str, credential_type: str = DEFAULT_TYPE) -> Sent[str]:
         """The credential's value (past its expiry: as ``on_expired`` says)."""
-        return get_args(platform, credential_type, self.on_expired)
+        return self._send("get", get_args(platform, credential_type, self.on_expired), _credential)
 
     @plan
     def get_many(self, names: Iterable[str | tuple[str, str]]) -> Plan[list[str]]:
         """Fetch several credentials in one pipelined round trip; raises the first error."""
         return (yield from _get_many(self, [name_pair(n) for n in names]))
 
-    @single(_nothing)
-    def delete(self, platform: str, credential_type: str = DEFAULT_TYPE) -> Args:
+    @single
+    def delete(self, platform: str, credential_type: str = DEFAULT_TYPE) -> Sent[None]:
         """Delete a stored credential; ``NotFound`` if there is none."""
-        return name_args(platform, credential_type)
+        return self._send("delete", name_args(platform, credential_type), _nothing)
 
-    @single(_map)
-    def metadata(self, platform: str, credential_type: str = DEFAULT_TYPE) -> Args:
+    @single
+    def metadata(self, platform: str, credential_type: str = DEFAULT_TYPE) -> Sent[dict[str, Any]]:
         """The credential's entry: names, metadata, timestamps; never its value."""
-        return name_args(platform, credential_type)
+        return self._send("metadata", name_args(platform, credential_type), _map)
 
-    @single(_valid)
-    def validate(self, platform: str, value: str) -> Args:
+    @single
+    def validate(self, platform: str, value: str) -> Sent[bool]:
         """Whether ``value`` passes the platform's format rule (checked by the agent)."""
-        return {"platform": platform, "value": value}
+        return self._send("validate", {"platform": platform, "value": value}, _valid)
 
-    @single(_rows)
-    def audit(self, since: float | None = None, platform: str | None = None, limit: int | None = None) -> Args:
+    @single
+    def audit(
+        self, since: float | None = None, platform: str | None = None, limit: int | None = None
+    ) -> Sent[list[dict[str, Any]]]:
         """Audit-log rows, oldest first (never values): since a Unix time, of one platform,
         the newest ``limit`` (the agent's default when not given)."""
-        return given(since=since, platform=platform, limit=limit)
+        return self._send("audit", given(since=since, platform=platform, limit=limit), _rows)
 
-    @single(_map)
-    def rotate_key(self, passphrase: str | None = None, new_passphrase: str | None = None) -> Args:
+    @single
+    def rotate_key(
+        self, passphrase: str | None = None, new_passphrase: str | None = None
+    ) -> Sent[dict[str, Any]]:
         """Re-encrypt every credential under a new master key (a passphrase vault asks
         for its passphrase, and may take a new one)."""
-        return given(passphrase=passphrase, new_passphrase=new_passphrase)
+        return self._send("rotate_key", given(passphrase=passphrase, new_passphrase=new_passphrase), _map)
 
     @plan
     def credentials_for(self, platform: str) -> Plan[dict[str, str]]:
@@ -316,6 +306,11 @@ class SyncOperations(Operations):
         """Pipeline requests; returns each result or the ``AgentError`` it raised."""
         raise NotImplementedError
 
+    def _send(self, op: str, args: Args, reply: Reply[R]) -> Sent[R]:
+        # sent here, so that a single-request operation is itself the blocking method
+        # and returns the result: Op.__get__ tells the type checker so
+        return reply(self, args, self.call(op, args))  # type: ignore[return-value]
+
 
 class AsyncOperations(Operations):
     """The operations as coroutine methods; a subclass supplies the transport."""
@@ -350,67 +345,45 @@ async def _arun(client: AsyncOperations, steps: Plan[Any]) -> Any:
 
 
 def _sync_method(op: _Op) -> Callable[..., Any]:
-    name, request, reply, steps = op.name, op.request, op.reply, op.plan
-    if request is not None and reply is not None:
+    fn = op.fn
+    if not op.is_plan:
+        return fn  # SyncOperations._send makes it the method as it is
 
-        def method(self: SyncOperations, *args: Any, **kwargs: Any) -> Any:
-            request_args = request(self, *args, **kwargs)
-            return reply(self, request_args, self.call(name, request_args))
+    def method(self: SyncOperations, *args: Any, **kwargs: Any) -> Any:
+        return _run(self, fn(self, *args, **kwargs))
 
-    else:
-
-        def method(self: SyncOperations, *args: Any, **kwargs: Any) -> Any:
-            return _run(self, steps(self, *args, **kwargs))
-
-    return method
+    return _named(method, op, SyncOperations)
 
 
 def _async_method(op: _Op) -> Callable[..., Any]:
-    name, request, reply, steps = op.name, op.request, op.reply, op.plan
-    if request is not None and reply is not None:
+    fn = op.fn
+    if op.is_plan:
 
         async def method(self: AsyncOperations, *args: Any, **kwargs: Any) -> Any:
-            request_args = request(self, *args, **kwargs)
-            return reply(self, request_args, await self.call(name, request_args))
+            return await _arun(self, fn(self, *args, **kwargs))
 
     else:
 
         async def method(self: AsyncOperations, *args: Any, **kwargs: Any) -> Any:
-            return await _arun(self, steps(self, *args, **kwargs))
+            name, request_args, reply = fn(self, *args, **kwargs)  # Operations._send: not sent yet
+            return reply(self, request_args, await self.call(name, request_args))
 
-    return method
+    return _named(method, op, AsyncOperations)
 
 
-def _named(method: Callable[..., Any], op: _Op, owner: type, view: Callable[..., Any]) -> Callable[..., Any]:
+def _named(method: Callable[..., Any], op: _Op, owner: type) -> Callable[..., Any]:
     method.__name__ = op.name
     method.__qualname__ = f"{owner.__name__}.{op.name}"
-    method.__doc__ = op.doc
-    method.__wrapped__ = view  # type: ignore[attr-defined]
+    method.__doc__ = op.fn.__doc__
+    method.__wrapped__ = op.fn  # type: ignore[attr-defined]  # for inspect.signature() and help()
     return method
-
-
-def _view(op: _Op) -> Callable[..., Any]:
-    """What ``inspect.signature()`` and ``help()`` show of a method (they follow
-    ``__wrapped__``): the operation's own function, with the method's result as its
-    return annotation instead of the request args or the plan. A copy made without
-    importing inspect, which every client would pay for."""
-    fn: Any = op.request or op.plan
-    view: Any = type(fn)(fn.__code__, fn.__globals__, op.name, fn.__defaults__, fn.__closure__)
-    view.__kwdefaults__ = fn.__kwdefaults__
-    view.__qualname__, view.__doc__, view.__module__ = fn.__qualname__, fn.__doc__, fn.__module__
-    result = (op.reply.__annotations__ if op.reply else fn.__annotations__).get("return")
-    if op.reply is None and isinstance(result, str) and result.startswith("Plan[") and result.endswith("]"):
-        result = result[len("Plan["):-1]
-    view.__annotations__ = {**fn.__annotations__, "return": result}
-    return view  # type: ignore[no-any-return]
 
 
 def _install() -> None:
     for name, op in list(vars(Operations).items()):
         if isinstance(op, _Op):
-            view = _view(op)
-            setattr(SyncOperations, name, _named(_sync_method(op), op, SyncOperations, view))
-            setattr(AsyncOperations, name, _named(_async_method(op), op, AsyncOperations, view))
+            setattr(SyncOperations, name, _sync_method(op))
+            setattr(AsyncOperations, name, _async_method(op))
 
 
 _install()

@@ -35,16 +35,24 @@ SAMPLE_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
 
 
 class Owner(Operations):
-    """What a plan reads of its client."""
+    """A client without I/O: ``Operations._send`` hands back each request unsent."""
 
     def __init__(self, on_expired: str = "warn") -> None:
         self.on_expired = on_expired
         self._warned: set[tuple[str, str]] = set()
 
 
-def steps(name: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
-    plan: Any = getattr(Operations, name).plan(Owner(), *args, **kwargs)
-    return plan
+def _one(owner: Owner, name: str, args: dict[str, Any], reply: Any) -> Iterator[Any]:
+    result = yield name, args
+    return reply(owner, args, result)
+
+
+def steps(name: str, *args: Any, on_expired: str = "warn", **kwargs: Any) -> Any:
+    """The operation ``name`` as a plan, whether it is one (several requests) or not."""
+    owner, op = Owner(on_expired), vars(Operations)[name]
+    if op.is_plan:
+        return op.fn(owner, *args, **kwargs)
+    return _one(owner, *op.fn(owner, *args, **kwargs))
 
 
 def run(plan: Any, *replies: Any) -> Any:
@@ -63,6 +71,7 @@ def test_every_op_is_a_method_of_both_clients() -> None:
     for op in protocol.OPS:
         assert callable(getattr(Client, op)), op
         assert not inspect.iscoroutinefunction(getattr(Client, op)), op
+        assert vars(Operations)[op].name == op
         assert inspect.iscoroutinefunction(getattr(AsyncClient, op)), op
 
 
@@ -113,7 +122,7 @@ def test_replies_are_shaped() -> None:
 
 
 def test_an_expired_credential_is_refused_when_asked() -> None:
-    plan: Any = Operations.get.plan(Owner("refuse"), "runpod")
+    plan = steps("get", "runpod", on_expired="refuse")
     next(plan)
     with pytest.raises(errors.Expired, match="runpod/api-key expired on"):
         plan.send({"value": "v", "expires_at": time.time() - 60})
