@@ -77,10 +77,10 @@ def name_pair(name: str | tuple[str, str]) -> tuple[str, str]:
     return (name, DEFAULT_TYPE) if isinstance(name, str) else name
 
 
-# 9999-12-31 23:59:59 UTC: an expiry past it (or NaN, inf, not a number) is no date
-# at all, which a well-behaved agent never stores; such a credential counts as
-# expired on an unknown date rather than crashing the caller's strftime.
-_LAST_DATE = 253402300799.0
+# protocol.MAX_EXPIRES (9999-12-31 23:59:59 UTC): an expiry past it (or NaN, inf, not a
+# number) is no date at all, which a well-behaved agent never stores; such a credential
+# counts as expired on an unknown date rather than crashing the caller's strftime.
+_LAST_DATE = protocol.MAX_EXPIRES
 
 
 def expired_on(expires: Any) -> str | None:
