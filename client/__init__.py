@@ -18,7 +18,7 @@ from client.errors import (
     UntrustedSocket,
 )
 
-TYPE_CHECKING = False  # typing itself costs ~10 ms of import: see client._sync
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would weigh on every connector
 if TYPE_CHECKING:
     from typing import Any
 
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 # imported on first use: a connector that imports this package but fetches no key
-# in a run pays no msgpack (~7 ms, as much as the interpreter's own start)
+# in a run pays no msgpack (benchmarks/run.py times both imports)
 _LAZY = {
     "Client": "client._sync",
     "AsyncClient": "client.aio",
@@ -72,5 +72,5 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'client' has no attribute {name!r}")
-    # __import__ rather than importlib.import_module: importlib brings warnings (~1 ms)
+    # __import__ rather than importlib.import_module, which would import warnings too
     return getattr(__import__(module, fromlist=[name]), name)

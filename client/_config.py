@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
-from client import errors
+from client import _profile, errors
 from client.protocol import KEY_SOURCES
 
 __all__ = ["KEYS", "Key", "ConfigError", "read", "file_value", "setting", "LOG_LEVELS", "KEY_SOURCES"]
@@ -145,11 +145,9 @@ def _env(key: str) -> Any:
 
 def setting(key: str, flag: Any = None) -> Any:
     """One setting: the flag if given, else the environment, else the file, else the default."""
-    from client import paths
-
     if flag is not None:
         flag = check(key, flag, f"--{key.replace('_', '-')}")
     return next(
-        (v for v in (flag, _env(key), file_value(paths.config_path(), key)) if v is not None),
+        (v for v in (flag, _env(key), file_value(_profile.config_path(), key)) if v is not None),
         KEYS[key].default,
     )

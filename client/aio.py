@@ -1,8 +1,10 @@
-"""The asyncio client: the same protocol as ``Client``, over an ``asyncio.Protocol``.
+"""The asyncio client: the operations of ``client._ops``, awaited, over an ``asyncio.Protocol``.
 
 Task-safe (one asyncio.Lock around each exchange), connects lazily, reconnects
-once after a dropped connection when resending is safe. Imported on first use of
-``client.AsyncClient`` so that ``import client`` stays free of asyncio.
+once after a dropped connection when resending is safe. Every typed method comes
+from ``client._ops.AsyncOperations`` and ends in ``call`` or ``call_many``, as
+``Client``'s do. Imported on first use of ``client.AsyncClient`` so that
+``import client`` stays free of asyncio.
 
 As in ``Client``, an exchange that ends early (cancelled by ``wait_for``, a
 TaskGroup or an outer timeout) aborts its connection, so its late reply can never
@@ -10,7 +12,8 @@ answer the next call; and a child process never uses its parent's connection.
 
 A Protocol rather than streams: an exchange is one write and one future that
 ``data_received`` resolves once every reply is in (streams cost a future per
-read, and ``wait_for`` a task per call: together ~2x the round trip).
+read, and ``wait_for`` a task per call; the AsyncClient rows of benchmarks/run.py
+show what is left).
 """
 
 from __future__ import annotations
@@ -21,21 +24,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from client import _autostart, errors, paths, protocol
-from client._sync import (
-    DEFAULT_TIMEOUT,
-    SLOW_TIMEOUT,
-    ListPages,
-    _name_args,
-    credentials_of,
-    expiry_policy,
-    field_name,
-    get_args,
-    name_pair,
-    unwrap_get,
-    write_args,
-)
-from client.protocol import DEFAULT_TYPE
+from client import _messages, _ops, _transport, errors, paths, protocol
+from client._transport import DEFAULT_TIMEOUT
 
 __all__ = ["AsyncClient", "acredentials_for"]
 
@@ -85,6 +75,8 @@ class _Connection(asyncio.Protocol):
         """Send ``frames`` and wait for ``count`` replies, or raise TimeoutError."""
         if self.lost is not None:
             raise self.lost
+        if count == 0:  # an empty batch: no reply will come to wake the waiter (Client returns at once too)
+            return
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         self.bodies, self.want = bodies, count
@@ -105,7 +97,7 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
-class AsyncClient:
+class AsyncClient(_ops.AsyncOperations):
     """Asyncio client of the credential agent.
 
     >>> async with AsyncClient() as c:
@@ -123,7 +115,7 @@ class AsyncClient:
         self.path = Path(path) if path is not None else paths.socket_path()
         self.timeout = timeout
         self._autostart = autostart
-        self.on_expired = expiry_policy(on_expired)
+        self.on_expired = _messages.expiry_policy(on_expired)
         self._warned: set[tuple[str, str]] = set()
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
@@ -160,22 +152,18 @@ class AsyncClient:
         self._lock = asyncio.Lock()
         self._pid = os.getpid()
 
-    async def _try_connect(self) -> _Connection:
-        paths.check_socket(self.path)
-        loop = asyncio.get_running_loop()
-        _, conn = await loop.create_unix_connection(_Connection, str(self.path))
-        return conn
-
     async def _connect_or_start(self) -> _Connection:
         try:
-            return await self._try_connect()
+            return await _transport.connect_async(str(self.path), _Connection)
         except (FileNotFoundError, ConnectionRefusedError):
+            from client import _autostart  # here: a process that finds its agent never needs it
+
             if not _autostart.enabled(self._autostart):
                 raise errors.AgentUnavailable(_autostart.unavailable_message(self.path)) from None
         if not await asyncio.to_thread(_autostart.start_agent, max(self.timeout, 10.0)):
             raise errors.AgentUnavailable(f"could not start a credential agent at {self.path}")
         try:
-            return await self._try_connect()
+            return await _transport.connect_async(str(self.path), _Connection)
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise errors.AgentUnavailable(f"no credential agent at {self.path}") from e
 
@@ -215,15 +203,13 @@ class AsyncClient:
                 raise
         raise AssertionError("unreachable")
 
-    def _timeout_for(self, op: str) -> float:
-        return max(self.timeout, SLOW_TIMEOUT) if op in protocol.SLOW_OPS else self.timeout
-
     async def call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
+        """Send one request and return its result (or raise its error)."""
         frame = protocol.encode_request(op, args)
         if self._pid != os.getpid():
             self._after_fork()
         async with self._lock:
-            (body,) = await self._exchange(frame, 1, (op,), self._timeout_for(op))
+            (body,) = await self._exchange(frame, 1, (op,), _transport.timeout_for(op, self.timeout))
         return protocol.decode_reply(body)
 
     async def call_many(self, requests: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Any]:
@@ -231,7 +217,7 @@ class AsyncClient:
         requests = list(requests)
         ops = [op for op, _ in requests]
         frames = [protocol.encode_request(op, args) for op, args in requests]
-        timeout = max([self.timeout, *(self._timeout_for(op) for op in ops)])
+        timeout = max([self.timeout, *(_transport.timeout_for(op, self.timeout) for op in ops)])
         if self._pid != os.getpid():
             self._after_fork()
         async with self._lock:
@@ -243,83 +229,6 @@ class AsyncClient:
             except errors.AgentError as e:
                 results.append(e)
         return results
-
-    # typed operations: one line each
-    async def hello(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("hello")
-        return result
-
-    async def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("status")
-        return result
-
-    async def stop(self) -> None:
-        await self.call("stop")
-
-    async def unlock(self, passphrase: str | None = None) -> None:
-        await self.call("unlock", {} if passphrase is None else {"passphrase": passphrase})
-
-    async def lock(self) -> None:
-        await self.call("lock")
-
-    async def store(
-        self,
-        platform: str,
-        value: str,
-        credential_type: str = DEFAULT_TYPE,
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        validate: bool = True,
-        expires_at: float | None = None,
-    ) -> None:
-        await self.call("store", write_args(platform, value, credential_type, metadata, validate, expires_at))
-
-    async def update(
-        self,
-        platform: str,
-        value: str,
-        credential_type: str = DEFAULT_TYPE,
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        validate: bool = True,
-        expires_at: float | None = None,
-    ) -> None:
-        await self.call("update", write_args(platform, value, credential_type, metadata, validate, expires_at))
-
-    async def get(self, platform: str, credential_type: str = DEFAULT_TYPE) -> str:
-        result = await self.call("get", get_args(platform, credential_type, self.on_expired))
-        return unwrap_get(result, platform, credential_type, self.on_expired, self._warned)
-
-    async def get_many(self, names: Iterable[str | tuple[str, str]]) -> list[str]:
-        pairs = [name_pair(n) for n in names]
-        results = await self.call_many([("get", get_args(p, t, self.on_expired)) for p, t in pairs])
-        for r in results:
-            if isinstance(r, errors.AgentError):
-                raise r
-        return [unwrap_get(r, p, t, self.on_expired, self._warned) for r, (p, t) in zip(results, pairs, strict=True)]
-
-    async def credentials_for(self, platform: str) -> dict[str, str]:
-        """Every credential of ``platform`` keyed by type: ``{"api_key": ...}``."""
-        types = credentials_of(platform, await self.list())
-        values = await self.get_many([(platform, t) for t in types])
-        return {field_name(t): v for t, v in zip(types, values, strict=True)}
-
-    async def delete(self, platform: str, credential_type: str = DEFAULT_TYPE) -> None:
-        await self.call("delete", _name_args(platform, credential_type))
-
-    async def list(self) -> list[dict[str, Any]]:
-        """Every credential's entry, a page at a time (see ``Client.list``)."""
-        pages = ListPages()
-        while (args := pages.next_args()) is not None:
-            pages.add(await self.call("list", args))
-        return pages.entries
-
-    async def metadata(self, platform: str, credential_type: str = DEFAULT_TYPE) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("metadata", _name_args(platform, credential_type))
-        return result
-
-    async def validate(self, platform: str, value: str) -> bool:
-        return bool((await self.call("validate", {"platform": platform, "value": value}))["valid"])
 
 
 async def acredentials_for(platform: str, *, client: AsyncClient | None = None) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 Precedence is env > config file > default, written as one expression per path. Every path is
 namespaced by ``CREDENTIAL_AGENT_PROFILE`` so profiles (and tests) never meet.
+The profile and the config file's own place come from ``client._profile``; this module
+reads the config file (``client._config``) only for the socket, and only when one exists.
 platformdirs is imported only by the functions that need it: the socket path,
 which every client computes, costs no import on Linux.
 """
@@ -12,9 +14,12 @@ import os
 import stat
 import sys
 
-# pathlib, tempfile and typing cost ~10 ms of every client's import: the socket
-# path, which every client computes, is built with os.path; the rest import
-# pathlib when called.
+from client import _profile, errors
+from client._profile import APP, app_name, config_dir, config_path, profile
+
+# The socket path, which every client computes, is built with os.path: pathlib,
+# tempfile and typing would weigh on every client's import (see the import rows of
+# benchmarks/run.py); the rest import pathlib when called.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APP",
+    "MAX_SOCKET_PATH",
     "profile",
     "app_name",
     "runtime_dir",
@@ -38,24 +44,12 @@ __all__ = [
     "check_socket",
 ]
 
-APP: Final = "credential-agent"
 # sun_path is 108 bytes on Linux and 104 on macOS; keep room for the NUL.
 MAX_SOCKET_PATH: Final = 103
 
 
 class InsecurePath(OSError):
     """A directory or socket that another user could control."""
-
-
-def profile() -> str:
-    return os.environ.get("CREDENTIAL_AGENT_PROFILE", "")
-
-
-def app_name() -> str:
-    p = profile()
-    if p and not all(c.isalnum() or c in "-_" for c in p):
-        raise ValueError("CREDENTIAL_AGENT_PROFILE may hold only letters, digits, '-' and '_'")
-    return f"{APP}-{p}" if p else APP
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -88,8 +82,8 @@ def _base_runtime_dir() -> tuple[str, bool]:
 
 
 def _temp_dir() -> str:
-    """tempfile.gettempdir()'s choice on POSIX, without importing tempfile (~10 ms:
-    it brings in random, hashlib and shutil)."""
+    """tempfile.gettempdir()'s choice on POSIX, without importing tempfile (which
+    brings in random, hashlib and shutil)."""
     if os.name != "posix":
         import tempfile
 
@@ -125,18 +119,9 @@ def socket_file() -> str:
     )
 
 
-def _linux_config_dir() -> str:
-    # what platformdirs answers on Linux, without importing it on every client's path
-    base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.expanduser("~/.config")
-    return os.path.join(base, app_name())
-
-
 def _configured_socket() -> str | None:
-    explicit = os.environ.get("CREDENTIAL_AGENT_CONFIG")
-    if not explicit and sys.platform.startswith("linux"):
-        candidate = os.path.join(_linux_config_dir(), "config.toml")
-        if not os.path.exists(candidate):
-            return None  # the common case: no file, no import
+    if not _profile.config_may_exist():
+        return None  # the common case: no file, no import
     from client import _config
 
     value = _config.file_value(config_path(), "socket")
@@ -166,22 +151,6 @@ def vault_path() -> Path:
     return data_dir() / "vault.sqlite3"
 
 
-def config_dir() -> Path:
-    from pathlib import Path
-
-    if sys.platform.startswith("linux"):
-        return Path(_linux_config_dir())
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir(app_name(), appauthor=False))
-
-
-def config_path() -> Path:
-    from pathlib import Path
-
-    return Path(os.environ.get("CREDENTIAL_AGENT_CONFIG") or config_dir() / "config.toml")
-
-
 def log_path() -> Path:
     from pathlib import Path
 
@@ -195,8 +164,6 @@ def check_socket(path: str | os.PathLike[str]) -> None:
 
     Raises ``FileNotFoundError`` when there is nothing at ``path``.
     """
-    from client import errors
-
     st = os.stat(path)
     if not stat.S_ISSOCK(st.st_mode):
         raise errors.UntrustedSocket(f"{path} is not a socket")

@@ -23,8 +23,9 @@ import msgpack
 
 from client import errors
 
-# ``import client`` is paid by every process that wants one key: typing,
-# dataclasses and collections would add ~20 ms to a ~15 ms interpreter start.
+# ``import client`` is paid by every process that wants one key: typing, dataclasses
+# and collections would weigh more than the interpreter's own start (the import rows
+# of benchmarks/run.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -269,7 +270,9 @@ def _request_head(op: str) -> bytes:
     return b"\x83" + _pack("v") + _pack(PROTOCOL_VERSION) + _pack("op") + _pack(op) + _pack("args")
 
 
-# known ops' request heads, packed once; the bytes equal packing the whole map
+# Known ops' request heads, packed once; the bytes equal packing the whole map. Both
+# heads pay against packing the whole message, through the shared Packer or packb:
+# benchmarks/protocol_encoding.py measures the three side by side.
 _REQUEST_HEADS: Final = {op: _request_head(op) for op in OPS}
 # ``{"v": 1, "ok": true, "result": `` likewise
 _OK_HEAD: Final = b"\x83" + _pack("v") + _pack(PROTOCOL_VERSION) + _pack("ok") + _pack(True) + _pack("result")

@@ -45,3 +45,18 @@ def test_quick_benchmark_prints_every_row() -> None:
         if line.startswith("| ") and "measurement" not in line:
             assert re.search(r"\d", line), line
             assert "skipped" in line or re.search(r"\d(\.\d+)? ?(x|B|KiB)\b", line), line
+
+
+@pytest.mark.parametrize(("script", "rows"), [
+    ("protocol_encoding.py", ["request get", "reply to get", "| packb |", "| shared |", "| head |"]),
+    ("client_hot_path.py", ["| Client.get | wall time |", "| await AsyncClient.get | client CPU |"]),
+])
+def test_quick_client_benchmarks_print_their_rows(script: str, rows: list[str]) -> None:
+    if script == "client_hot_path.py" and (shutil.which("git") is None or not (ROOT / ".git").exists()):
+        pytest.skip("client_hot_path.py compares against a git revision; this is not a git checkout")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for row in rows:
+        assert row in done.stdout, row
+    assert re.search(r"\d\.\d{3}x", done.stdout)

@@ -1,0 +1,66 @@
+"""Reaching the agent, for both clients: how long to wait, and how to connect.
+
+Rules of this module:
+- one pair of functions per kind of transport: ``connect`` (blocking) and
+  ``connect_async`` (asyncio). "unix:" today: a Unix socket at a filesystem path,
+  refused by ``paths.check_socket`` before connecting if another user could have
+  planted it or could use it. "pipe:" (Windows named pipes) comes later beside it;
+- what happens once connected (framing, the lock, retries, autostart) is the
+  clients' own;
+- no asyncio at import: ``connect_async`` imports it when called, and only
+  ``AsyncClient``, which has imported it already, calls it.
+"""
+
+from __future__ import annotations
+
+import _socket
+
+from client import paths, protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    ProtocolT = TypeVar("ProtocolT", bound=asyncio.BaseProtocol)
+
+__all__ = ["DEFAULT_TIMEOUT", "SLOW_TIMEOUT", "timeout_for", "connect", "connect_async"]
+
+# Longer than the agent's keystore deadline (agent.keystore.DEFAULT_DEADLINE, 10 s):
+# a request that waits on a hung keystore gets the agent's keystore_unavailable
+# error, which says what is wrong, rather than a bare timeout.
+DEFAULT_TIMEOUT = 15.0
+# For protocol.SLOW_OPS (init, unlock, rotate_key): scrypt, the wrong-passphrase
+# delay (up to 10 s) and a keystore round trip (up to 10 s) add up past the default.
+SLOW_TIMEOUT = 60.0
+
+
+def timeout_for(op: str, timeout: float) -> float:
+    """How long to wait for the reply to ``op``, for a client whose timeout is ``timeout``."""
+    return max(timeout, SLOW_TIMEOUT) if op in protocol.SLOW_OPS else timeout
+
+
+def connect(path: str, timeout: float) -> _socket.socket:
+    """A connected Unix socket whose operations time out after ``timeout`` seconds.
+
+    ``FileNotFoundError`` / ``ConnectionRefusedError`` when no agent listens there
+    (the caller may start one), ``UntrustedSocket`` for another user's socket."""
+    paths.check_socket(path)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def connect_async(path: str, factory: Callable[[], ProtocolT]) -> ProtocolT:
+    """``connect`` for asyncio: the protocol ``factory`` made, connected (same errors)."""
+    import asyncio
+
+    paths.check_socket(path)
+    _, conn = await asyncio.get_running_loop().create_unix_connection(factory, path)
+    return conn
