@@ -39,9 +39,10 @@ class Options:
 
 
 def load_options(args: argparse.Namespace) -> Options:
+    # absolute: the agent serves from "/", whatever directory started it
     return Options(
-        socket=paths.socket_path(),
-        vault=paths.vault_path(),
+        socket=paths.socket_path().absolute(),
+        vault=paths.vault_path().absolute(),
         idle_timeout=setting("idle_timeout", getattr(args, "idle_timeout", None)),
         max_unlocked=setting("max_unlocked", getattr(args, "max_unlocked", None)),
         keystore_deadline=setting("keystore_timeout"),

@@ -26,7 +26,7 @@ from agent.state import Agent
 from agent.transport import Listener, ListenError
 from agent.transport.connection import Server
 from agent.transport.unix import AlreadyRunning, UnixListener, bound_path, prepare_dir, single_instance, systemd_socket
-from client import paths
+from client import _spawn, paths
 
 __all__ = ["serve", "connection_cap", "ADOPTED_LOCK_WAIT"]
 
@@ -102,11 +102,15 @@ def _serve(options: Options, report: dict[str, bool]) -> int:
         if where != options.socket:
             log.warning("systemd passed a socket at %s, but clients look for %s", where, options.socket)
         options = dataclasses.replace(options, socket=where, socket_activated=True)
-    prepare_dir(paths.lock_path())
+    lock = paths.lock_path()
+    paths.ensure_private_dir(lock.parent)
     try:
-        with single_instance(paths.lock_path(), wait=ADOPTED_LOCK_WAIT if passed else 0.0):
-            listener = UnixListener(passed, options.socket, activated=True) if passed is not None \
-                else UnixListener.bind(options.socket)
+        with single_instance(lock, wait=ADOPTED_LOCK_WAIT if passed else 0.0):
+            if passed is not None:
+                listener = UnixListener(passed, options.socket, activated=True)
+            else:
+                prepare_dir(options.socket)
+                listener = UnixListener.bind(options.socket)
             loop_name, factory = _loop_factory()
             try:
                 if factory is None:
@@ -118,7 +122,7 @@ def _serve(options: Options, report: dict[str, bool]) -> int:
                 listener.close()
     except AlreadyRunning:
         if passed is not None:
-            print(f"another agent holds {paths.lock_path()} and did not stop within {ADOPTED_LOCK_WAIT:g} s; "
+            print(f"another agent holds {lock} and did not stop within {ADOPTED_LOCK_WAIT:g} s; "
                   "stop it (`agent stop`) so that the socket-activated agent can start", file=sys.stderr)
             return 1
         print(f"an agent is already running for {options.socket}", file=sys.stderr)
@@ -131,6 +135,13 @@ def serve(options: Options) -> int:
     """Run the agent in the foreground until it is stopped; return the exit status."""
     report = hardening.harden()
     hardening.raise_fd_limit()
+    # nothing of the caller's directory is held open or used; every path is absolute
+    os.chdir("/")
+    # an agent run by hand keeps only what it reads (keys exported in the shell that
+    # started it do not live on in its environment, nor reach anything it runs)
+    kept = _spawn.clean_env()
+    for name in [n for n in os.environ if n not in kept and not n.startswith("LISTEN_")]:
+        del os.environ[name]
     try:
         return _serve(options, report)
     except ListenError as e:

@@ -9,10 +9,7 @@ moment end with exactly one agent.
 
 from __future__ import annotations
 
-import os
-import sys
-
-__all__ = ["enabled", "unavailable_message", "agent_command", "start_agent"]
+__all__ = ["enabled", "unavailable_message", "start_agent"]
 
 
 def enabled(explicit: bool | None = None) -> bool:
@@ -31,34 +28,23 @@ def unavailable_message(path: object) -> str:
     )
 
 
-def agent_command() -> list[str]:
-    """How to run the ``agent`` command: env override, this interpreter, or PATH."""
-    # imported here: every client imports this module, few ever start an agent
-    import importlib.util
-    import shlex
-    import shutil
-
-    override = os.environ.get("CREDENTIAL_AGENT_COMMAND")
-    if override:
-        return shlex.split(override)
-    if importlib.util.find_spec("agent.cli") is not None:
-        return [sys.executable, "-m", "agent"]
-    found = shutil.which("agent")
-    return [found] if found else [sys.executable, "-m", "agent"]
-
-
 def start_agent(timeout: float) -> bool:
     """Run ``agent start``; True when it reports a serving agent."""
     import subprocess
 
+    from client import _spawn
+
     try:
+        # isolated, in /, with a short list of variables (see client._spawn)
         done = subprocess.run(
-            [*agent_command(), "start", "--quiet"],
+            _spawn.agent_command("start", "--quiet"),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             timeout=timeout,
             check=False,
+            cwd="/",
+            env=_spawn.clean_env(),
         )
     except (OSError, subprocess.TimeoutExpired):
         return False

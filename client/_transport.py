@@ -4,7 +4,10 @@ Rules of this module:
 - one pair of functions per kind of transport: ``connect`` (blocking) and
   ``connect_async`` (asyncio). "unix:" today: a Unix socket at a filesystem path,
   refused by ``paths.check_socket`` before connecting if another user could have
-  planted it or could use it. "pipe:" (Windows named pipes) comes later beside it;
+  planted it or could use it, and after connecting, before a byte is sent, unless
+  the kernel says the listening process runs as this user (a check of the file
+  alone loses the race against a link swapped between the check and the
+  connect). "pipe:" (Windows named pipes) comes later beside it;
 - what happens once connected (framing, the lock, retries, autostart) is the
   clients' own;
 - no asyncio at import: ``connect_async`` imports it when called, and only
@@ -14,8 +17,10 @@ Rules of this module:
 from __future__ import annotations
 
 import _socket
+import os
+import sys
 
-from client import paths, protocol
+from client import errors, paths, protocol
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
 
     ProtocolT = TypeVar("ProtocolT", bound=asyncio.BaseProtocol)
 
-__all__ = ["DEFAULT_TIMEOUT", "SLOW_TIMEOUT", "timeout_for", "connect", "connect_async"]
+__all__ = ["DEFAULT_TIMEOUT", "SLOW_TIMEOUT", "timeout_for", "connect", "connect_async", "listener_uid"]
 
 # Longer than the agent's keystore deadline (agent.keystore.DEFAULT_DEADLINE, 10 s):
 # a request that waits on a hung keystore gets the agent's keystore_unavailable
@@ -41,6 +46,27 @@ def timeout_for(op: str, timeout: float) -> float:
     return max(timeout, SLOW_TIMEOUT) if op in protocol.SLOW_OPS else timeout
 
 
+def listener_uid(sock: _socket.socket) -> int | None:
+    """The uid of the process on the other end of a connected Unix socket, from the
+    kernel (SO_PEERCRED: struct ucred; LOCAL_PEERCRED: struct xucred); None where the
+    platform has no way to tell."""
+    if sys.platform.startswith("linux"):
+        raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # pid, uid, gid
+    elif sys.platform == "darwin" or "bsd" in sys.platform:
+        raw = sock.getsockopt(0, getattr(_socket, "LOCAL_PEERCRED", 0x001), 76)  # version, uid, ...
+    else:
+        return None
+    return int.from_bytes(raw[4:8], sys.byteorder)
+
+
+def _check_listener(sock: _socket.socket, path: str) -> None:
+    uid = listener_uid(sock)
+    if uid is not None and uid != os.getuid():
+        raise errors.UntrustedSocket(
+            f"refusing {path}: the process listening there runs as uid {uid}, not as this user; nothing was sent"
+        )
+
+
 def connect(path: str, timeout: float) -> _socket.socket:
     """A connected Unix socket whose operations time out after ``timeout`` seconds.
 
@@ -51,6 +77,7 @@ def connect(path: str, timeout: float) -> _socket.socket:
     sock.settimeout(timeout)
     try:
         sock.connect(path)
+        _check_listener(sock, path)
     except BaseException:
         sock.close()
         raise
@@ -62,5 +89,10 @@ async def connect_async(path: str, factory: Callable[[], ProtocolT]) -> Protocol
     import asyncio
 
     paths.check_socket(path)
-    _, conn = await asyncio.get_running_loop().create_unix_connection(factory, path)
+    transport, conn = await asyncio.get_running_loop().create_unix_connection(factory, path)
+    try:
+        _check_listener(transport.get_extra_info("socket"), path)
+    except BaseException:
+        transport.abort()
+        raise
     return conn

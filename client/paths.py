@@ -65,20 +65,43 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def _base_runtime_dir() -> tuple[str, bool]:
-    """The user's runtime dir, and whether it is the shared temp dir."""
+def _private_dir(path: str) -> bool:
+    """A directory of this user's that nobody else may use (XDG's rule for a runtime dir)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def _base_runtime_dir() -> str:
+    """The user's runtime dir; a directory of the home where there is none."""
+    # su and sudo may keep the caller's XDG_RUNTIME_DIR: one that is not ours is not used
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isdir(xdg):
-        return xdg, False
+    if xdg and _private_dir(xdg):
+        return xdg
     if sys.platform == "darwin":
         import platformdirs
 
-        return platformdirs.user_runtime_dir(), False
+        return platformdirs.user_runtime_dir()
     run_user = f"/run/user/{os.getuid()}"
-    if os.path.isdir(run_user) and os.stat(run_user).st_uid == os.getuid():
-        return run_user, False
-    # no runtime dir (containers, cron, su): a private dir in the temp dir, as ssh-agent
-    return _temp_dir(), True
+    if _private_dir(run_user):
+        return run_user
+    return _home_runtime_dir()
+
+
+def _home_runtime_dir() -> str:
+    """No runtime dir (containers, cron, su): a directory in the home, which no other
+    user can create or replace, as gpg-agent's ``~/.gnupg`` (a guessable name in the
+    shared temp dir could be taken first); one per host, since homes may be shared.
+    Only where that path is too long for a socket, a ``0700`` directory in the temp dir,
+    refused when another user made it."""
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
+    host = (os.uname().nodename.split(".")[0] if hasattr(os, "uname") else "") or "localhost"
+    home_dir = os.path.join(cache, f"{APP}-run-{host[:32]}")
+    if len(os.path.join(home_dir, app_name(), "agent.sock")) <= MAX_SOCKET_PATH and os.path.isabs(home_dir):
+        return home_dir
+    return os.path.join(_temp_dir(), f"{APP}-{os.getuid()}")
 
 
 def _temp_dir() -> str:
@@ -97,8 +120,7 @@ def _temp_dir() -> str:
 
 
 def _runtime_dir() -> str:
-    base, shared = _base_runtime_dir()
-    return os.path.join(base, f"{app_name()}-{os.getuid()}" if shared else app_name())
+    return os.path.join(_base_runtime_dir(), app_name())
 
 
 def runtime_dir() -> Path:
@@ -135,8 +157,9 @@ def socket_path() -> Path:
 
 
 def lock_path() -> Path:
-    """The flock that makes one agent per profile (beside the socket)."""
-    return socket_path().with_name(socket_path().name + ".lock")
+    """The flock that makes one agent per vault: in the vault's private directory, never
+    beside a socket that may live in a shared one (where a planted link could wait)."""
+    return data_dir() / "agent.lock"
 
 
 def data_dir() -> Path:
@@ -164,6 +187,7 @@ def check_socket(path: str | os.PathLike[str]) -> None:
 
     Raises ``FileNotFoundError`` when there is nothing at ``path``.
     """
+    _check_socket_dir(os.fspath(path))
     st = os.stat(path)
     if not stat.S_ISSOCK(st.st_mode):
         raise errors.UntrustedSocket(f"{path} is not a socket")
@@ -172,4 +196,20 @@ def check_socket(path: str | os.PathLike[str]) -> None:
     if st.st_mode & 0o077:
         raise errors.UntrustedSocket(
             f"refusing {path}: mode {stat.S_IMODE(st.st_mode):04o} lets other users connect"
+        )
+
+
+def _check_socket_dir(path: str) -> None:
+    """The socket's directory is no link, and nobody but this user (or root) may put a
+    file of theirs in its place."""
+    parent = os.path.dirname(os.path.abspath(path))
+    st = os.lstat(parent)
+    if stat.S_ISLNK(st.st_mode):
+        raise errors.UntrustedSocket(f"refusing {path}: its directory {parent} is a symbolic link")
+    if st.st_uid not in (os.getuid(), 0):
+        raise errors.UntrustedSocket(f"refusing {path}: its directory {parent} is owned by uid {st.st_uid}")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise errors.UntrustedSocket(
+            f"refusing {path}: other users may replace it (its directory {parent} has mode "
+            f"{stat.S_IMODE(st.st_mode):04o})"
         )

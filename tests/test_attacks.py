@@ -6,18 +6,33 @@ replies), not how fast this machine is; the figures it prints are for the record
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from otheruser import other_user
 from test_agent_core import read_reply
 
-from client import errors
-from support import PASSPHRASE, AgentProcess, raw_request
+from client import Client, errors
+from support import PASSPHRASE, AgentProcess, raw_request, short_tmpdir
+
+__all__ = ["other_user"]  # a fixture
+
+
+@pytest.fixture
+def agent_home() -> Iterator[AgentProcess]:
+    """An agent's home and environment, with no agent started."""
+    a = AgentProcess()
+    yield a
+    a.cleanup()
 
 
 def failures_logged(a: AgentProcess) -> list[int]:
@@ -215,3 +230,263 @@ async def test_nothing_of_a_value_or_passphrase_is_held_after_lock(tmp_path: Pat
         await server.close()
         server.listener.close()
         agent.close()
+
+
+# --- code from the caller's directory, secrets from the caller's environment ----------------------
+PLANTED = (
+    "import os, pathlib\n"
+    "pathlib.Path(os.environ.get('HOME', '/tmp'), 'PLANTED-CODE-RAN').write_text('the planted agent package ran')\n"
+    "raise SystemExit('planted agent package')\n"
+)
+
+
+def plant_agent_package(where: Path) -> None:
+    """What any ML project may hold, or an attacker may leave in a shared directory."""
+    (where / "agent").mkdir(parents=True)
+    for name in ("__init__.py", "__main__.py", "cli.py"):
+        (where / "agent" / name).write_text(PLANTED)
+
+
+def as_console_script(*args: str) -> list[str]:
+    """The installed `agent` command: sys.path[0] is its own directory, never the current one."""
+    return [sys.executable, "-P", "-m", "agent", *args]
+
+
+def test_agent_start_in_a_project_with_an_agent_package_runs_the_real_agent(agent_home: AgentProcess) -> None:
+    a = agent_home
+    project = a.home / "project"
+    plant_agent_package(project)
+    done = subprocess.run(as_console_script("start"), cwd=project, env=a.env, capture_output=True, text=True,
+                          timeout=60)
+    try:
+        assert not (a.home / "PLANTED-CODE-RAN").exists(), "agent start ran code from the current directory"
+        assert done.returncode == 0, done.stderr
+        with a.client(timeout=10) as c:
+            pid = c.status()["pid"]
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    finally:
+        subprocess.run(as_console_script("stop"), env=a.env, capture_output=True, timeout=60)
+
+
+def test_autostart_from_a_project_with_an_agent_package_runs_the_real_agent(agent_home: AgentProcess) -> None:
+    a = agent_home
+    project = a.home / "project"
+    plant_agent_package(project)
+    env = {k: v for k, v in a.env.items() if k != "CREDENTIAL_AGENT_NO_AUTOSTART"}
+    code = "from client import Client; print(Client(timeout=30).hello()['protocol'])"
+    done = subprocess.run([sys.executable, "-P", "-c", code], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=90)
+    try:
+        assert not (a.home / "PLANTED-CODE-RAN").exists(), "autostart ran code from the current directory"
+        assert done.returncode == 0 and done.stdout.strip() == "1", done.stderr
+    finally:
+        subprocess.run(as_console_script("stop"), env=a.env, capture_output=True, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading a non-dumpable agent's /proc/PID/environ needs root")
+def test_a_started_agent_keeps_none_of_the_callers_secrets(agent_home: AgentProcess) -> None:
+    a = agent_home
+    secret = "sk-" + "e" * 20 + "CALLER-ENV-CANARY"
+    env = {**a.env, "OPENAI_API_KEY": secret, "CREDENTIAL_AGENT_EXEC": "1", "PYTHONPATH": a.env["PYTHONPATH"]}
+    done = subprocess.run(as_console_script("start"), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    try:
+        with a.client(timeout=10) as c:
+            pid = c.status()["pid"]
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert secret.encode() not in environ and b"OPENAI_API_KEY" not in environ
+        assert b"CREDENTIAL_AGENT_SOCK=" in environ  # what it needs, it has
+    finally:
+        subprocess.run(as_console_script("stop"), env=a.env, capture_output=True, timeout=60)
+
+
+# --- a lock file planted in a shared directory ------------------------------------------------------------
+def test_a_planted_lock_file_link_is_never_followed(other_user: pwd.struct_passwd) -> None:
+    shared = short_tmpdir("ca-shared-")
+    os.chmod(shared, 0o777)  # a team's shared folder
+    a = AgentProcess(env={"CREDENTIAL_AGENT_SOCK": str(shared / "agent.sock")})
+    bashrc = a.home / ".bashrc"
+    bashrc.write_text("export PATH=$HOME/bin:$PATH\n")
+    os.chmod(a.home, 0o755)
+    planted = subprocess.run(["ln", "-s", str(bashrc), str(shared / "agent.sock.lock")], user=other_user.pw_uid,
+                             group=other_user.pw_gid, extra_groups=[], capture_output=True, text=True)
+    assert planted.returncode == 0, planted.stderr
+    try:
+        a.start(wait=False)
+        deadline = time.monotonic() + 15
+        while "serving on" not in a.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "serving on" in a.log(), a.log()
+        assert bashrc.read_text() == "export PATH=$HOME/bin:$PATH\n", "the agent wrote through a planted link"
+        # and its own client will not use a socket in a directory others may write
+        with pytest.raises(errors.UntrustedSocket, match="other users may replace it"), a.client(timeout=5) as c:
+            c.hello()
+    finally:
+        a.cleanup()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+# --- an impostor socket -----------------------------------------------------------------------------
+# Run by the other user: listen at argv[1] (0777, so the victim may connect), write every
+# byte received to argv[2], answer nothing; stop after argv[3] seconds.
+IMPOSTOR = """
+import os, socket, sys, time
+path, out, life = sys.argv[1], sys.argv[2], float(sys.argv[3])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+os.chmod(path, 0o777)
+s.listen(64)
+s.settimeout(0.2)
+print("listening", flush=True)
+end = time.monotonic() + life
+with open(out, "ab", buffering=0) as f:
+    while time.monotonic() < end:
+        try:
+            c, _ = s.accept()
+        except TimeoutError:
+            continue
+        c.settimeout(0.5)
+        try:
+            data = c.recv(65536)
+            if data:
+                f.write(data)
+        except OSError:
+            pass
+        c.close()
+"""
+
+
+def start_impostor(user: pwd.struct_passwd, where: Path, life: float = 30) -> tuple[subprocess.Popen[str], Path]:
+    from otheruser import user_python
+
+    captured = where / "captured"
+    proc = subprocess.Popen([user_python(user), "-c", IMPOSTOR, str(where / "evil.sock"), str(captured), str(life)],
+                            user=user.pw_uid, group=user.pw_gid, extra_groups=[], stdout=subprocess.PIPE, text=True,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
+    return proc, captured
+
+
+def attacker_dir(user: pwd.struct_passwd) -> Path:
+    d = short_tmpdir("ca-evil-")
+    os.chown(d, user.pw_uid, user.pw_gid)
+    os.chmod(d, 0o777)
+    return d
+
+
+def test_a_socket_served_by_another_user_gets_nothing(other_user: pwd.struct_passwd, agent_home: AgentProcess) -> None:
+    """The file looks right (ours, 0600, in our private directory), but another uid
+    listens on it: the client asks the kernel after connect and sends nothing."""
+    evil = attacker_dir(other_user)
+    proc, captured = start_impostor(other_user, evil)
+    try:
+        mine = agent_home.socket  # in the victim's own 0700 run directory
+        os.rename(evil / "evil.sock", mine)  # the inode keeps its listener
+        os.chown(mine, os.getuid(), os.getgid())
+        os.chmod(mine, 0o600)
+        secret = "rp_" + "s" * 30 + "IMPOSTOR-CANARY"
+        with pytest.raises(errors.UntrustedSocket, match=f"runs as uid {other_user.pw_uid}"):
+            with agent_home.client(timeout=5) as c:
+                c.store("runpod", secret)
+        time.sleep(0.6)
+        assert not captured.exists() or secret.encode() not in captured.read_bytes()
+        assert not captured.exists() or captured.read_bytes() == b"", "the client sent bytes to an impostor"
+        done = agent_home.cli("status")
+        assert done.returncode == 1 and "was refused" in done.stdout and "runs as uid" in done.stdout, done
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(evil, ignore_errors=True)
+
+
+def test_a_link_flipped_between_sockets_captures_nothing(
+    other_user: pwd.struct_passwd, unlocked_agent: AgentProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The socket path points into a directory another user controls, where a link
+    flips between the victim's real socket and the attacker's."""
+    a = unlocked_agent
+    evil = attacker_dir(other_user)
+    proc, captured = start_impostor(other_user, evil, life=60)
+    os.chmod(a.home, 0o755)  # the attacker's link may point at the real socket
+    os.chmod(a.socket.parent, 0o755)
+    from otheruser import user_python
+
+    flipper = subprocess.Popen(
+        [user_python(other_user), "-c", FLIPPER, str(evil / "agent.sock"), str(a.socket), str(evil / "evil.sock")],
+        user=other_user.pw_uid, group=other_user.pw_gid, extra_groups=[])
+    tries, refused, stored = 150, 0, 0
+    try:
+        env_sock = str(evil / "agent.sock")
+        for i in range(tries):
+            try:
+                with Client(env_sock, timeout=5, autostart=False) as c:
+                    c.store("runpod", f"rp_{i:04d}" + "s" * 30 + "FLIP-CANARY")
+                stored += 1
+            except errors.AgentError:
+                refused += 1
+        time.sleep(0.6)
+        got = captured.read_bytes() if captured.exists() else b""
+        with capsys.disabled():
+            print(f"\nflipping link: {tries} stores, {stored} reached the agent, {refused} refused, "
+                  f"{got.count(b'FLIP-CANARY')} captured")
+        assert b"FLIP-CANARY" not in got
+        assert stored == 0  # a directory another user may write is refused before any connect
+    finally:
+        flipper.kill()
+        flipper.wait()
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(evil, ignore_errors=True)
+
+
+FLIPPER = """
+import os, sys, time
+link, real, evil = sys.argv[1], sys.argv[2], sys.argv[3]
+tmp = link + ".new"
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    for target in (real, evil):
+        try:
+            os.symlink(target, tmp)
+            os.replace(tmp, link)
+        except OSError:
+            pass
+"""
+
+
+def test_a_taken_temp_dir_does_not_keep_the_agent_from_starting(other_user: pwd.struct_passwd) -> None:
+    """Without XDG_RUNTIME_DIR the socket once lived in a guessable directory of the
+    temp dir; another user who made it first kept the agent from starting."""
+    taken = Path("/tmp") / f"credential-agent-{os.getuid()}"
+    made = not taken.exists()
+    if made:
+        subprocess.run(["mkdir", "-m", "0777", str(taken)], user=other_user.pw_uid, group=other_user.pw_gid,
+                       extra_groups=[], check=True)
+    a = AgentProcess()
+    for var in ("XDG_RUNTIME_DIR", "CREDENTIAL_AGENT_SOCK"):
+        a.env.pop(var)
+    a.socket = Path(subprocess.run([sys.executable, "-c", "from client import paths; print(paths.socket_file())"],
+                                   env=a.env, capture_output=True, text=True, check=True).stdout.strip())
+    try:
+        assert str(a.socket).startswith(str(a.home)), a.socket  # in the home, which nobody else can write
+        a.start()
+        with Client(a.socket, timeout=10, autostart=False) as c:
+            assert c.hello()
+    finally:
+        a.cleanup()
+        if made:
+            shutil.rmtree(taken, ignore_errors=True)
+
+
+def test_a_runtime_dir_of_another_user_is_not_used(other_user: pwd.struct_passwd) -> None:
+    """su keeps the caller's XDG_RUNTIME_DIR: a runtime dir this user does not own is passed over."""
+    theirs = short_tmpdir("ca-xdg-")
+    os.chown(theirs, other_user.pw_uid, other_user.pw_gid)
+    env = {**AgentProcess().env, "XDG_RUNTIME_DIR": str(theirs)}
+    env.pop("CREDENTIAL_AGENT_SOCK")
+    try:
+        where = subprocess.run([sys.executable, "-c", "from client import paths; print(paths.socket_file())"],
+                               env=env, capture_output=True, text=True, check=True).stdout.strip()
+        assert not where.startswith(str(theirs)), where
+    finally:
+        shutil.rmtree(theirs, ignore_errors=True)

@@ -44,6 +44,8 @@ def exit_code(e: Exception) -> Exit:
     """The exit code of a failure ``main`` reports."""
     if isinstance(e, CliError):
         return e.code
+    if isinstance(e, errors.UntrustedSocket):  # something is there, and it is not to be trusted
+        return Exit.ERROR
     if isinstance(e, errors.AgentUnavailable):
         return Exit.NO_AGENT
     if isinstance(e, errors.Locked):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.cli._common import CliError, Exit, Subcommands, add_command, print_json
-from client import Client, _config, errors, paths
+from client import Client, _config, _spawn, errors, paths
 
 __all__ = ["register"]
 
@@ -25,10 +25,14 @@ START_TIMEOUT: Final = 10.0
 
 
 def _answers(path: Path) -> bool:
+    """Whether an agent answers at ``path``; a socket the client refuses is an error
+    that says why (``UntrustedSocket``), never "no agent"."""
     try:
         with Client(path, timeout=2.0, autostart=False) as c:
             c.hello()
         return True
+    except errors.UntrustedSocket:
+        raise
     except (errors.AgentUnavailable, errors.AgentTimeout, errors.ProtocolError):
         return False
 
@@ -59,12 +63,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     log_file = paths.log_path()
     paths.ensure_private_dir(log_file.parent)
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    command = [sys.executable, "-m", "agent", "serve", *(["--log-level", args.log_level] if args.log_level else [])]
-    # LISTEN_* of a socket-activated parent (a notebook server, say) are not for this agent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
-    child = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True, close_fds=True, env=env
-    )
+    # isolated, in /, with a short list of variables: nothing of the caller's directory
+    # runs in the agent and none of its secrets (LISTEN_* of a socket-activated parent
+    # included) lives on in it
+    command = _spawn.agent_command("serve", *(["--log-level", args.log_level] if args.log_level else []))
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
+                             close_fds=True, cwd="/", env=_spawn.clean_env())
     os.close(fd)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -85,6 +89,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
         with Client(path, autostart=False) as c:
             pid = c.status()["pid"]
             c.stop()
+    except errors.UntrustedSocket:
+        raise
     except errors.AgentUnavailable:
         print("no agent is running", file=sys.stderr)
         return Exit.OK
@@ -104,6 +110,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         with Client(path, autostart=False) as c:
             st = c.status()
+    except errors.UntrustedSocket as e:
+        if args.json:
+            print_json({"running": None, "socket": str(path), "refused": e.message})
+        else:
+            print(f"the socket at {path} was refused: {e.message}")
+        return Exit.ERROR
     except errors.AgentUnavailable:
         if args.json:
             print_json({"running": False, "socket": str(path)})

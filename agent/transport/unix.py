@@ -119,7 +119,16 @@ def bound_path(sock: socket.socket) -> Path | None:
 @contextlib.contextmanager
 def single_instance(lock_file: Path, wait: float = 0.0) -> Iterator[IO[str]]:
     """Hold the profile's lock; ``wait`` > 0 retries that long before giving up."""
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    # never through a link: a planted one would have us create or truncate its target
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise ListenError(f"cannot open the lock file {lock_file}: {e.strerror}"
+                          + (" (a symbolic link: refusing to follow it)" if e.errno == errno.ELOOP else "")) from None
+    st = os.fstat(fd)
+    if st.st_uid != os.getuid() or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ListenError(f"the lock file {lock_file} is not a regular file of this user; refusing it")
     f = os.fdopen(fd, "r+")
     try:
         deadline = time.monotonic() + wait

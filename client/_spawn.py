@@ -1,0 +1,72 @@
+"""Starting an agent process so that nothing of the caller's directory or environment runs in it.
+
+``agent start`` and client autostart both start agent code in a new process. A
+plain ``python -m agent`` would import an ``agent/`` package from the caller's
+working directory (any ML project has one) or from ``PYTHONPATH``, and run it with
+the user's passphrase and keys. So:
+
+- the interpreter runs isolated (``-I``: no current directory, no ``PYTHON*``
+  variables, no user site) and is pointed at the one directory this package came
+  from, the code the caller already trusts;
+- it starts in ``/``;
+- its environment is built from a short list of what the agent uses (home, paths,
+  locale, the session bus and display for the keystore, the agent's own settings),
+  so a key exported in the caller's shell (or set by ``agent exec``) never lives on
+  in a long-running agent.
+
+Stdlib only: the client imports this module when it starts an agent, never before.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["agent_command", "clean_env", "code_root", "KEEP", "KEEP_PREFIXES"]
+
+# What the agent (and keyring, platformdirs, the Secret Service client) read.
+KEEP = frozenset({
+    "HOME", "USER", "LOGNAME", "PATH", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+    "DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY", "GNOME_KEYRING_CONTROL",
+    "PYTHON_KEYRING_BACKEND", "SYSTEMROOT", "APPDATA", "LOCALAPPDATA", "USERPROFILE",
+})
+KEEP_PREFIXES = ("XDG_", "LC_", "CREDENTIAL_AGENT_", "KEYRING_PROPERTY_")
+
+# -I ignores PYTHONPATH and the current directory; the one path given is inserted first
+_BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.cli import main; sys.exit(main())"
+
+
+def clean_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of ``environ`` (default: this process's) that an agent may see."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if k in KEEP or k.startswith(KEEP_PREFIXES)}
+
+
+def code_root() -> str | None:
+    """The directory holding this installation's ``agent`` and ``client`` packages."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return root if os.path.isfile(os.path.join(root, "agent", "cli", "__init__.py")) else None
+
+
+def agent_command(*args: str) -> list[str]:
+    """How to run ``agent ARGS`` in a new process: ``CREDENTIAL_AGENT_COMMAND`` if set,
+    else this interpreter, isolated, on this installation's code, else the installed
+    ``agent`` script by its absolute path."""
+    override = os.environ.get("CREDENTIAL_AGENT_COMMAND")
+    if override:
+        import shlex
+
+        return [*shlex.split(override), *args]
+    root = code_root()
+    if root is not None:
+        return [sys.executable, "-I", "-c", _BOOT, root, *args]
+    import shutil
+
+    found = shutil.which("agent")
+    if found is None or not os.path.isabs(found):
+        raise FileNotFoundError("the `agent` command is not installed")
+    return [found, *args]
