@@ -157,9 +157,10 @@ def socket_path() -> Path:
 
 
 def lock_path() -> Path:
-    """The flock that makes one agent per vault: in the vault's private directory, never
-    beside a socket that may live in a shared one (where a planted link could wait)."""
-    return data_dir() / "agent.lock"
+    """The flock that makes one agent per profile: in the profile's private runtime
+    directory, wherever the socket is (``CREDENTIAL_AGENT_SOCK`` may name a shared
+    directory, where a planted link could wait)."""
+    return runtime_dir() / "agent.lock"
 
 
 def data_dir() -> Path:

@@ -41,7 +41,7 @@ def agents_in(home: Path) -> list[int]:
             environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"serve" in cmdline and b"agent" in cmdline and f"HOME={home}".encode() in environ:
+        if b"serve" in cmdline and any(b"agent" in part for part in cmdline) and f"HOME={home}".encode() in environ:
             found.append(int(entry))
     return found
 

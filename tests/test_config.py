@@ -32,6 +32,7 @@ key_source = "passphrase"
 autostart = false
 max_connections = 64
 connection_idle_timeout = 30
+frame_timeout = 5
 audit_keep = 500
 """)
     data = _config.read(path)
@@ -45,6 +46,7 @@ audit_keep = 500
         "autostart": False,
         "max_connections": 64,
         "connection_idle_timeout": 30.0,
+        "frame_timeout": 5.0,
         "audit_keep": 500,
     }
     assert set(data) == set(_config.KEYS)
