@@ -38,8 +38,7 @@ log = logging.getLogger("agent.state")
 
 T = TypeVar("T")
 Key = tuple[str, str]
-# Unlock attempts of a passphrase vault waiting their turn; more are refused at once
-# (`busy`) rather than queued behind minutes of wrong-passphrase delays.
+# Passphrase unlocks waiting their turn; more get `busy`, not minutes of queued delays.
 MAX_WAITING_UNLOCKS: Final = 16
 
 
