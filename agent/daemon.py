@@ -1,6 +1,7 @@
 """Running the agent: hardening, one agent per profile, its endpoint, signals, a clean exit.
 
-- One agent per profile (``transport.unix.single_instance``): the loser says
+- One agent per vault (``transport.unix.single_instance`` on a file beside it, so two
+  runtime dirs, from cron and from a login, still meet): the loser says
   "already running" and exits 0 (1 when systemd started it for a waiting
   connection: exit 0 would make systemd start it again and again).
 - SIGTERM/SIGINT: stop accepting, finish in-flight requests, remove the socket,
@@ -105,7 +106,8 @@ def _serve(options: Options, report: dict[str, bool]) -> int:
     lock = paths.lock_path()
     paths.ensure_private_dir(lock.parent)
     try:
-        with single_instance(lock, wait=ADOPTED_LOCK_WAIT if passed else 0.0):
+        with single_instance(lock, wait=ADOPTED_LOCK_WAIT if passed else 0.0,
+                             fallback=paths.runtime_dir() / "agent.lock"):
             if passed is not None:
                 listener = UnixListener(passed, options.socket, activated=True)
             else:

@@ -53,7 +53,9 @@ class InsecurePath(OSError):
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` as 0700, or check an existing one is ours and private."""
+    """Create ``path`` as 0700, or check an existing one is ours and private; and check
+    that no directory above it lets another user move it away or put another in its
+    place (each is ours or root's, and writable by others only when sticky, as /tmp)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = path.lstat()
     if not stat.S_ISDIR(st.st_mode):
@@ -62,6 +64,15 @@ def ensure_private_dir(path: Path) -> Path:
         raise InsecurePath(f"{path} is owned by uid {st.st_uid}, not by this user")
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)  # ours, so tighten it rather than fail
+    real = os.path.realpath(path)
+    while (parent := os.path.dirname(real)) != real:
+        real = parent
+        above = os.stat(real)
+        if above.st_uid not in (os.getuid(), 0):
+            raise InsecurePath(f"{path} lies in {real}, which belongs to uid {above.st_uid}")
+        if above.st_mode & 0o022 and not above.st_mode & stat.S_ISVTX:
+            raise InsecurePath(f"{path} lies in {real}, which other users may write "
+                               f"(mode {stat.S_IMODE(above.st_mode):04o})")
     return path
 
 
@@ -96,10 +107,13 @@ def _home_runtime_dir() -> str:
     shared temp dir could be taken first); one per host, since homes may be shared.
     Only where that path is too long for a socket, a ``0700`` directory in the temp dir,
     refused when another user made it."""
-    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if not os.path.isabs(cache):  # relative: invalid, to be ignored (XDG base directory spec)
+        cache = os.path.join(os.path.expanduser("~"), ".cache")
     host = (os.uname().nodename.split(".")[0] if hasattr(os, "uname") else "") or "localhost"
     home_dir = os.path.join(cache, f"{APP}-run-{host[:32]}")
-    if len(os.path.join(home_dir, app_name(), "agent.sock")) <= MAX_SOCKET_PATH and os.path.isabs(home_dir):
+    sock = os.path.join(home_dir, app_name(), "agent.sock")
+    if os.path.isabs(home_dir) and len(os.fsencode(sock)) <= MAX_SOCKET_PATH:
         return home_dir
     return os.path.join(_temp_dir(), f"{APP}-{os.getuid()}")
 
@@ -157,10 +171,10 @@ def socket_path() -> Path:
 
 
 def lock_path() -> Path:
-    """The flock that makes one agent per profile: in the profile's private runtime
-    directory, wherever the socket is (``CREDENTIAL_AGENT_SOCK`` may name a shared
-    directory, where a planted link could wait)."""
-    return runtime_dir() / "agent.lock"
+    """The flock that makes one agent per vault: beside the vault, in its private
+    directory (one vault, however its agents were started, and never beside a socket
+    that ``CREDENTIAL_AGENT_SOCK`` may put in a shared directory)."""
+    return data_dir() / "agent.lock"
 
 
 def data_dir() -> Path:

@@ -490,3 +490,19 @@ def test_a_runtime_dir_of_another_user_is_not_used(other_user: pwd.struct_passwd
         assert not where.startswith(str(theirs)), where
     finally:
         shutil.rmtree(theirs, ignore_errors=True)
+
+
+def test_one_vault_gets_one_agent_whatever_its_runtime_dir() -> None:
+    """Cron (no runtime dir) and a login (one) see different sockets but the same vault:
+    a second agent on it would seal rows under a key the first has rotated away."""
+    first = AgentProcess().start()
+    second = AgentProcess(home=first.home, env={"XDG_RUNTIME_DIR": str(first.home / "run2"),
+                                                 "CREDENTIAL_AGENT_SOCK": str(first.home / "run2" / "agent.sock")})
+    (first.home / "run2").mkdir(mode=0o700)
+    try:
+        done = subprocess.run(second.command("serve"), env=second.env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "already running" in done.stderr, done
+        with first.client(timeout=10) as c:
+            assert c.hello()
+    finally:
+        first.cleanup()

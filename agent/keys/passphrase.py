@@ -21,7 +21,6 @@ passphrase's strength buys there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Final
@@ -47,20 +46,31 @@ def delay_after(failures: int) -> float:
     return min(FAIL_DELAY_STEP * failures, FAIL_DELAY_MAX)
 
 
+def _stored_failures(raw: bytes | None) -> tuple[int, float]:
+    """The failure count and the time of the last failure kept in the vault; (0, 0)
+    for none or for anything that is not that pair (a count is never trusted blindly)."""
+    if raw is None:
+        return 0, 0.0
+    try:
+        count, last = msgpack.unpackb(raw)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return 0, 0.0
+    if type(count) is not int or count < 0 or type(last) not in (int, float):
+        return 0, 0.0
+    return count, float(last)
+
+
 class PassphraseSource:
     name = "passphrase"
     needs_passphrase = True
 
     def __init__(self, meta: Meta, deadline: float) -> None:
         self.meta = meta
-        self.failures, last = 0, 0.0
-        raw = meta.get(FAILURES)
-        if raw is not None:
-            with contextlib.suppress(ValueError, TypeError, msgpack.UnpackException):
-                self.failures, last = msgpack.unpackb(raw)
-        # monotonic time before which no attempt starts (the last failure's delay)
-        self._next = time.monotonic() + max(0.0, last + delay_after(self.failures) - time.time()) \
-            if self.failures else 0.0
+        self.failures, last = _stored_failures(meta.get(FAILURES))
+        # monotonic time before which no attempt starts: what is left of the last
+        # failure's delay, never more than the delay itself (the clock may have moved back)
+        delay = delay_after(self.failures)
+        self._next = time.monotonic() + min(delay, max(0.0, last + delay - time.time())) if self.failures else 0.0
         self._turn = asyncio.Lock()
 
     def __repr__(self) -> str:

@@ -249,7 +249,9 @@ class Server:
         hog_pid, hog = max(self.by_pid.items(), key=lambda item: len(item[1]), default=(None, set()))
         if len(hog) <= mine + 1:
             return False
-        idle = [c for c in hog if c.pending is None and c.transport is not None]
+        # idle: nothing in flight, nothing received and not yet answered
+        idle = [c for c in hog if c.pending is None and c.transport is not None and not len(c.buf)
+                and not c.write_paused]
         if not idle:
             return False
         victim = min(idle, key=lambda c: c.last_active)

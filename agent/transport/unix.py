@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from agent.transport import NO_PEER, ListenError, Peer
 from client import paths
@@ -116,37 +116,55 @@ def bound_path(sock: socket.socket) -> Path | None:
 
 
 # --- one agent per profile -------------------------------------------------------------------
-@contextlib.contextmanager
-def single_instance(lock_file: Path, wait: float = 0.0) -> Iterator[IO[str]]:
-    """Hold the profile's lock; ``wait`` > 0 retries that long before giving up."""
-    # never through a link: a planted one would have us create or truncate its target
+def _open_lock(lock_file: Path) -> tuple[int, bool]:
+    """The lock file's descriptor and whether it is writable; never through a link (a
+    planted one would have us create or truncate its target)."""
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        return os.open(lock_file, os.O_RDWR | os.O_CREAT | flags, 0o600), True
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+    return os.open(lock_file, os.O_RDONLY | flags), False  # a read-only directory: lock what is there
+
+
+@contextlib.contextmanager
+def single_instance(lock_file: Path, wait: float = 0.0, fallback: Path | None = None) -> Iterator[int]:
+    """Hold the lock; ``wait`` > 0 retries that long before giving up. ``fallback`` is
+    locked instead where ``lock_file`` can be neither created nor opened (a read-only
+    vault directory that never held one)."""
+    try:
+        try:
+            fd, writable = _open_lock(lock_file)
+        except FileNotFoundError:
+            if fallback is None:
+                raise
+            log.warning("cannot create %s (read-only?); locking %s instead", lock_file, fallback)
+            paths.ensure_private_dir(fallback.parent)
+            lock_file = fallback
+            fd, writable = _open_lock(lock_file)
     except OSError as e:
         raise ListenError(f"cannot open the lock file {lock_file}: {e.strerror}"
                           + (" (a symbolic link: refusing to follow it)" if e.errno == errno.ELOOP else "")) from None
-    st = os.fstat(fd)
-    if st.st_uid != os.getuid() or not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise ListenError(f"the lock file {lock_file} is not a regular file of this user; refusing it")
-    f = os.fdopen(fd, "r+")
     try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid() or not stat.S_ISREG(st.st_mode):
+            raise ListenError(f"the lock file {lock_file} is not a regular file of this user; refusing it")
         deadline = time.monotonic() + wait
         while True:
             try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise AlreadyRunning() from None
                 time.sleep(0.05)
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        yield f
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield fd
     finally:
-        f.close()
+        os.close(fd)
 
 
 def prepare_dir(sock_path: Path) -> None:

@@ -16,10 +16,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import msgpack
 import pytest
 
 from agent import crypto, keys
 from agent.keys import keyring as keystore
+from agent.keys import passphrase
 from agent.keys.base import KeySource
 from agent.stores import VaultMeta
 from agent.stores.sqlite import SqliteStore
@@ -140,6 +142,26 @@ class TestPassphraseSource(KeySourceContract):
         source, _ = await self.created(vault[1])
         with pytest.raises(errors.BadPassphrase, match="agent unlock"):
             await source.open(None)
+
+    async def test_a_failure_stamped_in_the_future_waits_no_longer_than_its_delay(
+        self, vault: tuple[SqliteStore, VaultMeta]
+    ) -> None:
+        _, meta = vault
+        _, key = await self.created(meta)
+        await meta.save({passphrase.FAILURES: msgpack.packb([5, time.time() + 3600])})  # the clock moved back
+        source = self.make(meta)
+        assert isinstance(source, passphrase.PassphraseSource)
+        assert source._next - time.monotonic() <= 0.5  # the 5th failure's delay, not an hour
+        assert await source.open(self.passphrase) == key
+
+    async def test_a_malformed_failure_count_is_ignored(self, vault: tuple[SqliteStore, VaultMeta]) -> None:
+        _, meta = vault
+        _, key = await self.created(meta)
+        for junk in (msgpack.packb(["x", "y"]), msgpack.packb([-3, 0.0]), b"\xc1not msgpack"):
+            await meta.save({passphrase.FAILURES: junk})
+            source = self.make(meta)
+            assert "failures=0" in repr(source)
+            assert await source.open(self.passphrase) == key
 
     async def test_create_needs_a_passphrase(self, vault: tuple[SqliteStore, VaultMeta]) -> None:
         with pytest.raises(errors.BadRequest):
