@@ -22,7 +22,7 @@ from otheruser import other_user
 from test_agent_core import read_reply
 
 from client import Client, errors
-from support import PASSPHRASE, AgentProcess, raw_request, short_tmpdir
+from support import PASSPHRASE, AgentProcess, SecretService, raw_request, short_tmpdir
 
 __all__ = ["other_user"]  # a fixture
 
@@ -506,3 +506,24 @@ def test_one_vault_gets_one_agent_whatever_its_runtime_dir() -> None:
             assert c.hello()
     finally:
         first.cleanup()
+
+
+def test_keyrings_config_cannot_put_code_on_the_agents_path(secret_service: SecretService) -> None:
+    """keyringrc.cfg's keyring-path goes on sys.path; whoever sets XDG_CONFIG_HOME for the
+    shell that starts the agent (a project's .envrc) would choose that file."""
+    a = AgentProcess(env={k: v for k, v in secret_service.env.items() if k != "PYTHON_KEYRING_BACKEND"})
+    a.env.pop("PYTHON_KEYRING_BACKEND")
+    evil = a.home / "project" / "evil"
+    (evil / "secretstorage").mkdir(parents=True)
+    (evil / "secretstorage" / "__init__.py").write_text(PLANTED)
+    cfg = Path(a.env["XDG_CONFIG_HOME"]) / "python_keyring" / "keyringrc.cfg"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(f"[backend]\ndefault-keyring = keyring.backends.SecretService.Keyring\nkeyring-path = {evil}\n")
+    a.start()
+    try:
+        with a.client(timeout=60) as c:
+            result = c.init("keyring")
+        assert not (a.home / "PLANTED-CODE-RAN").exists(), "keyring-path code ran in the agent"
+        assert result["backend"] == "keyring.backends.SecretService.Keyring"  # default-keyring still chooses
+    finally:
+        a.cleanup()

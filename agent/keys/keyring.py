@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -85,11 +86,37 @@ def _best_real_backend() -> Any:
     return _real_backend
 
 
+_chosen: Any = None
+
+
+def _choose() -> Any:
+    """keyring's own choice (PYTHON_KEYRING_BACKEND, else keyringrc.cfg's default-keyring,
+    else the installed backend of highest priority), but without the config file's
+    ``keyring-path``: a directory keyring would put on sys.path, so that whoever sets
+    XDG_CONFIG_HOME for the shell that starts the agent (a project's .envrc) could run
+    code in it. Backends load from installed packages only."""
+    global _chosen
+    if _chosen is None:
+        import configparser
+
+        import keyring.backend
+        import keyring.core
+        import keyring.util.platform_
+
+        name = os.environ.get("PYTHON_KEYRING_BACKEND", "").strip()
+        if not name:
+            config = configparser.RawConfigParser()
+            config.read(os.path.join(keyring.util.platform_.config_root(), "keyringrc.cfg"), encoding="utf-8")
+            name = config.get("backend", "default-keyring", fallback="").strip()
+        _chosen = keyring.core.load_keyring(name) if name else \
+            max(keyring.backend.get_all_keyring(), key=keyring.backend.by_priority)
+    return _chosen
+
+
 def _backend() -> Any:
-    import keyring
     import keyring.backends.fail
 
-    kr = keyring.get_keyring()
+    kr = _choose()
     if type(kr).__module__.startswith(_OWN_BACKEND):
         kr = _best_real_backend()
     module = type(kr).__module__
