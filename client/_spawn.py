@@ -35,6 +35,7 @@ KEEP = frozenset({
     "PYTHON_KEYRING_BACKEND", "SYSTEMROOT", "APPDATA", "LOCALAPPDATA", "USERPROFILE",
 })
 KEEP_PREFIXES = ("XDG_", "LC_", "CREDENTIAL_AGENT_", "KEYRING_PROPERTY_")
+_PATHS = ("CREDENTIAL_AGENT_SOCK", "CREDENTIAL_AGENT_CONFIG")
 
 # -I ignores PYTHONPATH and the current directory; the one path given is inserted first
 _BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.cli import main; sys.exit(main())"
@@ -43,7 +44,11 @@ _BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.cli import 
 def clean_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables of ``environ`` (default: this process's) that an agent may see."""
     source = os.environ if environ is None else environ
-    return {k: v for k, v in source.items() if k in KEEP or k.startswith(KEEP_PREFIXES)}
+    env = {k: v for k, v in source.items() if k in KEEP or k.startswith(KEEP_PREFIXES)}
+    for name in _PATHS:  # the agent runs in /: a relative path must mean what it meant here
+        if env.get(name):
+            env[name] = os.path.abspath(os.path.expanduser(env[name]))
+    return env
 
 
 def code_root() -> str | None:
