@@ -103,6 +103,8 @@ class PassphraseSource:
                 key = await asyncio.shield(attempt)
             except asyncio.CancelledError:
                 await asyncio.wait([attempt])  # the turn is ours until the attempt is counted
+                if not attempt.cancelled():
+                    attempt.exception()  # its outcome is known (counted); nobody waits for it
                 raise
             except errors.BadPassphrase:
                 failed = True
