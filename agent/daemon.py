@@ -1,4 +1,4 @@
-"""Running the agent: hardening, one agent per profile, its endpoint, signals, a clean exit.
+"""Running the agent: hardening, one agent per vault, its endpoint, signals, a clean exit.
 
 - One agent per vault (``transport.unix.single_instance`` on a file beside it, so two
   runtime dirs, from cron and from a login, still meet): the loser says

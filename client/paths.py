@@ -68,12 +68,22 @@ def ensure_private_dir(path: Path) -> Path:
     while (parent := os.path.dirname(real)) != real:
         real = parent
         above = os.stat(real)
-        if above.st_uid not in (os.getuid(), 0):
+        if not _trusted_owner(above):
             raise InsecurePath(f"{path} lies in {real}, which belongs to uid {above.st_uid}")
-        if above.st_mode & 0o022 and not above.st_mode & stat.S_ISVTX:
+        if _others_may_write(above):
             raise InsecurePath(f"{path} lies in {real}, which other users may write "
                                f"(mode {stat.S_IMODE(above.st_mode):04o})")
     return path
+
+
+def _trusted_owner(st: os.stat_result) -> bool:
+    return st.st_uid in (os.getuid(), 0)
+
+
+def _others_may_write(st: os.stat_result) -> bool:
+    """Whether another user may put entries in (or take them out of) this directory:
+    writable by group or others, and not sticky as /tmp is."""
+    return bool(st.st_mode & 0o022) and not st.st_mode & stat.S_ISVTX
 
 
 def _private_dir(path: str) -> bool:
@@ -221,9 +231,9 @@ def _check_socket_dir(path: str) -> None:
     st = os.lstat(parent)
     if stat.S_ISLNK(st.st_mode):
         raise errors.UntrustedSocket(f"refusing {path}: its directory {parent} is a symbolic link")
-    if st.st_uid not in (os.getuid(), 0):
+    if not _trusted_owner(st):
         raise errors.UntrustedSocket(f"refusing {path}: its directory {parent} is owned by uid {st.st_uid}")
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+    if _others_may_write(st):
         raise errors.UntrustedSocket(
             f"refusing {path}: other users may replace it (its directory {parent} has mode "
             f"{stat.S_IMODE(st.st_mode):04o})"

@@ -1,7 +1,8 @@
-"""The Unix socket endpoint: bind, peer credentials, systemd sockets, one agent per profile.
+"""The Unix socket endpoint: bind, peer credentials, systemd sockets, one agent per vault.
 
-- One agent per profile: an exclusive, non-blocking flock on a lock file beside
-  the socket. The loser says "already running".
+- One agent per vault: an exclusive, non-blocking flock on a lock file beside the
+  vault (``paths.lock_path``), opened without following links. The loser says
+  "already running".
 - The socket is bound under umask 0o177 in a 0700 directory (no chmod after
   listen: that is a race). A stale socket is removed only while holding the lock,
   so it can never belong to a live agent.
@@ -115,7 +116,7 @@ def bound_path(sock: socket.socket) -> Path | None:
     return Path(name) if name and not name.startswith("\0") else None
 
 
-# --- one agent per profile -------------------------------------------------------------------
+# --- one agent per vault ---------------------------------------------------------------------
 def _open_lock(lock_file: Path) -> tuple[int, bool]:
     """The lock file's descriptor and whether it is writable; never through a link (a
     planted one would have us create or truncate its target)."""
