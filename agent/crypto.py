@@ -6,6 +6,9 @@ Rules of this module:
 - a stored value or metadata is a Fernet token whose plaintext is bound to its row:
   ``msgpack([platform, credential_type, field, payload])``; a token moved to another
   row or field, or edited, fails its check and is reported, never returned;
+- ``encrypt``/``decrypt`` tokens (the original ``SecureStorage`` API, served by the
+  agent) are made under the vault's data key, itself sealed under the master key, and
+  bound to the purpose ``secure-storage`` (see ``encrypt_data``);
 - no key or plaintext appears in a repr or a message.
 """
 
@@ -22,7 +25,22 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from client import errors
 
-__all__ = ["SecureStorage", "generate_key", "seal", "unseal", "KdfParams", "wrap_key", "unwrap_key", "DEFAULT_KDF"]
+__all__ = [
+    "SecureStorage",
+    "generate_key",
+    "seal",
+    "unseal",
+    "DATA_KEY",
+    "seal_data_key",
+    "open_data_key",
+    "reseal_data_key",
+    "encrypt_data",
+    "decrypt_data",
+    "KdfParams",
+    "wrap_key",
+    "unwrap_key",
+    "DEFAULT_KDF",
+]
 
 
 class SecureStorage:
@@ -77,6 +95,56 @@ def unseal(storage: SecureStorage, platform: str, ctype: str, field: str, token:
             f"the stored {field} of {platform}/{ctype} belongs to another entry (swapped); it was not returned"
         )
     return payload
+
+
+# The binding of SecureStorage tokens and of the data key they are made under. A vault
+# row is bound to a platform name, which is never empty, and the key check to
+# "key-check": no token of one kind opens as another.
+_DATA = ("", "", "secure-storage")
+_DATA_KEY = ("", "", "data-key")
+# the vault meta entry that holds the sealed data key
+DATA_KEY: Final = "data_key"
+
+
+def seal_data_key(master: SecureStorage, key: bytes) -> bytes:
+    """The data key as the vault keeps it: sealed under the master key."""
+    return seal(master, *_DATA_KEY, key)
+
+
+def _data_key(master: SecureStorage, sealed: bytes) -> bytes:
+    try:
+        key: bytes = unseal(master, *_DATA_KEY, sealed)
+    except errors.IntegrityError:
+        raise errors.IntegrityError(
+            "the vault's data key (for encrypt/decrypt) failed its integrity check; nothing was decrypted"
+        ) from None
+    return key
+
+
+def open_data_key(master: SecureStorage, sealed: bytes) -> SecureStorage:
+    return SecureStorage(_data_key(master, sealed))
+
+
+def reseal_data_key(old: SecureStorage, new: SecureStorage, sealed: bytes) -> bytes:
+    """The sealed data key, moved from the master key ``old`` to ``new`` (a rotation)."""
+    return seal_data_key(new, _data_key(old, sealed))
+
+
+def encrypt_data(storage: SecureStorage, data: str) -> bytes:
+    """A ``SecureStorage`` token of ``data``: a Fernet token under the data key, whose
+    plaintext is bound to the purpose ``secure-storage``, so it can never be taken for
+    a vault row (or a row for it), even under the same key."""
+    return seal(storage, *_DATA, data)
+
+
+def decrypt_data(storage: SecureStorage, token: bytes) -> str:
+    try:
+        data = unseal(storage, *_DATA, token)
+    except errors.IntegrityError:
+        raise errors.InvalidToken() from None
+    if not isinstance(data, str):
+        raise errors.InvalidToken()
+    return data
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
-from agent import audit
+from agent import audit, encryption
 from agent.state import KEEP, Agent, Key
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
@@ -157,6 +157,14 @@ def op_rotate_key(a: Agent, args: Args, peer: Peer) -> Any:
     return a.rotate_key(args.get("passphrase"), args.get("new_passphrase"))
 
 
+def op_encrypt(a: Agent, args: Args, peer: Peer) -> Any:
+    return encryption.encrypt(a, args["data"])
+
+
+def op_decrypt(a: Agent, args: Args, peer: Peer) -> Any:
+    return encryption.decrypt(a, args["token"])
+
+
 HANDLERS: Mapping[str, Handler] = {
     "hello": op_hello,
     "status": op_status,
@@ -173,6 +181,8 @@ HANDLERS: Mapping[str, Handler] = {
     "validate": op_validate,
     "audit": op_audit,
     "rotate_key": op_rotate_key,
+    "encrypt": op_encrypt,
+    "decrypt": op_decrypt,
 }
 
 

@@ -5,7 +5,8 @@ leaves a vault that opens, with the old key or the new one, and nothing lost):
 
 1. one vault transaction records ``pending_key_account`` (a fresh keystore account);
 2. the new key is stored in the keystore under that account and read back;
-3. one vault transaction re-seals every row and the key check under the new key,
+3. one vault transaction re-seals every row, the key check and the data key of
+   ``encrypt``/``decrypt`` (so earlier tokens stay readable) under the new key,
    points ``key_account`` at the new entry, records the old one as
    ``stale_key_account`` and drops ``pending_key_account``;
 4. the old keystore entry is deleted, then ``stale_key_account``.
@@ -25,7 +26,7 @@ module does step 3 on the storage thread.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import MutableMapping
 
 from agent import crypto, faults
 from agent.crypto import seal, unseal
@@ -36,10 +37,15 @@ __all__ = ["reseal_all"]
 
 
 def reseal_all(
-    store: Store, old: crypto.SecureStorage, new: crypto.SecureStorage, meta: Mapping[str, bytes | None]
+    store: Store, old: crypto.SecureStorage, new: crypto.SecureStorage, meta: MutableMapping[str, bytes | None]
 ) -> int:
     """On the storage thread: re-seal every row under ``new`` and commit it with ``meta``
-    (None: drop that key) in one transaction; return how many rows there were."""
+    (None: drop that key) in one transaction; return how many rows there were. The
+    re-sealed data key, if the vault has one, is added to ``meta``, so that the caller's
+    ``VaultMeta.committed(meta)`` takes it in."""
+    sealed = store.meta().get(crypto.DATA_KEY)
+    if sealed is not None:
+        meta[crypto.DATA_KEY] = crypto.reseal_data_key(old, new, sealed)
     rows: list[Row] = []
     for r in store.rows():
         try:

@@ -13,6 +13,7 @@ from client.errors import (
     AgentUnavailable,
     Expired,
     InvalidCredential,
+    InvalidToken,
     Locked,
     NotFound,
     UntrustedSocket,
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
     from client._sync import Client
     from client.aio import AsyncClient, acredentials_for
-    from client.service import CredentialMigrationTool, CredentialService
+    from client.service import CredentialMigrationTool, CredentialService, SecureStorage
 
 __all__ = [
     "Client",
@@ -33,11 +34,13 @@ __all__ = [
     "acredentials_for",
     "CredentialService",
     "CredentialMigrationTool",
+    "SecureStorage",
     "AgentError",
     "AgentTimeout",
     "AgentUnavailable",
     "Expired",
     "InvalidCredential",
+    "InvalidToken",
     "Locked",
     "NotFound",
     "UntrustedSocket",
@@ -51,6 +54,7 @@ _LAZY = {
     "acredentials_for": "client.aio",
     "CredentialService": "client.service",
     "CredentialMigrationTool": "client.service",
+    "SecureStorage": "client.service",
 }
 
 

@@ -85,6 +85,14 @@ def _valid(client: Operations, args: Args, result: Any) -> bool:
     return bool(result["valid"])
 
 
+def _token(client: Operations, args: Args, result: Any) -> bytes:
+    return bytes(result)
+
+
+def _text(client: Operations, args: Args, result: Any) -> str:
+    return str(result)
+
+
 def _credential(client: Operations, args: Args, result: Any) -> str:
     if type(result) is str:  # the common reply: no expiry to look at
         return result
@@ -262,6 +270,17 @@ class Operations:
         """Re-encrypt every credential under a new master key (a passphrase vault asks
         for its passphrase, and may take a new one)."""
         return self._send("rotate_key", given(passphrase=passphrase, new_passphrase=new_passphrase), _map)
+
+    @single
+    def encrypt(self, data: str) -> Sent[bytes]:
+        """``data`` encrypted by the agent under its vault's key, which never leaves it."""
+        return self._send("encrypt", {"data": data}, _token)
+
+    @single
+    def decrypt(self, token: bytes | str) -> Sent[str]:
+        """The text of a token that ``encrypt`` made; ``InvalidToken`` for any other."""
+        # a token read back from a text file is the same ASCII (as Fernet takes either)
+        return self._send("decrypt", {"token": token.encode() if isinstance(token, str) else token}, _text)
 
     @plan
     def credentials_for(self, platform: str) -> Plan[dict[str, str]]:

@@ -25,6 +25,7 @@ __all__ = [
     "KeystoreLocked",
     "StorageError",
     "IntegrityError",
+    "InvalidToken",
     "TooManyConnections",
     "Busy",
     "Internal",
@@ -117,6 +118,15 @@ class IntegrityError(AgentError):
     default_message = "a stored credential failed its integrity check (tampered or corrupted); it was not returned"
 
 
+class InvalidToken(AgentError, ValueError):
+    """A ``decrypt`` token this vault's agent did not make, or one changed since."""
+
+    code = "invalid_token"
+    default_message = (
+        "the token was not made by this vault's agent, or it was altered or cut short; nothing was decrypted"
+    )
+
+
 class TooManyConnections(AgentError):
     code = "too_many_connections"
     default_message = "the agent has too many open connections; retry later"
@@ -185,6 +195,7 @@ CODES: dict[str, type[AgentError]] = {
         KeystoreLocked,
         StorageError,
         IntegrityError,
+        InvalidToken,
         TooManyConnections,
         Busy,
         Internal,

@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_TYPE",
     "KEY_SOURCES",
     "MAX_EXPIRES",
+    "MAX_TOKEN",
     "Arg",
     "OPS",
     "Request",
@@ -69,6 +70,9 @@ KEY_SOURCES: Final = ("keyring", "passphrase")
 MAX_NAME: Final = 64
 # A value is an API key or token; 64 KiB leaves room for JWT-sized secrets and PEM keys.
 MAX_VALUE = 64 * 1024
+# `encrypt` takes at most MAX_VALUE bytes of UTF-8, whose token is 4/3 of that plus
+# under 100 bytes (Fernet's base64); `decrypt` refuses what could not be one of its own.
+MAX_TOKEN: Final = 2 * MAX_VALUE
 # expires_at is a Unix time; 9999-12-31T23:59:59Z is the last one every client can format
 MAX_EXPIRES: Final = 253402300799.0
 
@@ -125,16 +129,21 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "audit": (Arg("since", (int, float), required=False), _name("platform", required=False),
               Arg("limit", (int,), required=False)),
     "rotate_key": (Arg("passphrase", (str,), required=False), Arg("new_passphrase", (str,), required=False)),
+    # the original SecureStorage API, run in the agent: text in, a token (bytes) out, and back
+    "encrypt": (Arg("data", (str,)),),
+    "decrypt": (Arg("token", (bytes,)),),
 }
 
 # Ops a client may send again when the connection died after the request went out
 # and before its reply came back: the agent may already have run it, and running it
 # twice must give the same state and an equally good reply. Reads, writes that set
-# a whole record (store/update: the same value and metadata again), and unlock/lock
-# (the same state again) qualify. Not these: delete (the replay says NotFound), init
+# a whole record (store/update: the same value and metadata again), unlock/lock
+# (the same state again), encrypt (another token, as good) and decrypt qualify.
+# Not these: delete (the replay says NotFound), init
 # (already_exists), rotate_key (a second rotation), stop (stops a restarted agent).
 RETRY_SAFE: Final = frozenset(
-    {"hello", "status", "get", "list", "metadata", "validate", "audit", "store", "update", "unlock", "lock"}
+    {"hello", "status", "get", "list", "metadata", "validate", "audit", "store", "update", "unlock", "lock",
+     "encrypt", "decrypt"}
 )
 # Ops that run scrypt, maybe after the wrong-passphrase delay, maybe after a
 # keystore round trip: a client waits longer for them than for the others.
@@ -306,7 +315,7 @@ def _unpack(body: bytes) -> Any:
 
 
 def _type_names(types: tuple[type, ...]) -> str:
-    names = {str: "string", bool: "boolean", int: "integer", float: "number", dict: "map",
+    names = {str: "string", bytes: "binary", bool: "boolean", int: "integer", float: "number", dict: "map",
              list: "array", type(None): "nil"}
     return " or ".join(names.get(t, t.__name__) for t in types)
 

@@ -1,4 +1,5 @@
-"""The original API, served by the agent: ``CredentialService`` and ``CredentialMigrationTool``.
+"""The original API, served by the agent: ``CredentialService``, ``CredentialMigrationTool``
+and ``SecureStorage``.
 
 Existing code keeps working with only its import line changed
 (``from client import CredentialService``). As before, failures return ``False``
@@ -21,7 +22,7 @@ from client import errors, migrate, validation
 from client._sync import Client
 from client.validation import DEFAULT_TYPE
 
-__all__ = ["CredentialService", "CredentialMigrationTool"]
+__all__ = ["CredentialService", "CredentialMigrationTool", "SecureStorage"]
 
 log = logging.getLogger("client.service")
 
@@ -122,6 +123,31 @@ class CredentialService:
         except errors.BadRequest:
             return False
         return validation.is_valid_credential(platform, credential_value)
+
+
+class SecureStorage:
+    """The original ``SecureStorage``: ``encrypt``/``decrypt`` run in the agent, under its
+    vault's key, which never leaves it (as ssh-agent signs without handing out keys).
+
+    Unlike the rest of the original API it raises, as the original did: ``client.Locked``,
+    ``client.InvalidToken`` for a token of another vault or one altered, and the other
+    ``client.AgentError``s.
+    """
+
+    def __init__(self, client: Client | None = None, *, path: str | os.PathLike[str] | None = None,
+                 timeout: float | None = None) -> None:
+        if client is None:
+            client = Client(path) if timeout is None else Client(path, timeout=timeout)
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"SecureStorage({self.client!r})"
+
+    def encrypt(self, data: str) -> bytes:
+        return self.client.encrypt(data)
+
+    def decrypt(self, encrypted: bytes) -> str:
+        return self.client.decrypt(encrypted)
 
 
 class CredentialMigrationTool:
