@@ -55,10 +55,20 @@ class CredentialService:
         # the message of an AgentError never contains a value
         log.error("%s %s failed: %s", action, platform, e.message)
 
+    def _storable(self, action: str, platform: str, value: object) -> bool:
+        # As the original: the format is not checked here (``validate_credential`` does
+        # that, to be called first); only an empty value is refused.
+        if isinstance(value, str) and value:
+            return True
+        log.error("%s %s failed: the credential is empty", action, platform)
+        return False
+
     def store_credential(self, platform: str, credential_value: str, credential_type: str = DEFAULT_TYPE,
                          metadata: dict[str, Any] | None = None) -> bool:
+        if not self._storable("storing the credential for", platform, credential_value):
+            return False
         try:
-            self.client.store(platform, credential_value, credential_type, metadata)
+            self.client.store(platform, credential_value, credential_type, metadata, validate=False)
         except errors.AgentError as e:
             self._fail("storing the credential for", platform, e)
             return False
@@ -75,8 +85,10 @@ class CredentialService:
 
     def update_credential(self, platform: str, credential_value: str, credential_type: str = DEFAULT_TYPE,
                           metadata: dict[str, Any] | None = None) -> bool:
+        if not self._storable("updating the credential for", platform, credential_value):
+            return False
         try:
-            self.client.update(platform, credential_value, credential_type, metadata)
+            self.client.update(platform, credential_value, credential_type, metadata, validate=False)
         except errors.AgentError as e:
             self._fail("updating the credential for", platform, e)
             return False

@@ -26,7 +26,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from client import CredentialMigrationTool, CredentialService, errors, protocol
+from client import CredentialMigrationTool, CredentialService, SecureStorage, errors, protocol
 from support import PASSPHRASE, AgentProcess, raw_request, short_tmpdir
 
 MARK = "cnry" + secrets.token_hex(12)
@@ -118,11 +118,19 @@ def test_canary_never_leaks(agent: AgentProcess, caplog: pytest.LogCaptureFixtur
 
         # the seed-compatible facade: failures are logged (caplog) and return False/None
         service = CredentialService(a.client(timeout=30))
-        assert service.store_credential("huggingface", canary(8)) is False
+        assert service.store_credential("bad name", canary(8)) is False
         assert service.update_credential("nothing-here", canary(9)) is False
         assert service.get_credential("leak") == canary(1)
         tool = CredentialMigrationTool(service)
-        seen += [repr(service), repr(tool)]
+        # the original SecureStorage: text and token pass the wire, the error names neither
+        storage = SecureStorage(a.client(timeout=30))
+        token = storage.encrypt(canary(34))
+        assert storage.decrypt(token) == canary(34)
+        with pytest.raises(errors.InvalidToken) as it:
+            storage.decrypt(token[:-5])
+        seen.append(exception_text(it.value))
+        storage.client.close()
+        seen += [repr(service), repr(tool), repr(storage)]
 
         # malformed and unknown requests; then a wrong passphrase while locked
         for data in malformed_requests()[:-2]:
