@@ -14,6 +14,9 @@ from client import errors
 from client.protocol import DEFAULT_TYPE, MAX_NAME
 
 __all__ = [
+    "Rule",
+    "RULES",
+    "rules_for",
     "check_name",
     "check_credential",
     "check_metadata",
@@ -43,7 +46,57 @@ _ALIASES: Final = {
     "vast_ai": "vastai",
     "weights-and-biases": "wandb",
 }
-_MIN_LENGTH: Final = {"runpod": 20, "lambdalabs": 20, "vastai": 20}
+
+
+class Rule:
+    """One format an API key of a platform may have. A key passes its platform's
+    check when it matches any of the platform's rules.
+
+    ``chars`` is a regex character class for what follows the prefix (None: any
+    character the generic rule allows); ``hint`` says what the key looks like.
+    A plain slotted class, as ``client.protocol.Arg``: see the imports there.
+    """
+
+    __slots__ = ("_rest", "chars", "hint", "max_length", "min_length", "name", "platform", "prefix")
+
+    def __init__(self, name: str, platform: str, hint: str, *, prefix: str = "", min_length: int = 1,
+                 max_length: int | None = None, chars: str | None = None) -> None:
+        self.name = name
+        self.platform = platform
+        self.hint = hint
+        self.prefix = prefix
+        self.min_length = min_length
+        self.max_length = max_length
+        self.chars = chars
+        self._rest = None if chars is None else re.compile(f"[{chars}]*")
+
+    def __repr__(self) -> str:
+        return f"Rule({self.name!r})"
+
+    def matches(self, value: str) -> bool:
+        if not value.startswith(self.prefix) or len(value) < self.min_length:
+            return False
+        if self.max_length is not None and len(value) > self.max_length:
+            return False
+        return self._rest is None or self._rest.fullmatch(value, len(self.prefix)) is not None
+
+
+# Every platform rule, as data; a platform (by its canonical name) not here has the
+# generic rule only. W&B issues 86-character keys now; 40-character ones are legacy.
+RULES: Final = (
+    Rule("huggingface", "huggingface", "Hugging Face tokens start with 'hf_'", prefix="hf_"),
+    Rule("wandb-v1", "wandb", "W&B keys are 'wandb_v1_' and 77 letters, digits or '_' (86 characters)",
+         prefix="wandb_v1_", min_length=86, max_length=86, chars="A-Za-z0-9_"),
+    Rule("wandb-legacy", "wandb", "legacy W&B keys are 40 characters", min_length=40, max_length=40),
+    Rule("runpod", "runpod", "RunPod keys are at least 20 characters long", min_length=20),
+    Rule("lambdalabs", "lambdalabs", "Lambda Labs keys are at least 20 characters long", min_length=20),
+    Rule("vastai", "vastai", "Vast.ai keys are at least 20 characters long", min_length=20),
+)
+_BY_PLATFORM: Final[dict[str, tuple[Rule, ...]]] = {
+    p: tuple(r for r in RULES if r.platform == p) for p in dict.fromkeys(r.platform for r in RULES)
+}
+# what every refusal ends with: how to store the value all the same
+STORE_ANYWAY: Final = "to store it anyway: --no-validate (validate=False from Python)"
 # Metadata is a note beside a key (scopes, owner, expiry hints): a few levels deep at
 # most. Without a bound, a map nested a thousand deep is stored and then breaks
 # every `list`, `show --json` and export (json and repr recurse past Python's limit).
@@ -101,26 +154,32 @@ def canonical_platform(platform: str) -> str:
     return _ALIASES.get(lowered, lowered)
 
 
-def check_credential(platform: str, value: object, credential_type: str = DEFAULT_TYPE) -> None:
-    """Raise ``InvalidCredential`` naming the failed rule; never includes the value.
+def rules_for(platform: str, credential_type: str = DEFAULT_TYPE) -> tuple[Rule, ...]:
+    """The platform rules a credential must match one of (none: the generic rule only).
+    They describe API keys, so they apply to the default type only."""
+    if credential_type != DEFAULT_TYPE:
+        return ()
+    return _BY_PLATFORM.get(canonical_platform(platform), ())
 
-    The platform rules describe API keys, so they apply to the default type only;
-    every type gets the generic rule (non-empty, no whitespace or control characters).
+
+def _refuse(why: str, rules: str) -> errors.InvalidCredential:
+    return errors.InvalidCredential(f"{why} (rule {rules}); {STORE_ANYWAY}")
+
+
+def check_credential(platform: str, value: object, credential_type: str = DEFAULT_TYPE) -> None:
+    """Raise ``InvalidCredential`` naming the failed rule and how to store anyway;
+    never includes the value.
+
+    Every type gets the generic rule (non-empty, no whitespace or control characters);
+    an API key also one of its platform's ``RULES``.
     """
     if not isinstance(value, str) or not value:
         raise errors.InvalidCredential("the credential is empty")
     if _BAD_CHARS_RE.search(value):
-        raise errors.InvalidCredential("the credential contains whitespace or control characters")
-    if credential_type != DEFAULT_TYPE:
-        return
-    rule = canonical_platform(platform)
-    if rule == "huggingface" and not value.startswith("hf_"):
-        raise errors.InvalidCredential("Hugging Face tokens start with 'hf_'")
-    if rule == "wandb" and len(value) != 40:
-        raise errors.InvalidCredential("Weights & Biases API keys are 40 characters long")
-    minimum = _MIN_LENGTH.get(rule)
-    if minimum is not None and len(value) < minimum:
-        raise errors.InvalidCredential(f"{platform} keys are at least {minimum} characters long")
+        raise _refuse("the credential contains whitespace or control characters", "generic")
+    rules = rules_for(platform, credential_type)
+    if rules and not any(r.matches(value) for r in rules):
+        raise _refuse("; or ".join(r.hint for r in rules), " or ".join(r.name for r in rules))
 
 
 def is_valid_credential(platform: str, value: object) -> bool:

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from client import errors
-from client.validation import check_credential, check_name, is_valid_credential
+from client.validation import RULES, check_credential, check_name, is_valid_credential, rules_for
+from support import AgentProcess
 
 
 @pytest.mark.parametrize(("platform", "value", "ok"), [
@@ -54,3 +57,105 @@ def test_platform_rules_apply_to_api_keys_only() -> None:
         check_credential("lambdalabs", "short")
     with pytest.raises(errors.InvalidCredential):
         check_credential("lambdalabs", "has space", "ssh-key")
+
+
+# --- the platform rules, as the table holds them -------------------------------------------
+WANDB_V1 = "wandb_v1_" + "Ab3_" * 19 + "x"  # 9 + 77 = 86 characters
+# rule name -> (platform, accepted samples, refused samples)
+SAMPLES: dict[str, tuple[str, list[str], list[str]]] = {
+    "huggingface": ("huggingface", ["hf_" + "a" * 30, "hf_x"], ["HF_abc", "abc_hf_", "h" * 40]),
+    "wandb-v1": ("wandb", [WANDB_V1, "wandb_v1_" + "9" * 77],
+                 [WANDB_V1[:-1], WANDB_V1 + "y", "wandb_v1_" + "a-b." * 19 + "x", "wandb_v2_" + "a" * 77]),
+    "wandb-legacy": ("wandb", ["0123456789abcdef" * 2 + "01234567", "w" * 40], ["a" * 39, "a" * 41]),
+    "runpod": ("runpod", ["r" * 20, "rpa_" + "R" * 40], ["r" * 19]),
+    "lambdalabs": ("lambdalabs", ["l" * 20], ["l" * 19]),
+    "vastai": ("vastai", ["v" * 64], ["v" * 19]),
+}
+
+
+def test_every_rule_of_the_table_has_samples() -> None:
+    assert set(SAMPLES) == {r.name for r in RULES}
+    for rule in RULES:
+        assert SAMPLES[rule.name][0] == rule.platform and rule.hint
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_each_rule_accepts_and_refuses_its_samples(name: str) -> None:
+    (rule,) = [r for r in RULES if r.name == name]
+    platform, good, bad = SAMPLES[name]
+    for value in good:
+        assert rule.matches(value), value
+        check_credential(platform, value)
+    for value in bad:
+        assert not rule.matches(value), value
+        with pytest.raises(errors.InvalidCredential) as info:
+            check_credential(platform, value)
+        message = info.value.message
+        assert rule.hint in message and name in message.split("(rule ")[1]
+        assert "--no-validate" in message and "validate=False" in message
+        assert value not in message
+
+
+def test_both_wandb_formats_are_valid_and_a_refusal_names_both() -> None:
+    assert [r.name for r in rules_for("wandb")] == ["wandb-v1", "wandb-legacy"]
+    assert is_valid_credential("wandb", WANDB_V1) and is_valid_credential("wandb", "f" * 40)
+    assert is_valid_credential("weights-and-biases", WANDB_V1)  # an alias has its platform's rules
+    with pytest.raises(errors.InvalidCredential) as info:
+        check_credential("wandb", "x" * 50)
+    assert info.value.message == (
+        "W&B keys are 'wandb_v1_' and 77 letters, digits or '_' (86 characters); "
+        "or legacy W&B keys are 40 characters (rule wandb-v1 or wandb-legacy); "
+        "to store it anyway: --no-validate (validate=False from Python)"
+    )
+
+
+def test_generic_refusals_say_how_to_store_anyway_too() -> None:
+    with pytest.raises(errors.InvalidCredential) as info:
+        check_credential("myplatform", "has space")
+    assert "rule generic" in info.value.message and "--no-validate" in info.value.message
+    assert rules_for("myplatform") == () and rules_for("wandb", "token") == ()
+
+
+# --- every path that validates, against a real agent ----------------------------------------
+@pytest.mark.parametrize("key", [WANDB_V1, "0123456789abcdef" * 2 + "01234567"], ids=["v1", "legacy"])
+def test_every_path_accepts_both_wandb_formats(unlocked_agent: AgentProcess, key: str) -> None:
+    a = unlocked_agent
+    assert a.cli("validate", "wandb", input=key).returncode == 0
+    done = a.cli("set", "wandb", input=key)
+    assert done.returncode == 0, done.stderr
+    with a.client() as c:
+        assert c.get("wandb") == key
+        assert c.validate("wandb", key) is True
+        c.delete("wandb")
+    source = a.home / "keys.json"
+    source.write_text(json.dumps({"wandb": key}))
+    done = a.cli("import", "json", str(source))
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = a.cli("import", "env", "wandb=WANDB_API_KEY", env={"WANDB_API_KEY": key})
+    assert done.returncode == 0 and "replaced" in done.stdout, done.stdout + done.stderr
+    exported = a.home / "export.json"
+    assert a.cli("export", "--include-values", str(exported)).returncode == 0
+    with a.client() as c:
+        c.delete("wandb")
+    done = a.cli("import", "json", str(exported))  # our own export, read back
+    assert done.returncode == 0, done.stdout + done.stderr
+    with a.client() as c:
+        assert c.get("wandb") == key
+
+
+def test_a_refusal_at_the_cli_names_the_rule_and_no_validate(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    bad = "wandb_v1_tooshort"
+    for args in (("set", "wandb"), ("validate", "wandb")):
+        done = a.cli(*args, input=bad)
+        assert done.returncode == 1
+        assert "rule wandb-v1 or wandb-legacy" in done.stderr and "--no-validate" in done.stderr
+        assert bad not in done.stderr + done.stdout
+    source = a.home / "bad.json"
+    source.write_text(json.dumps({"huggingface": "not-hf"}))
+    done = a.cli("import", "json", str(source))
+    assert "Hugging Face tokens start with 'hf_'" in done.stdout + done.stderr
+    assert "--no-validate" in done.stdout + done.stderr
+    assert a.cli("set", "wandb", "--no-validate", input=bad).returncode == 0  # the way out works
+    with a.client() as c:
+        assert c.get("wandb") == bad
