@@ -22,6 +22,8 @@ RP = "rp_" + "CanaryRp" * 3
 LL = "ll_" + "CanaryLl" * 3
 SECRETS = (HF, WB, RP, LL)
 OK, ERROR, USAGE, LOCKED, NO_AGENT = 0, 1, 2, 3, 4
+RUNPOD_RULE = ("RunPod keys are at least 20 characters long (rule runpod); "
+               "to store it anyway: --no-validate (validate=False from Python)")
 
 
 def write(a: AgentProcess, name: str, text: str) -> str:
@@ -92,7 +94,7 @@ def test_import_json_reports_each_item_and_goes_on(unlocked_agent: AgentProcess)
     assert items == {
         "huggingface": ("imported", None),
         "wandb": ("replaced", None),
-        "runpod": ("failed", "runpod keys are at least 20 characters long"),
+        "runpod": ("failed", RUNPOD_RULE),
         "entry 4": ("failed", "invalid platform name: use 1 to 64 ASCII letters, digits, '-' or '_'"),
         "lambdalabs": ("skipped", "no value (null)"),
         "vastai": ("failed", "must be a string or an object"),
@@ -103,7 +105,7 @@ def test_import_json_reports_each_item_and_goes_on(unlocked_agent: AgentProcess)
     assert set(stored(a)) == {("huggingface", "api-key"), ("wandb", "api-key"), ("openai", "api-key")}
     text = a.cli("import", "json", path)
     assert text.returncode == ERROR
-    assert "failed    runpod: runpod keys are at least 20 characters long" in text.stdout
+    assert f"failed    runpod: {RUNPOD_RULE}" in text.stdout
     assert "7 items: 3 replaced, 1 skipped, 3 failed" in text.stdout
     assert_no_secret(done.stdout, done.stderr, text.stdout, text.stderr, a.log())
 
@@ -125,7 +127,7 @@ def test_import_json_no_replace_and_dry_run(unlocked_agent: AgentProcess) -> Non
     path = write(a, "c.json", json.dumps({"wandb": "x" * 40, "huggingface": HF, "runpod": "bad"}))
     dry = a.cli("import", "json", path, "--dry-run", "--json")
     assert summary(dry) == {"wandb": ("replaced", None), "huggingface": ("imported", None),
-                            "runpod": ("failed", "runpod keys are at least 20 characters long")}
+                            "runpod": ("failed", RUNPOD_RULE)}
     assert json.loads(dry.stdout)["dry_run"] is True
     assert stored(a) == {("wandb", "api-key"): WB}
     kept = a.cli("import", "json", path, "--no-replace", "--json")
