@@ -143,6 +143,8 @@ def valid_value(spec: protocol.Arg) -> st.SearchStrategy[Any]:
         return NAMES
     if spec.types == (str,):
         return st.text(max_size=120) | st.sampled_from(["hf_" + "a" * 30, "k" * 40, "é" * 20])
+    if spec.types == (bytes,):  # a decrypt token: random bytes, or the shape of a real one
+        return st.binary(max_size=200) | st.sampled_from([b"gAAAAA" + b"A" * 94])
     if dict in spec.types:
         return st.none() | st.dictionaries(st.text(max_size=10), ANY, max_size=5)
     if bool in spec.types:

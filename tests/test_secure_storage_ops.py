@@ -234,3 +234,16 @@ def test_audited_without_values_and_no_key_or_text_in_the_log(unlocked_agent: Ag
     for path in a.home.rglob("*"):  # the vault and everything else the agent wrote
         if path.is_file():
             assert marker.encode() not in path.read_bytes(), path
+
+
+def test_a_keystore_vault_unlocks_itself_for_decrypt(keyring_agent: AgentProcess) -> None:
+    """gpg-agent style, as for `get`: a restarted agent on a keystore vault needs no `unlock`."""
+    a = keyring_agent
+    with a.client(timeout=30) as c:
+        c.init("keyring")
+        token = c.encrypt("through the keystore")
+    a.stop()
+    a.start()
+    with a.client(timeout=30) as c:
+        assert c.status()["locked"] is True
+        assert c.decrypt(token) == "through the keystore"

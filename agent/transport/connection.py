@@ -46,7 +46,7 @@ CONNECTION_IDLE_TIMEOUT: float = _config.KEYS["connection_idle_timeout"].default
 FRAME_TIMEOUT: float = _config.KEYS["frame_timeout"].default
 # Ops whose pending work is cancelled when their connection closes: they change
 # nothing, or (unlock) change the state only in one step at their end.
-_CANCEL_ON_CLOSE = frozenset({"unlock", "get", "metadata", "list", "audit", "hello", "status", "validate"})
+_CANCEL_ON_CLOSE = frozenset({"unlock", "get", "metadata", "list", "audit", "hello", "status", "validate", "decrypt"})
 # While a request is in flight, stop reading once this much is buffered.
 _READ_HIGH_WATER = 2 * (protocol.MAX_FRAME + protocol.HEADER)
 # results that are never awaitable: the fast path skips inspect.isawaitable (~0.4 us)
