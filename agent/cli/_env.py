@@ -38,7 +38,9 @@ def fetch(wanted: Mapping[str, Name], command: str, refs: Mapping[str, str] | No
         return {}
     with Client() as c:
         policy = c.on_expired
-        replies = c.call_many([("get", get_args(p, t, policy)) for p, t in names])
+        # the command's name (never its arguments) tells the audit log what the credential was for
+        program = os.path.basename(command)
+        replies = c.call_many([("get", {**get_args(p, t, policy), "command": program}) for p, t in names])
         values: dict[Name, str] = {}
         for (platform, ctype), reply in zip(names, replies, strict=True):
             if isinstance(reply, errors.AgentError):
