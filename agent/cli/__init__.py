@@ -10,12 +10,13 @@ on stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 import agent
 from agent import service_units
-from agent.cli import audit, control, credentials, execute, migration, run, service, vault
+from agent.cli import audit, completion, control, credentials, execute, migration, run, service, vault
 from agent.cli._common import CliError, Exit
 from client import errors, paths
 
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     service.register(sub)
     audit.register(sub)
     vault.register_rotation(sub)  # last: `agent --help` lists the commands in the order they always had
+    completion.register(sub)
+    parser.set_defaults(root_parser=parser)  # for `agent man`
     return parser
 
 
@@ -55,7 +58,10 @@ def exit_code(e: Exception) -> Exit:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions (agent completion)
+        completion.complete(parser)
+    args = parser.parse_args(argv)
     try:
         return int(args.fn(args))
     except _FAILURES as e:

@@ -87,7 +87,8 @@ def register(sub: Subcommands) -> None:
                     description="Run a command with environment variables whose values are references "
                                 f"({REFERENCE}PLATFORM[/TYPE]) resolved from the agent.")
     p.add_argument("--env-file", action="append", default=[], metavar="FILE",
-                   help=f".env file whose values may be {REFERENCE}PLATFORM[/TYPE] references (repeatable)")
+                   help=f"a file in .env syntax whose values may be {REFERENCE}PLATFORM[/TYPE] references "
+                        "(repeatable)")
     p.add_argument("--mask", action=argparse.BooleanOptionalAction, default=None,
                    help="replace credential values in the command's output with <concealed by agent> "
                         "(default: on when stdout is a terminal)")
