@@ -2,8 +2,10 @@
 
 Rules of this module:
 - a row holds the time, op, platform, credential type, the caller's pid, uid and
-  executable (as the kernel reported them when it connected) and the result code;
-  never a value, a passphrase or metadata;
+  executable (as the kernel reported them when it connected), a Python caller's
+  script or module (``agent.transport.callers``), the command ``agent exec``/``run``
+  fetched a credential for (the ``command`` of its ``get``: a name the CLI sends, not
+  argv) and the result code; never a value, a passphrase or metadata;
 - recording is a dict update on the event loop: the hot ``get`` path does no I/O.
   Identical events in one batch (same caller, op, name, result: a connector calling
   ``get`` in a loop) become one row with a count and first/last times, so a busy
@@ -43,6 +45,16 @@ DEFAULT_KEEP: Final[int] = _config.KEYS["audit_keep"].default
 # how long a row may wait in memory; a crash loses at most this much history
 FLUSH_INTERVAL: Final = 1.0
 MAX_PENDING: Final = 1_000
+MAX_COMMAND: Final = 255  # a file name
+
+
+def _command(value: Any) -> str | None:
+    # the name of a program; anything else is not stored, as for names
+    if value is None:
+        return None
+    if isinstance(value, str) and 0 < len(value) <= MAX_COMMAND and value.isprintable():
+        return value
+    return "<invalid>"
 
 
 def _name(value: Any) -> str | None:
@@ -60,7 +72,8 @@ class AuditLog:
         self.store = store
         self.executor = executor
         self.keep = keep
-        # (op, platform, type, pid, uid, exe, result) -> [first ts, last ts, count], in arrival order
+        # (op, platform, type, pid, uid, exe, result, caller, command) -> [first ts, last ts, count],
+        # in arrival order
         self.pending: dict[tuple[Any, ...], list[Any]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
@@ -71,13 +84,15 @@ class AuditLog:
     def record(self, op: str, args: Mapping[str, Any], peer: Peer, result: str) -> None:
         if self.keep <= 0:
             return
-        platform = ctype = None
+        platform = ctype = command = None
         if op in _NAMED:
             platform, ctype = args.get("platform"), args.get("credential_type", DEFAULT_TYPE)
             if result != "ok":  # a success means the names were checked already
                 platform, ctype = _name(platform), _name(ctype)
+            if op == "get":
+                command = _command(args.get("command"))
         now = time.time()
-        key = (op, platform, ctype, peer.pid, peer.uid, peer.exe, result)
+        key = (op, platform, ctype, peer.pid, peer.uid, peer.exe, result, peer.caller, command)
         seen = self.pending.get(key)
         if seen is not None:
             seen[1] = now
@@ -96,17 +111,19 @@ class AuditLog:
             self._timer = None
         if not self.pending:
             return None
-        rows: list[AuditRow] = [(first, *key, count, last) for key, (first, last, count) in self.pending.items()]
+        rows: list[AuditRow] = [(first, *key[:7], count, last, *key[7:])
+                                for key, (first, last, count) in self.pending.items()]
         self.pending = {}
         fut = self.executor.submit(self.store.add_audit, rows, self.keep)
         fut.add_done_callback(_report)
         return fut
 
-    async def read(self, since: float | None, platform: str | None, limit: int) -> list[AuditRow]:
+    async def read(self, since: float | None, platform: str | None, limit: int,
+                   by: str | None = None) -> list[AuditRow]:
         """The newest ``limit`` rows matching the filters, oldest first, pending ones included."""
         self.flush()  # the storage thread's queue puts this read after the pending rows
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.store.audit, since, platform, limit)
+        return await loop.run_in_executor(self.executor, self.store.audit, since, platform, limit, by)
 
 
 def _report(fut: concurrent.futures.Future[None]) -> None:

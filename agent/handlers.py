@@ -145,8 +145,9 @@ async def op_audit(a: Agent, args: Args, peer: Peer) -> Any:
         raise errors.BadRequest(f"limit must be between 1 and {MAX_AUDIT_ROWS}")
     if since is not None and not (math.isfinite(since) and 0 <= since < 2**53):
         raise errors.BadRequest("since must be a finite, non-negative timestamp")
-    rows = await a.audit.read(since, args.get("platform"), limit)
-    fields = ("time", "op", "platform", "credential_type", "pid", "uid", "exe", "result", "count", "last_time")
+    rows = await a.audit.read(since, args.get("platform"), limit, args.get("by"))
+    fields = ("time", "op", "platform", "credential_type", "pid", "uid", "exe", "result", "count", "last_time",
+              "caller", "command")
     result = [dict(zip(fields, r, strict=True)) for r in rows]
     while result and not protocol.fits_in_frame(result):
         result = result[len(result) // 2:]  # keep the newest rows (the list is oldest first)

@@ -257,11 +257,13 @@ class Operations:
 
     @single
     def audit(
-        self, since: float | None = None, platform: str | None = None, limit: int | None = None
+        self, since: float | None = None, platform: str | None = None, limit: int | None = None,
+        by: str | None = None,
     ) -> Sent[list[dict[str, Any]]]:
         """Audit-log rows, oldest first (never values): since a Unix time, of one platform,
-        the newest ``limit`` (the agent's default when not given)."""
-        return self._send("audit", given(since=since, platform=platform, limit=limit), _rows)
+        of one program ``by`` (an executable, a Python script or module, or a command
+        ``agent exec``/``run`` started), the newest ``limit`` (the agent's default when not given)."""
+        return self._send("audit", given(since=since, platform=platform, limit=limit, by=by), _rows)
 
     @single
     def rotate_key(

@@ -119,15 +119,17 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "store": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES),
     "update": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES),
     # expiry=true: the result is {"value", "expires_at"} instead of the bare value
-    "get": (_PLATFORM, _TYPE, Arg("expiry", (bool,), required=False)),
+    # command: the program `agent exec`/`agent run` fetches it for, for the audit log
+    "get": (_PLATFORM, _TYPE, Arg("expiry", (bool,), required=False), Arg("command", (str,), required=False)),
     "delete": (_PLATFORM, _TYPE),
     # offset/limit: one page of the listing (entries[offset:offset+limit]); without
     # them, the whole listing, as before (see LIST_PAGE)
     "list": (Arg("offset", (int,), required=False), Arg("limit", (int,), required=False)),
     "metadata": (_PLATFORM, _TYPE),
     "validate": (_PLATFORM, _VALUE),
+    # by: only rows whose executable, Python script or module, or exec/run command is this
     "audit": (Arg("since", (int, float), required=False), _name("platform", required=False),
-              Arg("limit", (int,), required=False)),
+              Arg("limit", (int,), required=False), Arg("by", (str,), required=False)),
     "rotate_key": (Arg("passphrase", (str,), required=False), Arg("new_passphrase", (str,), required=False)),
     # the original SecureStorage API, run in the agent: text in, a token (bytes) out, and back
     "encrypt": (Arg("data", (str,)),),

@@ -28,6 +28,15 @@ command -v setarch >/dev/null || need+=(util-linux)
 # reliability suite as root: a second Unix user (useradd), small tmpfs data dirs (mount)
 command -v useradd >/dev/null || need+=(passwd)
 command -v mount >/dev/null || need+=(mount)
+# `agent completion` and `agent man` tests: the shells the scripts are for, and the page's renderers
+command -v zsh >/dev/null || need+=(zsh)
+command -v fish >/dev/null || need+=(fish)
+command -v groff >/dev/null || need+=(groff-base)
+command -v man >/dev/null || need+=(man-db)
+# `agent get --clip` tests: a real clipboard on a private X server
+command -v Xvfb >/dev/null || need+=(xvfb)
+command -v xclip >/dev/null || need+=(xclip)
+command -v xsel >/dev/null || need+=(xsel)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing ${need[*]}"

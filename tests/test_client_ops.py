@@ -29,7 +29,7 @@ SAMPLE_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "list": ((), {}),
     "metadata": (("runpod",), {}),
     "validate": (("runpod", "r" * 25), {}),
-    "audit": ((), {"since": 1.7e9, "platform": "runpod", "limit": 5}),
+    "audit": ((), {"since": 1.7e9, "platform": "runpod", "limit": 5, "by": "train.py"}),
     "rotate_key": (("old", "new"), {}),
     "encrypt": (("any text ✓",), {}),
     "decrypt": ((b"gAAAAAtoken",), {}),

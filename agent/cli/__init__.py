@@ -10,12 +10,13 @@ on stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 import agent
 from agent import service_units
-from agent.cli import audit, control, credentials, execute, migration, service, vault
+from agent.cli import audit, completion, control, credentials, execute, migration, run, service, vault
 from agent.cli._common import CliError, Exit
 from client import errors, paths
 
@@ -34,9 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     credentials.register(sub)
     migration.register(sub)
     execute.register(sub)
+    run.register(sub)
     service.register(sub)
     audit.register(sub)
     vault.register_rotation(sub)  # last: `agent --help` lists the commands in the order they always had
+    completion.register(sub)
+    parser.set_defaults(root_parser=parser)  # for `agent man`
     return parser
 
 
@@ -54,7 +58,10 @@ def exit_code(e: Exception) -> Exit:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions (agent completion)
+        completion.complete(parser)
+    args = parser.parse_args(argv)
     try:
         return int(args.fn(args))
     except _FAILURES as e:

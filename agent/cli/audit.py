@@ -13,6 +13,16 @@ from client import Client
 __all__ = ["register"]
 
 
+def _caller(row: dict[str, Any]) -> str:
+    """``/usr/bin/python3.11 /srv/train.py``, ``... -m sweeps.agent``, ``... -> torchrun``."""
+    words = [row["exe"] or "-"]
+    if row.get("caller"):
+        words.append(row["caller"])
+    if row.get("command"):
+        words.append(f"-> {row['command']}")
+    return " ".join(words)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     since = None if args.since is None else time.time() - parse_duration(args.since)
     query: dict[str, Any] = {"limit": args.limit}
@@ -20,6 +30,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         query["since"] = since
     if args.platform is not None:
         query["platform"] = args.platform
+    if args.by is not None:
+        query["by"] = args.by
     with Client() as c:
         rows: list[dict[str, Any]] = c.call("audit", query)
     if args.json:
@@ -28,7 +40,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not rows:
         print("no audit records")
         return Exit.OK
-    print(f"{'TIME':<19} {'OP':<10} {'CREDENTIAL':<32} {'PID':>7} {'UID':>6} {'RESULT':<16} {'TIMES':>5} EXECUTABLE")
+    print(f"{'TIME':<19} {'OP':<10} {'CREDENTIAL':<32} {'PID':>7} {'UID':>6} {'RESULT':<16} {'TIMES':>5} CALLER")
     for r in rows:
         when = format_time(r["time"], "%Y-%m-%d %H:%M:%S")
         if r["platform"] is None:
@@ -38,7 +50,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         pid = "-" if r["pid"] is None else str(r["pid"])
         uid = "-" if r["uid"] is None else str(r["uid"])
         print(f"{when:<19} {r['op']:<10} {name:<32} {pid:>7} {uid:>6} {r['result']:<16} {r['count']:>5} "
-              f"{r['exe'] or '-'}")
+              f"{_caller(r)}")
     return Exit.OK
 
 
@@ -46,5 +58,8 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "audit", cmd_audit, "show who read or changed which credential (never values)")
     p.add_argument("--since", metavar="DURATION", help="only the last DURATION (e.g. 1h, 7d)")
     p.add_argument("--platform", help="only this platform")
+    p.add_argument("--by", metavar="COMMAND",
+                   help="only calls by this program: an executable, a Python script or module (train.py, "
+                        "sweeps.agent), or a command `agent exec`/`agent run` started")
     p.add_argument("--limit", type=int, default=1000, help="at most this many newest records (default 1000)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

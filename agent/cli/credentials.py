@@ -22,6 +22,7 @@ from agent.cli._common import (
     expires_at,
     format_time,
     name_arg,
+    parse_duration,
     print_json,
     read_secret,
 )
@@ -85,8 +86,29 @@ def cmd_set(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     with Client() as c:
         value = c.get(args.platform, args.type)
+    if args.clip:
+        from agent.cli import clipboard  # only here: most `get`s print
+
+        tool = clipboard.copy(value, args.clip_timeout)
+        clears = f"cleared in {args.clip_timeout:g} s if it still holds it" if args.clip_timeout else "not cleared"
+        print(f"copied {args.platform}/{args.type} to the clipboard ({tool.name}); {clears}")
+        return Exit.OK
     sys.stdout.write(value + "\n")
     return Exit.OK
+
+
+def _seconds(text: str) -> float:
+    """``45``, ``90s``, ``2m``: seconds, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parse_duration(text)
+        except CliError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    if not 0 <= seconds <= 86400:
+        raise argparse.ArgumentTypeError("must be between 0 (never clear) and a day")
+    return seconds
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -144,6 +166,11 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--expires", metavar="WHEN", help="expiry: a duration (90d, 12h) or a date (2026-03-31)")
     p = add_command(sub, "get", cmd_get, "print a credential's value")
     add_name(p)
+    p.add_argument("--clip", action="store_true",
+                   help="copy to the clipboard instead (wl-copy, xclip, xsel or pbcopy), cleared later")
+    p.add_argument("--clip-timeout", type=_seconds, default=45.0, metavar="SECONDS",
+                   help="clear the clipboard this long after --clip, if it still holds the value "
+                        "(default 45; 0 = never)")
     p = add_command(sub, "ls", cmd_ls, "list stored credentials (never values)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add_command(sub, "show", cmd_show, "show a credential's metadata (never its value)")

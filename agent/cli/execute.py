@@ -1,18 +1,19 @@
 """``agent exec``: run a command with credentials in its environment.
 
-Every credential is fetched before the command starts, so a missing credential or
-a locked agent fails with the command never run; then this process becomes the
-command (``execvpe``): its signals and exit status are the caller's to see.
+Every credential is fetched before the command starts (``agent.cli._env``), so a
+missing credential or a locked agent fails with the command never run; then this
+process becomes the command (``execvpe``): its signals and exit status are the
+caller's to see.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 
+from agent.cli import _env
 from agent.cli._common import CliError, Exit, Subcommands, add_command, check_platform, check_variable, pairs
-from client import Client, errors, migrate, validation
+from client import migrate, validation
 
 __all__ = ["register"]
 
@@ -39,30 +40,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
     wanted = _wanted(args)
     if not wanted:
         raise CliError("name at least one credential with --env VAR=PLATFORM or --platform NAME", Exit.USAGE)
-    if os.environ.get(migrate.EXEC_GUARD):
-        raise CliError(f"already inside `agent exec` ({migrate.EXEC_GUARD} is set); "
-                       f"unset {migrate.EXEC_GUARD} to nest one on purpose")
-    with Client() as c:
-        replies = c.call_many([("get", {"platform": p, "credential_type": t}) for p, t in wanted.values()])
-    for (platform, _), reply in zip(wanted.values(), replies, strict=True):
-        if isinstance(reply, errors.AgentError):
-            hint = f"store it with `agent set {platform}`; " if isinstance(reply, errors.NotFound) else ""
-            # the agent's own error class, so that main gives it its exit code (locked: 3)
-            raise type(reply)(f"{reply.message}; {hint}{command[0]} was not started") from None
-    env = {**os.environ, **dict(zip(wanted, replies, strict=True)), migrate.EXEC_GUARD: "1"}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execvpe(command[0], command, env)  # noqa: S606 - replacing ourselves with the user's command is the point
-    except FileNotFoundError:
-        print(f"agent: command not found: {command[0]}", file=sys.stderr)
-        return 127  # as shells say it
-    except ValueError:
-        # os.execvpe refuses NUL bytes; never say which value
-        raise CliError("a credential contains a NUL byte and cannot go into an environment variable") from None
-    except OSError as e:
-        print(f"agent: cannot run {command[0]}: {e.strerror or type(e).__name__}", file=sys.stderr)
-        return 126
+    _env.refuse_nesting("exec")
+    values = _env.fetch(wanted, command[0])
+    return _env.exec_command(command, _env.child_env(os.environ, values))
 
 
 def register(sub: Subcommands) -> None:

@@ -36,9 +36,12 @@ class Row:
         return f"Row({self.platform!r}, {self.credential_type!r}, <sealed>)"
 
 
-# One audit row: (ts, op, platform, credential_type, pid, uid, exe, result, count, last_ts).
-# `count` identical events (same caller, op, name and result) between ts and last_ts. Never a value.
-AuditRow = tuple[float, str, str | None, str | None, int | None, int | None, str | None, str, int, float]
+# One audit row: (ts, op, platform, credential_type, pid, uid, exe, result, count, last_ts, caller,
+# command). `count` identical events (same caller, op, name and result) between ts and last_ts;
+# caller: a Python caller's script or `-m module`; command: what `agent exec`/`run` started.
+# Never a value.
+AuditRow = tuple[float, str, str | None, str | None, int | None, int | None, str | None, str, int, float,
+                 str | None, str | None]
 
 
 class Store(Protocol):
@@ -74,7 +77,10 @@ class Store(Protocol):
     # --- the audit log: names, callers and results, never values
     def add_audit(self, rows: list[AuditRow], keep: int) -> None: ...
 
-    def audit(self, since: float | None, platform: str | None, limit: int) -> list[AuditRow]: ...
+    def audit(self, since: float | None, platform: str | None, limit: int, by: str | None = None) -> list[AuditRow]:
+        """``by``: only rows whose executable, caller or command is this (a path or its
+        last part, or a module's name)."""
+        ...
 
 
 class VaultMeta:

@@ -22,7 +22,8 @@ from client import errors, paths
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION: Final = 1
+# 2: the audit log's caller and command columns (a version-1 vault gains them on open)
+SCHEMA_VERSION: Final = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -50,10 +51,15 @@ CREATE TABLE IF NOT EXISTS audit (
     exe             TEXT,
     result          TEXT NOT NULL,
     count           INTEGER NOT NULL DEFAULT 1,
-    last_ts         REAL
+    last_ts         REAL,
+    caller          TEXT,
+    command         TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
 """
+
+# columns added after version 1, in order: (version, table, column, type)
+_ADDED: Final = ((2, "audit", "caller", "TEXT"), (2, "audit", "command", "TEXT"))
 
 # errno values that mean "this file system or directory cannot be written"
 _NOT_WRITABLE: Final = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
@@ -63,6 +69,34 @@ def _create_private_file(path: Path) -> None:
     """Create the file 0600 before SQLite opens it, so it is never readable by others."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     os.close(fd)
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a vault of an older schema up to ``SCHEMA_VERSION``, in one transaction."""
+    if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for _, table, column, kind in _ADDED:
+            if column not in _columns(db, table):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _last_part(value: str | None) -> str | None:
+    """What ``agent audit --by`` matches besides the whole value: a path's last part,
+    a module's name (``-m pkg.mod`` -> ``pkg.mod``)."""
+    if value is None:
+        return None
+    return value[3:] if value.startswith("-m ") else value.rpartition("/")[2]
 
 
 class SqliteStore:
@@ -89,11 +123,16 @@ class SqliteStore:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
-            return db
+            _migrate(db)
+            return self._ready(db)
         except (sqlite3.Error, OSError) as e:
             if db is not None:
                 db.close()
             raise errors.StorageError(f"cannot open the vault at {self.path}: {e}") from e
+
+    def _ready(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        db.create_function("last_part", 1, _last_part, deterministic=True)
+        return db
 
     def _open_ro(self) -> sqlite3.Connection:
         """Open for reading where nothing may be written, not even SQLite's WAL index."""
@@ -106,7 +145,7 @@ class SqliteStore:
             try:
                 db = sqlite3.connect(candidate, uri=True, isolation_level=None, check_same_thread=False)
                 db.execute("SELECT count(*) FROM credentials").fetchone()
-                return db
+                return self._ready(db)
             except sqlite3.Error as e:
                 failure = e
         raise errors.StorageError(f"cannot open the read-only vault at {self.path}: {failure}") from failure
@@ -199,20 +238,27 @@ class SqliteStore:
         """Append ``rows`` and prune to the newest ``keep`` rows, in one transaction."""
         with self._write():
             self._db.executemany(
-                "INSERT INTO audit(ts, op, platform, credential_type, pid, uid, exe, result, count, last_ts) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO audit(ts, op, platform, credential_type, pid, uid, exe, result, count, last_ts, "
+                "caller, command) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             # ids grow monotonically (AUTOINCREMENT), so the newest rows have the largest ids
             self._db.execute("DELETE FROM audit WHERE id <= (SELECT max(id) FROM audit) - ?", (keep,))
 
-    def audit(self, since: float | None, platform: str | None, limit: int) -> list[AuditRow]:
+    def audit(self, since: float | None, platform: str | None, limit: int, by: str | None = None) -> list[AuditRow]:
         """The newest ``limit`` audit rows matching the filters, oldest first."""
+        # a read-only vault of schema 1 has no caller columns (nothing could have filled them)
+        newer = "caller" in _columns(self._db, "audit")
         query = (
-            "SELECT ts, op, platform, credential_type, pid, uid, exe, result, count, coalesce(last_ts, ts) "
-            "FROM audit WHERE 1"
+            "SELECT ts, op, platform, credential_type, pid, uid, exe, result, count, coalesce(last_ts, ts), "
+            + ("caller, command " if newer else "NULL, NULL ")
+            + "FROM audit WHERE 1"
         )
         params: list[Any] = []
+        if by is not None:
+            columns = ("exe", "caller", "command") if newer else ("exe",)
+            query += " AND ? IN (" + ", ".join(f"{c}, last_part({c})" for c in columns) + ")"
+            params.append(by)
         if since is not None:
             query += " AND coalesce(last_ts, ts) >= ?"
             params.append(since)

@@ -28,6 +28,7 @@ class Peer:
     uid: int | None
     gid: int | None
     exe: str | None = None  # read when it connected: the pid may be reused later
+    caller: str | None = None  # a Python caller's script or module (agent.transport.callers)
 
 
 NO_PEER = Peer(None, None, None)

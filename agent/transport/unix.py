@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.transport import NO_PEER, ListenError, Peer
+from agent.transport import NO_PEER, ListenError, Peer, callers
 from client import paths
 
 __all__ = ["UnixListener", "AlreadyRunning", "systemd_socket", "single_instance", "bind_socket", "peer_of",
@@ -65,7 +65,10 @@ def peer_of(sock: Any) -> Peer:
     if sys.platform.startswith("linux"):
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, gid = struct.unpack("3i", raw)
-        return Peer(pid, uid, gid, _exe_of(pid) if pid > 0 else None)
+        if pid <= 0:
+            return Peer(pid, uid, gid)
+        exe = _exe_of(pid)
+        return Peer(pid, uid, gid, exe, callers.caller_of(pid, exe))
     if sys.platform == "darwin" or "bsd" in sys.platform:
         # struct xucred { u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16]; }
         local_peercred = getattr(socket, "LOCAL_PEERCRED", 0x001)

@@ -21,8 +21,9 @@ def row(platform: str, ctype: str = "api-key", value: bytes = b"sealed-value", w
     return Row(platform, ctype, value, b"sealed-metadata", when, when, None)
 
 
-def audit_row(ts: float, op: str = "get", platform: str | None = "runpod") -> AuditRow:
-    return (ts, op, platform, "api-key", 100, 1000, "/usr/bin/python3", "ok", 1, ts)
+def audit_row(ts: float, op: str = "get", platform: str | None = "runpod", caller: str | None = None,
+              command: str | None = None) -> AuditRow:
+    return (ts, op, platform, "api-key", 100, 1000, "/usr/bin/python3", "ok", 1, ts, caller, command)
 
 
 class StoreContract:
@@ -102,6 +103,15 @@ class StoreContract:
                         keep=100)
         assert [r[0] for r in store.audit(2.0, None, 10)] == [2.0, 3.0]
         assert [r[2] for r in store.audit(None, "wandb", 10)] == ["wandb"]
+
+    def test_audit_by_program(self, store: Store) -> None:
+        store.add_audit([audit_row(1.0, caller="/srv/ml/train.py"), audit_row(2.0, caller="-m sweeps.agent"),
+                         audit_row(3.0, caller="/usr/bin/agent", command="torchrun"), audit_row(4.0)], keep=100)
+        assert store.audit(None, None, 10)[0][10:] == ("/srv/ml/train.py", None)
+        for by, times in (("train.py", [1.0]), ("/srv/ml/train.py", [1.0]), ("sweeps.agent", [2.0]),
+                          ("-m sweeps.agent", [2.0]), ("torchrun", [3.0]), ("python3", [1.0, 2.0, 3.0, 4.0]),
+                          ("ml", [])):
+            assert [r[0] for r in store.audit(None, None, 10, by)] == times, by
 
     def test_repr_shows_no_sealed_bytes(self, store: Store) -> None:
         store.put(row("runpod", value=b"SEALED-BYTES"))

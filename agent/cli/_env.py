@@ -1,0 +1,80 @@
+"""What ``agent exec`` and ``agent run`` share: fetching credentials for environment
+variables in one round trip, and becoming the command.
+
+Every credential is fetched before the command starts, so a missing credential or a
+locked agent fails with the command never run. A failure names the variable and the
+credential, never a value.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from agent.cli._common import CliError
+from client import Client, errors, migrate
+from client._messages import get_args, unwrap_get
+
+__all__ = ["refuse_nesting", "fetch", "child_env", "exec_command"]
+
+# (platform, credential type) of one credential
+Name = tuple[str, str]
+
+
+def refuse_nesting(how: str) -> None:
+    if os.environ.get(migrate.EXEC_GUARD):
+        raise CliError(f"already inside `agent exec` or `agent run` ({migrate.EXEC_GUARD} is set); "
+                       f"unset {migrate.EXEC_GUARD} to nest `agent {how}` on purpose")
+
+
+def fetch(wanted: Mapping[str, Name], command: str, refs: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{VAR: value}`` for ``{VAR: (platform, type)}``, pipelined in one round trip.
+
+    ``refs`` names how each variable asked (``agent://runpod``) for the error message.
+    """
+    names = list(dict.fromkeys(wanted.values()))
+    if not names:
+        return {}
+    with Client() as c:
+        policy = c.on_expired
+        # the command's name (never its arguments) tells the audit log what the credential was for
+        program = os.path.basename(command)
+        replies = c.call_many([("get", {**get_args(p, t, policy), "command": program}) for p, t in names])
+        values: dict[Name, str] = {}
+        for (platform, ctype), reply in zip(names, replies, strict=True):
+            if isinstance(reply, errors.AgentError):
+                raise _failure(reply, (platform, ctype), wanted, command, refs) from None
+            values[(platform, ctype)] = unwrap_get(reply, platform, ctype, policy, c._warned)
+    return {var: values[name] for var, name in wanted.items()}
+
+
+def _failure(reply: errors.AgentError, name: Name, wanted: Mapping[str, Name], command: str,
+             refs: Mapping[str, str] | None) -> errors.AgentError:
+    platform = name[0]
+    users = [var for var, n in wanted.items() if n == name]
+    who = ", ".join(f"{v}={refs[v]}" if refs else v for v in users)
+    hint = f"store it with `agent set {platform}`; " if isinstance(reply, errors.NotFound) else ""
+    # the agent's own error class, so that main gives it its exit code (locked: 3)
+    return type(reply)(f"{who}: {reply.message}; {hint}{command} was not started")
+
+
+def child_env(base: Mapping[str, str], values: Mapping[str, str]) -> dict[str, str]:
+    return {**base, **values, migrate.EXEC_GUARD: "1"}
+
+
+def exec_command(command: Sequence[str], env: Mapping[str, str]) -> int:
+    """Become ``command`` (``execvpe``); returns only when that fails, with a shell's code."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(command[0], list(command), env)  # noqa: S606 - replacing ourselves with the user's command is the point
+    except FileNotFoundError:
+        print(f"agent: command not found: {command[0]}", file=sys.stderr)
+        return 127  # as shells say it
+    except ValueError:
+        # os.execvpe refuses NUL bytes; never say which value
+        raise CliError("a credential contains a NUL byte and cannot go into an environment variable") from None
+    except OSError as e:
+        print(f"agent: cannot run {command[0]}: {e.strerror or type(e).__name__}", file=sys.stderr)
+        return 126

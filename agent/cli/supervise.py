@@ -1,0 +1,84 @@
+"""Running a command as a child whose output is masked (``agent run --mask``).
+
+Signals: SIGINT, SIGTERM, SIGHUP and SIGCHLD are blocked in this process and taken
+with ``sigwaitinfo``, so none is lost between starting the child and waiting for it.
+One sent to this process (``kill``) is passed on to the child; one the terminal sent
+to the whole foreground process group (Ctrl-C, a hangup: ``si_code`` is
+``SI_KERNEL``) reached the child already and is not sent twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, Final
+
+from agent.cli._common import CliError
+from agent.cli.masking import Masker
+
+__all__ = ["run_masked"]
+
+FORWARDED: Final = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+SI_KERNEL: Final = 0x80  # <asm-generic/siginfo.h>: sent by the kernel (the tty driver)
+READ_SIZE: Final = 64 * 1024
+
+
+def _write_all(fd: int, data: bytes) -> bool:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except OSError:  # the reader went away: keep draining the child, write nothing
+            return False
+    return True
+
+
+def _pump(src: IO[bytes], dst: int, masker: Masker) -> None:
+    writing = True
+    try:
+        while data := os.read(src.fileno(), READ_SIZE):
+            out = masker.feed(data)
+            writing = writing and _write_all(dst, out)
+        if writing:
+            _write_all(dst, masker.flush())
+    finally:
+        src.close()
+
+
+def run_masked(command: Sequence[str], env: Mapping[str, str], values: Iterable[str]) -> int:
+    secrets = list(values)
+    waited = FORWARDED | {signal.SIGCHLD}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    try:
+        child = subprocess.Popen(  # the user's own command; the child restores the signal mask
+            list(command), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old),
+        )
+    except FileNotFoundError:
+        print(f"agent: command not found: {command[0]}", file=sys.stderr)
+        return 127
+    except ValueError:
+        raise CliError("a credential contains a NUL byte and cannot go into an environment variable") from None
+    except OSError as e:
+        print(f"agent: cannot run {command[0]}: {e.strerror or type(e).__name__}", file=sys.stderr)
+        return 126
+    assert child.stdout is not None and child.stderr is not None
+    # the threads inherit the blocked mask, so every signal comes to sigwaitinfo below
+    pumps = [threading.Thread(target=_pump, args=(pipe, fd, Masker(secrets)), daemon=True)
+             for pipe, fd in ((child.stdout, 1), (child.stderr, 2))]
+    for t in pumps:
+        t.start()
+    while child.poll() is None:
+        info = signal.sigwaitinfo(waited)
+        if info.si_signo != signal.SIGCHLD and info.si_code != SI_KERNEL:
+            child.send_signal(info.si_signo)
+    for t in pumps:
+        t.join()
+    code = child.returncode
+    return code if code >= 0 else 128 - code
