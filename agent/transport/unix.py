@@ -38,6 +38,9 @@ from typing import Any
 from agent.transport import NO_PEER, ListenError, Peer
 from client import paths
 
+# POSIX only (the Windows agent serves agent.transport.pipe); mypy skips the rest on win32
+assert sys.platform != "win32", "Unix sockets: POSIX only"
+
 __all__ = ["UnixListener", "AlreadyRunning", "systemd_socket", "single_instance", "bind_socket", "peer_of",
            "SD_LISTEN_FDS_START"]
 
@@ -230,6 +233,7 @@ class UnixListener:
         self.path = path
         self.address = str(path)
         self.activated = activated
+        self.uid = os.getuid()
         # our own socket file, by inode: removed at close only while it is still ours
         self._inode = None if activated else _inode(path)
 
@@ -249,6 +253,9 @@ class UnixListener:
             return peer_of(transport.get_extra_info("socket"))
         except OSError:
             return NO_PEER
+
+    def admits(self, peer: Peer) -> bool:
+        return peer.uid is None or peer.uid == self.uid
 
     def hung_up(self, transport: asyncio.BaseTransport) -> bool:
         # a peer that closed its socket leaves ours hung up both ways (POLLHUP); one that
