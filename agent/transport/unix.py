@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.transport import NO_PEER, ListenError, Peer
-from client import paths
+from client import _transport, paths
 
 # POSIX only (the Windows agent serves agent.transport.pipe); mypy skips the rest on win32
 assert sys.platform != "win32", "Unix sockets: POSIX only"
@@ -70,10 +70,8 @@ def peer_of(sock: Any) -> Peer:
         pid, uid, gid = struct.unpack("3i", raw)
         return Peer(pid, uid, gid, _exe_of(pid) if pid > 0 else None)
     if sys.platform == "darwin" or "bsd" in sys.platform:
-        # struct xucred { u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16]; }
-        local_peercred = getattr(socket, "LOCAL_PEERCRED", 0x001)
-        raw = sock.getsockopt(0, local_peercred, struct.calcsize("IIh16I"))
-        _version, uid = struct.unpack_from("II", raw)
+        level, option = _transport.SOL_LOCAL, getattr(socket, "LOCAL_PEERCRED", _transport.LOCAL_PEERCRED)
+        uid = _transport.parse_xucred(sock.getsockopt(level, option, _transport.XUCRED_SIZE))
         pid = None
         local_peerpid = getattr(socket, "LOCAL_PEERPID", 0x002 if sys.platform == "darwin" else None)
         if local_peerpid is not None:
