@@ -203,14 +203,15 @@ def render_plist(label: str, command: Sequence[str], env: dict[str, str], log: P
 def task_command(executable: str, root: str | None) -> list[str]:
     """What the logon task runs: ``agent start --quiet`` on ``pythonw`` (no console
     window), isolated, on this installation's code, as ``client._spawn`` runs it."""
+    import ntpath
+
     from client import _spawn
 
-    exe = Path(executable)
-    windowless = exe.with_name("pythonw.exe") if exe.name.lower() == "python.exe" else exe
-    command = _spawn.agent_command("start", "--quiet")
     if root is None:
-        return command  # the installed script, by absolute path
-    return [str(windowless), *command[1:]]
+        return _spawn.agent_command("start", "--quiet")  # the installed script, by absolute path
+    folder, name = ntpath.split(executable)
+    windowless = ntpath.join(folder, "pythonw.exe") if name.lower() == "python.exe" else executable
+    return _spawn.isolated_command(windowless, root, "start", "--quiet")
 
 
 def render_task(name: str, command: Sequence[str], user: str) -> str:
