@@ -80,7 +80,8 @@ def test_outside_windows_the_win32_modules_import_and_load_no_windows_api() -> N
 
 
 def test_a_plain_client_never_loads_the_pipe_code() -> None:
-    code = "import sys, client; client.Client(); print(sorted(m for m in sys.modules if m in ('client._win32', 'client._pipe', 'ctypes')))"
+    code = ("import sys, client; client.Client()\n"
+            "print(sorted(m for m in sys.modules if m in ('client._win32', 'client._pipe', 'ctypes')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "CREDENTIAL_AGENT_SOCK": str(ROOT / "nowhere.sock")})
     assert done.returncode == 0, done.stderr

@@ -220,7 +220,7 @@ class TestKeyringSource(KeySourceContract):
 
 
 @pytest.mark.skipif(sys.platform not in ("win32", "darwin"),
-                    reason="the macOS Keychain and Windows Credential Manager run in the macos and windows CI jobs only")
+                    reason="macOS Keychain and Windows Credential Manager: run in the macos and windows CI jobs only")
 class TestOSKeystoreSource(TestKeyringSource):
     """The same suite against the keystore of macOS or Windows, through keyring's own backend."""
 
@@ -229,7 +229,8 @@ class TestOSKeystoreSource(TestKeyringSource):
         import keyring
         import keyring.core
 
-        name = "keyring.backends.Windows.WinVaultKeyring" if sys.platform == "win32" else "keyring.backends.macOS.Keyring"
+        name = ("keyring.backends.Windows.WinVaultKeyring" if sys.platform == "win32"
+                else "keyring.backends.macOS.Keyring")
         monkeypatch.setenv("PYTHON_KEYRING_BACKEND", name)
         monkeypatch.setattr(keystore, "_chosen", None)
         before = keyring.get_keyring()
