@@ -6,6 +6,9 @@
   connection: exit 0 would make systemd start it again and again).
 - SIGTERM/SIGINT: stop accepting, finish in-flight requests, remove the socket,
   exit 0. SIGUSR1: lock at once (panic wipe). SIGHUP: ignored (a closed terminal).
+- Windows: the named pipe (``transport.pipe``) on the Proactor loop, one agent per
+  vault by ``msvcrt.locking``; Ctrl+C and Ctrl+Break stop it as SIGINT does, and
+  there is no SIGUSR1: the panic wipe is ``agent lock`` (the ``lock`` op) over the pipe.
 - An agent whose endpoint was taken over (``Listener.taken_over``) stops.
 - A failure to set up the endpoint is one line on stderr and exit status 1.
 """
@@ -16,7 +19,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import resource
 import signal
 import sys
 
@@ -26,8 +28,19 @@ from agent.handlers import make_dispatch
 from agent.state import Agent
 from agent.transport import Listener, ListenError
 from agent.transport.connection import Server
-from agent.transport.unix import AlreadyRunning, UnixListener, bound_path, prepare_dir, single_instance, systemd_socket
 from client import _spawn, paths
+
+if sys.platform == "win32":
+    from agent.transport import pipe
+else:
+    from agent.transport.unix import (
+        AlreadyRunning,
+        UnixListener,
+        bound_path,
+        prepare_dir,
+        single_instance,
+        systemd_socket,
+    )
 
 __all__ = ["serve", "connection_cap", "ADOPTED_LOCK_WAIT"]
 
@@ -40,10 +53,16 @@ ADOPTED_LOCK_WAIT = 15.0
 # Descriptors kept back from the connection cap: the vault and its WAL/SHM, the log,
 # the listening socket, the event loop's own, keystore D-Bus connections, threads.
 _FD_RESERVE = 64
+# Windows handles have no per-process limit to stay under; "0 = as many as allowed" means this.
+_WINDOWS_CAP = 4096
 
 
 def connection_cap(configured: int) -> int:
     """The configured cap (0 = as many as descriptors allow), never above what the fd limit allows."""
+    if sys.platform == "win32":
+        return configured if configured > 0 else _WINDOWS_CAP
+    import resource
+
     budget = max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - _FD_RESERVE)
     cap = min(configured, budget) if configured > 0 else budget
     if cap < configured:
@@ -62,6 +81,21 @@ def _loop_factory() -> tuple[str, type[asyncio.AbstractEventLoop] | None]:
     return "asyncio", None
 
 
+def _on_signals(loop: asyncio.AbstractEventLoop, agent: Agent, stop: asyncio.Event) -> None:
+    if sys.platform == "win32":
+        # the Proactor loop has no add_signal_handler; a handler that wakes the loop does the same
+        def wake(signum: int, frame: object) -> None:
+            loop.call_soon_threadsafe(stop.set)
+
+        for sig in (signal.SIGINT, signal.SIGBREAK):
+            signal.signal(sig, wake)
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: agent.lock(explicit=True, reason="SIGUSR1"))
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # survive the terminal closing
+
+
 async def _run(options: Options, listener: Listener, report: dict[str, bool], loop_name: str) -> None:
     loop = asyncio.get_running_loop()
     agent = Agent(options, hardening=report, loop_name=loop_name)
@@ -73,10 +107,7 @@ async def _run(options: Options, listener: Listener, report: dict[str, bool], lo
         loop.call_soon(stop.set)  # after the reply to `stop` is written
 
     agent.on_stop = request_stop
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, lambda: agent.lock(explicit=True, reason="SIGUSR1"))
-    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # survive the terminal closing
+    _on_signals(loop, agent, stop)
     await server.start()
     how = "socket passed by systemd" if listener.activated else "own socket"
     log.info("serving on %s (%s, pid %d, %s loop, up to %d connections, idle deadline %g s)", listener.address,
@@ -96,41 +127,62 @@ async def _run(options: Options, listener: Listener, report: dict[str, bool], lo
         agent.close()
 
 
-def _serve(options: Options, report: dict[str, bool]) -> int:
-    passed = systemd_socket()
-    if passed is not None:
-        where = bound_path(passed) or options.socket
-        if where != options.socket:
-            log.warning("systemd passed a socket at %s, but clients look for %s", where, options.socket)
-        options = dataclasses.replace(options, socket=where, socket_activated=True)
-    lock = paths.lock_path()
-    paths.ensure_private_dir(lock.parent)
-    try:
-        with single_instance(lock, wait=ADOPTED_LOCK_WAIT if passed else 0.0,
-                             fallback=paths.runtime_dir() / "agent.lock"):
-            if passed is not None:
-                listener = UnixListener(passed, options.socket, activated=True)
-            else:
-                prepare_dir(options.socket)
-                listener = UnixListener.bind(options.socket)
-            loop_name, factory = _loop_factory()
-            try:
-                if factory is None:
-                    asyncio.run(_run(options, listener, report, loop_name))
-                else:
-                    with asyncio.Runner(loop_factory=factory) as runner:
-                        runner.run(_run(options, listener, report, loop_name))
-            finally:
-                listener.close()
-    except AlreadyRunning:
-        if passed is not None:
-            print(f"another agent holds {lock} and did not stop within {ADOPTED_LOCK_WAIT:g} s; "
-                  "stop it (`agent stop`) so that the socket-activated agent can start", file=sys.stderr)
-            return 1
-        print(f"an agent is already running for {options.socket}", file=sys.stderr)
+if sys.platform == "win32":
+
+    def _serve(options: Options, report: dict[str, bool]) -> int:
+        """Windows: the named pipe, on asyncio's default (Proactor) loop."""
+        lock = paths.lock_path()
+        paths.ensure_private_dir(lock.parent)
+        try:
+            with pipe.single_instance(lock):
+                listener = pipe.PipeListener(str(options.socket))
+                try:
+                    asyncio.run(_run(options, listener, report, "asyncio"))
+                finally:
+                    listener.close()
+        except pipe.AlreadyRunning:
+            print(f"an agent is already running for {options.socket}", file=sys.stderr)
+            return 0
+        log.info("stopped")
         return 0
-    log.info("stopped")
-    return 0
+
+else:
+
+    def _serve(options: Options, report: dict[str, bool]) -> int:
+        passed = systemd_socket()
+        if passed is not None:
+            where = bound_path(passed) or options.socket
+            if where != options.socket:
+                log.warning("systemd passed a socket at %s, but clients look for %s", where, options.socket)
+            options = dataclasses.replace(options, socket=where, socket_activated=True)
+        lock = paths.lock_path()
+        paths.ensure_private_dir(lock.parent)
+        try:
+            with single_instance(lock, wait=ADOPTED_LOCK_WAIT if passed else 0.0,
+                                 fallback=paths.runtime_dir() / "agent.lock"):
+                if passed is not None:
+                    listener = UnixListener(passed, options.socket, activated=True)
+                else:
+                    prepare_dir(options.socket)
+                    listener = UnixListener.bind(options.socket)
+                loop_name, factory = _loop_factory()
+                try:
+                    if factory is None:
+                        asyncio.run(_run(options, listener, report, loop_name))
+                    else:
+                        with asyncio.Runner(loop_factory=factory) as runner:
+                            runner.run(_run(options, listener, report, loop_name))
+                finally:
+                    listener.close()
+        except AlreadyRunning:
+            if passed is not None:
+                print(f"another agent holds {lock} and did not stop within {ADOPTED_LOCK_WAIT:g} s; "
+                      "stop it (`agent stop`) so that the socket-activated agent can start", file=sys.stderr)
+                return 1
+            print(f"an agent is already running for {options.socket}", file=sys.stderr)
+            return 0
+        log.info("stopped")
+        return 0
 
 
 def serve(options: Options) -> int:

@@ -2,13 +2,19 @@
 
 Best effort by design (as ssh-agent's platform_disable_tracing and rbw): a step that
 fails is reported in ``agent status``, never fatal.
+
+Windows has no core-dump limit, no PR_SET_DUMPABLE and no PT_DENY_ATTACH: a process
+of the same user may open the agent and read its memory (as any debugger does), and
+that is not prevented. What is done there: umask 077 (for the files Python makes) and
+``SetErrorMode`` so that a crash shows no Windows Error Reporting dialog that holds the
+process, and its memory, until someone answers it (``wer_dialog_off``). Whether WER
+writes a crash dump is machine policy (LocalDumps), not ours to change.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import resource
 import sys
 
 __all__ = ["harden", "raise_fd_limit"]
@@ -25,6 +31,10 @@ def _libc() -> ctypes.CDLL:
 
 
 def _no_core_dumps() -> bool:
+    if sys.platform == "win32":
+        return False
+    import resource
+
     try:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         return resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)
@@ -54,7 +64,13 @@ def _deny_attach() -> bool:
 def harden() -> dict[str, bool]:
     """Apply every step that exists on this OS; return what took effect."""
     os.umask(0o077)
-    report = {"umask_077": os.umask(0o077) == 0o077, "rlimit_core_0": _no_core_dumps()}
+    report = {"umask_077": os.umask(0o077) == 0o077}
+    if sys.platform == "win32":
+        from client import _win32
+
+        report["wer_dialog_off"] = _win32.set_error_mode()
+        return report
+    report["rlimit_core_0"] = _no_core_dumps()
     if sys.platform.startswith("linux"):
         report["pr_set_dumpable_0"] = _not_dumpable()
     elif sys.platform == "darwin":
@@ -63,7 +79,12 @@ def harden() -> dict[str, bool]:
 
 
 def raise_fd_limit() -> int:
-    """Raise the soft descriptor limit to the hard one; return the new soft limit."""
+    """Raise the soft descriptor limit to the hard one; return the new soft limit
+    (0 on Windows, where handles have no such limit)."""
+    if sys.platform == "win32":
+        return 0
+    import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
     try:

@@ -4,7 +4,12 @@ load them (``agent service`` in ``agent.cli.service`` is their command line).
 - Linux: systemd user units. ``credential-agent.socket`` listens on the socket
   path clients use and starts ``credential-agent.service`` (``agent serve``) on
   the first connection; the service adopts the socket (``agent.daemon``).
-- macOS: a LaunchAgent that runs ``agent serve`` at login and after a crash.
+- macOS: a LaunchAgent that runs ``agent serve`` at login and after a crash,
+  loaded with ``launchctl bootstrap gui/<uid>`` (the user's GUI domain).
+- Windows: a Task Scheduler task with a logon trigger for this user only, run with
+  the user's own token at least privilege; it runs ``pythonw -I ... agent start``
+  (no console window; ``agent start`` detaches the agent). A task carries no
+  environment, so a profile or a chosen socket/config cannot be installed there.
 
 Rules of this module:
 - library code: it prints nothing and never exits; a failure is a ``ServiceError``;
@@ -38,6 +43,9 @@ __all__ = [
     "render_socket",
     "render_service",
     "render_plist",
+    "render_task",
+    "task_command",
+    "schtasks_create",
     "systemd_exec",
     "unit_name",
     "label",
@@ -62,7 +70,9 @@ LABEL = "org.credential-agent"
 SHIPPED_SYSTEMD_EXEC = "%h/.local/bin/agent"
 SHIPPED_LAUNCHD_HOME = Path("/Users/USERNAME")
 MANAGER_TIMEOUT = 20.0
-MANAGERS: Final = ("systemd", "launchd")
+MANAGERS: Final = ("systemd", "launchd", "schtasks")
+# schtasks /TR is limited to 261 characters; the XML form (/XML) has no such limit.
+TASK_XML_NAME: Final = "logon-task.xml"
 
 
 class ServiceError(Exception):
@@ -190,6 +200,73 @@ def render_plist(label: str, command: Sequence[str], env: dict[str, str], log: P
     return plistlib.dumps(data, sort_keys=False).decode()
 
 
+def task_command(executable: str, root: str | None) -> list[str]:
+    """What the logon task runs: ``agent start --quiet`` on ``pythonw`` (no console
+    window), isolated, on this installation's code, as ``client._spawn`` runs it."""
+    import ntpath
+
+    from client import _spawn
+
+    if root is None:
+        return _spawn.agent_command("start", "--quiet")  # the installed script, by absolute path
+    folder, name = ntpath.split(executable)
+    windowless = ntpath.join(folder, "pythonw.exe") if name.lower() == "python.exe" else executable
+    return _spawn.isolated_command(windowless, root, "start", "--quiet")
+
+
+def render_task(name: str, command: Sequence[str], user: str) -> str:
+    """The Task Scheduler task (XML, schema 1.2): at ``user``'s logon only, with that
+    user's token, least privilege, no time limit, one instance."""
+    import subprocess as _sp
+    from xml.sax.saxutils import escape
+
+    return f"""\
+<?xml version="1.0" encoding="UTF-16"?>
+<Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
+  <RegistrationInfo>
+    <Description>{escape(name)}: the credential agent for API keys. Written by `agent service install`.</Description>
+  </RegistrationInfo>
+  <Triggers>
+    <LogonTrigger>
+      <Enabled>true</Enabled>
+      <UserId>{escape(user)}</UserId>
+    </LogonTrigger>
+  </Triggers>
+  <Principals>
+    <Principal id="Author">
+      <UserId>{escape(user)}</UserId>
+      <LogonType>InteractiveToken</LogonType>
+      <RunLevel>LeastPrivilege</RunLevel>
+    </Principal>
+  </Principals>
+  <Settings>
+    <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>
+    <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>
+    <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>
+    <ExecutionTimeLimit>PT0S</ExecutionTimeLimit>
+    <Hidden>true</Hidden>
+  </Settings>
+  <Actions Context="Author">
+    <Exec>
+      <Command>{escape(command[0])}</Command>
+      <Arguments>{escape(_sp.list2cmdline(list(command[1:])))}</Arguments>
+    </Exec>
+  </Actions>
+</Task>
+"""
+
+
+def schtasks_create(task: str, xml_path: Path) -> list[str]:
+    return ["schtasks", "/Create", "/F", "/TN", task, "/XML", str(xml_path)]
+
+
+def _windows_user() -> str:
+    domain, user = os.environ.get("USERDOMAIN", ""), os.environ.get("USERNAME", "")
+    if not user:
+        raise ServiceError("USERNAME is not set: cannot name the user the logon task is for")
+    return f"{domain}\\{user}" if domain else user
+
+
 def shipped() -> dict[str, str]:
     """The repository's unit files (relative path -> contents): the defaults, for reading
     or installing by hand; `agent service install` writes the same with real paths."""
@@ -221,6 +298,8 @@ def launch_agents_dir() -> Path:
 
 
 def default_manager() -> str:
+    if sys.platform == "win32":
+        return "schtasks"
     if sys.platform == "darwin":
         return "launchd"
     if sys.platform.startswith("linux"):
@@ -242,8 +321,10 @@ def plan(manager: str, command: Sequence[str] | None = None) -> Plan:
             [["systemctl", "--user", "disable", "--now", sock, svc], ["systemctl", "--user", "daemon-reload"]],
             [d / "sockets.target.wants" / sock],
         )
+    if manager == "schtasks":
+        return _schtasks_plan()
     plist = launch_agents_dir() / f"{label()}.plist"
-    domain = f"gui/{os.getuid()}"
+    domain = launchd_domain()
     return Plan(
         manager,
         {plist: render_plist(label(), command, env, launchd_log(Path.home(), paths.app_name()))},
@@ -253,16 +334,44 @@ def plan(manager: str, command: Sequence[str] | None = None) -> Plan:
     )
 
 
+def _schtasks_plan() -> Plan:
+    if any(os.environ.get(n) for n in ("CREDENTIAL_AGENT_PROFILE", "CREDENTIAL_AGENT_SOCK", "CREDENTIAL_AGENT_CONFIG")):
+        raise ServiceError("a Windows logon task carries no environment: CREDENTIAL_AGENT_PROFILE, "
+                           "CREDENTIAL_AGENT_SOCK and CREDENTIAL_AGENT_CONFIG cannot be installed with it; "
+                           "unset them, or run `agent start` from a logon script of your own")
+    from client import _spawn
+
+    task = unit_name()
+    xml = paths.config_dir() / TASK_XML_NAME
+    command = task_command(sys.executable, _spawn.code_root())
+    return Plan(
+        "schtasks",
+        {xml: render_task(task, command, _windows_user())},
+        [schtasks_create(task, xml), ["schtasks", "/Run", "/TN", task]],
+        [["schtasks", "/Delete", "/F", "/TN", task]],
+        [],
+    )
+
+
+def launchd_domain() -> str:
+    """The user's GUI domain, where a LaunchAgent is bootstrapped (``gui/<uid>``)."""
+    if sys.platform == "win32":
+        raise ServiceError("launchd exists on macOS only")
+    return f"gui/{os.getuid()}"
+
+
 # --- talking to the service manager ------------------------------------------------------
 def manager_reachable(manager: str) -> str | None:
     """None when the manager answers; otherwise why not (said to the user)."""
-    tool = "systemctl" if manager == "systemd" else "launchctl"
+    tool = {"systemd": "systemctl", "launchd": "launchctl"}.get(manager, manager)
     if shutil.which(tool) is None:
         return f"{tool} is not installed here"
     if manager == "systemd":
         probe = ["systemctl", "--user", "show-environment"]
+    elif manager == "schtasks":
+        probe = ["schtasks", "/Query", "/FO", "LIST"]
     else:
-        probe = ["launchctl", "print", f"gui/{os.getuid()}"]
+        probe = ["launchctl", "print", launchd_domain()]
     try:
         done = _quiet(probe)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -286,15 +395,24 @@ def run(command: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def launchd_loaded() -> bool:
-    return run(["launchctl", "print", f"gui/{os.getuid()}/{label()}"]).returncode == 0
+    return run(["launchctl", "print", f"{launchd_domain()}/{label()}"]).returncode == 0
+
+
+def task_registered() -> bool:
+    return run(["schtasks", "/Query", "/TN", unit_name()]).returncode == 0
 
 
 # --- the unit files -------------------------------------------------------------------------
+def _encoding(path: Path) -> str:
+    # schtasks /XML reads UTF-16 (with its BOM, which Python's codec writes)
+    return "utf-16" if path.suffix == ".xml" else "utf-8"
+
+
 def write(path: Path, text: str) -> None:
     """Replace a unit file whole (a reader sees the old file or the new one, never half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(tmp, "w", encoding=_encoding(path)) as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -305,6 +423,6 @@ def write(path: Path, text: str) -> None:
 def read(path: Path) -> str | None:
     """A unit file's text; None when there is none."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding=_encoding(path))
     except FileNotFoundError:
         return None

@@ -26,7 +26,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["agent_command", "clean_env", "code_root", "KEEP", "KEEP_PREFIXES"]
+__all__ = ["agent_command", "isolated_command", "clean_env", "code_root", "KEEP", "KEEP_PREFIXES"]
 
 # What the agent (and keyring, platformdirs, the Secret Service client) read.
 KEEP = frozenset({
@@ -57,6 +57,11 @@ def code_root() -> str | None:
     return root if os.path.isfile(os.path.join(root, "agent", "cli", "__init__.py")) else None
 
 
+def isolated_command(executable: str, root: str, *args: str) -> list[str]:
+    """``agent ARGS`` on the interpreter ``executable``, isolated, on the code in ``root``."""
+    return [executable, "-I", "-c", _BOOT, root, *args]
+
+
 def agent_command(*args: str) -> list[str]:
     """How to run ``agent ARGS`` in a new process: ``CREDENTIAL_AGENT_COMMAND`` if set,
     else this interpreter, isolated, on this installation's code, else the installed
@@ -68,7 +73,7 @@ def agent_command(*args: str) -> list[str]:
         return [*shlex.split(override), *args]
     root = code_root()
     if root is not None:
-        return [sys.executable, "-I", "-c", _BOOT, root, *args]
+        return isolated_command(sys.executable, root, *args)
     import shutil
 
     found = shutil.which("agent")

@@ -14,7 +14,6 @@ never uses a connection its parent opened before ``os.fork()``.
 
 from __future__ import annotations
 
-import _socket
 import _thread
 import os
 from os import getpid as _getpid
@@ -59,7 +58,7 @@ class Client(_ops.SyncOperations):
         self._autostart = autostart
         self.on_expired = _messages.expiry_policy(on_expired)
         self._warned: set[tuple[str, str]] = set()
-        self._sock: _socket.socket | None = None
+        self._sock: _transport.Stream | None = None
         self._buf = protocol.FrameBuffer()
         self._lock = _thread.allocate_lock()
         self._pid = _getpid()  # the process the connection and the lock belong to
@@ -105,7 +104,7 @@ class Client(_ops.SyncOperations):
             self._sock = None
         self._buf = protocol.FrameBuffer()
 
-    def _connect_or_start(self) -> _socket.socket:
+    def _connect_or_start(self) -> _transport.Stream:
         try:
             return _transport.connect(self._path, self.timeout)
         except (FileNotFoundError, ConnectionRefusedError):
@@ -120,7 +119,7 @@ class Client(_ops.SyncOperations):
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise errors.AgentUnavailable(f"no credential agent at {self._path}") from e
 
-    def _connect(self) -> _socket.socket:
+    def _connect(self) -> _transport.Stream:
         try:
             return self._connect_or_start()
         except errors.AgentError:
@@ -128,7 +127,7 @@ class Client(_ops.SyncOperations):
         except OSError as e:  # e.g. a path too long for a Unix socket, a permission problem
             raise errors.AgentUnavailable(f"cannot connect to {self._path}: {e.strerror or e}") from None
 
-    def _read_body(self, sock: _socket.socket) -> bytes:
+    def _read_body(self, sock: _transport.Stream) -> bytes:
         buf = self._buf
         while True:
             body = buf.next_body()

@@ -6,6 +6,12 @@ The profile and the config file's own place come from ``client._profile``; this 
 reads the config file (``client._config``) only for the socket, and only when one exists.
 platformdirs is imported only by the functions that need it: the socket path,
 which every client computes, costs no import on Linux.
+
+Per platform: Linux puts the socket in the runtime dir (``XDG_RUNTIME_DIR``), macOS
+in the per-user temp dir (``$TMPDIR``), and Windows has no socket file: the agent
+listens on the named pipe ``\\\\.\\pipe\\credential-agent-<user>[-<profile>]``, and
+its directories live in the user's profile, which only the user (and SYSTEM and
+Administrators) may open, so no POSIX mode is checked there.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ __all__ = [
     "ensure_private_dir",
     "InsecurePath",
     "check_socket",
+    "darwin_runtime_dir",
 ]
 
 # sun_path is 108 bytes on Linux and 104 on macOS; keep room for the NUL.
@@ -55,7 +62,11 @@ class InsecurePath(OSError):
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` as 0700, or check an existing one is ours and private; and check
     that no directory above it lets another user move it away or put another in its
-    place (each is ours or root's, and writable by others only when sticky, as /tmp)."""
+    place (each is ours or root's, and writable by others only when sticky, as /tmp).
+    On Windows only made: the user's profile directories carry the user's own ACL."""
+    if sys.platform == "win32":
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = path.lstat()
     if not stat.S_ISDIR(st.st_mode):
@@ -77,6 +88,8 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def _trusted_owner(st: os.stat_result) -> bool:
+    if sys.platform == "win32":
+        return True  # st_uid is always 0 there: the ACL, not the owner, says who may write
     return st.st_uid in (os.getuid(), 0)
 
 
@@ -88,6 +101,8 @@ def _others_may_write(st: os.stat_result) -> bool:
 
 def _private_dir(path: str) -> bool:
     """A directory of this user's that nobody else may use (XDG's rule for a runtime dir)."""
+    if sys.platform == "win32":
+        return False  # no such rule to check there; nothing calls this on Windows
     try:
         st = os.lstat(path)
     except OSError:
@@ -97,18 +112,33 @@ def _private_dir(path: str) -> bool:
 
 def _base_runtime_dir() -> str:
     """The user's runtime dir; a directory of the home where there is none."""
+    if sys.platform == "win32":
+        import platformdirs
+
+        return platformdirs.user_runtime_dir()  # the pipe needs none: the lock fallback only
     # su and sudo may keep the caller's XDG_RUNTIME_DIR: one that is not ours is not used
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and _private_dir(xdg):
         return xdg
     if sys.platform == "darwin":
-        import platformdirs
-
-        return platformdirs.user_runtime_dir()
+        return darwin_runtime_dir(os.environ.get("TMPDIR", ""))
     run_user = f"/run/user/{os.getuid()}"
     if _private_dir(run_user):
         return run_user
     return _home_runtime_dir()
+
+
+def darwin_runtime_dir(tmpdir: str) -> str:
+    """macOS: ``$TMPDIR``, the per-user temp dir (``/var/folders/../T/``, 0700, made for
+    each user by the system, short enough for sun_path), where it is a private
+    directory of ours; else platformdirs' runtime dir (``~/Library/Caches/TemporaryItems``)."""
+    tmpdir = tmpdir.rstrip("/")
+    if tmpdir and os.path.isabs(tmpdir) and _private_dir(tmpdir) \
+            and len(os.fsencode(os.path.join(tmpdir, app_name(), "agent.sock"))) <= MAX_SOCKET_PATH:
+        return tmpdir
+    import platformdirs
+
+    return platformdirs.user_runtime_dir()
 
 
 def _home_runtime_dir() -> str:
@@ -120,6 +150,8 @@ def _home_runtime_dir() -> str:
     cache = os.environ.get("XDG_CACHE_HOME", "").strip()
     if not os.path.isabs(cache):  # relative: invalid, to be ignored (XDG base directory spec)
         cache = os.path.join(os.path.expanduser("~"), ".cache")
+    if sys.platform == "win32":
+        return _temp_dir()
     host = (os.uname().nodename.split(".")[0] if hasattr(os, "uname") else "") or "localhost"
     home_dir = os.path.join(cache, f"{APP}-run-{host[:32]}")
     sock = os.path.join(home_dir, app_name(), "agent.sock")
@@ -158,11 +190,16 @@ def socket_file() -> str:
 
     env > config file > default; the config module loads only when a file exists.
     """
-    return (
-        os.environ.get("CREDENTIAL_AGENT_SOCK")
-        or _configured_socket()
-        or os.path.join(_runtime_dir(), "agent.sock")
-    )
+    return os.environ.get("CREDENTIAL_AGENT_SOCK") or _configured_socket() or _default_socket()
+
+
+def _default_socket() -> str:
+    if sys.platform == "win32":
+        from client import _win32
+
+        app_name()  # the profile's rule, checked as everywhere
+        return _win32.pipe_name(_win32.user_name(), profile())
+    return os.path.join(_runtime_dir(), "agent.sock")
 
 
 def _configured_socket() -> str | None:
@@ -212,6 +249,8 @@ def check_socket(path: str | os.PathLike[str]) -> None:
 
     Raises ``FileNotFoundError`` when there is nothing at ``path``.
     """
+    if sys.platform == "win32":
+        raise errors.UntrustedSocket(f"{path}: no Unix sockets on Windows (the agent listens on a named pipe)")
     _check_socket_dir(os.fspath(path))
     st = os.stat(path)
     if not stat.S_ISSOCK(st.st_mode):
@@ -227,6 +266,8 @@ def check_socket(path: str | os.PathLike[str]) -> None:
 def _check_socket_dir(path: str) -> None:
     """The socket's directory is no link, and nobody but this user (or root) may put a
     file of theirs in its place."""
+    if sys.platform == "win32":
+        return
     parent = os.path.dirname(os.path.abspath(path))
     st = os.lstat(parent)
     if stat.S_ISLNK(st.st_mode):

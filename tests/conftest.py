@@ -10,7 +10,28 @@ import pytest
 # this checkout's packages and test support come first, whatever else is installed
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
-from support import AgentProcess, SecretService, SecretServiceUnavailable  # noqa: E402 - after sys.path
+from support import TRANSPORT, AgentProcess, SecretService, SecretServiceUnavailable  # noqa: E402 - after sys.path
+
+# The modules a Windows run collects. The others test POSIX things (Unix sockets and
+# their modes, signals, fork, /proc, systemd, flock) and import POSIX-only modules, so
+# a Windows run leaves them out; pytest's header says so.
+WINDOWS_MODULES = frozenset({
+    "test_pipe.py", "test_platforms.py", "test_protocol.py", "test_validation.py",
+    "test_client_contract.py", "test_key_source_contract.py",
+})
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if sys.platform == "win32" and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return collection_path.name not in WINDOWS_MODULES
+    return None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    line = f"credential-agent: agents listen on {TRANSPORT}"
+    if sys.platform == "win32":
+        line += f"; Windows run: only {', '.join(sorted(WINDOWS_MODULES))} (the rest test POSIX-only code)"
+    return line
 
 
 @pytest.fixture(autouse=True)

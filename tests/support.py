@@ -24,11 +24,21 @@ import msgpack
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "correct horse battery staple"
+# What the agents started here listen on: the contract suites run over it.
+TRANSPORT = "pipe" if sys.platform == "win32" else "unix"
 
 
 def short_tmpdir(prefix: str = "ca-") -> Path:
     """A private dir with a short path (sun_path is 108 bytes)."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=None if sys.platform == "win32" else "/tmp"))
+
+
+def endpoint(home: Path) -> str:
+    """Where the agent living in ``home`` listens: a socket in it, or (Windows) a pipe
+    named after it."""
+    if TRANSPORT == "pipe":
+        return f"\\\\.\\pipe\\credential-agent-test-{home.name}"
+    return str(home / "run" / "agent.sock")
 
 
 def base_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -43,7 +53,10 @@ def base_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, st
             "XDG_CONFIG_HOME": str(home / "config"),
             "XDG_STATE_HOME": str(home / "state"),
             "XDG_CACHE_HOME": str(home / "cache"),
-            "CREDENTIAL_AGENT_SOCK": str(home / "run" / "agent.sock"),
+            "CREDENTIAL_AGENT_SOCK": endpoint(home),
+            # platformdirs' roots on Windows
+            "LOCALAPPDATA": str(home / "data"),
+            "APPDATA": str(home / "config"),
             "CREDENTIAL_AGENT_NO_AUTOSTART": "1",
             # tests that want a keystore opt in (the secret_service fixture); the
             # rest must never reach one, so any attempt fails loudly
@@ -114,7 +127,8 @@ class AgentProcess:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
-            if self.socket.exists():
+            # a pipe is not stat'ed: opening it is a connection
+            if TRANSPORT == "pipe" or self.socket.exists():
                 with contextlib.suppress(OSError):
                     with self.client(timeout=2) as c:
                         c.hello()
@@ -152,7 +166,11 @@ class AgentProcess:
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
+        if sys.platform == "win32":  # SIGTERM there is TerminateProcess: ask the agent instead
+            with contextlib.suppress(Exception), self.client(timeout=5) as c:
+                c.stop()
+        else:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

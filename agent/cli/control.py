@@ -67,8 +67,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     # runs in the agent and none of its secrets (LISTEN_* of a socket-activated parent
     # included) lives on in it
     command = _spawn.agent_command("serve", *(["--log-level", args.log_level] if args.log_level else []))
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
-                             close_fds=True, cwd="/", env=_spawn.clean_env())
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, close_fds=True, cwd="/",
+                             env=_spawn.clean_env(), **_detached())
     os.close(fd)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -83,6 +83,32 @@ def cmd_start(args: argparse.Namespace) -> int:
     raise CliError(f"the agent did not answer within {START_TIMEOUT:g} s; see {log_file}", Exit.NO_AGENT)
 
 
+def _detached() -> dict[str, Any]:
+    """Popen's way to detach the agent from this terminal: a new session on POSIX; on
+    Windows (no fork, no sessions) no console, its own process group (Ctrl+C in this
+    console does not reach it)."""
+    if sys.platform == "win32":
+        flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP
+        return {"creationflags": flags}
+    return {"start_new_session": True}
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` exits within ``timeout`` seconds."""
+    if sys.platform == "win32":
+        from client import _win32
+
+        return _win32.wait_exit(pid, timeout)  # os.kill(pid, 0) would terminate it there
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     path = paths.socket_path()
     try:
@@ -94,13 +120,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     except errors.AgentUnavailable:
         print("no agent is running", file=sys.stderr)
         return Exit.OK
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.02)
+    _gone(pid, START_TIMEOUT)
     print(f"agent (pid {pid}) stopped")
     return Exit.OK
 

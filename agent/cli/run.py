@@ -77,6 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     mask = sys.stdout.isatty() if args.mask is None else args.mask
     if not mask:
         return _env.exec_command(command, child)
+    if sys.platform == "win32":  # masking takes its signals with sigwaitinfo, which Windows has not
+        raise CliError("--mask is not available on Windows: run with --no-mask", Exit.USAGE)
     from agent.cli import supervise  # only here: pipes, threads and signals are for masking
 
     return supervise.run_masked(command, child, values.values())

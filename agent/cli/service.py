@@ -125,13 +125,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             for verb in ("is-enabled", "is-active"):
                 done = units.run(["systemctl", "--user", verb, unit])
                 print(f"{unit} {verb.removeprefix('is-')}: {done.stdout.strip() or done.stderr.strip()}")
+    elif p.manager == "schtasks":
+        print(f"task {units.unit_name()}: {'registered' if units.task_registered() else 'not registered'}")
     else:
         print(f"{units.label()}: {'loaded' if units.launchd_loaded() else 'not loaded'}")
     return 0 if ok else 1
 
 
 def register(sub: Subcommands) -> None:
-    actions = add_group(sub, "service", "run the agent at login (systemd user units on Linux, a LaunchAgent on macOS)",
+    actions = add_group(sub, "service", "run the agent at login (systemd user units on Linux, a LaunchAgent on macOS, "
+                        "a logon task on Windows)",
                         dest="action", metavar="ACTION")
     for name, fn, help in (
         ("install", cmd_install, "write the units with this installation's agent, enable and start them"),
@@ -141,4 +144,4 @@ def register(sub: Subcommands) -> None:
         p = add_command(actions, name, fn, help)
         p.add_argument("--dry-run", action="store_true", help="print what would be written and run; change nothing")
         p.add_argument("--manager", choices=units.MANAGERS, default=None,
-                       help="default: systemd on Linux, launchd on macOS")
+                       help="default: systemd on Linux, launchd on macOS, schtasks on Windows")

@@ -22,6 +22,9 @@ from agent.cli.masking import Masker
 
 __all__ = ["run_masked"]
 
+# POSIX only (sigwaitinfo, pthread_sigmask): agent run refuses --mask on Windows
+assert sys.platform != "win32", "masking: POSIX only"
+
 FORWARDED: Final = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 SI_KERNEL: Final = 0x80  # <asm-generic/siginfo.h>: sent by the kernel (the tty driver)
 READ_SIZE: Final = 64 * 1024
@@ -49,6 +52,22 @@ def _pump(src: IO[bytes], dst: int, masker: Masker) -> None:
         src.close()
 
 
+if sys.platform == "darwin":
+    def _next_signal(waited: frozenset[signal.Signals]) -> tuple[int, bool]:
+        """The next signal, and whether the terminal sent it to the whole group.
+
+        macOS has no ``sigwaitinfo``, so the sender is unknown: SIGINT and SIGHUP are
+        taken as the terminal's (they reached the child already), SIGTERM as a kill.
+        """
+        signo = signal.sigwait(waited)
+        return signo, signo in (signal.SIGINT, signal.SIGHUP)
+else:
+    def _next_signal(waited: frozenset[signal.Signals]) -> tuple[int, bool]:
+        """The next signal, and whether the terminal sent it to the whole group."""
+        info = signal.sigwaitinfo(waited)
+        return info.si_signo, info.si_code == SI_KERNEL
+
+
 def run_masked(command: Sequence[str], env: Mapping[str, str], values: Iterable[str]) -> int:
     secrets = list(values)
     waited = FORWARDED | {signal.SIGCHLD}
@@ -69,15 +88,15 @@ def run_masked(command: Sequence[str], env: Mapping[str, str], values: Iterable[
         print(f"agent: cannot run {command[0]}: {e.strerror or type(e).__name__}", file=sys.stderr)
         return 126
     assert child.stdout is not None and child.stderr is not None
-    # the threads inherit the blocked mask, so every signal comes to sigwaitinfo below
+    # the threads inherit the blocked mask, so every signal comes to _next_signal below
     pumps = [threading.Thread(target=_pump, args=(pipe, fd, Masker(secrets)), daemon=True)
              for pipe, fd in ((child.stdout, 1), (child.stderr, 2))]
     for t in pumps:
         t.start()
     while child.poll() is None:
-        info = signal.sigwaitinfo(waited)
-        if info.si_signo != signal.SIGCHLD and info.si_code != SI_KERNEL:
-            child.send_signal(info.si_signo)
+        signo, from_terminal = _next_signal(waited)
+        if signo != signal.SIGCHLD and not from_terminal:
+            child.send_signal(signo)
     for t in pumps:
         t.join()
     code = child.returncode

@@ -7,7 +7,14 @@ Rules of this module:
   SecretStorage and jeepney have no timeouts and block forever on a hung daemon,
   so a hung call is abandoned (its thread leaks, the agent does not);
 - keyring's exceptions become ``KeystoreUnavailable`` / ``KeystoreLocked`` with a
-  message that says what to do; no key ever appears in one.
+  message that says what to do; no key ever appears in one;
+- what goes into the keystore is checked by ``check_entry`` before every write: the
+  service ``credential-agent``, an account ``master-key-<vault id>[-<hex>]`` and a
+  44-character Fernet key, all ASCII. So Windows Credential Manager (keyring's
+  WinVault backend: target = service, blob = the value in UTF-16, at most 2560 bytes)
+  and the macOS Keychain never see a value or name that could trip them (the seed's
+  "stub received bad data", RPC_X_BAD_STUB_DATA, came from whole credentials stored
+  as blobs); credentials themselves never go to the keystore.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -24,7 +32,7 @@ from agent.keys.base import Meta
 from client import _config, errors
 
 __all__ = ["KeyringSource", "SERVICE", "DEFAULT_DEADLINE", "get_key", "set_key", "delete_key", "probe",
-           "backend_name"]
+           "backend_name", "check_entry", "CRED_MAX_CREDENTIAL_BLOB_SIZE"]
 
 log = logging.getLogger("agent.keys.keyring")
 
@@ -38,6 +46,20 @@ _hung = 0
 _hung_lock = threading.Lock()
 
 T = TypeVar("T")
+
+# wincred.h: the largest CredentialBlob Credential Manager stores (5 * 512 bytes);
+# keyring's WinVault backend writes the value as UTF-16, two bytes a character.
+CRED_MAX_CREDENTIAL_BLOB_SIZE: Final = 2560
+_ACCOUNT_RE: Final = re.compile(r"(?:master-key|probe)-[0-9a-f]{1,64}(?:-[0-9a-f]{1,16})?")
+_VALUE_RE: Final = re.compile(r"[A-Za-z0-9_=-]{1,128}")  # a Fernet key (urlsafe base64), or a probe token
+
+
+def check_entry(service: str, account: str, value: str) -> None:
+    """Refuse an entry outside the one shape the agent writes (see the module rules)."""
+    if service != SERVICE or not _ACCOUNT_RE.fullmatch(account):
+        raise errors.Internal(f"refusing to write the keystore entry {service!r}/{account!r}: not a name of ours")
+    if not _VALUE_RE.fullmatch(value) or len(value.encode("utf-16-le")) > CRED_MAX_CREDENTIAL_BLOB_SIZE:
+        raise errors.Internal("refusing to write a keystore value that is not a key of ASCII letters and digits")
 
 _FIX = (
     "start a Secret Service (gnome-keyring, KeePassXC) in this session, or use "
@@ -194,7 +216,9 @@ async def get_key(account: str, deadline: float = DEFAULT_DEADLINE) -> bytes | N
 
 
 async def set_key(account: str, key: bytes, deadline: float = DEFAULT_DEADLINE) -> None:
-    await _in_thread(lambda: _backend().set_password(SERVICE, account, key.decode("ascii")), deadline)
+    value = key.decode("ascii")
+    check_entry(SERVICE, account, value)
+    await _in_thread(lambda: _backend().set_password(SERVICE, account, value), deadline)
 
 
 async def delete_key(account: str, deadline: float = DEFAULT_DEADLINE) -> None:
@@ -220,6 +244,7 @@ async def probe(deadline: float = DEFAULT_DEADLINE) -> str:
 
         kr = _backend()
         account, token = f"probe-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+        check_entry(SERVICE, account, token)
         kr.set_password(SERVICE, account, token)
         try:
             if kr.get_password(SERVICE, account) != token:

@@ -1,9 +1,10 @@
 """How clients reach the agent: who is on the other end, and what listens.
 
 Rules of this package:
-- a ``Listener`` owns one endpoint (a Unix socket today; a named pipe can be
-  another module beside ``unix.py``): it starts serving a protocol factory, says
-  who a connection's peer is, and notices when its endpoint was taken over;
+- a ``Listener`` owns one endpoint (``unix.py``: a Unix socket; ``pipe.py``: a
+  Windows named pipe): it starts serving a protocol factory, says who a
+  connection's peer is and whether that is this user, and notices when its
+  endpoint was taken over;
 - ``connection.py`` is the one ``asyncio.Protocol`` of the agent: framing, order of
   replies, limits; it knows nothing of credentials and nothing of the endpoint;
 - a failure to set up an endpoint is a ``ListenError`` with a message for the
@@ -17,7 +18,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Peer", "Listener", "ListenError", "NO_PEER"]
+__all__ = ["Peer", "Listener", "Serving", "ListenError", "NO_PEER"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Peer:
     gid: int | None
     exe: str | None = None  # read when it connected: the pid may be reused later
     caller: str | None = None  # a Python caller's script or module (agent.transport.callers)
+    sid: str | None = None  # Windows: the user SID of the peer process's token
 
 
 NO_PEER = Peer(None, None, None)
@@ -38,12 +40,24 @@ class ListenError(Exception):
     """The endpoint cannot be set up (a path in the way, a bad socket from systemd)."""
 
 
+class Serving(Protocol):
+    """What ``Listener.start`` returns (an ``asyncio.Server``, or a pipe server)."""
+
+    def close(self) -> None:
+        """Stop accepting connections."""
+        ...
+
+
 class Listener(Protocol):
     address: str  # where clients connect, for logs and `agent status`
     activated: bool  # handed over by the service manager (systemd socket activation)
 
-    async def start(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.AbstractServer:
+    async def start(self, factory: Callable[[], asyncio.Protocol]) -> Serving:
         """Serve connections, each with a new protocol from ``factory``."""
+        ...
+
+    def admits(self, peer: Peer) -> bool:
+        """Whether ``peer`` is this user (or the OS cannot tell, where it never can)."""
         ...
 
     def peer(self, transport: asyncio.BaseTransport) -> Peer:

@@ -21,12 +21,11 @@ import asyncio
 import functools
 import inspect
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from agent.transport import NO_PEER, Listener, Peer
+from agent.transport import NO_PEER, Listener, Peer, Serving
 from client import _config, errors, protocol
 
 __all__ = ["Server", "Connection", "Dispatch", "MAX_CONNECTIONS", "CONNECTION_IDLE_TIMEOUT", "FRAME_TIMEOUT",
@@ -99,8 +98,9 @@ class Connection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         self.peer = self.server.listener.peer(transport)
-        if self.peer.uid is not None and self.peer.uid != self.server.uid:
-            log.warning("refused a connection from uid %s (pid %s)", self.peer.uid, self.peer.pid)
+        if not self.server.listener.admits(self.peer):
+            who = f"sid {self.peer.sid}" if self.peer.uid is None else f"uid {self.peer.uid}"
+            log.warning("refused a connection from %s (pid %s)", who, self.peer.pid)
             transport.abort()
             return
         if len(self.server.connections) >= self.server.max_connections and not self.server.make_room(self.peer):
@@ -223,10 +223,9 @@ class Server:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
-        self.uid = os.getuid()
         self.connections: set[Connection] = set()
         self.by_pid: dict[int | None, set[Connection]] = {}  # the same connections, by peer process
-        self._server: asyncio.AbstractServer | None = None
+        self._server: Serving | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     def add(self, conn: Connection) -> None:

@@ -36,7 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.transport import NO_PEER, ListenError, Peer, callers
-from client import paths
+from client import _transport, paths
+
+# POSIX only (the Windows agent serves agent.transport.pipe); mypy skips the rest on win32
+assert sys.platform != "win32", "Unix sockets: POSIX only"
 
 __all__ = ["UnixListener", "AlreadyRunning", "systemd_socket", "single_instance", "bind_socket", "peer_of",
            "SD_LISTEN_FDS_START"]
@@ -70,10 +73,8 @@ def peer_of(sock: Any) -> Peer:
         exe = _exe_of(pid)
         return Peer(pid, uid, gid, exe, callers.caller_of(pid, exe))
     if sys.platform == "darwin" or "bsd" in sys.platform:
-        # struct xucred { u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16]; }
-        local_peercred = getattr(socket, "LOCAL_PEERCRED", 0x001)
-        raw = sock.getsockopt(0, local_peercred, struct.calcsize("IIh16I"))
-        _version, uid = struct.unpack_from("II", raw)
+        level, option = _transport.SOL_LOCAL, getattr(socket, "LOCAL_PEERCRED", _transport.LOCAL_PEERCRED)
+        uid = _transport.parse_xucred(sock.getsockopt(level, option, _transport.XUCRED_SIZE))
         pid = None
         local_peerpid = getattr(socket, "LOCAL_PEERPID", 0x002 if sys.platform == "darwin" else None)
         if local_peerpid is not None:
@@ -233,6 +234,7 @@ class UnixListener:
         self.path = path
         self.address = str(path)
         self.activated = activated
+        self.uid = os.getuid()
         # our own socket file, by inode: removed at close only while it is still ours
         self._inode = None if activated else _inode(path)
 
@@ -252,6 +254,9 @@ class UnixListener:
             return peer_of(transport.get_extra_info("socket"))
         except OSError:
             return NO_PEER
+
+    def admits(self, peer: Peer) -> bool:
+        return peer.uid is None or peer.uid == self.uid
 
     def hung_up(self, transport: asyncio.BaseTransport) -> bool:
         # a peer that closed its socket leaves ours hung up both ways (POLLHUP); one that

@@ -28,7 +28,10 @@ from typing import Any
 import pytest
 
 from client import errors, protocol
-from support import PASSPHRASE, AgentProcess, short_tmpdir
+from support import PASSPHRASE, TRANSPORT, AgentProcess, short_tmpdir
+
+unix_only = pytest.mark.skipif(TRANSPORT != "unix", reason="a Unix socket or SIGSTOP: not on Windows, whose agent "
+                               "listens on a named pipe (tests/test_pipe.py covers its checks)")
 
 RUNPOD = "rp_" + "r" * 30
 WANDB = "w" * 40
@@ -60,7 +63,8 @@ class Blocking:
 
 
 class ClientContract:
-    """The tests; a subclass supplies ``connect``."""
+    """The tests; a subclass supplies ``connect``. They run over the platform's transport
+    (``support.TRANSPORT``: the Unix socket, or the Windows named pipe)."""
 
     def connect(self, path: Path, **kw: Any) -> Any:
         """A client of the agent at ``path``, with the blocking methods of ``client.Client``."""
@@ -196,6 +200,7 @@ class ClientContract:
         finally:
             d.rmdir()
 
+    @unix_only
     def test_a_socket_others_can_use_is_refused(self, make: Any) -> None:
         d = short_tmpdir()
         path = d / "agent.sock"
@@ -268,6 +273,7 @@ class ClientContract:
         assert agent.proc is not None and agent.proc.wait(15) == 0
 
     # --- time and restarts -------------------------------------------------------------------
+    @unix_only
     def test_a_silent_agent_times_out_then_the_client_recovers(self, unlocked_agent: AgentProcess,
                                                                make: Any) -> None:
         c = make(unlocked_agent, timeout=0.5)

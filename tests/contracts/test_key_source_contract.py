@@ -11,6 +11,7 @@ import asyncio
 import base64
 import concurrent.futures
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -216,3 +217,30 @@ class TestKeyringSource(KeySourceContract):
         keyring.delete_password(keystore.SERVICE, source.account())
         with pytest.raises(errors.KeystoreUnavailable, match="missing from the OS keystore"):
             await source.open(None)
+
+
+@pytest.mark.skipif(sys.platform not in ("win32", "darwin"),
+                    reason="macOS Keychain and Windows Credential Manager: run in the macos and windows CI jobs only")
+class TestOSKeystoreSource(TestKeyringSource):
+    """The same suite against the keystore of macOS or Windows, through keyring's own backend."""
+
+    @pytest.fixture(autouse=True)
+    def _real_secret_service(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:  # type: ignore[override]
+        import keyring
+        import keyring.core
+
+        name = ("keyring.backends.Windows.WinVaultKeyring" if sys.platform == "win32"
+                else "keyring.backends.macOS.Keyring")
+        monkeypatch.setenv("PYTHON_KEYRING_BACKEND", name)
+        monkeypatch.setattr(keystore, "_chosen", None)
+        before = keyring.get_keyring()
+        keyring.set_keyring(keyring.core.load_keyring(name))
+        yield
+        keyring.set_keyring(before)
+
+    async def test_the_entry_fits_credential_manager(self, vault: tuple[SqliteStore, VaultMeta]) -> None:
+        source, key = await self.created(vault[1])
+        assert isinstance(source, keystore.KeyringSource)
+        stored = self.stored(source.account())
+        assert stored == key.decode() and len(stored) == 44
+        assert len(stored.encode("utf-16-le")) <= keystore.CRED_MAX_CREDENTIAL_BLOB_SIZE
