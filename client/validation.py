@@ -11,6 +11,7 @@ import re
 from typing import Final
 
 from client import errors
+from client.names import canonical_platform
 from client.protocol import DEFAULT_TYPE, MAX_NAME
 
 __all__ = [
@@ -31,18 +32,6 @@ _NAME_RE: Final = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_NAME}}}")
 # whitespace or control characters anywhere in a key means a paste went wrong
 _BAD_CHARS_RE: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
-_ALIASES: Final = {
-    "hf": "huggingface",
-    "hugging-face": "huggingface",
-    "hugging_face": "huggingface",
-    "lambda": "lambdalabs",
-    "lambda-labs": "lambdalabs",
-    "lambda_labs": "lambdalabs",
-    "vast": "vastai",
-    "vast-ai": "vastai",
-    "vast_ai": "vastai",
-    "weights-and-biases": "wandb",
-}
 _MIN_LENGTH: Final = {"runpod": 20, "lambdalabs": 20, "vastai": 20}
 # Metadata is a note beside a key (scopes, owner, expiry hints): a few levels deep at
 # most. Without a bound, a map nested a thousand deep is stored and then breaks
@@ -93,12 +82,6 @@ def check_metadata(metadata: object) -> dict[str, object]:
             if isinstance(node, dict):
                 stack.extend((k, depth) for k in node)
     return metadata
-
-
-def canonical_platform(platform: str) -> str:
-    """The platform a name stands for, for picking its rules (``hf`` -> ``huggingface``)."""
-    lowered = platform.lower()
-    return _ALIASES.get(lowered, lowered)
 
 
 def check_credential(platform: str, value: object, credential_type: str = DEFAULT_TYPE) -> None:

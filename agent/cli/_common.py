@@ -25,6 +25,7 @@ from enum import IntEnum
 from typing import Any, Final, TypeAlias
 
 from client import errors, keyring_names, migrate
+from client.names import canonical_platform
 from client.validation import DEFAULT_TYPE, check_name
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "expires_at",
     "display_names",
     "name_arg",
+    "platform_arg",
+    "type_arg",
     "add_name",
     "check_platform",
     "check_variable",
@@ -112,6 +115,11 @@ def format_time(ts: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
         return "?"
 
 
+# how `agent ls` shows the names of keyring-backend entries; every name argument takes them back
+KEYRING_SHOWN: Final = "keyring:"
+USER_SHOWN: Final = "user:"
+
+
 def display_names(entry: dict[str, Any]) -> tuple[str, str]:
     """Keyring entries as ``keyring:<service>`` / ``user:<name>``; others as they are."""
     platform, ctype = entry["platform"], entry["credential_type"]
@@ -120,7 +128,7 @@ def display_names(entry: dict[str, Any]) -> tuple[str, str]:
     meta = entry.get("metadata") or {}
     service = meta.get("keyring_service", keyring_names.decode_platform(platform))
     user = meta.get("keyring_username", keyring_names.decode_type(ctype))
-    return (platform if service is None else f"keyring:{service}", ctype if user is None else f"user:{user}")
+    return (platform if service is None else KEYRING_SHOWN + service, ctype if user is None else USER_SHOWN + user)
 
 
 # --- durations and dates ------------------------------------------------------------------
@@ -155,10 +163,24 @@ def name_arg(name: str) -> str:
         raise argparse.ArgumentTypeError(e.message) from None
 
 
+def platform_arg(name: str) -> str:
+    """argparse type: a platform as ``agent ls`` prints it (``keyring:<service>`` too), made canonical."""
+    if name.startswith(KEYRING_SHOWN):
+        return keyring_names.platform_for(name[len(KEYRING_SHOWN):])
+    return name_arg(canonical_platform(name))
+
+
+def type_arg(name: str) -> str:
+    """argparse type: a credential type as ``agent ls`` prints it (``user:<name>`` too)."""
+    if name.startswith(USER_SHOWN):
+        return keyring_names.type_for(name[len(USER_SHOWN):])
+    return name_arg(name)
+
+
 def add_name(p: argparse.ArgumentParser) -> None:
     """The ``PLATFORM`` and ``--type`` arguments that name one credential."""
-    p.add_argument("platform", type=name_arg, help="platform name, e.g. huggingface, wandb, runpod")
-    p.add_argument("--type", type=name_arg, default=DEFAULT_TYPE, help=f"credential type (default {DEFAULT_TYPE})")
+    p.add_argument("platform", type=platform_arg, help="platform name, e.g. huggingface, wandb, runpod")
+    p.add_argument("--type", type=type_arg, default=DEFAULT_TYPE, help=f"credential type (default {DEFAULT_TYPE})")
 
 
 def check_platform(name: str) -> str:
