@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Any, Final, TypeAlias
 
-from client import errors, keyring_names, migrate
+from client import _config, errors, keyring_names, migrate
 from client.names import canonical_platform
 from client.validation import DEFAULT_TYPE, check_name
 
@@ -39,6 +39,7 @@ __all__ = [
     "print_json",
     "format_time",
     "parse_duration",
+    "duration_arg",
     "expires_at",
     "display_names",
     "name_arg",
@@ -132,17 +133,24 @@ def display_names(entry: dict[str, Any]) -> tuple[str, str]:
 
 
 # --- durations and dates ------------------------------------------------------------------
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdwy])")
 _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def parse_duration(text: str) -> float:
-    """``90d``, ``12h``, ``1h30m`` -> seconds."""
-    parts = _DURATION_RE.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise CliError(f"not a duration: {text!r} (use e.g. 30m, 12h, 90d, 1y)", Exit.USAGE)
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    """``90d``, ``12h``, ``1h30m``, ``900`` -> seconds (``client._config.parse_duration``),
+    or a usage error."""
+    try:
+        return _config.parse_duration(text)
+    except ValueError as e:
+        raise CliError(str(e), Exit.USAGE) from None
+
+
+def duration_arg(text: str) -> float:
+    """argparse type: a duration (``parse_duration``), else a usage error that says the forms."""
+    try:
+        return _config.parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def expires_at(text: str | None, now: float | None = None) -> float | None:
@@ -151,6 +159,8 @@ def expires_at(text: str | None, now: float | None = None) -> float | None:
         return None
     if _DATE_RE.fullmatch(text):
         return time.mktime(time.strptime(text, "%Y-%m-%d"))
+    if text.strip().replace(".", "", 1).isdigit():  # seconds would be a surprise here
+        raise CliError(f"--expires takes a unit or a date: {text}d for days, or e.g. 12h, 2026-03-31", Exit.USAGE)
     return (time.time() if now is None else now) + parse_duration(text)
 
 
