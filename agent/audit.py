@@ -29,6 +29,7 @@ from typing import Any, Final
 from agent.stores import AuditRow, Store
 from agent.transport import Peer
 from client import _config, errors
+from client.names import canonical_platform
 from client.validation import DEFAULT_TYPE, check_name
 
 __all__ = ["AUDITED", "AuditLog", "DEFAULT_KEEP", "FLUSH_INTERVAL", "MAX_PENDING"]
@@ -86,7 +87,9 @@ class AuditLog:
             return
         platform = ctype = command = None
         if op in _NAMED:
+            # as the handler named it (``HF`` was ``huggingface`` there)
             platform, ctype = args.get("platform"), args.get("credential_type", DEFAULT_TYPE)
+            platform = platform if platform is None else canonical_platform(platform)
             if result != "ok":  # a success means the names were checked already
                 platform, ctype = _name(platform), _name(ctype)
             if op == "get":

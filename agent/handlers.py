@@ -21,6 +21,7 @@ from agent.state import KEEP, Agent, Key
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
 from client import errors, protocol
+from client.names import canonical_platform
 from client.validation import DEFAULT_TYPE, check_credential, check_name
 
 __all__ = ["HANDLERS", "make_dispatch"]
@@ -30,7 +31,8 @@ Handler = Callable[[Agent, Args, Peer], Any]
 
 
 def _key(args: Args) -> Key:
-    return (args["platform"], args.get("credential_type", DEFAULT_TYPE))
+    # names are canonical from here on: the vault holds no other (client.names)
+    return (canonical_platform(args["platform"]), args.get("credential_type", DEFAULT_TYPE))
 
 
 def op_hello(a: Agent, args: Args, peer: Peer) -> Any:
@@ -128,9 +130,9 @@ def op_metadata(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_validate(a: Agent, args: Args, peer: Peer) -> Any:
-    check_name(args["platform"])
+    platform = check_name(canonical_platform(args["platform"]))
     try:
-        check_credential(args["platform"], args["value"])
+        check_credential(platform, args["value"])
     except errors.InvalidCredential as e:
         return {"valid": False, "reason": e.message}
     return {"valid": True, "reason": None}
@@ -145,7 +147,8 @@ async def op_audit(a: Agent, args: Args, peer: Peer) -> Any:
         raise errors.BadRequest(f"limit must be between 1 and {MAX_AUDIT_ROWS}")
     if since is not None and not (math.isfinite(since) and 0 <= since < 2**53):
         raise errors.BadRequest("since must be a finite, non-negative timestamp")
-    rows = await a.audit.read(since, args.get("platform"), limit, args.get("by"))
+    platform = args.get("platform")
+    rows = await a.audit.read(since, None if platform is None else canonical_platform(platform), limit, args.get("by"))
     fields = ("time", "op", "platform", "credential_type", "pid", "uid", "exe", "result", "count", "last_time",
               "caller", "command")
     result = [dict(zip(fields, r, strict=True)) for r in rows]

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from agent import audit, crypto, faults, keys, rotation
+from agent import audit, canonical, crypto, faults, keys, rotation
 from agent.autolock import AutoLock
 from agent.config import Options
 from agent.crypto import seal, unseal
@@ -190,7 +190,7 @@ class Agent:
             raise errors.IntegrityError()
 
     def _open_with(self, key: bytes) -> tuple[crypto.SecureStorage, list[Row]]:
-        """On the storage thread: check ``key`` opens this vault, read every row."""
+        """On the storage thread: check ``key`` opens this vault, read every row (names made canonical)."""
         storage = crypto.SecureStorage(key)
         try:
             self._check_key(storage)
@@ -198,7 +198,7 @@ class Agent:
             raise errors.IntegrityError(
                 "the master key does not open this vault (a different key in the keystore?)"
             ) from None
-        return storage, self.store.rows()
+        return storage, canonical.migrate(self.store, storage, self.store.rows())
 
     def _check_epoch(self, epoch: int) -> None:
         if self._lock_epoch != epoch:

@@ -4,7 +4,10 @@ Rules of this module:
 - stdlib only, and ``tomllib`` is imported only when a config file exists: the
   client reads ``socket`` and ``autostart`` here without loading any agent code;
 - ``KEYS`` is the whole vocabulary: an unknown key or a wrong type is a
-  ``ConfigError`` naming the key and the file, on whichever side reads it first;
+  ``client.ConfigError`` naming the file, the line and the key (and for an unknown
+  key the nearest known one), on whichever side reads it first;
+- every setting in seconds takes a duration (``parse_duration``: ``900``, ``15m``,
+  ``1h30m``), in the file, the environment and on the command line;
 - precedence is flags > environment > file > defaults; this module knows the
   file and the environment variable of each key, the caller supplies the flag.
 """
@@ -13,19 +16,45 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any, Final
 
 from client import _profile, errors
 from client.protocol import KEY_SOURCES
 
-__all__ = ["KEYS", "Key", "ConfigError", "read", "file_value", "setting", "LOG_LEVELS", "KEY_SOURCES"]
+__all__ = [
+    "KEYS",
+    "Key",
+    "ConfigError",
+    "read",
+    "file_value",
+    "setting",
+    "parse_duration",
+    "LOG_LEVELS",
+    "KEY_SOURCES",
+]
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+ConfigError = errors.ConfigError  # documented as client.ConfigError; kept here for older imports
+
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdwy])")
+_NUMBER_RE: Final = re.compile(r"\d+(?:\.\d+)?")
+_BARE_DURATION_RE: Final = re.compile(r"=\s*\d+(?:\.\d+)?[smhdwy]", re.MULTILINE)
 
 
-class ConfigError(errors.BadRequest):
-    """A config file or environment variable the agent cannot use."""
+def parse_duration(text: str) -> float:
+    """``90`` (seconds), ``90s``, ``15m``, ``2h``, ``1h30m``, ``90d``, ``2w``, ``1y`` -> seconds.
+
+    Raises ``ValueError`` with a message that shows the accepted forms."""
+    text = text.strip()
+    if _NUMBER_RE.fullmatch(text):
+        return float(text)
+    parts = _DURATION_RE.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r} (use seconds, or e.g. 90s, 15m, 2h, 1h30m, 90d)")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +99,20 @@ def check(key: str, value: Any, where: str) -> Any:
     """``value`` for ``key`` as the agent uses it, or a ConfigError naming both."""
     spec = KEYS.get(key)
     if spec is None:
-        raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(KEYS))})")
+        import difflib  # only here: reading a good config file never needs it
+
+        near = difflib.get_close_matches(key, KEYS, n=1)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        raise ConfigError(f"{where}: unknown key {key!r}{hint} (known: {', '.join(sorted(KEYS))})")
     if spec.kind == "seconds":
+        if isinstance(value, str):
+            try:
+                value = parse_duration(value)
+            except ValueError as e:
+                raise ConfigError(f"{where}: {key!r}: {e}") from None
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{where}: {key!r} must be a number of seconds, got {type(value).__name__}")
+            raise ConfigError(f"{where}: {key!r} must be a duration (seconds, or e.g. \"15m\"), "
+                              f"got {type(value).__name__}")
         if not value >= 0 or value == float("inf"):
             raise ConfigError(f"{where}: {key!r} must be 0 (off) or a positive number of seconds")
         return float(value)
@@ -112,15 +151,28 @@ def read(path: Path) -> dict[str, Any]:
     import tomllib
 
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        text = path.read_bytes().decode("utf-8")
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        hint = ' (a duration is a string: "15m")' if _BARE_DURATION_RE.search(text) else ""
+        raise ConfigError(f"{path}: not valid TOML: {e}{hint}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8") from None
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror}") from None
-    data = {key: check(key, value, str(path)) for key, value in raw.items()}
+    data = {key: check(key, value, _where(path, text, key)) for key, value in raw.items()}
     _cache[path] = (stamp, data)
     return data
+
+
+def _where(path: Path, text: str, key: str) -> str:
+    """``path, line N``: where ``key`` (or its ``[table]``) is set in the file."""
+    pattern = re.compile(rf"""\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*[=.]"""
+                         rf"""|\s*\[+\s*(?:{re.escape(key)}|"{re.escape(key)}")\s*[].]""")
+    for number, line in enumerate(text.splitlines(), 1):
+        if pattern.match(line):
+            return f"{path}, line {number}"
+    return str(path)
 
 
 def file_value(path: Path, key: str) -> Any:
@@ -135,11 +187,13 @@ def _env(key: str) -> Any:
         return None
     if KEYS[key].kind == "bool":  # CREDENTIAL_AGENT_NO_AUTOSTART: the negative form
         return raw == "0"
-    if KEYS[key].kind in ("seconds", "count"):
+    if KEYS[key].kind == "seconds":
+        return check(key, raw, name)  # a duration: 900, 15m, 1h30m
+    if KEYS[key].kind == "count":
         try:
-            return check(key, float(raw) if KEYS[key].kind == "seconds" else int(raw), name)
+            return check(key, int(raw), name)
         except ValueError:
-            raise ConfigError(f"{name}: {key!r} must be a number, got {raw!r}") from None
+            raise ConfigError(f"{name}: {key!r} must be a whole number, got {raw!r}") from None
     return check(key, raw, name)
 
 

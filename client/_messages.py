@@ -12,6 +12,7 @@ import os
 import time
 
 from client import errors, protocol
+from client.names import canonical_platform
 from client.protocol import DEFAULT_TYPE
 
 TYPE_CHECKING = False
@@ -44,7 +45,7 @@ ON_EXPIRED_ENV = "CREDENTIAL_AGENT_ON_EXPIRED"
 
 
 def name_args(platform: str, credential_type: str) -> Args:
-    args: Args = {"platform": platform}
+    args: Args = {"platform": canonical_platform(platform)}
     if credential_type != DEFAULT_TYPE:
         args["credential_type"] = credential_type
     return args
@@ -65,7 +66,7 @@ def expiry_policy(explicit: str | None) -> str:
 
 def get_args(platform: str, credential_type: str, policy: str) -> Args:
     # name_args, inlined: this builds every `get`, the hot path
-    args: Args = {"platform": platform}
+    args: Args = {"platform": canonical_platform(platform)}
     if credential_type != DEFAULT_TYPE:
         args["credential_type"] = credential_type
     if policy != "ignore":
@@ -74,7 +75,8 @@ def get_args(platform: str, credential_type: str, policy: str) -> Args:
 
 
 def name_pair(name: str | tuple[str, str]) -> tuple[str, str]:
-    return (name, DEFAULT_TYPE) if isinstance(name, str) else name
+    platform, ctype = (name, DEFAULT_TYPE) if isinstance(name, str) else name
+    return canonical_platform(platform), ctype
 
 
 # protocol.MAX_EXPIRES (9999-12-31 23:59:59 UTC): an expiry past it (or NaN, inf, not a
@@ -123,6 +125,7 @@ def field_name(credential_type: str) -> str:
 
 
 def credentials_of(platform: str, entries: list[dict[str, Any]]) -> list[str]:
+    """The types stored for ``platform`` (a canonical name) in a listing."""
     types = [e["credential_type"] for e in entries if e["platform"] == platform]
     if not types:
         raise errors.NotFound(f"no credentials for {platform}; store one with `agent set {platform}`")

@@ -36,6 +36,7 @@ from client._messages import (
     unwrap_get,
     write_args,
 )
+from client.names import canonical_platform
 from client.protocol import DEFAULT_TYPE
 
 TYPE_CHECKING = False
@@ -287,6 +288,7 @@ class Operations:
     @plan
     def credentials_for(self, platform: str) -> Plan[dict[str, str]]:
         """Every credential of ``platform`` keyed by type: ``{"api_key": ...}`` (two round trips)."""
+        platform = canonical_platform(platform)
         types = credentials_of(platform, (yield from _listing()))
         values = yield from _get_many(self, [(platform, t) for t in types])
         return {field_name(t): v for t, v in zip(types, values, strict=True)}

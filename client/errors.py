@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "AgentError",
     "BadRequest",
+    "ConfigError",
     "UnsupportedVersion",
     "UnknownOp",
     "Locked",
@@ -56,6 +57,15 @@ class AgentError(Exception):
 class BadRequest(AgentError, ValueError):
     code = "bad_request"
     default_message = "malformed request"
+
+
+class ConfigError(BadRequest):
+    """A setting that cannot be used: a config file's unknown key or bad value (its
+    message names the file, the line and the nearest known key), or a bad environment
+    variable or flag. Raised by every client and the agent when they read it."""
+
+    code = "config_error"
+    default_message = "the credential agent's configuration cannot be used"
 
 
 class UnsupportedVersion(AgentError):
@@ -183,6 +193,7 @@ CODES: dict[str, type[AgentError]] = {
     cls.code: cls
     for cls in (
         BadRequest,
+        ConfigError,
         UnsupportedVersion,
         UnknownOp,
         Locked,

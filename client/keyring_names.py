@@ -10,6 +10,10 @@ Agent names are ``[A-Za-z0-9_-]{1,64}``; keyring service names are any string
 - escaping keeps ASCII letters and digits and writes every other character as
   ``_xx`` per UTF-8 byte (``/`` -> ``_2f``, ``_`` -> ``_5f``, ``-`` -> ``_2d``), so an
   escaped name never contains ``-`` and decodes back exactly;
+- in the platform, upper-case letters are escaped too (``S`` -> ``_53``): platform
+  names are case-insensitive (``client.names``), keyring services are not, so
+  ``Service`` and ``service`` must stay two lower-case names. Names made before
+  that rule are renamed when the agent opens the vault (``legacy_platform``);
 - a name whose escaped form would pass 64 characters becomes ``<prefix>-<sha256
   prefix>`` (a ``-`` right after the prefix marks it hashed); the original service
   and username are also kept in the credential's (encrypted) metadata as
@@ -24,20 +28,30 @@ import hashlib
 import re
 from typing import Final
 
-__all__ = ["PLATFORM_PREFIX", "TYPE_PREFIX", "entry_for", "platform_for", "decode_platform", "decode_type"]
+__all__ = [
+    "PLATFORM_PREFIX",
+    "TYPE_PREFIX",
+    "entry_for",
+    "platform_for",
+    "type_for",
+    "decode_platform",
+    "decode_type",
+    "legacy_platform",
+]
 
 PLATFORM_PREFIX: Final = "keyring-"
 TYPE_PREFIX: Final = "user-"
 _MAX: Final = 64
 # 160 bits of sha256: collisions are out of reach; the name stays well under 64
 _HASH_HEX: Final = 40
-_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_LOWER_PLAIN: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_PLAIN: Final = _LOWER_PLAIN | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ESCAPED_RE: Final = re.compile(r"(?:[A-Za-z0-9]|_[0-9a-f]{2})*")
 
 
-def _escape(text: str) -> str:
+def _escape(text: str, plain: frozenset[str]) -> str:
     return "".join(
-        c if c in _PLAIN else "".join(f"_{b:02x}" for b in c.encode("utf-8", "surrogatepass")) for c in text
+        c if c in plain else "".join(f"_{b:02x}" for b in c.encode("utf-8", "surrogatepass")) for c in text
     )
 
 
@@ -59,8 +73,8 @@ def _unescape(escaped: str) -> str | None:
         return None
 
 
-def _encode(prefix: str, text: str) -> str:
-    name = prefix + _escape(text)
+def _encode(prefix: str, text: str, plain: frozenset[str]) -> str:
+    name = prefix + _escape(text, plain)
     if len(name) <= _MAX:
         return name
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_HEX]
@@ -74,12 +88,16 @@ def _decode(prefix: str, name: str) -> str | None:
 
 
 def platform_for(service: str) -> str:
-    return _encode(PLATFORM_PREFIX, service)
+    return _encode(PLATFORM_PREFIX, service, _LOWER_PLAIN)
+
+
+def type_for(username: str) -> str:
+    return _encode(TYPE_PREFIX, username, _PLAIN)
 
 
 def entry_for(service: str, username: str) -> tuple[str, str]:
     """The agent's (platform, credential type) for a keyring (service, username)."""
-    return platform_for(service), _encode(TYPE_PREFIX, username)
+    return platform_for(service), type_for(username)
 
 
 def decode_platform(platform: str) -> str | None:
@@ -89,3 +107,12 @@ def decode_platform(platform: str) -> str | None:
 
 def decode_type(credential_type: str) -> str | None:
     return _decode(TYPE_PREFIX, credential_type)
+
+
+def legacy_platform(platform: str) -> str | None:
+    """The name a keyring platform made before case was escaped has now
+    (``keyring-PyPI`` -> ``keyring-_50y_50_49``); None if ``platform`` is no such name."""
+    if not platform.startswith(PLATFORM_PREFIX) or platform == platform.lower():
+        return None
+    service = decode_platform(platform)
+    return None if service is None else platform_for(service)

@@ -11,6 +11,7 @@ import re
 from typing import Final
 
 from client import errors
+from client.names import canonical_platform
 from client.protocol import DEFAULT_TYPE, MAX_NAME
 
 __all__ = [
@@ -33,20 +34,6 @@ __all__ = [
 _NAME_RE: Final = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_NAME}}}")
 # whitespace or control characters anywhere in a key means a paste went wrong
 _BAD_CHARS_RE: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
-
-_ALIASES: Final = {
-    "hf": "huggingface",
-    "hugging-face": "huggingface",
-    "hugging_face": "huggingface",
-    "lambda": "lambdalabs",
-    "lambda-labs": "lambdalabs",
-    "lambda_labs": "lambdalabs",
-    "vast": "vastai",
-    "vast-ai": "vastai",
-    "vast_ai": "vastai",
-    "weights-and-biases": "wandb",
-}
-
 
 class Rule:
     """One format an API key of a platform may have. A key passes its platform's
@@ -146,12 +133,6 @@ def check_metadata(metadata: object) -> dict[str, object]:
             if isinstance(node, dict):
                 stack.extend((k, depth) for k in node)
     return metadata
-
-
-def canonical_platform(platform: str) -> str:
-    """The platform a name stands for, for picking its rules (``hf`` -> ``huggingface``)."""
-    lowered = platform.lower()
-    return _ALIASES.get(lowered, lowered)
 
 
 def rules_for(platform: str, credential_type: str = DEFAULT_TYPE) -> tuple[Rule, ...]:

@@ -5,18 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-VENV=${VENV:-.venv}
+VENV=${VENV:-.venv}   # scripts/test.sh uses .venv-test, so tests never turn this install editable
 
 if ! "$PY" -c 'import ensurepip' 2>/dev/null; then
   echo "python3 -m venv needs ensurepip: on Debian/Ubuntu, apt-get install python3-venv" >&2
   exit 1
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+VENV=$(cd "$VENV" && pwd)   # absolute: the link below must not depend on this directory
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q '.[fast]'
 
 mkdir -p "$HOME/.local/bin"
-ln -sf "$PWD/$VENV/bin/agent" "$HOME/.local/bin/agent"
+ln -sf "$VENV/bin/agent" "$HOME/.local/bin/agent"
 "$VENV/bin/agent" start
 "$VENV/bin/agent" status
 case ":$PATH:" in

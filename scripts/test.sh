@@ -5,12 +5,15 @@
 #
 #   scripts/test.sh [PYTEST ARGS...]
 #
+# It installs into its own venv, .venv-test (VENV=... names another), as an editable
+# install: never into .venv, where scripts/install.sh keeps the user's installed copy.
+#
 # Exit status: pytest's, except that "no tests collected" (5) is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-VENV=${VENV:-.venv}
+VENV=${VENV:-.venv-test}
 log() { printf '== %s\n' "$*" >&2; }
 
 # Debian packages the tests use: a real Secret Service (dbus-daemon, gnome-keyring),

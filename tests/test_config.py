@@ -64,8 +64,8 @@ def test_every_key_is_in_the_readme() -> None:
     ("text", "words"),
     [
         ("idle_timout = 5\n", ["'idle_timout'", "unknown key", "known:"]),
-        ('idle_timeout = "5"\n', ["'idle_timeout'", "number of seconds", "str"]),
-        ("idle_timeout = true\n", ["'idle_timeout'", "number of seconds"]),
+        ('idle_timeout = "five"\n', ["'idle_timeout'", "not a duration", "15m"]),
+        ("idle_timeout = true\n", ["'idle_timeout'", "must be a duration", "bool"]),
         ("max_unlocked = -1\n", ["'max_unlocked'", "0 (off)"]),
         ("max_unlocked = nan\n", ["'max_unlocked'"]),
         ('autostart = "no"\n', ["'autostart'", "true or false"]),

@@ -21,7 +21,10 @@ def test_parse_duration_and_dates() -> None:
     assert cli_extra.expires_at("12h", now=1000.0) == 1000.0 + 12 * 3600
     assert cli_extra.expires_at(None) is None
     assert cli_extra.expires_at("2030-01-02") == time.mktime((2030, 1, 2, 0, 0, 0, 0, 0, -1))
-    for bad in ("", "90", "d", "5x", "1h 2m", "-1d"):
+    assert cli_extra.parse_duration("90") == 90  # plain numbers are seconds...
+    with pytest.raises(cli_extra.CliError, match="90d for days"):
+        cli_extra.expires_at("90")  # ...but not for an expiry, where days were more likely meant
+    for bad in ("", "d", "5x", "1h 2m", "-1d"):
         with pytest.raises(Exception, match="not a duration"):
             cli_extra.parse_duration(bad)
 

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client import keyring_names
+from client.names import canonical_platform
 from client.validation import check_name
 from support import PASSPHRASE, ROOT, AgentProcess, SecretService
 
@@ -42,8 +43,27 @@ def test_names_are_legal_and_read_back(service: str, username: str) -> None:
     assert keyring_names.decode_type(ctype) in (username, None)
     if not platform.startswith("keyring--"):  # not hashed: the name itself reads back exactly
         assert keyring_names.decode_platform(platform) == service
-    if service.isascii() and service.isalnum() and len(service) <= 56:
+    if service.isascii() and service.isalnum() and service == service.lower() and len(service) <= 56:
         assert platform == "keyring-" + service  # plain names stay plain
+    # platform names are case-insensitive: the mapped one is already canonical, so no
+    # two services ever meet under one name
+    assert canonical_platform(platform) == platform
+
+
+@given(st.text(max_size=60))
+def test_services_differing_in_case_stay_apart(service: str) -> None:
+    for other in (service.upper(), service.lower(), service.swapcase()):
+        if other != service:
+            assert canonical_platform(keyring_names.platform_for(other)) != \
+                canonical_platform(keyring_names.platform_for(service))
+
+
+def test_a_name_from_before_case_was_escaped_has_its_new_name() -> None:
+    assert keyring_names.platform_for("Service") == "keyring-_53ervice"
+    assert keyring_names.legacy_platform("keyring-Service") == "keyring-_53ervice"
+    assert keyring_names.decode_platform("keyring-Service") == "Service"
+    for current in ("keyring-service", "keyring-_53ervice", keyring_names.platform_for("x" * 100), "runpod"):
+        assert keyring_names.legacy_platform(current) is None
 
 
 @given(st.text(max_size=80), st.text(max_size=80))

@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Any, Final, TypeAlias
 
-from client import errors, keyring_names, migrate
+from client import _config, errors, keyring_names, migrate
+from client.names import canonical_platform
 from client.validation import DEFAULT_TYPE, check_name
 
 __all__ = [
@@ -38,9 +39,12 @@ __all__ = [
     "print_json",
     "format_time",
     "parse_duration",
+    "duration_arg",
     "expires_at",
     "display_names",
     "name_arg",
+    "platform_arg",
+    "type_arg",
     "add_name",
     "check_platform",
     "check_variable",
@@ -112,6 +116,11 @@ def format_time(ts: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
         return "?"
 
 
+# how `agent ls` shows the names of keyring-backend entries; every name argument takes them back
+KEYRING_SHOWN: Final = "keyring:"
+USER_SHOWN: Final = "user:"
+
+
 def display_names(entry: dict[str, Any]) -> tuple[str, str]:
     """Keyring entries as ``keyring:<service>`` / ``user:<name>``; others as they are."""
     platform, ctype = entry["platform"], entry["credential_type"]
@@ -120,21 +129,28 @@ def display_names(entry: dict[str, Any]) -> tuple[str, str]:
     meta = entry.get("metadata") or {}
     service = meta.get("keyring_service", keyring_names.decode_platform(platform))
     user = meta.get("keyring_username", keyring_names.decode_type(ctype))
-    return (platform if service is None else f"keyring:{service}", ctype if user is None else f"user:{user}")
+    return (platform if service is None else KEYRING_SHOWN + service, ctype if user is None else USER_SHOWN + user)
 
 
 # --- durations and dates ------------------------------------------------------------------
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdwy])")
 _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def parse_duration(text: str) -> float:
-    """``90d``, ``12h``, ``1h30m`` -> seconds."""
-    parts = _DURATION_RE.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise CliError(f"not a duration: {text!r} (use e.g. 30m, 12h, 90d, 1y)", Exit.USAGE)
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    """``90d``, ``12h``, ``1h30m``, ``900`` -> seconds (``client._config.parse_duration``),
+    or a usage error."""
+    try:
+        return _config.parse_duration(text)
+    except ValueError as e:
+        raise CliError(str(e), Exit.USAGE) from None
+
+
+def duration_arg(text: str) -> float:
+    """argparse type: a duration (``parse_duration``), else a usage error that says the forms."""
+    try:
+        return _config.parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def expires_at(text: str | None, now: float | None = None) -> float | None:
@@ -143,6 +159,8 @@ def expires_at(text: str | None, now: float | None = None) -> float | None:
         return None
     if _DATE_RE.fullmatch(text):
         return time.mktime(time.strptime(text, "%Y-%m-%d"))
+    if text.strip().replace(".", "", 1).isdigit():  # seconds would be a surprise here
+        raise CliError(f"--expires takes a unit or a date: {text}d for days, or e.g. 12h, 2026-03-31", Exit.USAGE)
     return (time.time() if now is None else now) + parse_duration(text)
 
 
@@ -155,10 +173,24 @@ def name_arg(name: str) -> str:
         raise argparse.ArgumentTypeError(e.message) from None
 
 
+def platform_arg(name: str) -> str:
+    """argparse type: a platform as ``agent ls`` prints it (``keyring:<service>`` too), made canonical."""
+    if name.startswith(KEYRING_SHOWN):
+        return keyring_names.platform_for(name[len(KEYRING_SHOWN):])
+    return name_arg(canonical_platform(name))
+
+
+def type_arg(name: str) -> str:
+    """argparse type: a credential type as ``agent ls`` prints it (``user:<name>`` too)."""
+    if name.startswith(USER_SHOWN):
+        return keyring_names.type_for(name[len(USER_SHOWN):])
+    return name_arg(name)
+
+
 def add_name(p: argparse.ArgumentParser) -> None:
     """The ``PLATFORM`` and ``--type`` arguments that name one credential."""
-    p.add_argument("platform", type=name_arg, help="platform name, e.g. huggingface, wandb, runpod")
-    p.add_argument("--type", type=name_arg, default=DEFAULT_TYPE, help=f"credential type (default {DEFAULT_TYPE})")
+    p.add_argument("platform", type=platform_arg, help="platform name, e.g. huggingface, wandb, runpod")
+    p.add_argument("--type", type=type_arg, default=DEFAULT_TYPE, help=f"credential type (default {DEFAULT_TYPE})")
 
 
 def check_platform(name: str) -> str:

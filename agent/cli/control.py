@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from agent.cli._common import CliError, Exit, Subcommands, add_command, print_json
+from agent.cli._common import CliError, Exit, Subcommands, add_command, duration_arg, print_json
 from client import Client, _config, _spawn, errors, paths
 
 __all__ = ["register"]
@@ -174,10 +174,10 @@ def _autolock_line(st: dict[str, Any]) -> str:
 def register(sub: Subcommands) -> None:
     p = add_command(sub, "serve", cmd_serve, "run the agent in the foreground (for systemd/launchd)")
     p.add_argument("--log-level", default=None, choices=_config.LOG_LEVELS, help="default: info")
-    p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
-                   help="lock after this long without credential use (0 = off)")
-    p.add_argument("--max-unlocked", type=float, default=None, metavar="SECONDS",
-                   help="lock this long after unlocking, whatever the use (0 = off)")
+    p.add_argument("--idle-timeout", type=duration_arg, default=None, metavar="DURATION",
+                   help="lock after this long without credential use: seconds, or e.g. 15m, 1h30m (0 = off)")
+    p.add_argument("--max-unlocked", type=duration_arg, default=None, metavar="DURATION",
+                   help="lock this long after unlocking, whatever the use: seconds, or e.g. 8h (0 = off)")
     p = add_command(sub, "start", cmd_start, "start the agent in the background (no-op when running)")
     p.add_argument("--log-level", default=None, choices=_config.LOG_LEVELS)
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)

@@ -21,8 +21,8 @@ from agent.cli._common import (
     display_names,
     expires_at,
     format_time,
-    name_arg,
     parse_duration,
+    platform_arg,
     print_json,
     read_secret,
 )
@@ -179,4 +179,4 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "rm", cmd_rm, "delete a credential")
     add_name(p)
     p = add_command(sub, "validate", cmd_validate, "check a value (from stdin) against the platform's rule")
-    p.add_argument("platform", type=name_arg)
+    p.add_argument("platform", type=platform_arg)

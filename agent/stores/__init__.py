@@ -74,6 +74,13 @@ class Store(Protocol):
         """Rewrite the sealed fields of every row, set and drop meta, all or nothing."""
         ...
 
+    def rename(
+        self, moves: list[tuple[tuple[str, str], Row]], before_commit: Callable[[], None] | None = None
+    ) -> None:
+        """Replace each row named by the first item of a move with the second (a new
+        name, re-sealed), all or nothing; ``AlreadyExists`` if a new name is taken."""
+        ...
+
     # --- the audit log: names, callers and results, never values
     def add_audit(self, rows: list[AuditRow], keep: int) -> None: ...
 

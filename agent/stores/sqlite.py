@@ -229,6 +229,32 @@ class SqliteStore:
             if before_commit is not None:
                 before_commit()
 
+    def rename(
+        self, moves: list[tuple[tuple[str, str], Row]], before_commit: Callable[[], None] | None = None
+    ) -> None:
+        """Rows under new names, in one transaction (the canonical platform names).
+
+        ``before_commit`` runs inside the transaction, after every write (a test hook).
+        """
+        with self._write():
+            self._db.executemany(
+                "DELETE FROM credentials WHERE platform = ? AND credential_type = ?", [old for old, _ in moves]
+            )
+            for _, row in moves:
+                try:
+                    self._db.execute(
+                        "INSERT INTO credentials(platform, credential_type, value, metadata, created, updated, "
+                        "expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (row.platform, row.credential_type, row.value, row.metadata, row.created, row.updated,
+                         row.expires),
+                    )
+                except sqlite3.IntegrityError:
+                    raise errors.AlreadyExists(
+                        f"cannot rename to {row.platform}/{row.credential_type}: that name is taken"
+                    ) from None
+            if before_commit is not None:
+                before_commit()
+
     def delete_meta(self, key: str) -> None:
         with self._write():
             self._db.execute("DELETE FROM meta WHERE key = ?", (key,))

@@ -93,6 +93,31 @@ class StoreContract:
             store.replace_all([row("runpod", value=b"resealed")], {"key_check": b"new"}, crash)
         assert store.rows() == [row("runpod")] and store.meta() == {"key_check": b"old"}
 
+    def test_rename_moves_rows_to_their_new_names(self, store: Store) -> None:
+        store.put(row("HF", when=1.0))
+        store.put(row("hf", value=b"newer", when=2.0))
+        store.put(row("runpod"))
+        store.rename([(("hf", "api-key"), row("huggingface", value=b"newer", when=2.0)),
+                      (("HF", "api-key"), row("huggingface-2", when=1.0))])
+        assert sorted(store.rows(), key=lambda r: r.platform) == [
+            row("huggingface", value=b"newer", when=2.0), row("huggingface-2", when=1.0), row("runpod")]
+
+    def test_rename_is_all_or_nothing(self, store: Store) -> None:
+        store.put(row("HF"))
+        store.put(row("Wandb"))
+        store.put(row("runpod"))
+        before = sorted(store.rows(), key=lambda r: r.platform)
+
+        def crash() -> None:
+            raise OSError("the disk went away")
+
+        with pytest.raises(OSError):
+            store.rename([(("HF", "api-key"), row("huggingface")), (("Wandb", "api-key"), row("wandb"))], crash)
+        # onto a name that is taken: refused whole
+        with pytest.raises(errors.AlreadyExists, match="runpod/api-key"):
+            store.rename([(("HF", "api-key"), row("huggingface")), (("Wandb", "api-key"), row("runpod"))])
+        assert sorted(self.reopen(store).rows(), key=lambda r: r.platform) == before
+
     def test_audit_keeps_the_newest_rows_oldest_first(self, store: Store) -> None:
         store.add_audit([audit_row(float(t)) for t in range(1, 6)], keep=3)
         assert [r[0] for r in store.audit(None, None, 10)] == [3.0, 4.0, 5.0]
