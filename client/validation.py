@@ -28,8 +28,12 @@ __all__ = [
 # ASCII letters, digits, '-' and '_': what every keystore, file name and Windows
 # credential target accepts ("The stub received bad data" otherwise).
 _NAME_RE: Final = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_NAME}}}")
-# whitespace or control characters anywhere in a key means a paste went wrong
+# whitespace or control characters anywhere in a key of a platform with a rule means
+# a paste went wrong; any other value (a PEM key, a service-account JSON, a phrase)
+# may hold spaces, tabs and line breaks, but no other control character
 _BAD_CHARS_RE: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_RULED: Final = frozenset({"huggingface", "wandb", "runpod", "lambdalabs", "vastai"})
 
 _ALIASES: Final = {
     "hf": "huggingface",
@@ -104,16 +108,19 @@ def canonical_platform(platform: str) -> str:
 def check_credential(platform: str, value: object, credential_type: str = DEFAULT_TYPE) -> None:
     """Raise ``InvalidCredential`` naming the failed rule; never includes the value.
 
-    The platform rules describe API keys, so they apply to the default type only;
-    every type gets the generic rule (non-empty, no whitespace or control characters).
+    The platform rules describe API keys, so they apply to the default type only
+    (and so does their ban on whitespace); every value gets the generic rule:
+    non-empty, no control characters but tabs and line breaks.
     """
     if not isinstance(value, str) or not value:
         raise errors.InvalidCredential("the credential is empty")
-    if _BAD_CHARS_RE.search(value):
-        raise errors.InvalidCredential("the credential contains whitespace or control characters")
-    if credential_type != DEFAULT_TYPE:
+    rule = canonical_platform(platform) if credential_type == DEFAULT_TYPE else None
+    if rule in _RULED and _BAD_CHARS_RE.search(value):
+        raise errors.InvalidCredential(f"{platform} keys contain no whitespace or control characters")
+    if _CONTROL_RE.search(value):
+        raise errors.InvalidCredential("the credential contains control characters (other than tabs and line breaks)")
+    if rule is None:
         return
-    rule = canonical_platform(platform)
     if rule == "huggingface" and not value.startswith("hf_"):
         raise errors.InvalidCredential("Hugging Face tokens start with 'hf_'")
     if rule == "wandb" and len(value) != 40:

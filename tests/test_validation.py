@@ -20,11 +20,15 @@ from client.validation import check_credential, check_name, is_valid_credential
     ("vast", "v" * 20, True),
     ("myplatform", "x", True),
     ("myplatform", "", False),
-    ("myplatform", "has space", False),
-    ("myplatform", "tab\tinside", False),
+    ("myplatform", "has space", True),  # no rule against spaces: a phrase, a JSON document
+    ("myplatform", "tab\tinside", True),
+    ("myplatform", "-----BEGIN KEY-----\r\nabc\n-----END KEY-----", True),
     ("myplatform", "nul\x00", False),
-    ("myplatform", "line\n", False),
+    ("myplatform", "bell\x07", False),
     ("myplatform", "del\x7f", False),
+    ("huggingface", "hf_abc def", False),  # a platform with a rule: whitespace is a bad paste
+    ("runpod", "r" * 20 + "\n", False),
+    ("vast", "v" * 20 + " ", False),
 ])
 def test_rules(platform: str, value: str, ok: bool) -> None:
     assert is_valid_credential(platform, value) is ok
@@ -52,5 +56,6 @@ def test_platform_rules_apply_to_api_keys_only() -> None:
     check_credential("lambdalabs", "short", "ssh-key")  # generic rule only
     with pytest.raises(errors.InvalidCredential):
         check_credential("lambdalabs", "short")
+    check_credential("lambdalabs", "has space", "ssh-key")  # the whitespace ban is the api-key rule's
     with pytest.raises(errors.InvalidCredential):
-        check_credential("lambdalabs", "has space", "ssh-key")
+        check_credential("lambdalabs", "nul\x00", "ssh-key")
