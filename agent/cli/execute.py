@@ -1,8 +1,9 @@
 """``agent exec``: run a command with credentials in its environment.
 
 Every credential is fetched before the command starts, so a missing credential or
-a locked agent fails with the command never run; then this process becomes the
-command (``execvpe``): its signals and exit status are the caller's to see.
+a locked agent fails with the command never run (an expired one is warned about, or
+refused with ``--refuse-expired``); then this process becomes the command
+(``execvpe``): its signals and exit status are the caller's to see.
 """
 
 from __future__ import annotations
@@ -10,18 +11,46 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from agent.cli._common import CliError, Exit, Subcommands, add_command, check_platform, check_variable, pairs
 from client import Client, errors, migrate, validation
+from client._messages import expired_on, expiry_policy
 
 __all__ = ["register"]
+
+
+def _variable(spec: str) -> str:
+    """``--platform NAME[:TYPE]``'s variable: ``runpod`` -> RUNPOD_API_KEY, ``runpod:api-secret``
+    -> RUNPOD_API_SECRET."""
+    platform, _, ctype = spec.partition(":")
+    return migrate.variable_for(check_platform(platform), check_platform(ctype) if ctype else validation.DEFAULT_TYPE)
+
+
+def _value(platform: str, ctype: str, reply: Any, refuse: bool, command: str) -> str:
+    """The value of a ``get`` reply; an expired one is refused or warned about, by name only."""
+    if isinstance(reply, str):
+        return reply
+    when = expired_on(reply.get("expires_at"))
+    if when is not None:
+        if refuse:
+            raise errors.Expired(f"{platform}/{ctype} expired on {when}; store a new one with "
+                                 f"`{_set_command(platform, ctype)}`; {command} was not started")
+        print(f"agent: warning: {platform}/{ctype} expired on {when}; store a new one with "
+              f"`{_set_command(platform, ctype)}`", file=sys.stderr)
+    value: str = reply["value"]
+    return value
+
+
+def _set_command(platform: str, ctype: str) -> str:
+    return f"agent set {platform}" + ("" if ctype == validation.DEFAULT_TYPE else f" --type {ctype}")
 
 
 def _wanted(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
     """``{VAR: (platform, type)}`` from ``--env`` and ``--platform``, conflicts refused."""
     wanted: dict[str, tuple[str, str]] = {}
     specs = [(check_variable(var), target) for var, target in pairs(args.env, "VAR=PLATFORM[:TYPE]")]
-    specs += [(migrate.variable_for(check_platform(p.partition(":")[0])), p) for p in args.platform]
+    specs += [(_variable(p), p) for p in args.platform]
     for var, target in specs:
         platform, _, ctype = target.partition(":")
         name = (check_platform(platform), ctype or validation.DEFAULT_TYPE)
@@ -42,14 +71,17 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if os.environ.get(migrate.EXEC_GUARD):
         raise CliError(f"already inside `agent exec` ({migrate.EXEC_GUARD} is set); "
                        f"unset {migrate.EXEC_GUARD} to nest one on purpose")
+    refuse = args.refuse_expired or expiry_policy(None) == "refuse"
     with Client() as c:
-        replies = c.call_many([("get", {"platform": p, "credential_type": t}) for p, t in wanted.values()])
-    for (platform, _), reply in zip(wanted.values(), replies, strict=True):
+        replies = c.call_many([("get", {"platform": p, "credential_type": t, "expiry": True})
+                               for p, t in wanted.values()])
+    for (platform, ctype), reply in zip(wanted.values(), replies, strict=True):
         if isinstance(reply, errors.AgentError):
-            hint = f"store it with `agent set {platform}`; " if isinstance(reply, errors.NotFound) else ""
+            hint = f"store it with `{_set_command(platform, ctype)}`; " if isinstance(reply, errors.NotFound) else ""
             # the agent's own error class, so that main gives it its exit code (locked: 3)
             raise type(reply)(f"{reply.message}; {hint}{command[0]} was not started") from None
-    env = {**os.environ, **dict(zip(wanted, replies, strict=True)), migrate.EXEC_GUARD: "1"}
+    values = [_value(p, t, r, refuse, command[0]) for (p, t), r in zip(wanted.values(), replies, strict=True)]
+    env = {**os.environ, **dict(zip(wanted, values, strict=True)), migrate.EXEC_GUARD: "1"}
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -71,4 +103,6 @@ def register(sub: Subcommands) -> None:
                    help="set VAR to this credential (repeatable)")
     p.add_argument("--platform", action="append", default=[], metavar="NAME[:TYPE]",
                    help="set the platform's usual variable, e.g. huggingface -> HF_TOKEN (repeatable)")
+    p.add_argument("--refuse-expired", action="store_true",
+                   help="refuse to run the command if a credential has expired (exit 1); default: warn")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
