@@ -18,7 +18,7 @@ import pytest
 
 from agent.cli.vault import MIN_PASSPHRASE
 from client import protocol
-from support import AgentProcess
+from support import PASSPHRASE, AgentProcess
 
 OK, ERROR, USAGE, LOCKED, NO_AGENT = 0, 1, 2, 3, 4
 BROKEN_PIPE = 141
@@ -345,3 +345,13 @@ def test_a_short_passphrase_refused_three_times_stops(agent: AgentProcess, answe
 def test_readme_states_the_minimum() -> None:
     readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
     assert f"at least {MIN_PASSPHRASE} characters" in readme
+
+
+def test_rotate_key_warns_about_a_short_new_passphrase_from_stdin(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    done = a.cli("rotate-key", "--new-passphrase", input=f"{PASSPHRASE}\nshort-pw\n", timeout=120)
+    assert done.returncode == OK, done.stderr
+    assert "warning: the passphrase is 8 characters long" in done.stderr and "short-pw" not in done.stderr
+    with a.client() as c:
+        c.lock()
+        c.unlock("short-pw")
