@@ -45,8 +45,8 @@ def kept_fields(
     old_meta, old_expires = old if old is not None else ({}, None)
     if old_meta is None and old is not None and (merge or (keep and metadata is None)):
         raise errors.IntegrityError(
-            f"the stored {name} fails its integrity check, so its metadata cannot be kept; "
-            "give its metadata in full (`agent set --clear-meta`) to replace it"
+            f"the stored {name} fails its integrity check, so its metadata cannot be kept "
+            "(`agent set --clear-meta` drops it); pass metadata to update it, or use store to replace it"
         )
     if metadata is None:
         meta = dict(old_meta or {}) if keep else {}

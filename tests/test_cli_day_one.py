@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import select
+import sqlite3
 import stat
 import subprocess
 import time
@@ -132,6 +133,28 @@ def test_set_again_keeps_metadata_and_expiry_unless_told(unlocked_agent: AgentPr
     with a.client() as c:
         entry = c.metadata("runpod")
     assert entry["metadata"] == {} and entry["expires_at"] is None
+
+
+def test_set_over_a_corrupt_entry_needs_clear_meta(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    with a.client() as c:
+        c.store("runpod", RP, metadata={"team": "ml"})
+        c.store("mytool", "other")
+        c.lock()
+    db = sqlite3.connect(a.home / "data" / "credential-agent" / "vault.sqlite3")  # metadata bound to another row
+    db.execute("UPDATE credentials SET metadata = (SELECT metadata FROM credentials WHERE platform = 'mytool') "
+               "WHERE platform = 'runpod'")
+    db.commit()
+    db.close()
+    with a.client() as c:
+        c.unlock(PASSPHRASE)
+    done = a.cli("set", "runpod", input=RP + "z\n")
+    assert done.returncode == ERROR and "integrity check" in done.stderr and "--clear-meta" in done.stderr
+    assert a.cli("set", "runpod", "--meta", "team=infra", input=RP + "z\n").returncode == ERROR  # a merge, too
+    done = a.cli("set", "runpod", "--clear-meta", input=RP + "z\n")
+    assert done.returncode == OK and done.stdout == "replaced runpod/api-key\n"
+    with a.client() as c:
+        assert c.get("runpod") == RP + "z" and c.metadata("runpod")["metadata"] == {}
 
 
 def test_import_replacing_keeps_metadata_and_expiry(unlocked_agent: AgentProcess) -> None:
