@@ -17,7 +17,8 @@ from typing import Any
 
 import agent
 from agent import audit, encryption
-from agent.state import KEEP, Agent, Key
+from agent.replacing import KEEP
+from agent.state import Agent, Key
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
 from client import errors, protocol
@@ -85,7 +86,8 @@ def op_lock(a: Agent, args: Args, peer: Peer) -> Any:
 
 def _write(a: Agent, args: Args, *, must_exist: bool) -> Any:
     return a.write(_key(args), args["value"], metadata=args.get("metadata"), expires_at=args.get("expires_at", KEEP),
-                   validate=args.get("validate", True), must_exist=must_exist)
+                   validate=args.get("validate", True), must_exist=must_exist, keep=args.get("keep", False),
+                   merge=args.get("merge_metadata", False))
 
 
 def op_store(a: Agent, args: Args, peer: Peer) -> Any:

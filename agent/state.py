@@ -28,6 +28,7 @@ from agent import audit, canonical, crypto, faults, keys, rotation
 from agent.autolock import AutoLock
 from agent.config import Options
 from agent.crypto import seal, unseal
+from agent.replacing import KEEP, Keep, kept_fields
 from agent.stores import Row, Store, VaultMeta
 from client import errors, protocol
 from client.validation import check_credential, check_metadata, check_name
@@ -40,16 +41,6 @@ T = TypeVar("T")
 Key = tuple[str, str]
 # Passphrase unlocks waiting their turn; more get `busy`, not minutes of queued delays.
 MAX_WAITING_UNLOCKS: Final = 16
-
-
-class _Keep:
-    """The type of ``KEEP``: an argument not given, as opposed to None (clear it)."""
-
-    def __repr__(self) -> str:
-        return "KEEP"
-
-
-KEEP: Final = _Keep()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
@@ -354,19 +345,21 @@ class Agent:
         value: str,
         *,
         metadata: Mapping[str, Any] | None = None,
-        expires_at: float | _Keep | None = KEEP,
+        expires_at: float | Keep | None = KEEP,
         validate: bool = True,
         must_exist: bool = False,
+        keep: bool = False,
+        merge: bool = False,
     ) -> dict[str, Any]:
-        """Store (``must_exist`` false) or update a credential. Metadata None keeps an
-        updated entry's (a stored one gets {}); ``expires_at`` KEEP keeps an updated
-        entry's expiry (a stored one gets none), None clears it."""
+        """Store (``must_exist`` false) or update a credential. What it keeps of the one
+        it replaces is ``agent.replacing.kept_fields``'s: an update keeps the metadata and
+        expiry not given, a store only with ``keep``; ``merge`` lays metadata over the old."""
         key = (check_name(key[0]), check_name(key[1], "credential type"))
         if len(value) > protocol.MAX_VALUE:
             raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
         if metadata is not None:
             check_metadata(metadata)
-        if expires_at is not None and not isinstance(expires_at, _Keep):
+        if expires_at is not None and not isinstance(expires_at, Keep):
             check_expires(expires_at)
         if validate:
             check_credential(key[0], value, key[1])
@@ -374,19 +367,10 @@ class Agent:
             old = self.entries.get(key)
             if must_exist and old is None:
                 raise errors.NotFound(f"no credential {key[0]}/{key[1]} to update")
-            if metadata is not None:
-                kept = dict(metadata)
-            elif old is not None and must_exist:
-                if old.metadata is None:  # it fails its integrity check: never replace it with {} unasked
-                    raise errors.IntegrityError(
-                        f"the stored {key[0]}/{key[1]} fails its integrity check, so its metadata cannot be kept; "
-                        "pass metadata to update it, or use store to replace it"
-                    )
-                kept = old.metadata
-            else:
-                kept = {}
-            if isinstance(expires_at, _Keep):
-                expires_at = old.expires if must_exist and old else None
+            kept, expires_at = kept_fields(f"{key[0]}/{key[1]}", None if old is None else (old.metadata, old.expires),
+                                           metadata, expires_at, keep=keep or must_exist, merge=merge)
+            if merge or keep:
+                check_metadata(kept)  # the old and the given together must still fit
             now = time.time()
             row = Row(
                 key[0],
@@ -395,7 +379,7 @@ class Agent:
                 seal(storage, key[0], key[1], "metadata", kept),
                 old.created if old else now,
                 now,
-                None if expires_at is None else float(expires_at),
+                expires_at,
             )
             await self.db(self.store.put, row)
             entry = Entry(row.created, row.updated, row.expires)

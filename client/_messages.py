@@ -139,15 +139,25 @@ def write_args(
     metadata: Mapping[str, Any] | None,
     validate: bool,
     expires_at: float | None,
+    *,
+    keep: bool = False,
+    merge: bool = False,
+    clear_expiry: bool = False,
 ) -> Args:
+    """``keep``/``merge``: see ``store`` in ``client.protocol.OPS``; ``clear_expiry``
+    sends ``expires_at`` nil (with ``keep``, the one way to drop a kept expiry)."""
     args = name_args(platform, credential_type)
     args["value"] = value
     if metadata is not None:
         args["metadata"] = dict(metadata)
     if not validate:
         args["validate"] = False
-    if expires_at is not None:
+    if expires_at is not None or clear_expiry:
         args["expires_at"] = expires_at
+    if keep:
+        args["keep"] = True
+    if merge:
+        args["merge_metadata"] = True
     return args
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from client import errors, validation
+from client.protocol import MAX_NAME
 from client.validation import DEFAULT_TYPE
 
 __all__ = [
@@ -203,6 +204,14 @@ def _name_ok(name: object, what: str = "platform") -> str | None:
     return None
 
 
+def _shown(name: str) -> str:
+    """A name that failed ``check_name``, quoted for a message if it reads as a name
+    (short, printable, no '=' of a pasted assignment); else a note that it is not shown."""
+    if len(name) <= MAX_NAME and name.isprintable() and "=" not in name:
+        return json.dumps(name, ensure_ascii=False)
+    return "the name (not shown: it does not look like one)"
+
+
 def _expiry(value: object) -> float | None:
     if value is None:
         return None
@@ -223,7 +232,7 @@ def _record(key: object, record: object, position: str, *, from_list: bool) -> R
         return Record(position, error=why if from_list else "invalid platform name")
     platform, sep, ctype = key.partition(":")  # "runpod:token", as `agent export` writes
     if (problem := _name_ok(platform)) or (sep and (problem := _name_ok(ctype, "credential type"))):
-        return Record(position, error=problem)
+        return Record(position, error=f"{_shown(key)}: {problem}")
     name = platform if from_list else key
     if record is None:
         return Record(name, platform, skip="no value (null)")
@@ -342,14 +351,16 @@ def records_from_env(environ: Mapping[str, str], pairs: Sequence[tuple[str, str]
     return out
 
 
-def variable_for(platform: str) -> str:
+def variable_for(platform: str, credential_type: str = DEFAULT_TYPE) -> str:
     """The variable programs read a platform's key from: HF_TOKEN for huggingface,
-    WANDB_API_KEY for wandb, ..., else ``<PLATFORM>_API_KEY``."""
-    canonical = validation.canonical_platform(platform)
-    for var, name in KNOWN_VARIABLES.items():
-        if name == canonical:
-            return var
-    return re.sub(r"[^A-Z0-9_]", "_", platform.upper()) + "_API_KEY"
+    WANDB_API_KEY for wandb, ..., else ``<PLATFORM>_API_KEY``; another type names
+    its own (``runpod``, ``api-secret`` -> RUNPOD_API_SECRET)."""
+    if credential_type == DEFAULT_TYPE:
+        canonical = validation.canonical_platform(platform)
+        for var, name in KNOWN_VARIABLES.items():
+            if name == canonical:
+                return var
+    return re.sub(r"[^A-Z0-9_]", "_", f"{platform}_{credential_type}".upper())
 
 
 def valid_variable(name: str) -> bool:

@@ -145,8 +145,9 @@ def _import_one(client: Client, r: Record, existing: set[tuple[str, str]], *, re
         existing.add(key)
         return item(status)
     try:
+        # a replaced credential keeps its metadata (the record's laid over it) and expiry
         result = client.call("store", write_args(r.platform, r.value, r.credential_type, r.metadata, validate,
-                                                 r.expires_at))
+                                                 r.expires_at, keep=True, merge=True))
     except _GLOBAL as e:
         if raise_global:
             raise

@@ -107,6 +107,10 @@ _VALUE = Arg("value", (str,))
 _META = Arg("metadata", (dict, type(None)), required=False)
 _VALIDATE = Arg("validate", (bool,), required=False)
 _EXPIRES = Arg("expires_at", (int, float, type(None)), required=False)
+# store: keep=true keeps the replaced credential's metadata and expiry where none is
+# given (expires_at nil clears it); merge_metadata=true lays the given metadata over it
+_KEEP = Arg("keep", (bool,), required=False)
+_MERGE = Arg("merge_metadata", (bool,), required=False)
 
 # op name -> its arguments. The whole vocabulary of the protocol.
 OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
@@ -116,8 +120,8 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "init": (_name("key_source", required=False), Arg("passphrase", (str,), required=False)),
     "unlock": (Arg("passphrase", (str,), required=False),),
     "lock": (),
-    "store": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES),
-    "update": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES),
+    "store": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES, _KEEP, _MERGE),
+    "update": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES, _MERGE),
     # expiry=true: the result is {"value", "expires_at"} instead of the bare value
     # command: the program `agent exec`/`agent run` fetches it for, for the audit log
     "get": (_PLATFORM, _TYPE, Arg("expiry", (bool,), required=False), Arg("command", (str,), required=False)),

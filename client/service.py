@@ -218,8 +218,10 @@ class CredentialMigrationTool:
         return all(item.status == "exported" for item in items)
 
 
-def write_private_json(path: Path, data: Any) -> None:
-    """Write ``data`` to ``path`` atomically, created 0600 from the first byte."""
+def write_private_json(path: Path, data: Any, *, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically, created 0600 from the first byte, through a
+    temporary file in the same directory: a symlink at ``path`` is replaced, never
+    followed. ``replace`` false: ``FileExistsError`` if anything (a link too) is there."""
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -227,7 +229,10 @@ def write_private_json(path: Path, data: Any) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
         try:
@@ -235,6 +240,27 @@ def write_private_json(path: Path, data: Any) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Put ``tmp`` at ``path`` only if nothing is there: link() never replaces nor follows
+    a name; where a file system has no hard links, O_EXCL|O_NOFOLLOW does the same."""
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            with open(tmp, "rb") as src, os.fdopen(fd, "wb") as dst:
+                dst.write(src.read())
+                dst.flush()
+                os.fsync(dst.fileno())
+        except BaseException:
+            os.unlink(path)  # ours: created above
+            raise
+    os.unlink(tmp)
 
 
 def _fsync_dir(directory: Path) -> None:

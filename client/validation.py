@@ -32,8 +32,11 @@ __all__ = [
 # ASCII letters, digits, '-' and '_': what every keystore, file name and Windows
 # credential target accepts ("The stub received bad data" otherwise).
 _NAME_RE: Final = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_NAME}}}")
-# whitespace or control characters anywhere in a key means a paste went wrong
+# whitespace or control characters anywhere in a key of a platform with rules means
+# a paste went wrong; any other value (a PEM key, a service-account JSON, a phrase)
+# may hold spaces, tabs and line breaks, but no other control character
 _BAD_CHARS_RE: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 class Rule:
     """One format an API key of a platform may have. A key passes its platform's
@@ -151,16 +154,21 @@ def check_credential(platform: str, value: object, credential_type: str = DEFAUL
     """Raise ``InvalidCredential`` naming the failed rule and how to store anyway;
     never includes the value.
 
-    Every type gets the generic rule (non-empty, no whitespace or control characters);
-    an API key also one of its platform's ``RULES``.
+    The platform rules describe API keys, so they apply to the default type only (and
+    so does their ban on whitespace): an API key must match one of its platform's
+    ``RULES``. Every value gets the generic rule: non-empty, no control characters
+    but tabs and line breaks (a PEM key, a service-account JSON, a phrase).
     """
     if not isinstance(value, str) or not value:
         raise errors.InvalidCredential("the credential is empty")
-    if _BAD_CHARS_RE.search(value):
-        raise _refuse("the credential contains whitespace or control characters", "generic")
     rules = rules_for(platform, credential_type)
+    names = " or ".join(r.name for r in rules)
+    if rules and _BAD_CHARS_RE.search(value):
+        raise _refuse(f"{canonical_platform(platform)} keys contain no whitespace or control characters", names)
+    if _CONTROL_RE.search(value):
+        raise _refuse("the credential contains control characters (other than tabs and line breaks)", "generic")
     if rules and not any(r.matches(value) for r in rules):
-        raise _refuse("; or ".join(r.hint for r in rules), " or ".join(r.name for r in rules))
+        raise _refuse("; or ".join(r.hint for r in rules), names)
 
 
 def is_valid_credential(platform: str, value: object) -> bool:

@@ -103,7 +103,7 @@ def test_canary_never_leaks(agent: AgentProcess, caplog: pytest.LogCaptureFixtur
             c.store("leak2", canary(2), "token")
             seen += [repr(c), json.dumps(c.list()), json.dumps(c.metadata("leak")), json.dumps(c.status())]
             # refused by validation
-            for platform, value in (("huggingface", canary(3)), ("wandb", canary(4)), ("leak", canary(5) + " tail"),
+            for platform, value in (("huggingface", canary(3)), ("wandb", canary(4)), ("leak", canary(5) + "\x07tail"),
                                     ("runpod", MARK[:10])):
                 with pytest.raises(errors.InvalidCredential) as info:
                     c.store(platform, value)

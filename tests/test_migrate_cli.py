@@ -95,7 +95,7 @@ def test_import_json_reports_each_item_and_goes_on(unlocked_agent: AgentProcess)
         "huggingface": ("imported", None),
         "wandb": ("replaced", None),
         "runpod": ("failed", RUNPOD_RULE),
-        "entry 4": ("failed", "invalid platform name: use 1 to 64 ASCII letters, digits, '-' or '_'"),
+        "entry 4": ("failed", "\"bad name\": invalid platform name: use 1 to 64 ASCII letters, digits, '-' or '_'"),
         "lambdalabs": ("skipped", "no value (null)"),
         "vastai": ("failed", "must be a string or an object"),
         "openai": ("imported", None),
@@ -299,7 +299,7 @@ def test_export_without_values(unlocked_agent: AgentProcess) -> None:
     out = a.home / "export.json"
     out.write_text("old contents")
     out.chmod(0o644)
-    done = subprocess.run(["sh", "-c", 'umask 000; exec "$@"', "sh", *a.command("export", str(out))],
+    done = subprocess.run(["sh", "-c", 'umask 000; exec "$@"', "sh", *a.command("export", str(out), "--force")],
                           env=a.env, capture_output=True, text=True, timeout=30)
     assert done.returncode == OK, done.stderr
     assert "wrote 3 credentials" in done.stdout and "no values" in done.stdout
@@ -311,7 +311,7 @@ def test_export_without_values(unlocked_agent: AgentProcess) -> None:
     assert data["runpod:token"]["expires_at"] == "2031-01-01T00:00:00+00:00"
     assert all("value" not in r for r in data.values())
     assert_no_secret(out.read_text(), done.stdout, done.stderr)
-    js = a.cli("export", str(out), "--json")
+    js = a.cli("export", str(out), "--json", "--force")
     assert json.loads(js.stdout)["counts"]["exported"] == 3 and js.stderr == ""
 
 
@@ -342,6 +342,8 @@ def test_export_errors(unlocked_agent: AgentProcess) -> None:
     done = a.cli("export", str(a.home / "no" / "such" / "dir.json"))
     assert done.returncode == ERROR and "cannot write" in done.stderr and "No such file" in done.stderr
     done = a.cli("export", str(a.home))
+    assert done.returncode == ERROR and "already exists" in done.stderr
+    done = a.cli("export", str(a.home), "--force")
     assert done.returncode == ERROR and "cannot write" in done.stderr
     assert sorted(p.name for p in a.home.iterdir() if p.name.endswith(".tmp")) == []
 

@@ -257,6 +257,9 @@ def test_variable_for() -> None:
     assert migrate.variable_for("lambda") == "LAMBDA_API_KEY"
     assert migrate.variable_for("vastai") == "VAST_API_KEY"
     assert migrate.variable_for("my-service") == "MY_SERVICE_API_KEY"
+    assert migrate.variable_for("runpod", "api-secret") == "RUNPOD_API_SECRET"
+    assert migrate.variable_for("huggingface", "read") == "HUGGINGFACE_READ"
+    assert migrate.variable_for("wandb", "api-key") == "WANDB_API_KEY"
 
 
 # --- fuzz: any input ends in records or a SourceError, never another exception ----------

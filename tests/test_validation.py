@@ -23,11 +23,15 @@ from support import AgentProcess
     ("vast", "v" * 20, True),
     ("myplatform", "x", True),
     ("myplatform", "", False),
-    ("myplatform", "has space", False),
-    ("myplatform", "tab\tinside", False),
+    ("myplatform", "has space", True),  # no rule against spaces: a phrase, a JSON document
+    ("myplatform", "tab\tinside", True),
+    ("myplatform", "-----BEGIN KEY-----\r\nabc\n-----END KEY-----", True),
     ("myplatform", "nul\x00", False),
-    ("myplatform", "line\n", False),
+    ("myplatform", "bell\x07", False),
     ("myplatform", "del\x7f", False),
+    ("huggingface", "hf_abc def", False),  # a platform with a rule: whitespace is a bad paste
+    ("runpod", "r" * 20 + "\n", False),
+    ("vast", "v" * 20 + " ", False),
 ])
 def test_rules(platform: str, value: str, ok: bool) -> None:
     assert is_valid_credential(platform, value) is ok
@@ -55,8 +59,9 @@ def test_platform_rules_apply_to_api_keys_only() -> None:
     check_credential("lambdalabs", "short", "ssh-key")  # generic rule only
     with pytest.raises(errors.InvalidCredential):
         check_credential("lambdalabs", "short")
+    check_credential("lambdalabs", "has space", "ssh-key")  # the whitespace ban is the api-key rule's
     with pytest.raises(errors.InvalidCredential):
-        check_credential("lambdalabs", "has space", "ssh-key")
+        check_credential("lambdalabs", "nul\x00", "ssh-key")
 
 
 # --- the platform rules, as the table holds them -------------------------------------------
@@ -111,7 +116,7 @@ def test_both_wandb_formats_are_valid_and_a_refusal_names_both() -> None:
 
 def test_generic_refusals_say_how_to_store_anyway_too() -> None:
     with pytest.raises(errors.InvalidCredential) as info:
-        check_credential("myplatform", "has space")
+        check_credential("myplatform", "has\x01control")
     assert "rule generic" in info.value.message and "--no-validate" in info.value.message
     assert rules_for("myplatform") == () and rules_for("wandb", "token") == ()
 

@@ -4,7 +4,8 @@ One module per command group registers its subcommands (``register``); what they
 share is ``agent.cli._common``, which states the rules every command follows.
 This module holds the one table from a failure to its exit code: a command
 returns its ``Exit`` code or raises, and ``main`` prints the failure as one line
-on stderr.
+on stderr. Stdout closed early (``agent ls | head -1``) ends the command quietly
+with ``BROKEN_PIPE``, as a command killed by SIGPIPE would.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from agent.cli import audit, completion, control, credentials, execute, migratio
 from agent.cli._common import CliError, Exit
 from client import errors, paths
 
-__all__ = ["main", "build_parser", "Exit"]
+__all__ = ["main", "build_parser", "Exit", "BROKEN_PIPE"]
+
+BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE: what a shell reports for a C tool cut off by `head`
 
 # what main reports in one line (anything else is a bug and keeps its traceback)
 _FAILURES = (CliError, errors.AgentError, paths.InsecurePath, service_units.ServiceError)
@@ -63,7 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         completion.complete(parser)
     args = parser.parse_args(argv)
     try:
-        return int(args.fn(args))
+        code = int(args.fn(args))
+        sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
+        return code
+    except BrokenPipeError:
+        # the reader is gone: nothing to say, and nothing left to flush at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE
     except _FAILURES as e:
         message = e.message if isinstance(e, errors.AgentError) else str(e)
         print(f"agent: {message}", file=sys.stderr)

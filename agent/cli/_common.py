@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Any, Final, TypeAlias
 
-from client import _config, errors, keyring_names, migrate
+from client import _config, errors, keyring_names, migrate, protocol
 from client.names import canonical_platform
 from client.validation import DEFAULT_TYPE, check_name
 
@@ -35,6 +35,7 @@ __all__ = [
     "Subcommands",
     "add_command",
     "add_group",
+    "ask_hidden",
     "read_secret",
     "print_json",
     "format_time",
@@ -90,16 +91,41 @@ def add_group(sub: Subcommands, name: str, help: str, *, dest: str, metavar: str
 
 
 # --- input and output ------------------------------------------------------------------
-def read_secret(prompt: str, *, confirm: bool = False) -> str:
-    """A hidden prompt on a terminal; otherwise the first line of stdin."""
+def ask_hidden(prompt: str) -> str:
+    """One hidden answer at the terminal; Ctrl-D there is a ``CliError``, not a traceback."""
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        print(file=sys.stderr)  # the prompt's line, ended
+        raise CliError("no answer (end of input at the prompt); nothing was changed") from None
+
+
+def read_secret(prompt: str, *, confirm: bool = False, whole: bool = False) -> str:
+    """A hidden prompt on a terminal; otherwise stdin: its first line, or with ``whole``
+    all of it less one trailing newline (a PEM key or a service-account JSON is one value)."""
     if sys.stdin.isatty():
-        value = getpass.getpass(prompt)
-        if confirm and getpass.getpass("Repeat: ") != value:
+        value = ask_hidden(prompt)
+        if not value:
+            raise CliError("nothing was entered")
+        if confirm and ask_hidden("Repeat: ") != value:
             raise CliError("the two entries differ")
-    else:
-        value = sys.stdin.readline().rstrip("\r\n")
+        return value
+    value = _stdin_value() if whole else sys.stdin.readline().rstrip("\r\n")
     if not value:
         raise CliError("nothing was entered (stdin is empty)")
+    return value
+
+
+def _stdin_value() -> str:
+    limit = protocol.MAX_VALUE
+    data = sys.stdin.buffer.read(4 * limit + 3)  # UTF-8: at most 4 bytes a character, and a newline
+    data = data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+    try:
+        value = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CliError(f"stdin is not UTF-8 text (bad byte at offset {e.start}); nothing was stored") from None
+    if len(value) > limit:
+        raise CliError(f"the value is longer than {limit} characters, the most the agent takes; nothing was stored")
     return value
 
 

@@ -2,8 +2,9 @@
 variables in one round trip, and becoming the command.
 
 Every credential is fetched before the command starts, so a missing credential or a
-locked agent fails with the command never run. A failure names the variable and the
-credential, never a value.
+locked agent fails with the command never run; an expired one is warned about on
+stderr, or refused (``--refuse-expired``, ``CREDENTIAL_AGENT_ON_EXPIRED=refuse``). A
+failure names the variable and the credential, never a value.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from agent.cli._common import CliError
 from client import Client, errors, migrate
-from client._messages import get_args, unwrap_get
+from client._messages import expired_on, get_args
+from client.validation import DEFAULT_TYPE
 
-__all__ = ["refuse_nesting", "fetch", "child_env", "exec_command"]
+__all__ = ["refuse_nesting", "fetch", "set_command", "child_env", "exec_command"]
 
 # (platform, credential type) of one credential
 Name = tuple[str, str]
@@ -28,7 +31,8 @@ def refuse_nesting(how: str) -> None:
                        f"unset {migrate.EXEC_GUARD} to nest `agent {how}` on purpose")
 
 
-def fetch(wanted: Mapping[str, Name], command: str, refs: Mapping[str, str] | None = None) -> dict[str, str]:
+def fetch(wanted: Mapping[str, Name], command: str, refs: Mapping[str, str] | None = None, *,
+          refuse_expired: bool = False) -> dict[str, str]:
     """``{VAR: value}`` for ``{VAR: (platform, type)}``, pipelined in one round trip.
 
     ``refs`` names how each variable asked (``agent://runpod``) for the error message.
@@ -37,24 +41,43 @@ def fetch(wanted: Mapping[str, Name], command: str, refs: Mapping[str, str] | No
     if not names:
         return {}
     with Client() as c:
-        policy = c.on_expired
+        refuse = refuse_expired or c.on_expired == "refuse"
         # the command's name (never its arguments) tells the audit log what the credential was for
         program = os.path.basename(command)
-        replies = c.call_many([("get", {**get_args(p, t, policy), "command": program}) for p, t in names])
-        values: dict[Name, str] = {}
-        for (platform, ctype), reply in zip(names, replies, strict=True):
-            if isinstance(reply, errors.AgentError):
-                raise _failure(reply, (platform, ctype), wanted, command, refs) from None
-            values[(platform, ctype)] = unwrap_get(reply, platform, ctype, policy, c._warned)
+        replies = c.call_many([("get", {**get_args(p, t, "warn"), "command": program}) for p, t in names])
+    values: dict[Name, str] = {}
+    for (platform, ctype), reply in zip(names, replies, strict=True):
+        if isinstance(reply, errors.AgentError):
+            raise _failure(reply, (platform, ctype), wanted, command, refs) from None
+        values[(platform, ctype)] = _value(platform, ctype, reply, refuse, command)
     return {var: values[name] for var, name in wanted.items()}
+
+
+def _value(platform: str, ctype: str, reply: Any, refuse: bool, command: str) -> str:
+    """The value of a ``get`` reply; an expired one is refused or warned about, by name only."""
+    if isinstance(reply, str):  # an agent that predates expiry
+        return reply
+    when = expired_on(reply.get("expires_at"))
+    if when is not None:
+        if refuse:
+            raise errors.Expired(f"{platform}/{ctype} expired on {when}; store a new one with "
+                                 f"`{set_command(platform, ctype)}`; {command} was not started")
+        print(f"agent: warning: {platform}/{ctype} expired on {when}; store a new one with "
+              f"`{set_command(platform, ctype)}`", file=sys.stderr)
+    value: str = reply["value"]
+    return value
+
+
+def set_command(platform: str, ctype: str) -> str:
+    """The command that stores this credential, for a hint."""
+    return f"agent set {platform}" + ("" if ctype == DEFAULT_TYPE else f" --type {ctype}")
 
 
 def _failure(reply: errors.AgentError, name: Name, wanted: Mapping[str, Name], command: str,
              refs: Mapping[str, str] | None) -> errors.AgentError:
-    platform = name[0]
     users = [var for var, n in wanted.items() if n == name]
     who = ", ".join(f"{v}={refs[v]}" if refs else v for v in users)
-    hint = f"store it with `agent set {platform}`; " if isinstance(reply, errors.NotFound) else ""
+    hint = f"store it with `{set_command(*name)}`; " if isinstance(reply, errors.NotFound) else ""
     # the agent's own error class, so that main gives it its exit code (locked: 3)
     return type(reply)(f"{who}: {reply.message}; {hint}{command} was not started")
 

@@ -1,7 +1,9 @@
 """``agent set | get | ls | show | rm | validate``: one credential at a time, and the list.
 
-Values come from ``read_secret`` (never argv); only ``get`` prints one. ``ls`` and
-``show`` print names, times and metadata, and flag credentials that expire soon.
+Values come from ``read_secret`` (never argv; all of stdin when piped); only ``get``
+prints one. ``set`` over a stored credential keeps its metadata and expiry unless
+told. ``ls`` and ``show`` print names, times and metadata, and flag credentials
+that expire soon.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from agent.cli._common import (
     read_secret,
 )
 from client import Client
+from client._messages import write_args
 
 __all__ = ["register"]
 
@@ -74,12 +77,29 @@ def _print_ls(entries: list[dict[str, Any]]) -> None:
         print(f"{platform:<{width}} {ctype:<16} {when:<17} {mark}")
 
 
+def _expiry(text: str | None) -> tuple[float | None, bool]:
+    """``--expires``: (the time, whether to clear a kept one); a time in the past is refused."""
+    if text == "never":
+        return None, True
+    when = expires_at(text)
+    if when is not None and when <= time.time():
+        raise CliError(f"--expires {text} is in the past ({format_time(when)}); name a later date or a duration",
+                       Exit.USAGE)
+    return when, False
+
+
 def cmd_set(args: argparse.Namespace) -> int:
-    value = read_secret(f"Value for {args.platform}/{args.type}: ")
+    meta = _meta_pairs(args.meta)
+    when, clear_expiry = _expiry(args.expires)
+    if args.clear_meta and meta is None:
+        meta = {}
+    value = read_secret(f"Value for {args.platform}/{args.type}: ", whole=True)
+    # a replaced credential keeps its metadata (--meta merges into it) and its expiry
+    request = write_args(args.platform, value, args.type, meta, not args.no_validate, when,
+                         keep=True, merge=not args.clear_meta, clear_expiry=clear_expiry)
     with Client() as c:
-        c.store(args.platform, value, args.type, _meta_pairs(args.meta), validate=not args.no_validate,
-                expires_at=expires_at(args.expires))
-    print(f"stored {args.platform}/{args.type}")
+        result = c.call("store", request)
+    print(f"{'stored' if result.get('created', True) else 'replaced'} {args.platform}/{args.type}")
     return Exit.OK
 
 
@@ -148,7 +168,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    value = read_secret(f"Value for {args.platform}: ")
+    value = read_secret(f"Value for {args.platform}: ", whole=True)
     with Client() as c:
         result = c.call("validate", {"platform": args.platform, "value": value})
     if result["valid"]:
@@ -161,9 +181,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def register(sub: Subcommands) -> None:
     p = add_command(sub, "set", cmd_set, "store a credential (value from a hidden prompt or stdin)")
     add_name(p)
-    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="metadata (repeatable)")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata (repeatable), merged into what a replaced credential had")
+    p.add_argument("--clear-meta", action="store_true", help="drop the replaced credential's metadata")
     p.add_argument("--no-validate", action="store_true", help="store even if the platform's rule rejects it")
-    p.add_argument("--expires", metavar="WHEN", help="expiry: a duration (90d, 12h) or a date (2026-03-31)")
+    p.add_argument("--expires", metavar="WHEN",
+                   help="expiry: a duration (90d, 12h), a date (2026-03-31), or 'never' to drop a kept one "
+                        "(default: a replaced credential keeps its expiry)")
     p = add_command(sub, "get", cmd_get, "print a credential's value")
     add_name(p)
     p.add_argument("--clip", action="store_true",

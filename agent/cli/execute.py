@@ -1,9 +1,9 @@
 """``agent exec``: run a command with credentials in its environment.
 
 Every credential is fetched before the command starts (``agent.cli._env``), so a
-missing credential or a locked agent fails with the command never run; then this
-process becomes the command (``execvpe``): its signals and exit status are the
-caller's to see.
+missing credential or a locked agent fails with the command never run (an expired
+one is warned about, or refused with ``--refuse-expired``); then this process
+becomes the command (``execvpe``): its signals and exit status are the caller's to see.
 """
 
 from __future__ import annotations
@@ -18,11 +18,18 @@ from client import migrate, validation
 __all__ = ["register"]
 
 
+def _variable(spec: str) -> str:
+    """``--platform NAME[:TYPE]``'s variable: ``runpod`` -> RUNPOD_API_KEY, ``runpod:api-secret``
+    -> RUNPOD_API_SECRET."""
+    platform, _, ctype = spec.partition(":")
+    return migrate.variable_for(check_platform(platform), check_platform(ctype) if ctype else validation.DEFAULT_TYPE)
+
+
 def _wanted(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
     """``{VAR: (platform, type)}`` from ``--env`` and ``--platform``, conflicts refused."""
     wanted: dict[str, tuple[str, str]] = {}
     specs = [(check_variable(var), target) for var, target in pairs(args.env, "VAR=PLATFORM[:TYPE]")]
-    specs += [(migrate.variable_for(check_platform(p.partition(":")[0])), p) for p in args.platform]
+    specs += [(_variable(p), p) for p in args.platform]
     for var, target in specs:
         platform, _, ctype = target.partition(":")
         name = (check_platform(platform), ctype or validation.DEFAULT_TYPE)
@@ -41,7 +48,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not wanted:
         raise CliError("name at least one credential with --env VAR=PLATFORM or --platform NAME", Exit.USAGE)
     _env.refuse_nesting("exec")
-    values = _env.fetch(wanted, command[0])
+    values = _env.fetch(wanted, command[0], refuse_expired=args.refuse_expired)
     return _env.exec_command(command, _env.child_env(os.environ, values))
 
 
@@ -51,4 +58,6 @@ def register(sub: Subcommands) -> None:
                    help="set VAR to this credential (repeatable)")
     p.add_argument("--platform", action="append", default=[], metavar="NAME[:TYPE]",
                    help="set the platform's usual variable, e.g. huggingface -> HF_TOKEN (repeatable)")
+    p.add_argument("--refuse-expired", action="store_true",
+                   help="refuse to run the command if a credential has expired (exit 1); default: warn")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")

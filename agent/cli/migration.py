@@ -2,7 +2,9 @@
 
 Rules of this module:
 - a summary line per item (imported, replaced, skipped, failed, and why), never a value;
-- a source that cannot be read or parsed is refused whole: nothing from it is stored.
+- a source that cannot be read or parsed is refused whole: nothing from it is stored;
+- a replaced credential keeps its metadata (a record's is merged into it) and expiry;
+- ``export`` never writes over a file unless ``--force``, and never through a symlink.
 """
 
 from __future__ import annotations
@@ -97,13 +99,17 @@ def cmd_import_env(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     if args.file == "-" and args.json:
         raise CliError("--json and FILE '-' both write to stdout; name a file", Exit.USAGE)
+    if args.file != "-" and not args.force and os.path.lexists(args.file):  # before any value is read
+        raise CliError(f"{args.file} already exists; nothing was written (--force replaces it)")
     with Client() as c:
         data, items = migrate.export_records(c, args.include_values)
     if args.file == "-":
         print_json(data)
     else:
         try:
-            write_private_json(Path(args.file), data)
+            write_private_json(Path(args.file), data, replace=args.force)
+        except FileExistsError:
+            raise CliError(f"{args.file} already exists; nothing was written (--force replaces it)") from None  # raced
         except OSError as e:
             raise CliError(f"cannot write {args.file}: {e.strerror or type(e).__name__}") from None
     if args.include_values:
@@ -153,4 +159,6 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "export", cmd_export, "write every credential's name and metadata to a new 0600 JSON file")
     p.add_argument("file", metavar="FILE", help="the file to write ('-' for stdout)")
     p.add_argument("--include-values", action="store_true", help="include the values (plain text!)")
+    p.add_argument("--force", action="store_true",
+                   help="replace FILE if it exists (a symlink there is replaced, not followed)")
     p.add_argument("--json", action="store_true", help="machine-readable summary")

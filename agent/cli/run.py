@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _env.refuse_nesting("run")
     env, refs = environment(args.env_file, os.environ)
     wanted = {var: _reference(var, ref) for var, ref in refs.items()}
-    values = _env.fetch(wanted, command[0], refs)
+    values = _env.fetch(wanted, command[0], refs, refuse_expired=args.refuse_expired)
     child = _env.child_env(env, values)
     mask = sys.stdout.isatty() if args.mask is None else args.mask
     if not mask:
@@ -94,4 +94,6 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--mask", action=argparse.BooleanOptionalAction, default=None,
                    help="replace credential values in the command's output with <concealed by agent> "
                         "(default: on when stdout is a terminal)")
+    p.add_argument("--refuse-expired", action="store_true",
+                   help="refuse to run the command if a credential has expired (exit 1); default: warn")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")

@@ -1,8 +1,9 @@
 """``agent init | unlock | lock | rotate-key``: the vault's master key.
 
 Rules of this module:
-- a passphrase is read with ``read_secret`` (a hidden prompt, or stdin), a new one
-  twice on a terminal;
+- a passphrase is read with ``read_secret`` (a hidden prompt, or stdin); a new one
+  (``_new_passphrase``) twice on a terminal, where an empty one is asked again and a
+  short one needs a yes; from stdin, a short one gets a warning and is used;
 - whether a vault asks for a passphrase is decided in one place, ``_asks_passphrase``:
   the keystore source never does (the agent fetches the key from the OS keystore).
 """
@@ -11,11 +12,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Final
 
-from agent.cli._common import CliError, Exit, Subcommands, add_command, read_secret
-from client import Client, _config, errors, protocol
+from agent.cli._common import CliError, Exit, Subcommands, add_command, ask_hidden, read_secret
+from client import Client, _config, errors, paths, protocol
 
-__all__ = ["register"]
+__all__ = ["register", "MIN_PASSPHRASE"]
+
+# Below this a new passphrase gets a warning: the vault file is open to offline
+# guessing at scrypt's pace, and 12 random characters is what NIST and most password
+# managers take as a floor.
+MIN_PASSPHRASE: Final = 12
+# a terminal user gets this many tries at choosing a new passphrase
+NEW_PASSPHRASE_TRIES: Final = 3
 
 # the CLI knows exactly these two: a third key source fails this line until it is handled here
 KEYRING, PASSPHRASE = protocol.KEY_SOURCES
@@ -26,11 +35,45 @@ def _asks_passphrase(key_source: str | None) -> bool:
     return key_source == PASSPHRASE
 
 
+def _short_warning(passphrase: str) -> str | None:
+    if len(passphrase) >= MIN_PASSPHRASE:
+        return None
+    return (f"warning: the passphrase is {len(passphrase)} characters long; use at least {MIN_PASSPHRASE} "
+            "(whoever gets a copy of the vault can try guesses offline)")
+
+
+def _yes(question: str) -> bool:
+    print(question, end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _new_passphrase() -> str:
+    """A new passphrase: asked twice at a terminal (empty: asked again; short: needs a
+    yes); from stdin, its first line, a short one with a warning."""
+    if not sys.stdin.isatty():
+        passphrase = read_secret("New passphrase: ")
+        if warning := _short_warning(passphrase):
+            print(f"agent: {warning}", file=sys.stderr)
+        return passphrase
+    for _ in range(NEW_PASSPHRASE_TRIES):
+        passphrase = ask_hidden("New passphrase: ")
+        if not passphrase:
+            print("agent: the passphrase is empty; type one (Ctrl-D stops)", file=sys.stderr)
+            continue
+        if (warning := _short_warning(passphrase)) and not _yes(f"agent: {warning}. Use it anyway? [y/N] "):
+            continue
+        if ask_hidden("Repeat: ") != passphrase:
+            print("agent: the two entries differ; again", file=sys.stderr)
+            continue
+        return passphrase
+    raise CliError(f"no new passphrase after {NEW_PASSPHRASE_TRIES} tries; nothing was changed")
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     key_source = _config.setting("key_source", args.key_source)
     with Client() as c:
         if _asks_passphrase(key_source):
-            result = c.init(PASSPHRASE, read_secret("New passphrase: ", confirm=True))
+            result = c.init(PASSPHRASE, _new_passphrase())
         else:
             try:
                 result = c.init(key_source)
@@ -39,7 +82,7 @@ def cmd_init(args: argparse.Namespace) -> int:
                     raise
                 print(f"no working OS keystore ({e.message}); protecting the vault with a passphrase",
                       file=sys.stderr)
-                result = c.init(PASSPHRASE, read_secret("New passphrase: ", confirm=True))
+                result = c.init(PASSPHRASE, _new_passphrase())
     where = f" ({result['backend']})" if result.get("backend") else ""
     print(f"vault created at {result['vault']}; master key in: {result['key_source']}{where}")
     return Exit.OK
@@ -60,8 +103,13 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    with Client(autostart=False) as c:
-        c.lock()
+    try:
+        with Client(autostart=False) as c:  # a lock never starts an agent, whatever autostart says
+            c.lock()
+    except errors.UntrustedSocket:
+        raise
+    except errors.AgentUnavailable:
+        raise CliError(f"no agent is running at {paths.socket_path()}; nothing to lock", Exit.NO_AGENT) from None
     print("locked")
     return Exit.OK
 
@@ -73,7 +121,7 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
         if _asks_passphrase(st["key_source"]):
             query["passphrase"] = read_secret("Current passphrase: ")
             if args.new_passphrase:
-                query["new_passphrase"] = read_secret("New passphrase: ", confirm=True)
+                query["new_passphrase"] = _new_passphrase()
         elif args.new_passphrase:
             raise CliError("--new-passphrase applies to passphrase vaults; this one keeps its key in the OS keystore")
         result = c.call("rotate_key", query)
