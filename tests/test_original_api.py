@@ -55,8 +55,8 @@ def test_failures_return_false_or_none_and_log_without_the_value(service, caplog
     ("wandb", "too-short"),
     ("runpod", "short"),
     ("lambdalabs", "has spaces inside it"),
-    ("myplatform", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"),
-    ("myplatform", '{\n  "type": "service_account",\n  "private_key": "x"\n}'),
+    ("huggingface", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"),
+    ("runpod", '{\n  "type": "service_account",\n  "private_key": "x"\n}'),
     ("myplatform", "tab\tand \x01 control"),
 ])
 def test_store_and_update_never_reject_a_format(service, platform: str, value: str) -> None:  # type: ignore[no-untyped-def]
