@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
-from agent import audit
+from agent import audit, autolock, renaming
 from agent.state import KEEP, Agent, Key
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
@@ -58,6 +58,9 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
         "max_unlocked": options.max_unlocked,
         "idle_left_s": idle_left,
         "unlocked_left_s": unlocked_left,
+        # when the agent locks itself: the nearest of the timers and an unlock's own bound
+        "locks_in_s": None if a.locked else a.autolock.locks_in(),
+        "unlock_bound_left_s": None if a.locked else a.autolock.bound_left(),
         "hardening": a.hardening,
         "loop": a.loop_name,
     }
@@ -73,7 +76,18 @@ def op_init(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_unlock(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.unlock(args.get("passphrase"))
+    lock_after = args.get("lock_after")
+    if lock_after is None:
+        return a.unlock(args.get("passphrase"))
+    if not (math.isfinite(lock_after) and 0 < lock_after <= autolock.MAX_BOUND):
+        raise errors.BadRequest(f"lock_after must be a number of seconds above 0 and at most {autolock.MAX_BOUND:.0f}")
+    return _unlock_for(a, args.get("passphrase"), float(lock_after))
+
+
+async def _unlock_for(a: Agent, passphrase: str | None, seconds: float) -> None:
+    await a.unlock(passphrase)
+    if not a.locked:  # a lock that won meanwhile holds
+        a.autolock.bound(seconds)
 
 
 def op_lock(a: Agent, args: Args, peer: Peer) -> Any:
@@ -117,6 +131,11 @@ async def _get_locked(a: Agent, key: Key, expiry: bool) -> Any:
 
 def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
     return a.delete(_key(args))
+
+
+def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
+    new = (args["new_platform"], args.get("new_credential_type", DEFAULT_TYPE))
+    return renaming.rename(a, _key(args), new, replace=args.get("replace", False))
 
 
 def op_list(a: Agent, args: Args, peer: Peer) -> Any:
@@ -168,6 +187,7 @@ HANDLERS: Mapping[str, Handler] = {
     "update": op_update,
     "get": op_get,
     "delete": op_delete,
+    "rename": op_rename,
     "list": op_list,
     "metadata": op_metadata,
     "validate": op_validate,

@@ -183,9 +183,10 @@ class Operations:
         return self._send("init", given(key_source=key_source, passphrase=passphrase), _map)
 
     @single
-    def unlock(self, passphrase: str | None = None) -> Sent[None]:
-        """Unlock the vault (a passphrase vault needs its passphrase; a keystore vault, none)."""
-        return self._send("unlock", given(passphrase=passphrase), _nothing)
+    def unlock(self, passphrase: str | None = None, lock_after: float | None = None) -> Sent[None]:
+        """Unlock the vault (a passphrase vault needs its passphrase; a keystore vault, none);
+        ``lock_after``: lock again that many seconds later, whatever the use."""
+        return self._send("unlock", given(passphrase=passphrase, lock_after=lock_after), _nothing)
 
     @single
     def lock(self) -> Sent[None]:
@@ -236,6 +237,26 @@ class Operations:
     def delete(self, platform: str, credential_type: str = DEFAULT_TYPE) -> Sent[None]:
         """Delete a stored credential; ``NotFound`` if there is none."""
         return self._send("delete", name_args(platform, credential_type), _nothing)
+
+    @single
+    def rename(
+        self,
+        platform: str,
+        new_platform: str,
+        credential_type: str = DEFAULT_TYPE,
+        new_credential_type: str = DEFAULT_TYPE,
+        *,
+        replace: bool = False,
+    ) -> Sent[dict[str, Any]]:
+        """Move a credential to a new name with its metadata, times and expiry (one
+        transaction); ``AlreadyExists`` if the new name is taken, unless ``replace``."""
+        args = name_args(platform, credential_type)
+        args["new_platform"] = new_platform
+        if new_credential_type != DEFAULT_TYPE:
+            args["new_credential_type"] = new_credential_type
+        if replace:
+            args["replace"] = True
+        return self._send("rename", args, _map)
 
     @single
     def metadata(self, platform: str, credential_type: str = DEFAULT_TYPE) -> Sent[dict[str, Any]]:

@@ -110,13 +110,17 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "status": (),
     "stop": (),
     "init": (_name("key_source", required=False), Arg("passphrase", (str,), required=False)),
-    "unlock": (Arg("passphrase", (str,), required=False),),
+    # lock_after: lock again this many seconds after unlocking, whatever the use
+    "unlock": (Arg("passphrase", (str,), required=False), Arg("lock_after", (int, float), required=False)),
     "lock": (),
     "store": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES),
     "update": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES),
     # expiry=true: the result is {"value", "expires_at"} instead of the bare value
     "get": (_PLATFORM, _TYPE, Arg("expiry", (bool,), required=False)),
     "delete": (_PLATFORM, _TYPE),
+    # replace=true: overwrite a credential already stored under the new name
+    "rename": (_PLATFORM, _TYPE, _name("new_platform"), _name("new_credential_type", required=False),
+               Arg("replace", (bool,), required=False)),
     # offset/limit: one page of the listing (entries[offset:offset+limit]); without
     # them, the whole listing, as before (see LIST_PAGE)
     "list": (Arg("offset", (int,), required=False), Arg("limit", (int,), required=False)),

@@ -61,6 +61,11 @@ class Store(Protocol):
 
     def delete(self, platform: str, ctype: str) -> bool: ...
 
+    def rename(self, platform: str, ctype: str, row: Row) -> None:
+        """Delete ``platform``/``ctype`` and write ``row`` (replacing one of its name),
+        all or nothing: a crash leaves the old name or the new one, never both or none."""
+        ...
+
     def replace_all(
         self,
         rows: list[Row],

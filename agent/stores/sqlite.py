@@ -165,6 +165,15 @@ class SqliteStore:
             )
         return cur.rowcount > 0
 
+    def rename(self, platform: str, ctype: str, row: Row) -> None:
+        with self._write():
+            self._db.execute("DELETE FROM credentials WHERE platform = ? AND credential_type = ?", (platform, ctype))
+            self._db.execute(
+                "INSERT OR REPLACE INTO credentials(platform, credential_type, value, metadata, created, updated, "
+                "expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.platform, row.credential_type, row.value, row.metadata, row.created, row.updated, row.expires),
+            )
+
     def replace_all(
         self,
         rows: list[Row],
