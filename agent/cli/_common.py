@@ -22,10 +22,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from enum import IntEnum
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from client import errors, keyring_names, migrate
+from client import errors, keyring_names, migrate, protocol
 from client.validation import DEFAULT_TYPE, check_name
+
+if TYPE_CHECKING:
+    from client import Client
 
 __all__ = [
     "Exit",
@@ -35,9 +38,17 @@ __all__ = [
     "add_command",
     "add_group",
     "read_secret",
+    "interactive",
+    "confirm",
+    "unlock_at_terminal",
+    "unlock_on_demand",
+    "KEYRING",
+    "PASSPHRASE",
+    "UNLOCK_TRIES",
     "print_json",
     "format_time",
     "parse_duration",
+    "seconds_arg",
     "expires_at",
     "display_names",
     "name_arg",
@@ -99,6 +110,52 @@ def read_secret(prompt: str, *, confirm: bool = False) -> str:
     return value
 
 
+def interactive() -> bool:
+    """A person at a terminal: stdin and stderr are ttys (stdout may be a pipe)."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def confirm(question: str) -> bool:
+    """Ask ``question [y/N]`` at the terminal; only ``y``/``yes`` agrees."""
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+# --- unlocking ------------------------------------------------------------------------------
+# the CLI knows exactly these two: a third key source fails this line until it is handled
+KEYRING, PASSPHRASE = protocol.KEY_SOURCES
+# as sudo and ssh-add
+UNLOCK_TRIES: Final = 3
+
+
+def unlock_at_terminal(c: Client, lock_after: float | None = None) -> None:
+    """Ask the passphrase up to ``UNLOCK_TRIES`` times; ``BadPassphrase`` after the last.
+
+    Each wrong one costs the agent's growing delay: the agent answers late, the CLI waits."""
+    for attempt in range(1, UNLOCK_TRIES + 1):
+        try:
+            c.unlock(read_secret("Passphrase: "), lock_after)
+            return
+        except errors.BadPassphrase:
+            if attempt < UNLOCK_TRIES:
+                print("wrong passphrase, try again", file=sys.stderr)
+    raise errors.BadPassphrase(f"{UNLOCK_TRIES} wrong passphrases; the agent stays locked")
+
+
+def unlock_on_demand(c: Client) -> None:
+    """At a terminal, a locked passphrase vault asks its passphrase here (as rbw and
+    aws-vault do); elsewhere nothing happens and the command meets ``locked`` (exit 3)."""
+    if not interactive():
+        return
+    st = c.status()
+    if not (st["locked"] and st["key_source"] == PASSPHRASE):
+        return
+    try:
+        unlock_at_terminal(c)
+    except errors.BadPassphrase as e:
+        raise errors.Locked(e.message) from None  # the command did not run: exit 3
+
+
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -135,6 +192,20 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise CliError(f"not a duration: {text!r} (use e.g. 30m, 12h, 90d, 1y)", Exit.USAGE)
     return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def seconds_arg(text: str) -> float:
+    """argparse type: seconds (``900``) or a duration (``15m``, ``2h``), above 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parse_duration(text)
+        except CliError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError("give a time above 0, e.g. 900, 15m, 2h")
+    return seconds
 
 
 def expires_at(text: str | None, now: float | None = None) -> float | None:

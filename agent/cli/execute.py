@@ -11,7 +11,16 @@ import argparse
 import os
 import sys
 
-from agent.cli._common import CliError, Exit, Subcommands, add_command, check_platform, check_variable, pairs
+from agent.cli._common import (
+    CliError,
+    Exit,
+    Subcommands,
+    add_command,
+    check_platform,
+    check_variable,
+    pairs,
+    unlock_on_demand,
+)
 from client import Client, errors, migrate, validation
 
 __all__ = ["register"]
@@ -43,6 +52,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise CliError(f"already inside `agent exec` ({migrate.EXEC_GUARD} is set); "
                        f"unset {migrate.EXEC_GUARD} to nest one on purpose")
     with Client() as c:
+        unlock_on_demand(c)
         replies = c.call_many([("get", {"platform": p, "credential_type": t}) for p, t in wanted.values()])
     for (platform, _), reply in zip(wanted.values(), replies, strict=True):
         if isinstance(reply, errors.AgentError):

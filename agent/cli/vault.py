@@ -12,13 +12,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent.cli._common import CliError, Exit, Subcommands, add_command, read_secret
+from agent.cli._common import (
+    KEYRING,
+    PASSPHRASE,
+    CliError,
+    Exit,
+    Subcommands,
+    add_command,
+    interactive,
+    read_secret,
+    seconds_arg,
+    unlock_at_terminal,
+)
 from client import Client, _config, errors, protocol
 
 __all__ = ["register"]
-
-# the CLI knows exactly these two: a third key source fails this line until it is handled here
-KEYRING, PASSPHRASE = protocol.KEY_SOURCES
 
 
 def _asks_passphrase(key_source: str | None) -> bool:
@@ -46,16 +54,21 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
+    bound = "" if args.timeout is None else f"; locking again in {args.timeout:g} s"
     with Client() as c:
         st = c.status()
         if not st["locked"]:
-            print("already unlocked")
+            if args.timeout is not None:  # already open: the bound applies from now
+                c.unlock(lock_after=args.timeout)
+            print(f"already unlocked{bound}")
             return Exit.OK
-        if _asks_passphrase(st["key_source"]):
-            c.unlock(read_secret("Passphrase: "))
+        if _asks_passphrase(st["key_source"]) and interactive():
+            unlock_at_terminal(c, args.timeout)
+        elif _asks_passphrase(st["key_source"]):
+            c.unlock(read_secret("Passphrase: "), args.timeout)
         else:
-            c.unlock()
-    print("unlocked")
+            c.unlock(lock_after=args.timeout)
+    print(f"unlocked{bound}")
     return Exit.OK
 
 
@@ -85,7 +98,9 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "init", cmd_init, "create the vault and its master key")
     p.add_argument("--key-source", choices=protocol.KEY_SOURCES, default=None,
                    help="where the master key lives (default: the OS keystore if it works)")
-    add_command(sub, "unlock", cmd_unlock, "unlock the vault (asks the passphrase for passphrase vaults)")
+    p = add_command(sub, "unlock", cmd_unlock, "unlock the vault (asks the passphrase for passphrase vaults)")
+    p.add_argument("--timeout", type=seconds_arg, default=None, metavar="D",
+                   help="lock again after D (seconds, or 15m, 2h), whatever the use")
     add_command(sub, "lock", cmd_lock, "lock: drop the master key and every cached value")
 
 
