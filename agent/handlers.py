@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
-from agent import audit, autolock, renaming
+from agent import audit, autolock, keyswitch, renaming
 from agent.state import KEEP, Agent, Key
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
@@ -77,17 +77,18 @@ def op_init(a: Agent, args: Args, peer: Peer) -> Any:
 
 def op_unlock(a: Agent, args: Args, peer: Peer) -> Any:
     lock_after = args.get("lock_after")
-    if lock_after is None:
+    if lock_after is None and not keyswitch.unfinished(a):
         return a.unlock(args.get("passphrase"))
-    if not (math.isfinite(lock_after) and 0 < lock_after <= autolock.MAX_BOUND):
+    if lock_after is not None and not (math.isfinite(lock_after) and 0 < lock_after <= autolock.MAX_BOUND):
         raise errors.BadRequest(f"lock_after must be a number of seconds above 0 and at most {autolock.MAX_BOUND:.0f}")
-    return _unlock_for(a, args.get("passphrase"), float(lock_after))
+    return _unlock_then(a, args.get("passphrase"), lock_after)
 
 
-async def _unlock_for(a: Agent, passphrase: str | None, seconds: float) -> None:
+async def _unlock_then(a: Agent, passphrase: str | None, lock_after: float | None) -> None:
     await a.unlock(passphrase)
-    if not a.locked:  # a lock that won meanwhile holds
-        a.autolock.bound(seconds)
+    await keyswitch.finish(a)  # what a switch of key source that crashed left of the old one
+    if lock_after is not None and not a.locked:  # a lock that won meanwhile holds
+        a.autolock.bound(float(lock_after))
 
 
 def op_lock(a: Agent, args: Args, peer: Peer) -> Any:
@@ -172,8 +173,21 @@ async def op_audit(a: Agent, args: Args, peer: Peer) -> Any:
     return result
 
 
-def op_rotate_key(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.rotate_key(args.get("passphrase"), args.get("new_passphrase"))
+async def op_rotate_key(a: Agent, args: Args, peer: Peer) -> Any:
+    result = await a.rotate_key(args.get("passphrase"), args.get("new_passphrase"))
+    return {**result, "recovery_code_dropped": await keyswitch.drop_recovery_code(a)}
+
+
+def op_rekey(a: Agent, args: Args, peer: Peer) -> Any:
+    return keyswitch.rekey(a, args["key_source"], args.get("passphrase"), args.get("new_passphrase"))
+
+
+def op_recovery_code(a: Agent, args: Args, peer: Peer) -> Any:
+    return keyswitch.make_recovery_code(a, args.get("passphrase"))
+
+
+def op_recover(a: Agent, args: Args, peer: Peer) -> Any:
+    return keyswitch.recover(a, args["code"], args["key_source"], args.get("new_passphrase"))
 
 
 HANDLERS: Mapping[str, Handler] = {
@@ -193,6 +207,9 @@ HANDLERS: Mapping[str, Handler] = {
     "validate": op_validate,
     "audit": op_audit,
     "rotate_key": op_rotate_key,
+    "rekey": op_rekey,
+    "recovery_code": op_recovery_code,
+    "recover": op_recover,
 }
 
 

@@ -81,6 +81,10 @@ def _rows(client: Operations, args: Args, result: Any) -> list[dict[str, Any]]:
     return shaped
 
 
+def _code(client: Operations, args: Args, result: Any) -> str:
+    return str(result["code"])
+
+
 def _valid(client: Operations, args: Args, result: Any) -> bool:
     return bool(result["valid"])
 
@@ -283,6 +287,25 @@ class Operations:
         """Re-encrypt every credential under a new master key (a passphrase vault asks
         for its passphrase, and may take a new one)."""
         return self._send("rotate_key", given(passphrase=passphrase, new_passphrase=new_passphrase), _map)
+
+    @single
+    def rekey(
+        self, key_source: str, passphrase: str | None = None, new_passphrase: str | None = None
+    ) -> Sent[dict[str, Any]]:
+        """Move the master key to another key source (no credential is re-encrypted): a
+        passphrase vault gives its ``passphrase``; to ``passphrase``, a ``new_passphrase``."""
+        return self._send("rekey", given(key_source=key_source, passphrase=passphrase,
+                                         new_passphrase=new_passphrase), _map)
+
+    @single
+    def recovery_code(self, passphrase: str | None = None) -> Sent[str]:
+        """A new recovery code for this vault (replacing an earlier one); shown once."""
+        return self._send("recovery_code", given(passphrase=passphrase), _code)
+
+    @single
+    def recover(self, code: str, key_source: str, new_passphrase: str | None = None) -> Sent[dict[str, Any]]:
+        """Open the vault with its recovery code, put the key in ``key_source``, unlock."""
+        return self._send("recover", given(code=code, key_source=key_source, new_passphrase=new_passphrase), _map)
 
     @plan
     def credentials_for(self, platform: str) -> Plan[dict[str, str]]:

@@ -129,6 +129,13 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "audit": (Arg("since", (int, float), required=False), _name("platform", required=False),
               Arg("limit", (int,), required=False)),
     "rotate_key": (Arg("passphrase", (str,), required=False), Arg("new_passphrase", (str,), required=False)),
+    # the same master key under another key source (passphrase: the current one, for a passphrase vault)
+    "rekey": (_name("key_source"), Arg("passphrase", (str,), required=False),
+              Arg("new_passphrase", (str,), required=False)),
+    # a new recovery code: the result's "code" is its only copy
+    "recovery_code": (Arg("passphrase", (str,), required=False),),
+    # open with the recovery code, give the key a new home (key_source), unlock
+    "recover": (Arg("code", (str,)), _name("key_source"), Arg("new_passphrase", (str,), required=False)),
 }
 
 # Ops a client may send again when the connection died after the request went out
@@ -142,7 +149,7 @@ RETRY_SAFE: Final = frozenset(
 )
 # Ops that run scrypt, maybe after the wrong-passphrase delay, maybe after a
 # keystore round trip: a client waits longer for them than for the others.
-SLOW_OPS: Final = frozenset({"init", "unlock", "rotate_key"})
+SLOW_OPS: Final = frozenset({"init", "unlock", "rotate_key", "rekey", "recovery_code", "recover"})
 
 
 def retry_allowed(ops: Iterable[str], sent: bool) -> bool:

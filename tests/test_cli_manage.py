@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 import pytest
+from terminal import Terminal
 
 from client import errors
 from support import PASSPHRASE, AgentProcess
-from terminal import Terminal
 
 RP = "rp_" + "r" * 30
 HF = "hf_" + "Q" * 34
@@ -178,7 +178,8 @@ def test_rm_of_several_needs_yes_from_a_script(stocked: AgentProcess) -> None:
 def test_rm_all_types_of_a_platform(stocked: AgentProcess) -> None:
     a = stocked
     done = a.cli("rm", "runpod", "--all-types", "-y")
-    assert done.returncode == 0 and "deleted runpod/api-key" in done.stdout and "deleted runpod/api-secret" in done.stdout
+    assert done.returncode == 0
+    assert "deleted runpod/api-key" in done.stdout and "deleted runpod/api-secret" in done.stdout
     assert not any(p == "runpod" for p, _ in _names(a.cli("ls", "--json").stdout))
     missing = a.cli("rm", "runpod", "--all-types", "-y")
     assert missing.returncode == 1 and "nothing is stored for runpod" in missing.stderr

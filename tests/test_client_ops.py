@@ -32,6 +32,9 @@ SAMPLE_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "validate": (("runpod", "r" * 25), {}),
     "audit": ((), {"since": 1.7e9, "platform": "runpod", "limit": 5}),
     "rotate_key": (("old", "new"), {}),
+    "rekey": (("keyring", "pw"), {}),
+    "recovery_code": (("pw",), {}),
+    "recover": (("ABCD-EFGH", "passphrase", "new pw"), {}),
 }
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "PASSPHRASE",
     "UNLOCK_TRIES",
     "print_json",
+    "show_recovery_code",
     "format_time",
     "parse_duration",
     "seconds_arg",
@@ -154,6 +155,13 @@ def unlock_on_demand(c: Client) -> None:
         unlock_at_terminal(c)
     except errors.BadPassphrase as e:
         raise errors.Locked(e.message) from None  # the command did not run: exit 3
+
+
+def show_recovery_code(code: str) -> None:
+    """The one time a recovery code is shown: on stdout, with what it is for."""
+    print(f"recovery code: {code}")
+    print("It opens this vault if its passphrase or keystore entry is lost (`agent recover`). It is shown "
+          "only now: write it down or keep it in a password manager, away from this machine.", file=sys.stderr)
 
 
 def print_json(data: Any) -> None:

@@ -19,9 +19,11 @@ from agent.cli._common import (
     Exit,
     Subcommands,
     add_command,
+    confirm,
     interactive,
     read_secret,
     seconds_arg,
+    show_recovery_code,
     unlock_at_terminal,
 )
 from client import Client, _config, errors, protocol
@@ -36,9 +38,11 @@ def _asks_passphrase(key_source: str | None) -> bool:
 
 def cmd_init(args: argparse.Namespace) -> int:
     key_source = _config.setting("key_source", args.key_source)
+    passphrase = None
     with Client() as c:
         if _asks_passphrase(key_source):
-            result = c.init(PASSPHRASE, read_secret("New passphrase: ", confirm=True))
+            passphrase = read_secret("New passphrase: ", confirm=True)
+            result = c.init(PASSPHRASE, passphrase)
         else:
             try:
                 result = c.init(key_source)
@@ -47,9 +51,13 @@ def cmd_init(args: argparse.Namespace) -> int:
                     raise
                 print(f"no working OS keystore ({e.message}); protecting the vault with a passphrase",
                       file=sys.stderr)
-                result = c.init(PASSPHRASE, read_secret("New passphrase: ", confirm=True))
-    where = f" ({result['backend']})" if result.get("backend") else ""
-    print(f"vault created at {result['vault']}; master key in: {result['key_source']}{where}")
+                passphrase = read_secret("New passphrase: ", confirm=True)
+                result = c.init(PASSPHRASE, passphrase)
+        where = f" ({result['backend']})" if result.get("backend") else ""
+        print(f"vault created at {result['vault']}; master key in: {result['key_source']}{where}")
+        if args.recovery_code or (interactive() and confirm(
+                "Print a recovery code, the way back in if the passphrase or keystore entry is lost?")):
+            show_recovery_code(c.recovery_code(passphrase))
     return Exit.OK
 
 
@@ -91,6 +99,9 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
             raise CliError("--new-passphrase applies to passphrase vaults; this one keeps its key in the OS keystore")
         result = c.call("rotate_key", query)
     print(f"master key rotated; {result['credentials']} credentials re-encrypted (key source {result['key_source']})")
+    if result.get("recovery_code_dropped"):
+        print("the recovery code opened the old key and was dropped; make a new one with `agent recovery-code`",
+              file=sys.stderr)
     return Exit.OK
 
 
@@ -98,6 +109,8 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "init", cmd_init, "create the vault and its master key")
     p.add_argument("--key-source", choices=protocol.KEY_SOURCES, default=None,
                    help="where the master key lives (default: the OS keystore if it works)")
+    p.add_argument("--recovery-code", action="store_true",
+                   help="print a recovery code (at a terminal, init asks)")
     p = add_command(sub, "unlock", cmd_unlock, "unlock the vault (asks the passphrase for passphrase vaults)")
     p.add_argument("--timeout", type=seconds_arg, default=None, metavar="D",
                    help="lock again after D (seconds, or 15m, 2h), whatever the use")
