@@ -143,7 +143,8 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
 # twice must give the same state and an equally good reply. Reads, writes that set
 # a whole record (store/update: the same value and metadata again), and unlock/lock
 # (the same state again) qualify. Not these: delete (the replay says NotFound), init
-# (already_exists), rotate_key (a second rotation), stop (stops a restarted agent).
+# (already_exists), rotate_key (a second rotation), stop (stops a restarted agent),
+# rename (not_found), rekey (already there), recovery_code (a second code), recover.
 RETRY_SAFE: Final = frozenset(
     {"hello", "status", "get", "list", "metadata", "validate", "audit", "store", "update", "unlock", "lock"}
 )
