@@ -151,7 +151,8 @@ def entry_name(text: str) -> tuple[str, str | None]:
 
 
 def _rm_targets(c: Client, args: argparse.Namespace) -> list[tuple[str, str]]:
-    """The credentials ``rm`` means, each stored (checked against the listing first)."""
+    """The credentials ``rm`` means: the names given, or with ``--all-types`` each type
+    the listing has of each platform (a platform with none fails before anything goes)."""
     if not args.all_types:
         return list(dict.fromkeys((p, t or args.type) for p, t in args.names))
     if any(t is not None for _, t in args.names):
@@ -193,9 +194,8 @@ def cmd_rm(args: argparse.Namespace) -> int:
     for (p, t), r in failed:
         print(f"agent: {p}/{t} was not deleted: {r.message}", file=sys.stderr)
     if failed:
-        # the first failure's own class, so that a locked agent still exits 3
-        first = failed[0][1]
-        return Exit.LOCKED if isinstance(first, errors.Locked) else Exit.ERROR
+        # a locked agent still exits 3
+        return Exit.LOCKED if isinstance(failed[0][1], errors.Locked) else Exit.ERROR
     return Exit.OK
 
 
