@@ -46,13 +46,18 @@ __all__ = [
 class SecureStorage:
     """Fernet encryption under one master key (the original ``SecureStorage`` API)."""
 
-    __slots__ = ("_fernet",)
+    __slots__ = ("_fernet", "_key")
 
     def __init__(self, key: bytes) -> None:
         try:
             self._fernet = Fernet(key)
         except (ValueError, TypeError) as e:
             raise errors.BadRequest("not a Fernet key (32 url-safe base64-encoded bytes)") from e
+        self._key = key
+
+    def master_key(self) -> bytes:
+        """The key itself, to wrap it under another key source (agent.keyswitch); nothing else."""
+        return self._key
 
     def __repr__(self) -> str:
         return "SecureStorage(<key hidden>)"

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
-from agent import audit, encryption
+from agent import audit, autolock, encryption, keyswitch, renaming
 from agent.replacing import KEEP
 from agent.state import Agent, Key
 from agent.transport import Peer
@@ -61,6 +61,9 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
         "max_unlocked": options.max_unlocked,
         "idle_left_s": idle_left,
         "unlocked_left_s": unlocked_left,
+        # when the agent locks itself: the nearest of the timers and an unlock's own bound
+        "locks_in_s": None if a.locked else a.autolock.locks_in(),
+        "unlock_bound_left_s": None if a.locked else a.autolock.bound_left(),
         "hardening": a.hardening,
         "loop": a.loop_name,
     }
@@ -76,7 +79,19 @@ def op_init(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_unlock(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.unlock(args.get("passphrase"))
+    lock_after = args.get("lock_after")
+    if lock_after is None and not keyswitch.unfinished(a):
+        return a.unlock(args.get("passphrase"))
+    if lock_after is not None and not (math.isfinite(lock_after) and 0 < lock_after <= autolock.MAX_BOUND):
+        raise errors.BadRequest(f"lock_after must be a number of seconds above 0 and at most {autolock.MAX_BOUND:.0f}")
+    return _unlock_then(a, args.get("passphrase"), lock_after)
+
+
+async def _unlock_then(a: Agent, passphrase: str | None, lock_after: float | None) -> None:
+    await a.unlock(passphrase)
+    await keyswitch.finish(a)  # what a switch of key source that crashed left of the old one
+    if lock_after is not None and not a.locked:  # a lock that won meanwhile holds
+        a.autolock.bound(float(lock_after))
 
 
 def op_lock(a: Agent, args: Args, peer: Peer) -> Any:
@@ -123,6 +138,11 @@ def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
     return a.delete(_key(args))
 
 
+def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
+    new = (args["new_platform"], args.get("new_credential_type", DEFAULT_TYPE))
+    return renaming.rename(a, _key(args), new, replace=args.get("replace", False))
+
+
 def op_list(a: Agent, args: Args, peer: Peer) -> Any:
     return a.list(args.get("offset", 0), args.get("limit"))
 
@@ -159,8 +179,21 @@ async def op_audit(a: Agent, args: Args, peer: Peer) -> Any:
     return result
 
 
-def op_rotate_key(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.rotate_key(args.get("passphrase"), args.get("new_passphrase"))
+async def op_rotate_key(a: Agent, args: Args, peer: Peer) -> Any:
+    result = await a.rotate_key(args.get("passphrase"), args.get("new_passphrase"))
+    return {**result, "recovery_code_dropped": await keyswitch.drop_recovery_code(a)}
+
+
+def op_rekey(a: Agent, args: Args, peer: Peer) -> Any:
+    return keyswitch.rekey(a, args["key_source"], args.get("passphrase"), args.get("new_passphrase"))
+
+
+def op_recovery_code(a: Agent, args: Args, peer: Peer) -> Any:
+    return keyswitch.make_recovery_code(a, args.get("passphrase"))
+
+
+def op_recover(a: Agent, args: Args, peer: Peer) -> Any:
+    return keyswitch.recover(a, args["code"], args["key_source"], args.get("new_passphrase"))
 
 
 def op_encrypt(a: Agent, args: Args, peer: Peer) -> Any:
@@ -182,6 +215,7 @@ HANDLERS: Mapping[str, Handler] = {
     "update": op_update,
     "get": op_get,
     "delete": op_delete,
+    "rename": op_rename,
     "list": op_list,
     "metadata": op_metadata,
     "validate": op_validate,
@@ -189,6 +223,10 @@ HANDLERS: Mapping[str, Handler] = {
     "rotate_key": op_rotate_key,
     "encrypt": op_encrypt,
     "decrypt": op_decrypt,
+
+    "rekey": op_rekey,
+    "recovery_code": op_recovery_code,
+    "recover": op_recover,
 }
 
 

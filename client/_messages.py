@@ -194,3 +194,41 @@ class ListPages:
             return
         self.entries.extend(new)
         self._last = (new[-1]["platform"], new[-1]["credential_type"])
+
+
+# --- replies of single-request operations -------------------------------------------------
+def _nothing(client: Any, args: Args, result: Any) -> None:
+    return None
+
+
+def _map(client: Any, args: Args, result: Any) -> dict[str, Any]:
+    shaped: dict[str, Any] = result
+    return shaped
+
+
+def _rows(client: Any, args: Args, result: Any) -> list[dict[str, Any]]:
+    shaped: list[dict[str, Any]] = result
+    return shaped
+
+
+def _code(client: Any, args: Args, result: Any) -> str:
+    return str(result["code"])
+
+
+def _valid(client: Any, args: Args, result: Any) -> bool:
+    return bool(result["valid"])
+
+
+def _token(client: Any, args: Args, result: Any) -> bytes:
+    return bytes(result)
+
+
+def _text(client: Any, args: Args, result: Any) -> str:
+    return str(result)
+
+
+def _credential(client: Any, args: Args, result: Any) -> str:
+    if type(result) is str:  # the common reply: no expiry to look at
+        return result
+    return unwrap_get(result, args["platform"], args.get("credential_type", DEFAULT_TYPE), client.on_expired,
+                      client._warned)

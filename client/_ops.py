@@ -27,6 +27,14 @@ from __future__ import annotations
 from client import errors
 from client._messages import (
     ListPages,
+    _code,
+    _credential,
+    _map,
+    _nothing,
+    _rows,
+    _text,
+    _token,
+    _valid,
     credentials_of,
     field_name,
     get_args,
@@ -65,40 +73,6 @@ __all__ = [
     "single",
     "plan",
 ]
-
-
-# --- replies of single-request operations -------------------------------------------------
-def _nothing(client: Operations, args: Args, result: Any) -> None:
-    return None
-
-
-def _map(client: Operations, args: Args, result: Any) -> dict[str, Any]:
-    shaped: dict[str, Any] = result
-    return shaped
-
-
-def _rows(client: Operations, args: Args, result: Any) -> list[dict[str, Any]]:
-    shaped: list[dict[str, Any]] = result
-    return shaped
-
-
-def _valid(client: Operations, args: Args, result: Any) -> bool:
-    return bool(result["valid"])
-
-
-def _token(client: Operations, args: Args, result: Any) -> bytes:
-    return bytes(result)
-
-
-def _text(client: Operations, args: Args, result: Any) -> str:
-    return str(result)
-
-
-def _credential(client: Operations, args: Args, result: Any) -> str:
-    if type(result) is str:  # the common reply: no expiry to look at
-        return result
-    return unwrap_get(result, args["platform"], args.get("credential_type", DEFAULT_TYPE), client.on_expired,
-                      client._warned)
 
 
 # --- operations --------------------------------------------------------------------------
@@ -192,9 +166,10 @@ class Operations:
         return self._send("init", given(key_source=key_source, passphrase=passphrase), _map)
 
     @single
-    def unlock(self, passphrase: str | None = None) -> Sent[None]:
-        """Unlock the vault (a passphrase vault needs its passphrase; a keystore vault, none)."""
-        return self._send("unlock", given(passphrase=passphrase), _nothing)
+    def unlock(self, passphrase: str | None = None, lock_after: float | None = None) -> Sent[None]:
+        """Unlock the vault (a passphrase vault needs its passphrase; a keystore vault, none);
+        ``lock_after``: lock again that many seconds later, whatever the use."""
+        return self._send("unlock", given(passphrase=passphrase, lock_after=lock_after), _nothing)
 
     @single
     def lock(self) -> Sent[None]:
@@ -247,6 +222,26 @@ class Operations:
         return self._send("delete", name_args(platform, credential_type), _nothing)
 
     @single
+    def rename(
+        self,
+        platform: str,
+        new_platform: str,
+        credential_type: str = DEFAULT_TYPE,
+        new_credential_type: str = DEFAULT_TYPE,
+        *,
+        replace: bool = False,
+    ) -> Sent[dict[str, Any]]:
+        """Move a credential to a new name with its metadata, times and expiry (one
+        transaction); ``AlreadyExists`` if the new name is taken, unless ``replace``."""
+        args = name_args(platform, credential_type)
+        args["new_platform"] = new_platform
+        if new_credential_type != DEFAULT_TYPE:
+            args["new_credential_type"] = new_credential_type
+        if replace:
+            args["replace"] = True
+        return self._send("rename", args, _map)
+
+    @single
     def metadata(self, platform: str, credential_type: str = DEFAULT_TYPE) -> Sent[dict[str, Any]]:
         """The credential's entry: names, metadata, timestamps; never its value."""
         return self._send("metadata", name_args(platform, credential_type), _map)
@@ -284,6 +279,25 @@ class Operations:
         """The text of a token that ``encrypt`` made; ``InvalidToken`` for any other."""
         # a token read back from a text file is the same ASCII (as Fernet takes either)
         return self._send("decrypt", {"token": token.encode() if isinstance(token, str) else token}, _text)
+
+    @single
+    def rekey(
+        self, key_source: str, passphrase: str | None = None, new_passphrase: str | None = None
+    ) -> Sent[dict[str, Any]]:
+        """Move the master key to another key source (no credential is re-encrypted): a
+        passphrase vault gives its ``passphrase``; to ``passphrase``, a ``new_passphrase``."""
+        return self._send("rekey", given(key_source=key_source, passphrase=passphrase,
+                                         new_passphrase=new_passphrase), _map)
+
+    @single
+    def recovery_code(self, passphrase: str | None = None) -> Sent[str]:
+        """A new recovery code for this vault (replacing an earlier one); shown once."""
+        return self._send("recovery_code", given(passphrase=passphrase), _code)
+
+    @single
+    def recover(self, code: str, key_source: str, new_passphrase: str | None = None) -> Sent[dict[str, Any]]:
+        """Open the vault with its recovery code, put the key in ``key_source``, unlock."""
+        return self._send("recover", given(code=code, key_source=key_source, new_passphrase=new_passphrase), _map)
 
     @plan
     def credentials_for(self, platform: str) -> Plan[dict[str, str]]:

@@ -50,7 +50,7 @@ _PIPE_PREFIX = "\\\\.\\pipe\\"
 # a request that waits on a hung keystore gets the agent's keystore_unavailable
 # error, which says what is wrong, rather than a bare timeout.
 DEFAULT_TIMEOUT = 15.0
-# For protocol.SLOW_OPS (init, unlock, rotate_key): scrypt, the wrong-passphrase
+# For protocol.SLOW_OPS (init, unlock, rotate_key, ...): scrypt, the wrong-passphrase
 # delay (up to 10 s) and a keystore round trip (up to 10 s) add up past the default.
 SLOW_TIMEOUT = 60.0
 

@@ -118,7 +118,8 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "status": (),
     "stop": (),
     "init": (_name("key_source", required=False), Arg("passphrase", (str,), required=False)),
-    "unlock": (Arg("passphrase", (str,), required=False),),
+    # lock_after: lock again this many seconds after unlocking, whatever the use
+    "unlock": (Arg("passphrase", (str,), required=False), Arg("lock_after", (int, float), required=False)),
     "lock": (),
     "store": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES, _KEEP, _MERGE),
     "update": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES, _MERGE),
@@ -126,6 +127,9 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     # command: the program `agent exec`/`agent run` fetches it for, for the audit log
     "get": (_PLATFORM, _TYPE, Arg("expiry", (bool,), required=False), Arg("command", (str,), required=False)),
     "delete": (_PLATFORM, _TYPE),
+    # replace=true: overwrite a credential already stored under the new name
+    "rename": (_PLATFORM, _TYPE, _name("new_platform"), _name("new_credential_type", required=False),
+               Arg("replace", (bool,), required=False)),
     # offset/limit: one page of the listing (entries[offset:offset+limit]); without
     # them, the whole listing, as before (see LIST_PAGE)
     "list": (Arg("offset", (int,), required=False), Arg("limit", (int,), required=False)),
@@ -138,6 +142,14 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     # the original SecureStorage API, run in the agent: text in, a token (bytes) out, and back
     "encrypt": (Arg("data", (str,)),),
     "decrypt": (Arg("token", (bytes,)),),
+
+    # the same master key under another key source (passphrase: the current one, for a passphrase vault)
+    "rekey": (_name("key_source"), Arg("passphrase", (str,), required=False),
+              Arg("new_passphrase", (str,), required=False)),
+    # a new recovery code: the result's "code" is its only copy
+    "recovery_code": (Arg("passphrase", (str,), required=False),),
+    # open with the recovery code, give the key a new home (key_source), unlock
+    "recover": (Arg("code", (str,)), _name("key_source"), Arg("new_passphrase", (str,), required=False)),
 }
 
 # Ops a client may send again when the connection died after the request went out
@@ -145,15 +157,16 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
 # twice must give the same state and an equally good reply. Reads, writes that set
 # a whole record (store/update: the same value and metadata again), unlock/lock
 # (the same state again), encrypt (another token, as good) and decrypt qualify.
-# Not these: delete (the replay says NotFound), init
-# (already_exists), rotate_key (a second rotation), stop (stops a restarted agent).
+# Not these: delete (the replay says NotFound), init (already_exists), rotate_key
+# (a second rotation), stop (stops a restarted agent), rename (not_found), rekey
+# (already there), recovery_code (a second code), recover.
 RETRY_SAFE: Final = frozenset(
     {"hello", "status", "get", "list", "metadata", "validate", "audit", "store", "update", "unlock", "lock",
      "encrypt", "decrypt"}
 )
 # Ops that run scrypt, maybe after the wrong-passphrase delay, maybe after a
 # keystore round trip: a client waits longer for them than for the others.
-SLOW_OPS: Final = frozenset({"init", "unlock", "rotate_key"})
+SLOW_OPS: Final = frozenset({"init", "unlock", "rotate_key", "rekey", "recovery_code", "recover"})
 
 
 def retry_allowed(ops: Iterable[str], sent: bool) -> bool:

@@ -26,6 +26,7 @@ SAMPLE_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "update": (("runpod", "r" * 25), {}),
     "get": (("runpod", "token"), {}),
     "delete": (("runpod",), {}),
+    "rename": (("runpod", "lambdalabs", "token", "api-key"), {"replace": True}),
     "list": ((), {}),
     "metadata": (("runpod",), {}),
     "validate": (("runpod", "r" * 25), {}),
@@ -33,6 +34,10 @@ SAMPLE_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "rotate_key": (("old", "new"), {}),
     "encrypt": (("any text ✓",), {}),
     "decrypt": ((b"gAAAAAtoken",), {}),
+
+    "rekey": (("keyring", "pw"), {}),
+    "recovery_code": (("pw",), {}),
+    "recover": (("ABCD-EFGH", "passphrase", "new pw"), {}),
 }
 
 

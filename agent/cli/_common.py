@@ -22,11 +22,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from enum import IntEnum
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from client import _config, errors, keyring_names, migrate, protocol
 from client.names import canonical_platform
 from client.validation import DEFAULT_TYPE, check_name
+
+if TYPE_CHECKING:
+    from client import Client
 
 __all__ = [
     "Exit",
@@ -37,10 +40,19 @@ __all__ = [
     "add_group",
     "ask_hidden",
     "read_secret",
+    "interactive",
+    "confirm",
+    "unlock_at_terminal",
+    "unlock_on_demand",
+    "KEYRING",
+    "PASSPHRASE",
+    "UNLOCK_TRIES",
     "print_json",
+    "show_recovery_code",
     "format_time",
     "parse_duration",
     "duration_arg",
+    "seconds_arg",
     "expires_at",
     "display_names",
     "name_arg",
@@ -128,6 +140,58 @@ def _stdin_value() -> str:
         raise CliError(f"the value is longer than {limit} characters, the most the agent takes; nothing was stored")
     return value
 
+def interactive() -> bool:
+    """A person at a terminal: stdin and stderr are ttys (stdout may be a pipe)."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def confirm(question: str) -> bool:
+    """Ask ``question [y/N]`` at the terminal; only ``y``/``yes`` agrees."""
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+# --- unlocking ------------------------------------------------------------------------------
+# the CLI knows exactly these two: a third key source fails this line until it is handled
+KEYRING, PASSPHRASE = protocol.KEY_SOURCES
+# as sudo and ssh-add
+UNLOCK_TRIES: Final = 3
+
+
+def unlock_at_terminal(c: Client, lock_after: float | None = None) -> None:
+    """Ask the passphrase up to ``UNLOCK_TRIES`` times; ``BadPassphrase`` after the last.
+
+    Each wrong one costs the agent's growing delay: the agent answers late, the CLI waits."""
+    for attempt in range(1, UNLOCK_TRIES + 1):
+        try:
+            c.unlock(read_secret("Passphrase: "), lock_after)
+            return
+        except errors.BadPassphrase:
+            if attempt < UNLOCK_TRIES:
+                print("wrong passphrase, try again", file=sys.stderr)
+    raise errors.BadPassphrase(f"{UNLOCK_TRIES} wrong passphrases; the agent stays locked")
+
+
+def unlock_on_demand(c: Client) -> None:
+    """At a terminal, a locked passphrase vault asks its passphrase here (as rbw and
+    aws-vault do); elsewhere nothing happens and the command meets ``locked`` (exit 3)."""
+    if not interactive():
+        return
+    st = c.status()
+    if not (st["locked"] and st["key_source"] == PASSPHRASE):
+        return
+    try:
+        unlock_at_terminal(c)
+    except errors.BadPassphrase as e:
+        raise errors.Locked(e.message) from None  # the command did not run: exit 3
+
+
+def show_recovery_code(code: str) -> None:
+    """The one time a recovery code is shown: on stdout, with what it is for."""
+    print(f"recovery code: {code}")
+    print("It opens this vault if its passphrase or keystore entry is lost (`agent recover`). It is shown "
+          "only now: write it down or keep it in a password manager, away from this machine.", file=sys.stderr)
+
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -177,6 +241,20 @@ def duration_arg(text: str) -> float:
         return _config.parse_duration(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def seconds_arg(text: str) -> float:
+    """argparse type: seconds (``900``) or a duration (``15m``, ``2h``), above 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parse_duration(text)
+        except CliError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError("give a time above 0, e.g. 900, 15m, 2h")
+    return seconds
 
 
 def expires_at(text: str | None, now: float | None = None) -> float | None:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.cli._common import CliError
+from agent.cli._common import CliError, unlock_on_demand
 from client import Client, errors, migrate
 from client._messages import expired_on, get_args
 from client.validation import DEFAULT_TYPE
@@ -41,6 +41,7 @@ def fetch(wanted: Mapping[str, Name], command: str, refs: Mapping[str, str] | No
     if not names:
         return {}
     with Client() as c:
+        unlock_on_demand(c)  # at a terminal, a locked passphrase vault asks here
         refuse = refuse_expired or c.on_expired == "refuse"
         # the command's name (never its arguments) tells the audit log what the credential was for
         program = os.path.basename(command)

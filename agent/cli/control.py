@@ -168,6 +168,11 @@ def _autolock_line(st: dict[str, Any]) -> str:
         if st.get(key):
             remaining = "" if st.get(left) is None else f" ({st[left]:.0f} s left)"
             parts.append(f"{what} {st[key]:g} s{remaining}")
+    if st.get("unlock_bound_left_s") is not None:
+        parts.append(f"unlock --timeout ({st['unlock_bound_left_s']:.0f} s left)")
+    if st.get("locks_in_s") is not None:  # the nearest of them, as a time of day
+        at = time.localtime(time.time() + st["locks_in_s"])
+        return ", ".join(parts) + "; locks at " + time.strftime("%H:%M:%S", at)
     return ", ".join(parts) or "off"
 
 

@@ -1,14 +1,18 @@
-"""``agent set | get | ls | show | rm | validate``: one credential at a time, and the list.
+"""``agent set | get | ls | show | rm | mv | validate``: credentials by name, and the list.
 
 Values come from ``read_secret`` (never argv; all of stdin when piped); only ``get``
 prints one. ``set`` over a stored credential keeps its metadata and expiry unless
 told. ``ls`` and ``show`` print names, times and metadata, and flag credentials
-that expire soon.
+that expire soon. A name on the command line is ``PLATFORM`` (with ``--type``) or
+``PLATFORM/TYPE``. At a terminal, a command that needs the key asks a locked
+passphrase vault's passphrase first (``unlock_on_demand``); ``rm`` of more than one
+credential asks before it deletes.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import sys
 import time
 from collections.abc import Sequence
@@ -20,16 +24,21 @@ from agent.cli._common import (
     Subcommands,
     add_command,
     add_name,
+    confirm,
     display_names,
     expires_at,
     format_time,
+    interactive,
+    name_arg,
     parse_duration,
     platform_arg,
     print_json,
     read_secret,
+    unlock_on_demand,
 )
-from client import Client
+from client import Client, errors
 from client._messages import write_args
+from client.validation import DEFAULT_TYPE
 
 __all__ = ["register"]
 
@@ -93,11 +102,12 @@ def cmd_set(args: argparse.Namespace) -> int:
     when, clear_expiry = _expiry(args.expires)
     if args.clear_meta and meta is None:
         meta = {}
-    value = read_secret(f"Value for {args.platform}/{args.type}: ", whole=True)
-    # a replaced credential keeps its metadata (--meta merges into it) and its expiry
-    request = write_args(args.platform, value, args.type, meta, not args.no_validate, when,
-                         keep=True, merge=not args.clear_meta, clear_expiry=clear_expiry)
     with Client() as c:
+        unlock_on_demand(c)  # before the value is typed, not after
+        value = read_secret(f"Value for {args.platform}/{args.type}: ", whole=True)
+        # a replaced credential keeps its metadata (--meta merges into it) and its expiry
+        request = write_args(args.platform, value, args.type, meta, not args.no_validate, when,
+                             keep=True, merge=not args.clear_meta, clear_expiry=clear_expiry)
         result = c.call("store", request)
     print(f"{'stored' if result.get('created', True) else 'replaced'} {args.platform}/{args.type}")
     return Exit.OK
@@ -105,6 +115,7 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     with Client() as c:
+        unlock_on_demand(c)
         value = c.get(args.platform, args.type)
     if args.clip:
         from agent.cli import clipboard  # only here: most `get`s print
@@ -130,15 +141,29 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError("must be between 0 (never clear) and a day")
     return seconds
 
+def _matches(entry: dict[str, Any], patterns: Sequence[str]) -> bool:
+    """``hf*`` globs the platform, ``*/api-secret`` the platform and type, either as
+    stored or as shown (``keyring:...``); names compare case-insensitively."""
+    names = {(entry["platform"], entry["credential_type"]), display_names(entry)}
+    for pattern in patterns:
+        pattern = pattern.lower()
+        for platform, ctype in names:
+            name = f"{platform}/{ctype}" if "/" in pattern else platform
+            if fnmatch.fnmatchcase(name.lower(), pattern):
+                return True
+    return False
+
 
 def cmd_ls(args: argparse.Namespace) -> int:
     with Client() as c:
         entries = c.list()
+    if args.patterns:
+        entries = [e for e in entries if _matches(e, args.patterns)]
     if args.json:
         print_json(entries)
         return Exit.OK
     if not entries:
-        print("no credentials stored")
+        print("no credential matches " + " ".join(args.patterns) if args.patterns else "no credentials stored")
         return Exit.OK
     _print_ls(entries)
     return Exit.OK
@@ -160,10 +185,73 @@ def cmd_show(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def entry_name(text: str) -> tuple[str, str | None]:
+    """argparse type: ``PLATFORM`` or ``PLATFORM/TYPE`` (the type None when not given)."""
+    platform, slash, ctype = text.partition("/")
+    return name_arg(platform), name_arg(ctype) if slash else None
+
+
+def _rm_targets(c: Client, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The credentials ``rm`` means: the names given, or with ``--all-types`` each type
+    the listing has of each platform (a platform with none fails before anything goes)."""
+    if not args.all_types:
+        return list(dict.fromkeys((p, t or args.type) for p, t in args.names))
+    if any(t is not None for _, t in args.names):
+        raise CliError("--all-types takes platforms, not PLATFORM/TYPE", Exit.USAGE)
+    platforms = {p for p, _ in args.names}
+    found = [(e["platform"], e["credential_type"]) for e in c.list() if e["platform"] in platforms]
+    missing = platforms - {p for p, _ in found}
+    if missing:
+        raise errors.NotFound(f"nothing is stored for {', '.join(sorted(missing))}; nothing was deleted")
+    return found
+
+
 def cmd_rm(args: argparse.Namespace) -> int:
     with Client() as c:
-        c.delete(args.platform, args.type)
-    print(f"deleted {args.platform}/{args.type}")
+        targets = _rm_targets(c, args)
+        if len(targets) == 1 and not args.all_types:  # one name: as it always was, no question
+            unlock_on_demand(c)
+            c.delete(*targets[0])
+            deleted, failed = targets, []
+        else:
+            names = ", ".join(f"{p}/{t}" for p, t in targets)
+            if not args.yes:
+                if not interactive():
+                    raise CliError(f"deleting {len(targets)} credentials needs --yes when not at a terminal",
+                                   Exit.USAGE)
+                if not confirm(f"Delete {len(targets)} credentials: {names}?"):
+                    raise CliError("nothing was deleted")
+            unlock_on_demand(c)
+            replies = c.call_many([("delete", {"platform": p, "credential_type": t}) for p, t in targets])
+            deleted = [n for n, r in zip(targets, replies, strict=True) if not isinstance(r, errors.AgentError)]
+            failed = [(n, r) for n, r in zip(targets, replies, strict=True) if isinstance(r, errors.AgentError)]
+    if args.json:
+        print_json({"deleted": [{"platform": p, "credential_type": t} for p, t in deleted],
+                    "failed": [{"platform": p, "credential_type": t, "error": r.code, "message": r.message}
+                               for (p, t), r in failed]})
+    else:
+        for p, t in deleted:
+            print(f"deleted {p}/{t}")
+    for (p, t), r in failed:
+        print(f"agent: {p}/{t} was not deleted: {r.message}", file=sys.stderr)
+    if failed:
+        # a locked agent still exits 3
+        return Exit.LOCKED if isinstance(failed[0][1], errors.Locked) else Exit.ERROR
+    return Exit.OK
+
+
+def cmd_mv(args: argparse.Namespace) -> int:
+    (old_p, old_t), (new_p, new_t) = args.old, args.new
+    old = (old_p, old_t or args.type)
+    new = (new_p, new_t or old[1])  # `agent mv hf huggingface` keeps the type
+    with Client() as c:
+        unlock_on_demand(c)
+        result = c.rename(old[0], new[0], old[1], new[1], replace=args.force)
+    if args.json:
+        print_json({"from": {"platform": old[0], "credential_type": old[1]},
+                    "to": {"platform": new[0], "credential_type": new[1]}, "replaced": result["replaced"]})
+    else:
+        print(f"moved {old[0]}/{old[1]} to {new[0]}/{new[1]}" + (" (replacing it)" if result["replaced"] else ""))
     return Exit.OK
 
 
@@ -196,11 +284,25 @@ def register(sub: Subcommands) -> None:
                    help="clear the clipboard this long after --clip, if it still holds the value "
                         "(default 45; 0 = never)")
     p = add_command(sub, "ls", cmd_ls, "list stored credentials (never values)")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN",
+                   help="only names matching a glob: 'hf*' (platform), '*/api-secret' (platform/type)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add_command(sub, "show", cmd_show, "show a credential's metadata (never its value)")
     add_name(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = add_command(sub, "rm", cmd_rm, "delete a credential")
-    add_name(p)
+    p = add_command(sub, "rm", cmd_rm, "delete credentials (asks first when more than one)")
+    p.add_argument("names", nargs="+", type=entry_name, metavar="PLATFORM[/TYPE]")
+    p.add_argument("--type", type=name_arg, default=DEFAULT_TYPE,
+                   help=f"credential type of names given without one (default {DEFAULT_TYPE})")
+    p.add_argument("--all-types", action="store_true", help="every credential type of each platform")
+    p.add_argument("-y", "--yes", action="store_true", help="delete without asking")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add_command(sub, "mv", cmd_mv, "rename a credential, keeping its value, metadata and expiry")
+    p.add_argument("old", type=entry_name, metavar="OLD[/TYPE]")
+    p.add_argument("new", type=entry_name, metavar="NEW[/TYPE]")
+    p.add_argument("--type", type=name_arg, default=DEFAULT_TYPE,
+                   help=f"credential type of OLD when not given (default {DEFAULT_TYPE}); NEW keeps it")
+    p.add_argument("-f", "--force", action="store_true", help="replace a credential stored under NEW")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add_command(sub, "validate", cmd_validate, "check a value (from stdin) against the platform's rule")
     p.add_argument("platform", type=platform_arg)

@@ -2,7 +2,7 @@
 
 Rules of this module:
 - a passphrase is read with ``read_secret`` (a hidden prompt, or stdin); a new one
-  (``_new_passphrase``) twice on a terminal, where an empty one is asked again and a
+  (``new_passphrase``) twice on a terminal, where an empty one is asked again and a
   short one needs a yes; from stdin, a short one gets a warning and is used;
 - whether a vault asks for a passphrase is decided in one place, ``_asks_passphrase``:
   the keystore source never does (the agent fetches the key from the OS keystore).
@@ -14,10 +14,24 @@ import argparse
 import sys
 from typing import Final
 
-from agent.cli._common import CliError, Exit, Subcommands, add_command, ask_hidden, read_secret
+from agent.cli._common import (
+    KEYRING,
+    PASSPHRASE,
+    CliError,
+    Exit,
+    Subcommands,
+    add_command,
+    ask_hidden,
+    confirm,
+    interactive,
+    read_secret,
+    seconds_arg,
+    show_recovery_code,
+    unlock_at_terminal,
+)
 from client import Client, _config, errors, paths, protocol
 
-__all__ = ["register", "MIN_PASSPHRASE"]
+__all__ = ["register", "new_passphrase", "MIN_PASSPHRASE"]
 
 # Below this a new passphrase gets a warning: the vault file is open to offline
 # guessing at scrypt's pace, and 12 random characters is what NIST and most password
@@ -25,9 +39,6 @@ __all__ = ["register", "MIN_PASSPHRASE"]
 MIN_PASSPHRASE: Final = 12
 # a terminal user gets this many tries at choosing a new passphrase
 NEW_PASSPHRASE_TRIES: Final = 3
-
-# the CLI knows exactly these two: a third key source fails this line until it is handled here
-KEYRING, PASSPHRASE = protocol.KEY_SOURCES
 
 
 def _asks_passphrase(key_source: str | None) -> bool:
@@ -47,7 +58,7 @@ def _yes(question: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
-def _new_passphrase() -> str:
+def new_passphrase() -> str:
     """A new passphrase: asked twice at a terminal (empty: asked again; short: needs a
     yes); from stdin, its first line, a short one with a warning."""
     if not sys.stdin.isatty():
@@ -71,9 +82,11 @@ def _new_passphrase() -> str:
 
 def cmd_init(args: argparse.Namespace) -> int:
     key_source = _config.setting("key_source", args.key_source)
+    passphrase = None
     with Client() as c:
         if _asks_passphrase(key_source):
-            result = c.init(PASSPHRASE, _new_passphrase())
+            passphrase = new_passphrase()
+            result = c.init(PASSPHRASE, passphrase)
         else:
             try:
                 result = c.init(key_source)
@@ -82,23 +95,32 @@ def cmd_init(args: argparse.Namespace) -> int:
                     raise
                 print(f"no working OS keystore ({e.message}); protecting the vault with a passphrase",
                       file=sys.stderr)
-                result = c.init(PASSPHRASE, _new_passphrase())
-    where = f" ({result['backend']})" if result.get("backend") else ""
-    print(f"vault created at {result['vault']}; master key in: {result['key_source']}{where}")
+                passphrase = new_passphrase()
+                result = c.init(PASSPHRASE, passphrase)
+        where = f" ({result['backend']})" if result.get("backend") else ""
+        print(f"vault created at {result['vault']}; master key in: {result['key_source']}{where}")
+        if args.recovery_code or (interactive() and confirm(
+                "Print a recovery code, the way back in if the passphrase or keystore entry is lost?")):
+            show_recovery_code(c.recovery_code(passphrase))
     return Exit.OK
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
+    bound = "" if args.timeout is None else f"; locking again in {args.timeout:g} s"
     with Client() as c:
         st = c.status()
         if not st["locked"]:
-            print("already unlocked")
+            if args.timeout is not None:  # already open: the bound applies from now
+                c.unlock(lock_after=args.timeout)
+            print(f"already unlocked{bound}")
             return Exit.OK
-        if _asks_passphrase(st["key_source"]):
-            c.unlock(read_secret("Passphrase: "))
+        if _asks_passphrase(st["key_source"]) and interactive():
+            unlock_at_terminal(c, args.timeout)
+        elif _asks_passphrase(st["key_source"]):
+            c.unlock(read_secret("Passphrase: "), args.timeout)
         else:
-            c.unlock()
-    print("unlocked")
+            c.unlock(lock_after=args.timeout)
+    print(f"unlocked{bound}")
     return Exit.OK
 
 
@@ -121,11 +143,14 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
         if _asks_passphrase(st["key_source"]):
             query["passphrase"] = read_secret("Current passphrase: ")
             if args.new_passphrase:
-                query["new_passphrase"] = _new_passphrase()
+                query["new_passphrase"] = new_passphrase()
         elif args.new_passphrase:
             raise CliError("--new-passphrase applies to passphrase vaults; this one keeps its key in the OS keystore")
         result = c.call("rotate_key", query)
     print(f"master key rotated; {result['credentials']} credentials re-encrypted (key source {result['key_source']})")
+    if result.get("recovery_code_dropped"):
+        print("the recovery code opened the old key and was dropped; make a new one with `agent recovery-code`",
+              file=sys.stderr)
     return Exit.OK
 
 
@@ -133,7 +158,11 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "init", cmd_init, "create the vault and its master key")
     p.add_argument("--key-source", choices=protocol.KEY_SOURCES, default=None,
                    help="where the master key lives (default: the OS keystore if it works)")
-    add_command(sub, "unlock", cmd_unlock, "unlock the vault (asks the passphrase for passphrase vaults)")
+    p.add_argument("--recovery-code", action="store_true",
+                   help="print a recovery code (at a terminal, init asks)")
+    p = add_command(sub, "unlock", cmd_unlock, "unlock the vault (asks the passphrase for passphrase vaults)")
+    p.add_argument("--timeout", type=seconds_arg, default=None, metavar="D",
+                   help="lock again after D (seconds, or 15m, 2h), whatever the use")
     add_command(sub, "lock", cmd_lock, "lock: drop the master key and every cached value")
 
 

@@ -49,3 +49,8 @@ class KeySource(Protocol):
     async def tidy(self) -> None:
         """Remove what an earlier rotation left behind (best effort, retried later)."""
         ...
+
+    async def retire(self) -> None:
+        """The vault has switched to another source: remove the key's home here and
+        this source's meta (raises, with the meta kept, when the home cannot be reached)."""
+        ...

@@ -330,6 +330,11 @@ class KeyringSource:
         return {"key_account": new_account.encode(), "stale_key_account": old_account.encode(),
                 "pending_key_account": None}
 
+    async def retire(self) -> None:
+        await self.tidy()
+        await delete_key(self.account(), self.deadline)
+        await self.meta.drop("key_account")
+
     async def tidy(self) -> None:
         """Delete keystore entries a rotation left behind (an interrupted one, or the old key)."""
         for name in _LEFTOVERS:

@@ -151,3 +151,7 @@ class PassphraseSource:
 
     async def tidy(self) -> None:
         pass  # a rotation commits the new wrapped key with the rows: nothing is left behind
+
+    async def retire(self) -> None:
+        for name in ("kdf", "wrapped_key", FAILURES):  # the old passphrase opens nothing any more
+            await self.meta.drop(name)

@@ -75,10 +75,13 @@ class Store(Protocol):
         ...
 
     def rename(
-        self, moves: list[tuple[tuple[str, str], Row]], before_commit: Callable[[], None] | None = None
+        self, moves: list[tuple[tuple[str, str], Row]], before_commit: Callable[[], None] | None = None, *,
+        replace: bool = False,
     ) -> None:
         """Replace each row named by the first item of a move with the second (a new
-        name, re-sealed), all or nothing; ``AlreadyExists`` if a new name is taken."""
+        name, re-sealed), all or nothing: a crash leaves the old names or the new ones,
+        never both or none. A new name that is taken is ``AlreadyExists``, or with
+        ``replace`` the row there is replaced."""
         ...
 
     # --- the audit log: names, callers and results, never values

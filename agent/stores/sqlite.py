@@ -99,6 +99,11 @@ def _last_part(value: str | None) -> str | None:
     return value[3:] if value.startswith("-m ") else value.rpartition("/")[2]
 
 
+_ROW_COLUMNS = "credentials(platform, credential_type, value, metadata, created, updated, expires)"
+_INSERT = f"INSERT INTO {_ROW_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_OR_REPLACE = f"INSERT OR REPLACE INTO {_ROW_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -230,9 +235,10 @@ class SqliteStore:
                 before_commit()
 
     def rename(
-        self, moves: list[tuple[tuple[str, str], Row]], before_commit: Callable[[], None] | None = None
+        self, moves: list[tuple[tuple[str, str], Row]], before_commit: Callable[[], None] | None = None, *,
+        replace: bool = False,
     ) -> None:
-        """Rows under new names, in one transaction (the canonical platform names).
+        """Rows under new names, in one transaction (``agent mv``, the canonical platform names).
 
         ``before_commit`` runs inside the transaction, after every write (a test hook).
         """
@@ -243,8 +249,7 @@ class SqliteStore:
             for _, row in moves:
                 try:
                     self._db.execute(
-                        "INSERT INTO credentials(platform, credential_type, value, metadata, created, updated, "
-                        "expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        _INSERT_OR_REPLACE if replace else _INSERT,
                         (row.platform, row.credential_type, row.value, row.metadata, row.created, row.updated,
                          row.expires),
                     )

@@ -111,6 +111,14 @@ class KeySourceContract:
         assert await fresh.open(self.passphrase) == old
         assert not {"pending_key_account", "stale_key_account"} & set(store.meta())
 
+    async def test_retire_leaves_nothing_that_opens(self, vault: tuple[SqliteStore, VaultMeta]) -> None:
+        store, meta = vault
+        source, _ = await self.created(meta)
+        await source.retire()
+        assert set(store.meta()) == {"vault_id", "key_source"}
+        with pytest.raises((errors.IntegrityError, errors.KeystoreUnavailable)):
+            await self.make(VaultMeta(store, meta._run)).open(self.passphrase)
+
     async def test_forget_then_open_again(self, vault: tuple[SqliteStore, VaultMeta]) -> None:
         source, key = await self.created(vault[1])
         assert await source.open(self.passphrase) == key

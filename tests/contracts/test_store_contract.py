@@ -60,6 +60,14 @@ class StoreContract:
         assert store.delete("runpod", "api-key") is False
         assert store.rows() == []
 
+    def test_rename_moves_a_row_and_replaces_the_target(self, store: Store) -> None:
+        store.put(row("runpod", when=1.0))
+        store.put(row("lambdalabs", value=b"older", when=2.0))
+        store.rename([(("runpod", "api-key"), dataclasses.replace(row("lambdalabs", value=b"moved", when=1.0),
+                                                                  expires=9.0))], replace=True)
+        (r,) = self.reopen(store).rows()
+        assert (r.platform, r.value, r.created, r.expires) == ("lambdalabs", b"moved", 1.0, 9.0)
+
     def test_writes_are_durable(self, store: Store) -> None:
         store.put(row("runpod"))
         store.set_meta_many({"vault_id": b"abc"})
