@@ -99,9 +99,10 @@ def _last_part(value: str | None) -> str | None:
     return value[3:] if value.startswith("-m ") else value.rpartition("/")[2]
 
 
-_ROW_COLUMNS = "credentials(platform, credential_type, value, metadata, created, updated, expires)"
-_INSERT = f"INSERT INTO {_ROW_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)"
-_INSERT_OR_REPLACE = f"INSERT OR REPLACE INTO {_ROW_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT = ("INSERT INTO credentials(platform, credential_type, value, metadata, created, updated, expires) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?)")
+_INSERT_OR_REPLACE = ("INSERT OR REPLACE INTO credentials(platform, credential_type, value, metadata, created, "
+                      "updated, expires) VALUES (?, ?, ?, ?, ?, ?, ?)")
 
 
 class SqliteStore:
