@@ -35,7 +35,8 @@ log = logging.getLogger("agent.audit")
 
 # Ops that touch a credential or the key that guards them. `list`, `status` and
 # `hello` reveal names only and are not recorded (they would drown the rest).
-AUDITED: Final = frozenset({"get", "store", "update", "delete", "metadata", "unlock", "lock", "init", "rotate_key"})
+AUDITED: Final = frozenset({"get", "store", "update", "delete", "metadata", "unlock", "lock", "init", "rotate_key",
+                           "remote_login"})
 _NAMED: Final = frozenset({"get", "store", "update", "delete", "metadata"})
 # ~100 bytes a row: 10 000 rows is ~1 MB of vault, weeks of a busy user's history
 DEFAULT_KEEP: Final[int] = _config.KEYS["audit_keep"].default

@@ -25,21 +25,39 @@ module does step 3 on the storage thread.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 
 from agent import crypto, faults
 from agent.crypto import seal, unseal
 from agent.stores import Row, Store
 from client import errors
 
-__all__ = ["reseal_all"]
+__all__ = ["reseal_all", "SEALED_META", "seal_meta", "unseal_meta"]
+
+# Vault meta named so holds a value sealed under the master key (a team vault's token):
+# re-sealed with the rows, bound to its name. No credential row can take such a name.
+SEALED_META = "sealed/"
+
+
+def seal_meta(storage: crypto.SecureStorage, name: str, payload: str) -> bytes:
+    return seal(storage, "", "meta", name, payload)
+
+
+def unseal_meta(storage: crypto.SecureStorage, name: str, token: bytes) -> str:
+    payload = unseal(storage, "", "meta", name, token)
+    if not isinstance(payload, str):
+        raise errors.IntegrityError(f"the sealed meta {name} is not text")
+    return payload
 
 
 def reseal_all(
-    store: Store, old: crypto.SecureStorage, new: crypto.SecureStorage, meta: Mapping[str, bytes | None]
+    store: Store, old: crypto.SecureStorage, new: crypto.SecureStorage, meta: dict[str, bytes | None]
 ) -> int:
     """On the storage thread: re-seal every row under ``new`` and commit it with ``meta``
-    (None: drop that key) in one transaction; return how many rows there were."""
+    (None: drop that key) in one transaction; return how many rows there were. The
+    sealed meta (``SEALED_META``) re-sealed under ``new`` is added to ``meta``."""
+    for name, token in store.meta().items():
+        if name.startswith(SEALED_META) and name not in meta:
+            meta[name] = seal_meta(new, name, unseal_meta(old, name, token))
     rows: list[Row] = []
     for r in store.rows():
         try:

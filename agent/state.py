@@ -28,6 +28,7 @@ from agent import audit, crypto, faults, keys, rotation
 from agent.autolock import AutoLock
 from agent.config import Options
 from agent.crypto import seal, unseal
+from agent.remotes import NO_REMOTES, Hooks
 from agent.stores import Row, Store, VaultMeta
 from client import errors, protocol
 from client.validation import check_credential, check_metadata, check_name
@@ -44,7 +45,6 @@ MAX_WAITING_UNLOCKS: Final = 16
 
 class _Keep:
     """The type of ``KEEP``: an argument not given, as opposed to None (clear it)."""
-
     def __repr__(self) -> str:
         return "KEEP"
 
@@ -114,6 +114,7 @@ class Agent:
         self._lock_epoch = 0  # counts explicit locks: an unlock in flight yields to a later lock
         self._unlocks_waiting = 0
         self.on_stop: Callable[[], None] = lambda: None
+        self.remotes: Hooks = NO_REMOTES  # team vaults (agent.remotes.team); local names shadow theirs
 
     def __repr__(self) -> str:
         return f"Agent(vault={str(self.options.vault)!r}, locked={self.locked}, credentials={len(self.entries)})"
@@ -162,6 +163,7 @@ class Agent:
         if self._source is not None:
             self._source.forget()
         self.entries = {key: entry.sealed() for key, entry in self.entries.items()}
+        self.remotes.forget()
         if explicit:
             self.locked_by_user = True
             self._lock_epoch += 1
@@ -182,6 +184,7 @@ class Agent:
         self.entries = entries
         self._storage = storage
         self.locked_by_user = False
+        self.remotes.unlocked(storage)
         self.autolock.start()
 
     def _check_key(self, storage: crypto.SecureStorage) -> None:
@@ -328,9 +331,6 @@ class Agent:
                 raise errors.Locked("the agent was locked while this request waited; nothing was changed")
             yield storage
 
-    def touch(self) -> None:
-        self.autolock.last_use = time.monotonic()
-
     def get_cached(self, key: Key) -> str:
         """The hot path: a dict lookup while unlocked."""
         entry = self.entries.get(key)
@@ -402,7 +402,7 @@ class Agent:
             # not locked meanwhile: the entry holds its plaintext
             self.entries[key] = dataclasses.replace(entry, value=value, metadata=kept) \
                 if self._storage is storage else entry
-        self.touch()
+        self.autolock.last_use = time.monotonic()
         return {"created": old is None}
 
     async def delete(self, key: Key) -> None:
@@ -412,7 +412,7 @@ class Agent:
             if not await self.db(self.store.delete, *key):
                 raise errors.NotFound(f"no credential {key[0]}/{key[1]}")
             self.entries.pop(key, None)
-        self.touch()
+        self.autolock.last_use = time.monotonic()
 
     def describe(self, key: Key) -> dict[str, Any]:
         entry = self.entries[key]

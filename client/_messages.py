@@ -136,8 +136,11 @@ def write_args(
     metadata: Mapping[str, Any] | None,
     validate: bool,
     expires_at: float | None,
+    remote: str | None = None,
 ) -> Args:
     args = name_args(platform, credential_type)
+    if remote is not None:
+        args["remote"] = remote
     args["value"] = value
     if metadata is not None:
         args["metadata"] = dict(metadata)

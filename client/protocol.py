@@ -103,6 +103,8 @@ _VALUE = Arg("value", (str,))
 _META = Arg("metadata", (dict, type(None)), required=False)
 _VALIDATE = Arg("validate", (bool,), required=False)
 _EXPIRES = Arg("expires_at", (int, float, type(None)), required=False)
+# a team vault named in the config file ([remote.NAME]): writes go there instead of the local vault
+_REMOTE = _name("remote", required=False)
 
 # op name -> its arguments. The whole vocabulary of the protocol.
 OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
@@ -112,11 +114,11 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "init": (_name("key_source", required=False), Arg("passphrase", (str,), required=False)),
     "unlock": (Arg("passphrase", (str,), required=False),),
     "lock": (),
-    "store": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES),
-    "update": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES),
+    "store": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES, _REMOTE),
+    "update": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES, _REMOTE),
     # expiry=true: the result is {"value", "expires_at"} instead of the bare value
     "get": (_PLATFORM, _TYPE, Arg("expiry", (bool,), required=False)),
-    "delete": (_PLATFORM, _TYPE),
+    "delete": (_PLATFORM, _TYPE, _REMOTE),
     # offset/limit: one page of the listing (entries[offset:offset+limit]); without
     # them, the whole listing, as before (see LIST_PAGE)
     "list": (Arg("offset", (int,), required=False), Arg("limit", (int,), required=False)),
@@ -125,6 +127,12 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "audit": (Arg("since", (int, float), required=False), _name("platform", required=False),
               Arg("limit", (int,), required=False)),
     "rotate_key": (Arg("passphrase", (str,), required=False), Arg("new_passphrase", (str,), required=False)),
+    # team vaults: a token (or an AppRole's role and secret id) kept sealed in the local
+    # vault; status per remote; a refresh of the cache now
+    "remote_login": (_name("remote"), Arg("token", (str,), required=False), Arg("role_id", (str,), required=False),
+                     Arg("secret_id", (str,), required=False)),
+    "remote_status": (),
+    "remote_sync": (_REMOTE,),
 }
 
 # Ops a client may send again when the connection died after the request went out
@@ -134,11 +142,13 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
 # (the same state again) qualify. Not these: delete (the replay says NotFound), init
 # (already_exists), rotate_key (a second rotation), stop (stops a restarted agent).
 RETRY_SAFE: Final = frozenset(
-    {"hello", "status", "get", "list", "metadata", "validate", "audit", "store", "update", "unlock", "lock"}
+    {"hello", "status", "get", "list", "metadata", "validate", "audit", "store", "update", "unlock", "lock",
+     "remote_status", "remote_sync"}
 )
 # Ops that run scrypt, maybe after the wrong-passphrase delay, maybe after a
-# keystore round trip: a client waits longer for them than for the others.
-SLOW_OPS: Final = frozenset({"init", "unlock", "rotate_key"})
+# keystore round trip, or several team-vault round trips: a client waits longer
+# for them than for the others.
+SLOW_OPS: Final = frozenset({"init", "unlock", "rotate_key", "remote_login", "remote_sync"})
 
 
 def retry_allowed(ops: Iterable[str], sent: bool) -> bool:

@@ -31,6 +31,9 @@ SAMPLE_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "validate": (("runpod", "r" * 25), {}),
     "audit": ((), {"since": 1.7e9, "platform": "runpod", "limit": 5}),
     "rotate_key": (("old", "new"), {}),
+    "remote_login": (("team", "t"), {}),
+    "remote_status": ((), {}),
+    "remote_sync": (("team",), {}),
 }
 
 
