@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import agent
 from agent import service_units
-from agent.cli import audit, control, credentials, execute, migration, service, vault
+from agent.cli import audit, control, credentials, execute, migration, remote, service, vault
 from agent.cli._common import CliError, Exit
 from client import errors, paths
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     execute.register(sub)
     service.register(sub)
     audit.register(sub)
+    remote.register(sub)
     vault.register_rotation(sub)  # last: `agent --help` lists the commands in the order they always had
     return parser
 

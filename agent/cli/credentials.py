@@ -65,20 +65,21 @@ def _expiry_mark(ts: float | None, now: float) -> str:
 
 def _print_ls(entries: list[dict[str, Any]]) -> None:
     now = time.time()
-    rows = [(*display_names(e), e["updated"], _expiry_mark(e["expires_at"], now)) for e in entries]
+    rows = [(*display_names(e), e.get("source", "local"), e["updated"], _expiry_mark(e["expires_at"], now))
+            for e in entries]
     width = max([24, *(len(r[0]) for r in rows)])
-    print(f"{'PLATFORM':<{width}} {'TYPE':<16} {'UPDATED':<17} EXPIRES")
-    for platform, ctype, updated, mark in rows:
+    print(f"{'PLATFORM':<{width}} {'TYPE':<16} {'SOURCE':<10} {'UPDATED':<17} EXPIRES")
+    for platform, ctype, source, updated, mark in rows:
         when = format_time(updated)
-        print(f"{platform:<{width}} {ctype:<16} {when:<17} {mark}")
+        print(f"{platform:<{width}} {ctype:<16} {source:<10} {when:<17} {mark}")
 
 
 def cmd_set(args: argparse.Namespace) -> int:
     value = read_secret(f"Value for {args.platform}/{args.type}: ")
     with Client() as c:
         c.store(args.platform, value, args.type, _meta_pairs(args.meta), validate=not args.no_validate,
-                expires_at=expires_at(args.expires))
-    print(f"stored {args.platform}/{args.type}")
+                expires_at=expires_at(args.expires), remote=args.remote)
+    print(f"stored {args.platform}/{args.type}" + (f" in {args.remote}" if args.remote else ""))
     return Exit.OK
 
 
@@ -120,8 +121,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     with Client() as c:
-        c.delete(args.platform, args.type)
-    print(f"deleted {args.platform}/{args.type}")
+        c.delete(args.platform, args.type, remote=args.remote)
+    print(f"deleted {args.platform}/{args.type}" + (f" from {args.remote}" if args.remote else ""))
     return Exit.OK
 
 
@@ -142,6 +143,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="metadata (repeatable)")
     p.add_argument("--no-validate", action="store_true", help="store even if the platform's rule rejects it")
     p.add_argument("--expires", metavar="WHEN", help="expiry: a duration (90d, 12h) or a date (2026-03-31)")
+    p.add_argument("--remote", type=name_arg, metavar="NAME", help="write it to this team vault (check-and-set)")
     p = add_command(sub, "get", cmd_get, "print a credential's value")
     add_name(p)
     p = add_command(sub, "ls", cmd_ls, "list stored credentials (never values)")
@@ -151,5 +153,6 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add_command(sub, "rm", cmd_rm, "delete a credential")
     add_name(p)
+    p.add_argument("--remote", type=name_arg, metavar="NAME", help="delete it from this team vault")
     p = add_command(sub, "validate", cmd_validate, "check a value (from stdin) against the platform's rule")
     p.add_argument("platform", type=name_arg)
