@@ -35,6 +35,7 @@ class Cache:
         self.max_stale = max_stale
         self.secrets: dict[str, Cached] = {}
         self.absent: dict[str, float] = {}  # platform -> when a read found nothing
+        self.denied: set[str] = set()  # listed, but the policy refused it: asked again on use
         self.listed: float | None = None  # monotonic time of the last complete refresh
         self.listed_wall: float | None = None
 
@@ -44,6 +45,7 @@ class Cache:
     def clear(self) -> None:
         self.secrets = {}
         self.absent = {}
+        self.denied = set()
         self.listed = self.listed_wall = None
 
     def put(self, platform: str, secret: Secret, now: float) -> None:
@@ -68,7 +70,7 @@ class Cache:
 
     def known_absent(self, platform: str, now: float) -> bool:
         """Whether the remote said recently (within ``refresh``) that there is no such secret."""
-        if platform in self.secrets:
+        if platform in self.secrets or platform in self.denied:
             return False
         seen = self.absent.get(platform)
         if seen is not None and now - seen <= self.refresh:

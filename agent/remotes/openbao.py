@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import hvac  # type: ignore[import-untyped]
-import hvac.exceptions  # type: ignore[import-untyped]
+import hvac
+import hvac.exceptions
 import requests
 
 from agent.remotes import RemoteOptions, Secret, SecretMeta, TokenInfo

@@ -301,6 +301,14 @@ class Remotes:
         platforms = [n for n in names if legal(n)]
 
         async def one(platform: str) -> None:
+            try:
+                await update(platform)
+            except errors.RemoteDenied as e:  # one path the policy denies spoils no other
+                log.warning("%s", e.message)
+                r.cache.secrets.pop(platform, None)
+                r.cache.denied.add(platform)
+
+        async def update(platform: str) -> None:
             meta = await self._call(r, epoch, lambda d: r.nodes.meta(token, platform, d))
             cached = r.cache.secrets.get(platform)
             if meta is None or meta.deleted:
@@ -311,6 +319,7 @@ class Remotes:
             else:
                 await self._read(r, platform)
 
+        r.cache.denied = set()
         await asyncio.gather(*(one(p) for p in platforms))
         if r.epoch == epoch:
             r.cache.listed_now(set(platforms), time.monotonic())
