@@ -68,6 +68,7 @@ class Nodes:
         self.last_error: str | None = None
         self.calls = 0  # HTTP requests sent (status reports it: a locked agent sends none)
         self._first = 0
+        self._stale = True  # find the active node before the next call
         self._local = threading.local()  # one hvac client (and HTTP session) per thread and node
 
     def __repr__(self) -> str:
@@ -82,21 +83,51 @@ class Nodes:
         client.token = token
         return client
 
-    def run(self, what: str, token: str | None, fn: Callable[[Any], T], deadline: float) -> T:
-        """``fn(client)`` against the first node that answers before ``deadline`` (monotonic)."""
-        name, urls = self.options.name, self.options.urls
-        seen: list[str] = []
+    def _find_active(self, deadline: float, seen: list[str]) -> bool:
+        """Point ``_first`` at the active node: a standby that lost its leader may answer
+        from stale data (a listing it does not have, 404) instead of forwarding."""
+        urls = self.options.urls
         for i in range(len(urls)):
             index = (self._first + i) % len(urls)
-            url = urls[index]
+            if time.monotonic() >= deadline:
+                break
+            self.calls += 1
+            try:
+                status = self._client(urls[index], None).sys.read_leader_status()
+            except (*_NEXT_NODE, hvac.exceptions.VaultError) as e:
+                seen.append(f"{urls[index]}: {_why(e)}")
+                continue
+            leader = str(status.get("leader_address") or "").rstrip("/")
+            if not status.get("ha_enabled") or status.get("is_self"):
+                self._first = index  # a single node, or the active one
+                return True
+            if leader in urls:
+                self._first = urls.index(leader)
+                return True
+            if leader:  # behind a load balancer: this node forwards to the active one
+                self._first = index
+                return True
+            seen.append(f"{urls[index]}: no active node known (an election?)")
+        return False
+
+    def run(self, what: str, token: str | None, fn: Callable[[Any], T], deadline: float) -> T:
+        """``fn(client)`` against the active node, found anew after any node fails, before ``deadline``."""
+        name, urls = self.options.name, self.options.urls
+        seen: list[str] = []
+        for _ in range(len(urls)):
             if time.monotonic() >= deadline:
                 seen.append("deadline passed")
                 break
+            if self._stale and not self._find_active(deadline, seen):
+                break
+            index = self._first
+            url = urls[index]
             self.calls += 1
             try:
                 result = fn(self._client(url, token))
             except _NEXT_NODE as e:
                 seen.append(f"{url}: {_why(e)}")
+                self._stale, self._first = True, (index + 1) % len(urls)
                 continue
             except hvac.exceptions.Forbidden:
                 self._answered(url, index)
@@ -104,6 +135,10 @@ class Nodes:
                     f"remote {name!r} denied {what} (its policy does not allow it, or the token is no longer "
                     f"valid: `agent remote login {name}`)") from None
             except hvac.exceptions.InvalidRequest as e:
+                if "Waiting for the primary" in str(e):  # a standby while a new mount settles
+                    seen.append(f"{url}: standby not ready")
+                    self._stale, self._first = True, (index + 1) % len(urls)
+                    continue
                 self._answered(url, index)
                 if "check-and-set" in str(e):
                     raise errors.Conflict(
