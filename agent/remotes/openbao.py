@@ -69,6 +69,7 @@ class Nodes:
         self.calls = 0  # HTTP requests sent (status reports it: a locked agent sends none)
         self._first = 0
         self._stale = True  # find the active node before the next call
+        self.epoch = 0  # bumped at each lock: a call under way stops before its next request
         self._local = threading.local()  # one hvac client (and HTTP session) per thread and node
 
     def __repr__(self) -> str:
@@ -83,7 +84,7 @@ class Nodes:
         client.token = token
         return client
 
-    def _find_active(self, deadline: float, seen: list[str]) -> bool:
+    def _find_active(self, deadline: float, seen: list[str], epoch: int) -> bool:
         """Point ``_first`` at the active node: a standby that lost its leader may answer
         from stale data (a listing it does not have, 404) instead of forwarding."""
         urls = self.options.urls
@@ -91,6 +92,8 @@ class Nodes:
             index = (self._first + i) % len(urls)
             if time.monotonic() >= deadline:
                 break
+            if self.epoch != epoch:
+                raise errors.Locked()
             self.calls += 1
             try:
                 status = self._client(urls[index], None).sys.read_leader_status()
@@ -114,14 +117,19 @@ class Nodes:
         """``fn(client)`` against the active node, found anew after any node fails, before ``deadline``."""
         name, urls = self.options.name, self.options.urls
         seen: list[str] = []
+        epoch = self.epoch
         for _ in range(len(urls)):
+            if self.epoch != epoch:
+                raise errors.Locked()
             if time.monotonic() >= deadline:
                 seen.append("deadline passed")
                 break
-            if self._stale and not self._find_active(deadline, seen):
+            if self._stale and not self._find_active(deadline, seen, epoch):
                 break
             index = self._first
             url = urls[index]
+            if self.epoch != epoch:
+                raise errors.Locked()
             self.calls += 1
             try:
                 result = fn(self._client(url, token))

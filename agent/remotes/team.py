@@ -92,6 +92,8 @@ class Remote:
     def forget(self) -> None:
         self.token = None
         self.epoch += 1
+        if self._nodes is not None:
+            self._nodes.epoch += 1  # a call under way sends no further request
         self.cache.clear()
         self.token_expires = self.token_ttl = self.renew_at = None
 
@@ -206,9 +208,17 @@ class Remotes:
 
     async def _call(self, r: Remote, epoch: int, fn: Callable[[float], T]) -> T:
         """``fn(deadline)`` in a worker thread; at most the remote's deadline, whatever the nodes do."""
+        if r.epoch != epoch or self.agent.locked:
+            raise errors.Locked()
         limit = r.options.deadline
         deadline = time.monotonic() + limit
-        future = asyncio.get_running_loop().run_in_executor(r.pool, fn, deadline)
+
+        def guarded(deadline: float) -> T:  # a call queued before a lock never starts after it
+            if r.epoch != epoch:
+                raise errors.Locked()
+            return fn(deadline)
+
+        future = asyncio.get_running_loop().run_in_executor(r.pool, guarded, deadline)
         try:
             result = await asyncio.wait_for(future, limit)
         except TimeoutError:
