@@ -39,7 +39,7 @@ log = logging.getLogger("agent.audit")
 # Ops that touch a credential or the key that guards them. `list`, `status` and
 # `hello` reveal names only and are not recorded (they would drown the rest).
 AUDITED: Final = frozenset({"get", "store", "update", "delete", "rename", "metadata", "unlock", "lock", "init",
-                            "rotate_key", "rekey", "recovery_code", "recover", "encrypt", "decrypt"})
+                            "rotate_key", "rekey", "recovery_code", "recover", "encrypt", "decrypt", "remote_login"})
 # recorded under the name they were sent (rename: the old one)
 _NAMED: Final = frozenset({"get", "store", "update", "delete", "rename", "metadata"})
 # ~100 bytes a row: 10 000 rows is ~1 MB of vault, weeks of a busy user's history

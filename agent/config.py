@@ -14,7 +14,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from client import paths
+from agent import remotes
+from client import _profile, paths
 from client._config import KEYS, ConfigError, setting
 
 __all__ = ["Options", "load_options", "setting", "KEYS", "ConfigError"]
@@ -36,6 +37,7 @@ class Options:
     connection_idle_timeout: float = _default("connection_idle_timeout")  # a silent connection's life; 0 = off
     frame_timeout: float = _default("frame_timeout")  # a request's first byte to its last; 0 = off
     audit_keep: int = _default("audit_keep")  # newest audit rows kept; 0 = no audit log
+    remotes: tuple[remotes.RemoteOptions, ...] = ()  # team vaults, in resolution order
 
 
 def load_options(args: argparse.Namespace) -> Options:
@@ -50,4 +52,5 @@ def load_options(args: argparse.Namespace) -> Options:
         connection_idle_timeout=setting("connection_idle_timeout"),
         frame_timeout=setting("frame_timeout"),
         audit_keep=setting("audit_keep"),
+        remotes=remotes.parse(setting("remote"), str(_profile.config_path())),
     )

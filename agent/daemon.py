@@ -25,6 +25,7 @@ import sys
 from agent import hardening
 from agent.config import Options
 from agent.handlers import make_dispatch
+from agent.remotes import team
 from agent.state import Agent
 from agent.transport import Listener, ListenError
 from agent.transport.connection import Server
@@ -99,6 +100,10 @@ def _on_signals(loop: asyncio.AbstractEventLoop, agent: Agent, stop: asyncio.Eve
 async def _run(options: Options, listener: Listener, report: dict[str, bool], loop_name: str) -> None:
     loop = asyncio.get_running_loop()
     agent = Agent(options, hardening=report, loop_name=loop_name)
+    remotes = team.Remotes(agent, options.remotes)
+    if remotes.active:
+        agent.remotes = remotes
+        remotes.start()
     server = Server(make_dispatch(agent), listener, max_connections=connection_cap(options.max_connections),
                     idle_timeout=options.connection_idle_timeout, frame_timeout=options.frame_timeout)
     stop = asyncio.Event()
@@ -124,6 +129,7 @@ async def _run(options: Options, listener: Listener, report: dict[str, bool], lo
         await server.close()
     finally:
         watcher.cancel()
+        await remotes.close()
         agent.close()
 
 

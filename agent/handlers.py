@@ -17,6 +17,7 @@ from typing import Any
 
 import agent
 from agent import audit, autolock, encryption, keyswitch, renaming
+from agent.remotes import listing, team
 from agent.replacing import KEEP
 from agent.state import Agent, Key
 from agent.transport import Peer
@@ -99,7 +100,30 @@ def op_lock(a: Agent, args: Args, peer: Peer) -> Any:
     return None
 
 
+def _team(a: Agent) -> team.Remotes | None:
+    """The agent's team vaults, if its config names any."""
+    remotes = a.remotes
+    return remotes if isinstance(remotes, team.Remotes) and remotes.active else None
+
+
+def _named(a: Agent, args: Args) -> team.Remotes:
+    remotes = _team(a)
+    if remotes is None:
+        raise errors.BadRequest(f"no remote named {args.get('remote', '')!r}: the config file names none "
+                                "([remote.NAME] tables)")
+    return remotes
+
+
 def _write(a: Agent, args: Args, *, must_exist: bool) -> Any:
+    if "remote" in args:
+        key = (check_name(canonical_platform(args["platform"])),
+               check_name(args.get("credential_type", DEFAULT_TYPE), "credential type"))
+        if len(args["value"]) > protocol.MAX_VALUE:
+            raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
+        if args.get("validate", True):
+            check_credential(key[0], args["value"], key[1])
+        return _named(a, args).write(args["remote"], key, args["value"], args.get("metadata"),
+                                     args.get("expires_at", KEEP), must_exist)
     return a.write(_key(args), args["value"], metadata=args.get("metadata"), expires_at=args.get("expires_at", KEEP),
                    validate=args.get("validate", True), must_exist=must_exist, keep=args.get("keep", False),
                    merge=args.get("merge_metadata", False))
@@ -117,7 +141,17 @@ def op_get(a: Agent, args: Args, peer: Peer) -> Any:
     key = _key(args)
     if a.locked:
         return _get_locked(a, key, args.get("expiry", False))
-    value = a.get_cached(key)
+    return _resolve(a, key, args)
+
+
+def _resolve(a: Agent, key: Key, args: Args) -> Any:
+    try:
+        value = a.get_cached(key)
+    except errors.NotFound:
+        remotes = _team(a)
+        if remotes is None or key in a.entries:
+            raise
+        return remotes.get(key, args.get("expiry", False))  # local first, then the remotes in order
     if args.get("expiry"):
         return _with_expiry(a, key, value)
     return value
@@ -130,11 +164,16 @@ def _with_expiry(a: Agent, key: Key, value: str) -> Any:
 
 
 async def _get_locked(a: Agent, key: Key, expiry: bool) -> Any:
-    value = await a.get(key)
-    return _with_expiry(a, key, value) if expiry else value
+    await a.storage()  # a keystore vault unlocks itself; else Locked
+    result = _resolve(a, key, {"expiry": expiry})
+    return await result if inspect.isawaitable(result) else result
 
 
 def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
+    if "remote" in args:
+        key = (check_name(canonical_platform(args["platform"])),
+               check_name(args.get("credential_type", DEFAULT_TYPE), "credential type"))
+        return _named(a, args).delete(args["remote"], key)
     return a.delete(_key(args))
 
 
@@ -144,11 +183,53 @@ def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_list(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.list(args.get("offset", 0), args.get("limit"))
+    offset, limit = args.get("offset", 0), args.get("limit")
+    remotes = _team(a)
+    if remotes is None:
+        entries = a.list(offset, limit)
+    elif offset < 0 or (limit is not None and limit < 0):
+        raise errors.BadRequest("list offset and limit must not be negative")
+    else:  # the whole listing, local and team keys in name order, then the page
+        entries = sorted(a.list() + listing.entries(remotes, a.entries),
+                         key=lambda e: (e["platform"], e["credential_type"]))
+        entries = entries[offset:] if limit is None else entries[offset:offset + limit]
+    for entry in entries:
+        entry.setdefault("source", "local")
+    return entries
 
 
-def op_metadata(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.metadata(_key(args))
+async def op_metadata(a: Agent, args: Args, peer: Peer) -> Any:
+    key = _key(args)
+    try:
+        return {**await a.metadata(key), "source": "local"}
+    except errors.NotFound:
+        remotes = _team(a)
+        if remotes is None or key in a.entries:
+            raise
+        return listing.describe(remotes, key)
+
+
+def op_remote_login(a: Agent, args: Args, peer: Peer) -> Any:
+    return _named(a, args).login(args["remote"], args.get("token"), args.get("role_id"), args.get("secret_id"))
+
+
+def op_remote_status(a: Agent, args: Args, peer: Peer) -> Any:
+    remotes = _team(a)
+    return [] if remotes is None else listing.status(remotes)
+
+
+def op_remote_sync(a: Agent, args: Args, peer: Peer) -> Any:
+    remotes = _team(a)
+    if remotes is None:
+        if "remote" in args:
+            _named(a, args)
+        return []
+    return _synced(remotes, args.get("remote"))
+
+
+async def _synced(remotes: team.Remotes, name: str | None) -> Any:
+    await remotes.sync(name)
+    return listing.status(remotes)
 
 
 def op_validate(a: Agent, args: Args, peer: Peer) -> Any:
@@ -223,10 +304,12 @@ HANDLERS: Mapping[str, Handler] = {
     "rotate_key": op_rotate_key,
     "encrypt": op_encrypt,
     "decrypt": op_decrypt,
-
     "rekey": op_rekey,
     "recovery_code": op_recovery_code,
     "recover": op_recover,
+    "remote_login": op_remote_login,
+    "remote_status": op_remote_status,
+    "remote_sync": op_remote_sync,
 }
 
 

@@ -33,7 +33,22 @@ from agent.crypto import seal, unseal
 from agent.stores import Row, Store
 from client import errors
 
-__all__ = ["reseal_all"]
+__all__ = ["reseal_all", "SEALED_META", "seal_meta", "unseal_meta"]
+
+# Vault meta named so holds a value sealed under the master key (a team vault's token):
+# re-sealed with the rows, bound to its name. No credential row can take such a name.
+SEALED_META = "sealed/"
+
+
+def seal_meta(storage: crypto.SecureStorage, name: str, payload: str) -> bytes:
+    return seal(storage, "", "meta", name, payload)
+
+
+def unseal_meta(storage: crypto.SecureStorage, name: str, token: bytes) -> str:
+    payload = unseal(storage, "", "meta", name, token)
+    if not isinstance(payload, str):
+        raise errors.IntegrityError(f"the sealed meta {name} is not text")
+    return payload
 
 
 def reseal_all(
@@ -41,11 +56,16 @@ def reseal_all(
 ) -> int:
     """On the storage thread: re-seal every row under ``new`` and commit it with ``meta``
     (None: drop that key) in one transaction; return how many rows there were. The
-    re-sealed data key, if the vault has one, is added to ``meta``, so that the caller's
-    ``VaultMeta.committed(meta)`` takes it in."""
-    sealed = store.meta().get(crypto.DATA_KEY)
+    re-sealed data key, if the vault has one, and the sealed meta (``SEALED_META``)
+    re-sealed under ``new`` are added to ``meta``, so that the caller's
+    ``VaultMeta.committed(meta)`` takes them in."""
+    stored = store.meta()
+    sealed = stored.get(crypto.DATA_KEY)
     if sealed is not None:
         meta[crypto.DATA_KEY] = crypto.reseal_data_key(old, new, sealed)
+    for name, token in stored.items():
+        if name.startswith(SEALED_META) and name not in meta:
+            meta[name] = seal_meta(new, name, unseal_meta(old, name, token))
     rows: list[Row] = []
     for r in store.rows():
         try:

@@ -28,6 +28,7 @@ from agent import audit, canonical, crypto, faults, keys, rotation
 from agent.autolock import AutoLock
 from agent.config import Options
 from agent.crypto import seal, unseal
+from agent.remotes import NO_REMOTES, Hooks
 from agent.replacing import KEEP, Keep, kept_fields
 from agent.stores import Row, Store, VaultMeta
 from client import errors, protocol
@@ -105,6 +106,7 @@ class Agent:
         self._lock_epoch = 0  # counts explicit locks: an unlock in flight yields to a later lock
         self._unlocks_waiting = 0
         self.on_stop: Callable[[], None] = lambda: None
+        self.remotes: Hooks = NO_REMOTES  # team vaults (agent.remotes.team); local names shadow theirs
 
     def __repr__(self) -> str:
         return f"Agent(vault={str(self.options.vault)!r}, locked={self.locked}, credentials={len(self.entries)})"
@@ -153,6 +155,7 @@ class Agent:
         if self._source is not None:
             self._source.forget()
         self.entries = {key: entry.sealed() for key, entry in self.entries.items()}
+        self.remotes.forget()
         if explicit:
             self.locked_by_user = True
             self._lock_epoch += 1
@@ -173,6 +176,7 @@ class Agent:
         self.entries = entries
         self._storage = storage
         self.locked_by_user = False
+        self.remotes.unlocked(storage)
         self.autolock.start()
 
     def _check_key(self, storage: crypto.SecureStorage) -> None:
@@ -320,6 +324,7 @@ class Agent:
             yield storage
 
     def touch(self) -> None:
+        """A use of the credentials: the idle timer starts again."""
         self.autolock.last_use = time.monotonic()
 
     def get_cached(self, key: Key) -> str:
@@ -386,7 +391,7 @@ class Agent:
             # not locked meanwhile: the entry holds its plaintext
             self.entries[key] = dataclasses.replace(entry, value=value, metadata=kept) \
                 if self._storage is storage else entry
-        self.touch()
+        self.autolock.last_use = time.monotonic()
         return {"created": old is None}
 
     async def delete(self, key: Key) -> None:
@@ -396,7 +401,7 @@ class Agent:
             if not await self.db(self.store.delete, *key):
                 raise errors.NotFound(f"no credential {key[0]}/{key[1]}")
             self.entries.pop(key, None)
-        self.touch()
+        self.autolock.last_use = time.monotonic()
 
     def describe(self, key: Key) -> dict[str, Any]:
         entry = self.entries[key]

@@ -59,7 +59,7 @@ def parse_duration(text: str) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Key:
-    kind: str  # "seconds" | "count" | "path" | "bool" | "choice"
+    kind: str  # "seconds" | "count" | "path" | "bool" | "choice" | "tables"
     env: str | None
     default: Any
     doc: str
@@ -87,6 +87,8 @@ KEYS: Final[dict[str, Key]] = {
                       "newest audit-log rows kept in the vault (0 = no audit log)"),
     "key_source": Key("choice", "CREDENTIAL_AGENT_KEY_SOURCE", None,
                       "the key source `agent init` uses by default", KEY_SOURCES),
+    # [remote.NAME] tables: team vaults (OpenBao / Vault KV v2); agent.remotes checks their keys
+    "remote": Key("tables", None, None, "team vaults the agent reads through, in order ([remote.NAME] tables)"),
     # the environment variable is the negative one, as it always was: NO_AUTOSTART=1 turns it off
     "autostart": Key("bool", "CREDENTIAL_AGENT_NO_AUTOSTART", True,
                      "start an agent when a client finds none (false: raise AgentUnavailable)"),
@@ -119,6 +121,10 @@ def check(key: str, value: Any, where: str) -> Any:
     if spec.kind == "count":
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{where}: {key!r} must be a whole number, 0 or more, got {value!r}")
+        return value
+    if spec.kind == "tables":
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise ConfigError(f"{where}: {key!r} must hold tables ([{key}.NAME]), got {type(value).__name__}")
         return value
     if spec.kind == "bool":
         if not isinstance(value, bool):

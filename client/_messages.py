@@ -143,10 +143,13 @@ def write_args(
     keep: bool = False,
     merge: bool = False,
     clear_expiry: bool = False,
+    remote: str | None = None,
 ) -> Args:
     """``keep``/``merge``: see ``store`` in ``client.protocol.OPS``; ``clear_expiry``
     sends ``expires_at`` nil (with ``keep``, the one way to drop a kept expiry)."""
     args = name_args(platform, credential_type)
+    if remote is not None:
+        args["remote"] = remote
     args["value"] = value
     if metadata is not None:
         args["metadata"] = dict(metadata)

@@ -186,9 +186,11 @@ class Operations:
         *,
         validate: bool = True,
         expires_at: float | None = None,
+        remote: str | None = None,
     ) -> Sent[None]:
-        """Store a credential, replacing one of the same name."""
-        args = write_args(platform, value, credential_type, metadata, validate, expires_at)
+        """Store a credential, replacing one of the same name (``remote``: in that team
+        vault, with check-and-set)."""
+        args = write_args(platform, value, credential_type, metadata, validate, expires_at, remote=remote)
         return self._send("store", args, _nothing)
 
     @single
@@ -201,9 +203,11 @@ class Operations:
         *,
         validate: bool = True,
         expires_at: float | None = None,
+        remote: str | None = None,
     ) -> Sent[None]:
-        """Replace a stored credential; ``NotFound`` if there is none."""
-        args = write_args(platform, value, credential_type, metadata, validate, expires_at)
+        """Replace a stored credential; ``NotFound`` if there is none (``remote``: in that team
+        vault, with check-and-set)."""
+        args = write_args(platform, value, credential_type, metadata, validate, expires_at, remote=remote)
         return self._send("update", args, _nothing)
 
     @single
@@ -217,20 +221,16 @@ class Operations:
         return (yield from _get_many(self, [name_pair(n) for n in names]))
 
     @single
-    def delete(self, platform: str, credential_type: str = DEFAULT_TYPE) -> Sent[None]:
-        """Delete a stored credential; ``NotFound`` if there is none."""
-        return self._send("delete", name_args(platform, credential_type), _nothing)
+    def delete(self, platform: str, credential_type: str = DEFAULT_TYPE, *, remote: str | None = None) -> Sent[None]:
+        """Delete a stored credential (``remote``: from that team vault); ``NotFound`` if there is none."""
+        args = name_args(platform, credential_type)
+        if remote is not None:
+            args["remote"] = remote
+        return self._send("delete", args, _nothing)
 
     @single
-    def rename(
-        self,
-        platform: str,
-        new_platform: str,
-        credential_type: str = DEFAULT_TYPE,
-        new_credential_type: str = DEFAULT_TYPE,
-        *,
-        replace: bool = False,
-    ) -> Sent[dict[str, Any]]:
+    def rename(self, platform: str, new_platform: str, credential_type: str = DEFAULT_TYPE,
+               new_credential_type: str = DEFAULT_TYPE, *, replace: bool = False) -> Sent[dict[str, Any]]:
         """Move a credential to a new name with its metadata, times and expiry (one
         transaction); ``AlreadyExists`` if the new name is taken, unless ``replace``."""
         args = name_args(platform, credential_type)
@@ -298,6 +298,25 @@ class Operations:
     def recover(self, code: str, key_source: str, new_passphrase: str | None = None) -> Sent[dict[str, Any]]:
         """Open the vault with its recovery code, put the key in ``key_source``, unlock."""
         return self._send("recover", given(code=code, key_source=key_source, new_passphrase=new_passphrase), _map)
+
+    @single
+    def remote_login(
+        self, remote: str, token: str | None = None, *, role_id: str | None = None, secret_id: str | None = None
+    ) -> Sent[dict[str, Any]]:
+        """Give a team vault a token (or an AppRole's ``role_id`` and ``secret_id``): checked
+        there, then kept sealed in the local vault. The result names no secret."""
+        args = given(remote=remote, token=token, role_id=role_id, secret_id=secret_id)
+        return self._send("remote_login", args, _map)
+
+    @single
+    def remote_status(self) -> Sent[list[dict[str, Any]]]:
+        """Per team vault: reachable or not, the node that answered last, cache age, token TTL."""
+        return self._send("remote_status", {}, _rows)
+
+    @single
+    def remote_sync(self, remote: str | None = None) -> Sent[list[dict[str, Any]]]:
+        """Refresh the cache of one team vault (or all) now; each remote's status after it."""
+        return self._send("remote_sync", given(remote=remote), _rows)
 
     @plan
     def credentials_for(self, platform: str) -> Plan[dict[str, str]]:

@@ -31,6 +31,9 @@ __all__ = [
     "Busy",
     "Internal",
     "Expired",
+    "RemoteUnavailable",
+    "RemoteDenied",
+    "Conflict",
     "AgentUnavailable",
     "UntrustedSocket",
     "AgentTimeout",
@@ -156,6 +159,27 @@ class Expired(AgentError, PermissionError):
     default_message = "the credential has expired; store a new one with `agent set`"
 
 
+class RemoteUnavailable(AgentError, ConnectionError):
+    """No node of a team vault (OpenBao / Vault) answered in time, and nothing usable is cached."""
+
+    code = "remote_unavailable"
+    default_message = "the team vault did not answer; see `agent remote status`"
+
+
+class RemoteDenied(AgentError, PermissionError):
+    """The team vault refused the agent's token for a path (its policy, or a token no longer valid)."""
+
+    code = "remote_denied"
+    default_message = "the team vault denied access; see `agent remote status`"
+
+
+class Conflict(AgentError):
+    """A check-and-set write lost: the secret changed upstream since the agent read it."""
+
+    code = "conflict"
+    default_message = "the secret changed upstream since the agent read it; nothing was written"
+
+
 class Internal(AgentError):
     code = "internal"
     default_message = "internal error in the agent; see its log"
@@ -211,6 +235,9 @@ CODES: dict[str, type[AgentError]] = {
         Busy,
         Internal,
         Expired,
+        RemoteUnavailable,
+        RemoteDenied,
+        Conflict,
     )
 }
 

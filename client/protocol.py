@@ -111,6 +111,8 @@ _EXPIRES = Arg("expires_at", (int, float, type(None)), required=False)
 # given (expires_at nil clears it); merge_metadata=true lays the given metadata over it
 _KEEP = Arg("keep", (bool,), required=False)
 _MERGE = Arg("merge_metadata", (bool,), required=False)
+# a team vault named in the config file ([remote.NAME]): writes go there instead of the local vault
+_REMOTE = _name("remote", required=False)
 
 # op name -> its arguments. The whole vocabulary of the protocol.
 OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
@@ -121,12 +123,12 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     # lock_after: lock again this many seconds after unlocking, whatever the use
     "unlock": (Arg("passphrase", (str,), required=False), Arg("lock_after", (int, float), required=False)),
     "lock": (),
-    "store": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES, _KEEP, _MERGE),
-    "update": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES, _MERGE),
+    "store": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES, _KEEP, _MERGE, _REMOTE),
+    "update": (_PLATFORM, _VALUE, _TYPE, _META, _VALIDATE, _EXPIRES, _MERGE, _REMOTE),
     # expiry=true: the result is {"value", "expires_at"} instead of the bare value
     # command: the program `agent exec`/`agent run` fetches it for, for the audit log
     "get": (_PLATFORM, _TYPE, Arg("expiry", (bool,), required=False), Arg("command", (str,), required=False)),
-    "delete": (_PLATFORM, _TYPE),
+    "delete": (_PLATFORM, _TYPE, _REMOTE),
     # replace=true: overwrite a credential already stored under the new name
     "rename": (_PLATFORM, _TYPE, _name("new_platform"), _name("new_credential_type", required=False),
                Arg("replace", (bool,), required=False)),
@@ -150,6 +152,12 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "recovery_code": (Arg("passphrase", (str,), required=False),),
     # open with the recovery code, give the key a new home (key_source), unlock
     "recover": (Arg("code", (str,)), _name("key_source"), Arg("new_passphrase", (str,), required=False)),
+    # team vaults: a token (or an AppRole's role and secret id) kept sealed in the local
+    # vault; status per remote; a refresh of the cache now
+    "remote_login": (_name("remote"), Arg("token", (str,), required=False), Arg("role_id", (str,), required=False),
+                     Arg("secret_id", (str,), required=False)),
+    "remote_status": (),
+    "remote_sync": (_REMOTE,),
 }
 
 # Ops a client may send again when the connection died after the request went out
@@ -162,11 +170,13 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
 # (already there), recovery_code (a second code), recover.
 RETRY_SAFE: Final = frozenset(
     {"hello", "status", "get", "list", "metadata", "validate", "audit", "store", "update", "unlock", "lock",
-     "encrypt", "decrypt"}
+     "encrypt", "decrypt", "remote_status", "remote_sync"}
 )
 # Ops that run scrypt, maybe after the wrong-passphrase delay, maybe after a
-# keystore round trip: a client waits longer for them than for the others.
-SLOW_OPS: Final = frozenset({"init", "unlock", "rotate_key", "rekey", "recovery_code", "recover"})
+# keystore round trip, or several team-vault round trips: a client waits longer
+# for them than for the others.
+SLOW_OPS: Final = frozenset({"init", "unlock", "rotate_key", "rekey", "recovery_code", "recover", "remote_login",
+                             "remote_sync"})
 
 
 def retry_allowed(ops: Iterable[str], sent: bool) -> bool:

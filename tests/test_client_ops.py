@@ -38,6 +38,9 @@ SAMPLE_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "rekey": (("keyring", "pw"), {}),
     "recovery_code": (("pw",), {}),
     "recover": (("ABCD-EFGH", "passphrase", "new pw"), {}),
+    "remote_login": (("team", "t"), {}),
+    "remote_status": ((), {}),
+    "remote_sync": (("team",), {}),
 }
 
 

@@ -34,6 +34,9 @@ max_connections = 64
 connection_idle_timeout = 30
 frame_timeout = 5
 audit_keep = 500
+
+[remote.team]
+url = "http://127.0.0.1:8200"
 """)
     data = _config.read(path)
     assert data == {
@@ -48,6 +51,7 @@ audit_keep = 500
         "connection_idle_timeout": 30.0,
         "frame_timeout": 5.0,
         "audit_keep": 500,
+        "remote": {"team": {"url": "http://127.0.0.1:8200"}},
     }
     assert set(data) == set(_config.KEYS)
 
@@ -75,6 +79,7 @@ def test_every_key_is_in_the_readme() -> None:
         ("socket = 3\n", ["'socket'", "string"]),
         ("[section]\nidle_timeout = 1\n", ["'section'", "unknown key"]),
         ("idle_timeout = \n", ["not valid TOML"]),
+        ('remote = "team"\n', ["'remote'", "[remote.NAME]"]),
     ],
 )
 def test_bad_files_name_the_key_and_the_file(tmp_path: Path, text: str, words: list[str]) -> None:

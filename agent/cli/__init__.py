@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import agent
 from agent import service_units
-from agent.cli import audit, completion, control, credentials, execute, migration, recovery, run, service, vault
+from agent.cli import audit, completion, control, credentials, execute, migration, recovery, remote, run, service, vault
 from agent.cli._common import CliError, Exit
 from client import errors, paths
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)
     service.register(sub)
     audit.register(sub)
+    remote.register(sub)
     vault.register_rotation(sub)  # after the commands `agent --help` always listed, in their order
     recovery.register(sub)
     completion.register(sub)

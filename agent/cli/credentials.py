@@ -78,12 +78,13 @@ def _expiry_mark(ts: float | None, now: float) -> str:
 
 def _print_ls(entries: list[dict[str, Any]]) -> None:
     now = time.time()
-    rows = [(*display_names(e), e["updated"], _expiry_mark(e["expires_at"], now)) for e in entries]
+    rows = [(*display_names(e), e.get("source", "local"), e["updated"], _expiry_mark(e["expires_at"], now))
+            for e in entries]
     width = max([24, *(len(r[0]) for r in rows)])
-    print(f"{'PLATFORM':<{width}} {'TYPE':<16} {'UPDATED':<17} EXPIRES")
-    for platform, ctype, updated, mark in rows:
+    print(f"{'PLATFORM':<{width}} {'TYPE':<16} {'SOURCE':<10} {'UPDATED':<17} EXPIRES")
+    for platform, ctype, source, updated, mark in rows:
         when = format_time(updated)
-        print(f"{platform:<{width}} {ctype:<16} {when:<17} {mark}")
+        print(f"{platform:<{width}} {ctype:<16} {source:<10} {when:<17} {mark}")
 
 
 def _expiry(text: str | None) -> tuple[float | None, bool]:
@@ -107,9 +108,10 @@ def cmd_set(args: argparse.Namespace) -> int:
         value = read_secret(f"Value for {args.platform}/{args.type}: ", whole=True)
         # a replaced credential keeps its metadata (--meta merges into it) and its expiry
         request = write_args(args.platform, value, args.type, meta, not args.no_validate, when,
-                             keep=True, merge=not args.clear_meta, clear_expiry=clear_expiry)
+                             keep=True, merge=not args.clear_meta, clear_expiry=clear_expiry, remote=args.remote)
         result = c.call("store", request)
-    print(f"{'stored' if result.get('created', True) else 'replaced'} {args.platform}/{args.type}")
+    done = "stored" if result.get("created", True) else "replaced"
+    print(f"{done} {args.platform}/{args.type}" + (f" in {args.remote}" if args.remote else ""))
     return Exit.OK
 
 
@@ -207,6 +209,8 @@ def _rm_targets(c: Client, args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    if args.remote:
+        return _rm_remote(args)
     with Client() as c:
         targets = _rm_targets(c, args)
         if len(targets) == 1 and not args.all_types:  # one name: as it always was, no question
@@ -237,6 +241,17 @@ def cmd_rm(args: argparse.Namespace) -> int:
     if failed:
         # a locked agent still exits 3
         return Exit.LOCKED if isinstance(failed[0][1], errors.Locked) else Exit.ERROR
+    return Exit.OK
+
+
+def _rm_remote(args: argparse.Namespace) -> int:
+    if len(args.names) != 1 or args.all_types:
+        raise CliError("--remote deletes one credential at a time", Exit.USAGE)
+    platform, ctype = args.names[0][0], args.names[0][1] or args.type
+    with Client() as c:
+        unlock_on_demand(c)
+        c.delete(platform, ctype, remote=args.remote)
+    print(f"deleted {platform}/{ctype} from {args.remote}")
     return Exit.OK
 
 
@@ -276,6 +291,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--expires", metavar="WHEN",
                    help="expiry: a duration (90d, 12h), a date (2026-03-31), or 'never' to drop a kept one "
                         "(default: a replaced credential keeps its expiry)")
+    p.add_argument("--remote", type=name_arg, metavar="NAME", help="write it to this team vault (check-and-set)")
     p = add_command(sub, "get", cmd_get, "print a credential's value")
     add_name(p)
     p.add_argument("--clip", action="store_true",
@@ -297,6 +313,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--all-types", action="store_true", help="every credential type of each platform")
     p.add_argument("-y", "--yes", action="store_true", help="delete without asking")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--remote", type=name_arg, metavar="NAME", help="delete it from this team vault")
     p = add_command(sub, "mv", cmd_mv, "rename a credential, keeping its value, metadata and expiry")
     p.add_argument("old", type=entry_name, metavar="OLD[/TYPE]")
     p.add_argument("new", type=entry_name, metavar="NEW[/TYPE]")

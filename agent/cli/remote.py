@@ -1,0 +1,90 @@
+"""``agent remote login | status | sync``: the team vaults named in the config file.
+
+The token (or an AppRole's secret id) is read like any secret: a hidden prompt, or
+the first line of stdin; never argv. The agent checks it against the remote and
+keeps it sealed in the local vault.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from agent.cli._common import Exit, Subcommands, add_command, add_group, name_arg, print_json, read_secret
+from client import Client
+
+__all__ = ["register"]
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    if args.approle:
+        secret_id = read_secret(f"AppRole secret id for {args.remote}: ")
+        with Client() as c:
+            result = c.remote_login(args.remote, role_id=args.approle, secret_id=secret_id)
+    else:
+        token = read_secret(f"Token for {args.remote}: ")
+        with Client() as c:
+            result = c.remote_login(args.remote, token)
+    ttl = "never expires" if not result["ttl_s"] else f"TTL {result['ttl_s']:.0f} s"
+    renew = ", renewed by the agent" if result["renewable"] else ""
+    print(f"logged in to {args.remote} ({ttl}{renew}; policies: {', '.join(result['policies']) or '-'})")
+    return Exit.OK
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _print_status(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no remotes in the config file ([remote.NAME] tables)")
+        return
+    print(f"{'REMOTE':<12} {'REACHABLE':<10} {'LAST NODE':<28} {'CACHE AGE':<10} {'CACHED':<7} TOKEN")
+    for r in rows:
+        reachable = "-" if r["reachable"] is None else "yes" if r["reachable"] else "NO"
+        if not r["logged_in"]:
+            held = "stored (locked)" if r["token_stored"] else "none: `agent remote login`"
+        elif r["token_never_expires"]:
+            held = "never expires"
+        else:
+            held = f"TTL {_age(r['token_ttl_s'])}, {r['renewals']} renewals"
+        print(f"{r['remote']:<12} {reachable:<10} {r['last_node'] or '-':<28} {_age(r['cache_age_s']):<10} "
+              f"{r['cached_secrets']:<7} {held}")
+        if r["last_error"]:
+            print(f"  last error: {r['last_error']}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with Client() as c:
+        rows = c.remote_status()
+    if args.json:
+        print_json(rows)
+    else:
+        _print_status(rows)
+    return Exit.OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    with Client() as c:
+        rows = c.remote_sync(args.remote)
+    for r in rows:
+        if args.remote is None or r["remote"] == args.remote:
+            print(f"synced {r['remote']}: {r['cached_secrets']} secrets from {r['last_node'] or '-'}")
+    return Exit.OK
+
+
+def register(sub: Subcommands) -> None:
+    group = add_group(sub, "remote", "team vaults (OpenBao / Vault KV v2) named in the config file",
+                      dest="remote_command", metavar="ACTION")
+    p = add_command(group, "login", cmd_login, "give the agent a token for a remote (hidden prompt or stdin)")
+    p.add_argument("remote", type=name_arg)
+    p.add_argument("--approle", metavar="ROLE_ID", help="log in with this AppRole (its secret id from stdin)")
+    p = add_command(group, "status", cmd_status, "reachable, last node, cache age and token TTL per remote")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add_command(group, "sync", cmd_sync, "refresh the cache of one remote (or all) now")
+    p.add_argument("remote", type=name_arg, nargs="?")

@@ -1,0 +1,199 @@
+"""Team vaults (OpenBao / Vault KV v2) behind the agent: their options, read from the
+config file's ``[remote.NAME]`` tables.
+
+Rules of this package:
+- names resolve local first, then the remotes in config order (a personal key shadows
+  the team's); ``team.Remotes`` does the resolving, ``cache`` holds what was fetched
+  (in memory, while unlocked), ``openbao`` is the only module that imports hvac;
+- this module only parses options: the agent loads it at start whatever the config,
+  so it imports neither hvac nor the agent's state;
+- TLS verification is always on; ``http://`` is accepted for loopback hosts only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from agent.crypto import SecureStorage
+from client._config import ConfigError
+from client.validation import check_name
+
+__all__ = ["Hooks", "NO_REMOTES", "RemoteOptions", "Secret", "SecretMeta", "TokenInfo", "parse", "parse_duration",
+           "DEFAULTS"]
+
+# seconds; refresh and max_stale as the README's example, a call's timeout well under a client's 15 s
+DEFAULTS: Final[dict[str, Any]] = {
+    "mount": "secret", "prefix": "", "refresh": 300.0, "max_stale": 86400.0, "timeout": 4.0, "deadline": 10.0,
+}
+_KNOWN: Final = ("url", "mount", "prefix", "refresh", "max_stale", "ca_file", "timeout", "deadline")
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_SEGMENT: Final = re.compile(r"[A-Za-z0-9_.-]+")
+RESERVED: Final = frozenset({"local"})  # the SOURCE of the local vault's entries
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteOptions:
+    """One ``[remote.NAME]`` table, checked."""
+
+    name: str
+    urls: tuple[str, ...]
+    mount: str = DEFAULTS["mount"]  # a KV v2 mount
+    prefix: str = DEFAULTS["prefix"]  # secrets live at <mount>/data/<prefix>/<platform>
+    refresh: float = DEFAULTS["refresh"]  # seconds between background refreshes
+    max_stale: float = DEFAULTS["max_stale"]  # cached values are served this long while no node answers
+    ca_file: Path | None = None  # else the system's CA bundle
+    timeout: float = DEFAULTS["timeout"]  # one HTTP request to one node
+    deadline: float = DEFAULTS["deadline"]  # one operation, every node tried
+
+    def path(self, platform: str) -> str:
+        """The secret's path below the mount."""
+        return f"{self.prefix}/{platform}" if self.prefix else platform
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Secret:
+    """One KV v2 secret version: its keys are credential types, its values the secrets."""
+
+    version: int
+    values: dict[str, str]
+    custom: dict[str, str]  # custom_metadata: the agent's metadata and expiry
+    created: float
+    updated: float
+
+    def __repr__(self) -> str:
+        return f"Secret(version={self.version}, types={sorted(self.values)!r}, <values hidden>)"
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretMeta:
+    version: int  # current_version; 0 for none
+    deleted: bool  # the current version is deleted or destroyed
+    custom: dict[str, str]
+    created: float
+    updated: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenInfo:
+    ttl: float  # seconds left; 0 = never expires
+    renewable: bool
+    policies: tuple[str, ...]
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """Seconds from a number or a string such as ``"24h"``, ``"1h30m"``, ``"90s"``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (parts := _DURATION.findall(value)) and \
+            "".join(n + u for n, u in parts) == value:
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    else:
+        raise ConfigError(f"{where} must be a number of seconds or a duration such as \"24h\", got {value!r}")
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{where} must be 0 or more seconds")
+    return seconds
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: Any, where: str) -> str:
+    if not isinstance(url, str):
+        raise ConfigError(f"{where}: 'url' must be a string or a list of strings")
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment or \
+            parts.path not in ("", "/"):
+        raise ConfigError(f"{where}: {url!r} is not a node address such as https://bao-1:8200")
+    if parts.username or parts.password:
+        raise ConfigError(f"{where}: a node address carries no user or password; use `agent remote login`")
+    if parts.scheme == "http" and not _loopback(host):
+        raise ConfigError(f"{where}: {url!r} is plain http to a host that is not loopback; use https:// "
+                          "(TLS verification is always on)")
+    return str(url).rstrip("/")
+
+
+def _segments(value: Any, key: str, where: str, allow_empty: bool) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {key!r} must be a string")
+    text: str = value.strip("/")
+    if (not text and not allow_empty) or not all(_SEGMENT.fullmatch(p) for p in text.split("/") if text):
+        raise ConfigError(f"{where}: {key!r} must be path segments of letters, digits, '_', '.', '-', got {text!r}")
+    return text
+
+
+def _one(name: str, table: Mapping[str, Any], where: str) -> RemoteOptions:
+    where = f"{where}: [remote.{name}]"
+    try:
+        check_name(name, "remote name")
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if name in RESERVED:
+        raise ConfigError(f"{where}: {name!r} is reserved (it is the SOURCE of local entries)")
+    unknown = sorted(set(table) - set(_KNOWN))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(_KNOWN)})")
+    raw = table.get("url")
+    urls = [raw] if isinstance(raw, str) else raw
+    if not isinstance(urls, list) or not urls:
+        raise ConfigError(f"{where}: 'url' must be a node address or a list of them")
+    kw: dict[str, Any] = {"name": name, "urls": tuple(check_url(u, where) for u in urls)}
+    for key in ("refresh", "max_stale", "timeout", "deadline"):
+        if key in table:
+            kw[key] = parse_duration(table[key], f"{where}: {key!r}")
+    for key in ("timeout", "deadline"):
+        if key in kw and kw[key] <= 0:
+            raise ConfigError(f"{where}: {key!r} must be more than 0 seconds")
+    if "mount" in table:
+        kw["mount"] = _segments(table["mount"], "mount", where, allow_empty=False)
+    if "prefix" in table:
+        kw["prefix"] = _segments(table["prefix"], "prefix", where, allow_empty=True)
+    if "ca_file" in table:
+        ca = table["ca_file"]
+        if not isinstance(ca, str) or not Path(os.path.expanduser(ca)).is_absolute():
+            raise ConfigError(f"{where}: 'ca_file' must be an absolute path (or start with ~)")
+        kw["ca_file"] = Path(os.path.expanduser(ca))
+    return RemoteOptions(**kw)
+
+
+def parse(tables: Mapping[str, Any] | None, where: str) -> tuple[RemoteOptions, ...]:
+    """The ``[remote.NAME]`` tables of the config file at ``where``, in file order."""
+    return tuple(_one(name, table, where) for name, table in (tables or {}).items())
+
+
+class Hooks(Protocol):
+    """What the agent's state tells its team vaults (``agent.state`` knows nothing more of them)."""
+
+    def forget(self) -> None:
+        """The agent locked: drop every token and cached value now."""
+
+    def unlocked(self, storage: SecureStorage) -> None:
+        """The agent unlocked with ``storage``: open the tokens, refresh soon."""
+
+
+class _NoRemotes:
+    def __repr__(self) -> str:
+        return "NO_REMOTES"
+
+    def forget(self) -> None:
+        pass
+
+    def unlocked(self, storage: SecureStorage) -> None:
+        pass
+
+
+NO_REMOTES: Final[Hooks] = _NoRemotes()

