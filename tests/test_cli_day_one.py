@@ -263,6 +263,8 @@ def test_init_at_a_terminal_asks_again_after_an_empty_passphrase(agent: AgentPro
     t.send(good + "\n")
     t.expect("Repeat: ")
     t.send(good + "\n")
+    t.expect("Print a recovery code")
+    t.send("n\n")
     assert t.wait() == OK, t.output
     assert "vault created" in t.output and good not in t.output
 
@@ -344,6 +346,8 @@ def test_a_short_passphrase_at_a_terminal_needs_a_yes(agent: AgentProcess) -> No
     t.send("y\n")
     t.expect("Repeat: ")
     t.send("abc\n")
+    t.expect("Print a recovery code")
+    t.send("n\n")
     assert t.wait() == OK, t.output
     assert "vault created" in t.output
     with agent.client() as c:
