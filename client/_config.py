@@ -11,13 +11,17 @@ Rules of this module:
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from pathlib import Path
-from typing import Any, Final
 
 from client import _profile, errors
 from client.protocol import KEY_SOURCES
+
+# the CLI imports this module for its choices: dataclasses (with inspect), pathlib
+# and typing would weigh on every command
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Final
 
 __all__ = ["KEYS", "Key", "ConfigError", "read", "file_value", "setting", "LOG_LEVELS", "KEY_SOURCES"]
 
@@ -28,13 +32,20 @@ class ConfigError(errors.BadRequest):
     """A config file or environment variable the agent cannot use."""
 
 
-@dataclasses.dataclass(frozen=True)
 class Key:
-    kind: str  # "seconds" | "count" | "path" | "bool" | "choice"
-    env: str | None
-    default: Any
-    doc: str
-    choices: tuple[str, ...] = ()
+    """One documented key (read-only by convention: the table is the vocabulary)."""
+
+    __slots__ = ("choices", "default", "doc", "env", "kind")
+
+    def __init__(self, kind: str, env: str | None, default: Any, doc: str, choices: tuple[str, ...] = ()) -> None:
+        self.kind = kind  # "seconds" | "count" | "path" | "bool" | "choice"
+        self.env = env
+        self.default = default
+        self.doc = doc
+        self.choices = choices
+
+    def __repr__(self) -> str:
+        return f"Key({self.kind!r}, {self.env!r}, {self.default!r})"
 
 
 KEYS: Final[dict[str, Key]] = {
@@ -91,6 +102,8 @@ def check(key: str, value: Any, where: str) -> Any:
         if value not in spec.choices:
             raise ConfigError(f"{where}: {key!r} must be one of {', '.join(spec.choices)}, got {value!r}")
         return value
+    from pathlib import Path
+
     path = Path(os.path.expanduser(value))
     if not path.is_absolute():
         raise ConfigError(f"{where}: {key!r} must be an absolute path (or start with ~), got {value!r}")

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Final
 
 from client import errors
 from client.protocol import DEFAULT_TYPE, MAX_NAME
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "check_name",

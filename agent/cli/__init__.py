@@ -5,6 +5,11 @@ share is ``agent.cli._common``, which states the rules every command follows.
 This module holds the one table from a failure to its exit code: a command
 returns its ``Exit`` code or raises, and ``main`` prints the failure as one line
 on stderr.
+
+Scripts run ``$(agent get NAME)`` and shell prompts ``agent status --short``, so
+importing this package and building the parser loads no more than argparse and
+the client: a command module imports what only its commands need inside them
+(tests/test_cli_imports.py lists what must stay out).
 """
 
 from __future__ import annotations
@@ -14,21 +19,22 @@ import sys
 from collections.abc import Sequence
 
 import agent
-from agent import service_units
 from agent.cli import audit, control, credentials, execute, migration, service, vault
-from agent.cli._common import CliError, Exit
+from agent.cli._common import CliError, Exit, Parser
 from client import errors, paths
 
 __all__ = ["main", "build_parser", "Exit"]
 
-# what main reports in one line (anything else is a bug and keeps its traceback)
-_FAILURES = (CliError, errors.AgentError, paths.InsecurePath, service_units.ServiceError)
+# what main reports in one line (anything else is a bug and keeps its traceback);
+# `agent service` reports service_units.ServiceError as a CliError
+_FAILURES = (CliError, errors.AgentError, paths.InsecurePath)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agent", description="credential agent for API keys")
+    parser: argparse.ArgumentParser = Parser(prog="agent", description="credential agent for API keys")
     parser.add_argument("--version", action="version", version=f"credential-agent {agent.__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # prog given: otherwise argparse formats a usage line to find it, importing shutil
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", prog=parser.prog)
     control.register(sub)
     vault.register(sub)
     credentials.register(sub)

@@ -6,30 +6,37 @@ Rules of this package (every command module follows them):
   prompt, or from stdin when it is not a terminal (``read_secret``);
 - a command returns an ``Exit`` code or raises: ``CliError`` for what the CLI
   itself refuses, the client's typed errors for what the agent answered, a
-  library's own (``service_units.ServiceError``); ``agent.cli.main`` turns each
+  library's own translated into ``CliError``; ``agent.cli.main`` turns each
   into one line on stderr and its exit code, and no command calls ``sys.exit``;
 - commands talk to the agent through ``client.Client`` like any connector;
-- a command module imports this module and the client, never another command module.
+- a command module imports this module and the client, never another command module;
+- a module's top stays cheap (argparse and re are loaded anyway; enum comes with re):
+  what one command needs (json, subprocess, pathlib, client.migrate, ...) is
+  imported inside it, so ``agent get`` pays for nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import json
+import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, Final, TypeAlias
 
-from client import errors, keyring_names, migrate
+from client import errors
 from client.validation import DEFAULT_TYPE, check_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Final, TypeAlias
 
 __all__ = [
     "Exit",
     "CliError",
+    "Parser",
     "Command",
     "Subcommands",
     "add_command",
@@ -65,6 +72,42 @@ class CliError(Exception):
 
 
 # --- registering commands ------------------------------------------------------------
+_width: int | None = None
+
+
+def _help_width() -> int:
+    """``shutil.get_terminal_size().columns - 2``, once per process, without importing shutil."""
+    global _width
+    if _width is None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, ValueError, OSError):
+                columns = 0
+        _width = (columns if columns > 0 else 80) - 2
+    return _width
+
+
+class _Formatter(argparse.HelpFormatter):
+    # argparse makes a formatter for every add_argument (to check its metavar), and
+    # each would import shutil and ask the terminal its size
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
+
+
+class Parser(argparse.ArgumentParser):
+    """The ``agent`` parser; its subparsers (``add_parser``) are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 Command = Callable[[argparse.Namespace], int]
 # a string: argparse's class cannot be subscripted at run time, only in annotations
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -82,13 +125,15 @@ def add_command(
 def add_group(sub: Subcommands, name: str, help: str, *, dest: str, metavar: str) -> Subcommands:
     """A subcommand that only holds subcommands of its own (``agent service install``)."""
     p = sub.add_parser(name, help=help, description=help)
-    return p.add_subparsers(dest=dest, required=True, metavar=metavar)
+    return p.add_subparsers(dest=dest, required=True, metavar=metavar, prog=p.prog)  # see build_parser
 
 
 # --- input and output ------------------------------------------------------------------
 def read_secret(prompt: str, *, confirm: bool = False) -> str:
     """A hidden prompt on a terminal; otherwise the first line of stdin."""
     if sys.stdin.isatty():
+        import getpass
+
         value = getpass.getpass(prompt)
         if confirm and getpass.getpass("Repeat: ") != value:
             raise CliError("the two entries differ")
@@ -100,6 +145,8 @@ def read_secret(prompt: str, *, confirm: bool = False) -> str:
 
 
 def print_json(data: Any) -> None:
+    import json
+
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
@@ -114,6 +161,8 @@ def format_time(ts: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 def display_names(entry: dict[str, Any]) -> tuple[str, str]:
     """Keyring entries as ``keyring:<service>`` / ``user:<name>``; others as they are."""
+    from client import keyring_names
+
     platform, ctype = entry["platform"], entry["credential_type"]
     if not platform.startswith(keyring_names.PLATFORM_PREFIX):
         return platform, ctype
@@ -171,6 +220,8 @@ def check_platform(name: str) -> str:
 
 def check_variable(name: str) -> str:
     """An environment variable's name: legal, else a usage error."""
+    from client import migrate
+
     if not migrate.valid_variable(name):
         raise CliError("invalid variable name: use letters, digits and '_', not starting with a digit", Exit.USAGE)
     return name

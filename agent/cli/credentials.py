@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, Final
 
 from agent.cli._common import (
     CliError,
@@ -26,6 +24,11 @@ from agent.cli._common import (
     read_secret,
 )
 from client import Client
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Final
 
 __all__ = ["register"]
 

@@ -12,13 +12,15 @@ import os
 import sys
 
 from agent.cli._common import CliError, Exit, Subcommands, add_command, check_platform, check_variable, pairs
-from client import Client, errors, migrate, validation
+from client import Client, errors, validation
 
 __all__ = ["register"]
 
 
 def _wanted(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
     """``{VAR: (platform, type)}`` from ``--env`` and ``--platform``, conflicts refused."""
+    from client import migrate
+
     wanted: dict[str, tuple[str, str]] = {}
     specs = [(check_variable(var), target) for var, target in pairs(args.env, "VAR=PLATFORM[:TYPE]")]
     specs += [(migrate.variable_for(check_platform(p.partition(":")[0])), p) for p in args.platform]
@@ -36,6 +38,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise CliError("name the command to run: agent exec [--env VAR=PLATFORM]... -- CMD [ARGS...]", Exit.USAGE)
+    from client import migrate
+
     wanted = _wanted(args)
     if not wanted:
         raise CliError("name at least one credential with --env VAR=PLATFORM or --platform NAME", Exit.USAGE)

@@ -1,0 +1,123 @@
+"""The command line stays light: building the parser and running ``agent get`` or
+``agent status --short`` loads argparse and the client, nothing heavy; and
+``agent status --short`` gives a shell prompt one line without starting an agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from support import PASSPHRASE, ROOT, AgentProcess, base_env, short_tmpdir
+
+# what no `agent get` needs: each one is milliseconds of import (or a whole side of
+# the project) that a command module would otherwise load at its top
+HEAVY = [
+    "subprocess", "json", "inspect", "dataclasses", "typing", "pathlib", "shutil", "tempfile", "logging",
+    "hashlib", "getpass", "tomllib", "asyncio", "ssl", "sqlite3", "threading", "keyring", "cryptography",
+    "platformdirs", "uvloop", "agent.service_units", "agent.audit", "agent.daemon", "agent.state",
+    "client.migrate", "client._sources", "client.service", "client.keyring_names", "client._spawn",
+    "client._autostart", "client.aio",
+]
+
+PROBE = """
+import sys
+before = set(sys.modules)
+import agent.cli
+parser = agent.cli.build_parser()
+for argv in (["get", "huggingface"], ["get", "runpod", "--type", "api-secret"], ["status", "--short"]):
+    parser.parse_args(argv)
+from client import Client
+Client(sys.argv[1], autostart=False)
+print("\\n".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def _light_env() -> dict[str, str]:
+    # python -S: no .pth file of this machine's site-packages imports anything first
+    paths = sysconfig.get_paths()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDENTIAL_AGENT_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), paths["purelib"], paths["platlib"]])
+    return env
+
+
+def test_building_the_parser_and_parsing_get_loads_nothing_heavy() -> None:
+    done = subprocess.run([sys.executable, "-S", "-c", PROBE, "/nonexistent/agent.sock"], env=_light_env(),
+                          capture_output=True, text=True, timeout=60, cwd="/")
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "agent.cli" in loaded and "client._sync" in loaded  # the probe ran
+    assert sorted(loaded & set(HEAVY)) == []
+
+
+def test_the_parser_names_the_service_managers_of_service_units() -> None:
+    from agent import service_units
+    from agent.cli import service
+
+    assert service.MANAGERS == service_units.MANAGERS
+
+
+def test_help_width_follows_columns() -> None:
+    env = {**_light_env(), "COLUMNS": "200"}
+    wide = subprocess.run([sys.executable, "-S", "-m", "agent", "set", "--help"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    narrow = subprocess.run([sys.executable, "-S", "-m", "agent", "set", "--help"], env={**env, "COLUMNS": "50"},
+                            capture_output=True, text=True, timeout=60)
+    assert wide.returncode == narrow.returncode == 0
+    assert max(map(len, narrow.stdout.splitlines())) <= 48 < max(map(len, wide.stdout.splitlines()))
+
+
+# --- agent status --short ------------------------------------------------------------------
+def test_status_short_without_an_agent_says_none_and_starts_none() -> None:
+    home = short_tmpdir()
+    try:
+        env = base_env(home)
+        env.pop("CREDENTIAL_AGENT_NO_AUTOSTART")  # autostart on: --short must still not start one
+        done = subprocess.run([sys.executable, "-m", "agent", "status", "--short"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert (done.stdout, done.stderr, done.returncode) == ("none\n", "", 4)
+        assert not Path(env["CREDENTIAL_AGENT_SOCK"]).exists()
+        assert not (home / "data" / "credential-agent").exists()
+    finally:
+        subprocess.run(["rm", "-rf", str(home)], check=False)
+
+
+def test_status_short_follows_the_lock_state(agent: AgentProcess) -> None:
+    def short() -> tuple[str, int]:
+        done = agent.cli("status", "--short")
+        assert done.stderr == ""
+        return done.stdout, done.returncode
+
+    assert short() == ("uninitialized\n", 0)
+    agent.init_passphrase()
+    assert short() == ("unlocked 0\n", 0)
+    with agent.client() as c:
+        c.store("huggingface", "hf_" + "a" * 34)
+        c.store("runpod", "rp_" + "b" * 30)
+        assert short() == ("unlocked 2\n", 0)
+        c.lock()
+        assert short() == ("locked\n", 0)
+        c.unlock(PASSPHRASE)
+    assert short() == ("unlocked 2\n", 0)
+    # the long form still says the same
+    assert json.loads(agent.cli("status", "--json").stdout)["credentials"] == 2
+
+
+def test_status_short_and_json_do_not_mix(agent: AgentProcess) -> None:
+    done = agent.cli("status", "--short", "--json")
+    assert done.returncode == 2 and "not allowed with" in done.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a socket another uid could own (Linux)")
+def test_status_short_refuses_a_socket_others_may_use(agent: AgentProcess) -> None:
+    os.chmod(agent.socket, 0o666)
+    try:
+        done = agent.cli("status", "--short")
+        assert (done.stdout, done.returncode) == ("refused\n", 1)
+    finally:
+        os.chmod(agent.socket, 0o600)
