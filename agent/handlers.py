@@ -17,6 +17,7 @@ from typing import Any
 
 import agent
 from agent import audit
+from agent.keys import passphrase
 from agent.state import KEEP, Agent, Key
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
@@ -40,6 +41,7 @@ def op_hello(a: Agent, args: Args, peer: Peer) -> Any:
 def op_status(a: Agent, args: Args, peer: Peer) -> Any:
     options = a.options
     idle_left, unlocked_left = (None, None) if a.locked else a.autolock.left()
+    failures, delay = passphrase.failures_of(a.meta)
     return {
         "version": agent.__version__,
         "protocol": protocol.PROTOCOL_VERSION,
@@ -60,6 +62,10 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
         "unlocked_left_s": unlocked_left,
         "hardening": a.hardening,
         "loop": a.loop_name,
+        # what a wrong passphrase costs now, as the agent applies it (tests assert on this, not the clock)
+        "unlock_failures": failures,
+        "unlock_delay_s": delay,
+        "unlocks_waiting": a.unlocks_waiting,  # passphrase attempts running or waiting their turn
     }
 
 
