@@ -6,7 +6,9 @@ Rules of this module:
 - a stored value or metadata is a Fernet token whose plaintext is bound to its row:
   ``msgpack([platform, credential_type, field, payload])``; a token moved to another
   row or field, or edited, fails its check and is reported, never returned;
-- no key or plaintext appears in a repr or a message.
+- no key or plaintext appears in a repr or a message;
+- ``cryptography`` is imported on first use (the first unlock or ``init``): a
+  locked or idle agent that never opened its vault does not carry its ~7 MiB.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import base64
 import dataclasses
 import hashlib
 import os
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
-from cryptography.fernet import Fernet, InvalidToken
 
 from client import errors
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 __all__ = ["SecureStorage", "generate_key", "seal", "unseal", "KdfParams", "wrap_key", "unwrap_key", "DEFAULT_KDF"]
 
@@ -31,6 +35,8 @@ class SecureStorage:
     __slots__ = ("_fernet",)
 
     def __init__(self, key: bytes) -> None:
+        from cryptography.fernet import Fernet
+
         try:
             self._fernet = Fernet(key)
         except (ValueError, TypeError) as e:
@@ -43,6 +49,8 @@ class SecureStorage:
         return self._fernet.encrypt(data)
 
     def decrypt_bytes(self, token: bytes) -> bytes:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(token)
         except (InvalidToken, TypeError, ValueError) as e:
@@ -56,6 +64,8 @@ class SecureStorage:
 
 
 def generate_key() -> bytes:
+    from cryptography.fernet import Fernet
+
     return Fernet.generate_key()
 
 
@@ -95,6 +105,8 @@ DEFAULT_KDF: Final = (2**17, 8, 1)
 
 
 def _derive(passphrase: str, params: KdfParams) -> Fernet:
+    from cryptography.fernet import Fernet
+
     # hashlib's scrypt (OpenSSL, RFC 7914, same output as cryptography's) releases the
     # GIL; cryptography's holds it for the whole ~0.5 s, which would stall every other
     # client of the agent while someone types a passphrase.
@@ -115,6 +127,8 @@ def wrap_key(master_key: bytes, passphrase: str, cost: tuple[int, int, int] = DE
 
 
 def unwrap_key(wrapped: bytes, passphrase: str, params: KdfParams) -> bytes:
+    from cryptography.fernet import InvalidToken
+
     try:
         return _derive(passphrase, params).decrypt(wrapped)
     except InvalidToken:

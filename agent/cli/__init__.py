@@ -9,7 +9,7 @@ on stderr.
 Scripts run ``$(agent get NAME)`` and shell prompts ``agent status --short``, so
 importing this package and building the parser loads no more than argparse and
 the client: a command module imports what only its commands need inside them
-(tests/test_cli_imports.py lists what must stay out).
+(tests/test_footprint.py lists what must stay out).
 """
 
 from __future__ import annotations

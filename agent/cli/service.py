@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from agent import service_units as units
 
 # agent.service_units.MANAGERS, named here so that building the parser loads no
-# service code (tests/test_cli_imports.py checks that the two agree)
+# service code (tests/test_footprint.py checks that the two agree)
 MANAGERS = ("systemd", "launchd")
 
 __all__ = ["register"]

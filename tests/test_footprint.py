@@ -1,6 +1,7 @@
-"""The command line stays light: building the parser and running ``agent get`` or
-``agent status --short`` loads argparse and the client, nothing heavy; and
-``agent status --short`` gives a shell prompt one line without starting an agent."""
+"""What the agent's pieces carry: building the CLI's parser and running ``agent get``
+or ``agent status --short`` loads argparse and the client, nothing heavy;
+``agent status --short`` gives a shell prompt one line without starting an agent;
+a locked agent has not loaded cryptography."""
 
 from __future__ import annotations
 
@@ -121,3 +122,22 @@ def test_status_short_refuses_a_socket_others_may_use(agent: AgentProcess) -> No
         assert (done.stdout, done.returncode) == ("refused\n", 1)
     finally:
         os.chmod(agent.socket, 0o600)
+
+
+# --- the agent's own floor -------------------------------------------------------------------
+def _maps_cryptography(pid: int) -> bool:
+    return "/cryptography/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps (Linux)")
+def test_a_locked_agent_has_not_loaded_cryptography(agent: AgentProcess) -> None:
+    assert not _maps_cryptography(agent.pid)  # no vault yet
+    agent.init_passphrase()
+    with agent.client() as c:
+        c.store("runpod", "rp_" + "b" * 30)
+    assert _maps_cryptography(agent.pid)  # the probe sees it once it is there
+    agent.stop()
+    agent.start()  # the same vault, locked: nothing needs a key until `unlock`
+    with agent.client() as c:
+        assert c.status()["locked"] and [e["platform"] for e in c.list()] == ["runpod"]
+    assert not _maps_cryptography(agent.pid)
