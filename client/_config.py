@@ -158,9 +158,9 @@ def _env(key: str) -> Any:
 
 def setting(key: str, flag: Any = None) -> Any:
     """One setting: the flag if given, else the environment, else the file, else the default."""
-    if flag is not None:
-        flag = check(key, flag, f"--{key.replace('_', '-')}")
+    if flag is not None:  # the file is not read at all (Client(autostart=False) finding no agent)
+        return check(key, flag, f"--{key.replace('_', '-')}")
     return next(
-        (v for v in (flag, _env(key), file_value(_profile.config_path(), key)) if v is not None),
+        (v for v in (_env(key), file_value(_profile.config_path(), key)) if v is not None),
         KEYS[key].default,
     )
