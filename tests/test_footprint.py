@@ -56,6 +56,29 @@ def test_building_the_parser_and_parsing_get_loads_nothing_heavy() -> None:
     assert sorted(loaded & set(HEAVY)) == []
 
 
+@pytest.mark.parametrize("argv", [
+    ["get", "huggingface"], ["get", "HuggingFace"], ["get", "hf"], ["get", "runpod", "--type", "api-secret"],
+    ["status", "--short"],
+])
+def test_the_plain_forms_parse_as_argparse_parses_them(argv: list[str]) -> None:
+    from agent import cli
+
+    fast = cli.plain_args(argv)
+    assert fast is not None, argv
+    assert vars(fast) == vars(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [
+    ["get"], ["get", "a b"], ["get", "-h"], ["get", "x", "--type"], ["get", "x", "--typo", "y"],
+    ["get", "x", "--type", "--json"], ["get", "--type", "t", "x"], ["status"], ["status", "--json"],
+    ["status", "--short", "--json"], ["ls"], [],
+])
+def test_every_other_form_goes_to_argparse(argv: list[str]) -> None:
+    from agent import cli
+
+    assert cli.plain_args(argv) is None
+
+
 def test_the_parser_names_the_service_managers_of_service_units() -> None:
     from agent import service_units
     from agent.cli import service
