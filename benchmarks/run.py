@@ -619,12 +619,23 @@ class Bench:
         if self.ss is not None and shutil.which("secret-tool"):
             cmds["secret_tool"] = ["secret-tool", "lookup", "service", "credential-agent-bench", "user", "u"]
         times: dict[str, list[float]] = {k: [] for k in cmds}
+        failed: dict[str, str] = {}
         order = list(cmds)
         for i in range(self.cli_n):
             for k in order if i % 2 == 0 else order[::-1]:
-                times[k].append(process_time(cmds[k], ss_env if k == "secret_tool" else env))
-        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+                if k in failed:
+                    continue
+                try:
+                    times[k].append(process_time(cmds[k], ss_env if k == "secret_tool" else env))
+                except subprocess.CalledProcessError as e:  # e.g. an agent from before `status --short`
+                    failed[k] = f"`{' '.join(cmds[k][-3:])}` exited with {e.returncode}"
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items() if v}
         for k, label in (("get", f"`agent get` ({where})"), ("short", f"`agent status --short` ({where})")):
+            if k in failed:
+                for b in ("st", "pass"):
+                    self.row(f"{where}cli_{k}_{b}", label, "ms", "", "<= 3x" if b == "st" else "info").skipped = \
+                        failed[k]
+                continue
             base = self.row(f"{where}cli_{k}_st", label, "ms", "secret-tool lookup", "<= 3x", lambda r: r <= 3)
             if "secret_tool" in med:
                 base.add(med[k], med["secret_tool"])
@@ -653,14 +664,19 @@ class Bench:
             normal = ["setarch", platform.machine()] if shutil.which("setarch") else []  # ASLR as usual
             run = {"env": env, "check": True, "timeout": 120, "capture_output": True, "preexec_fn": unpin}
             subprocess.run([*normal, *agent, "start"], **run)  # type: ignore[call-overload]
-            subprocess.run([*normal, *agent, "init", "--key-source", "passphrase"], input=PASSPHRASE.encode() + b"\n",
-                           **run)  # type: ignore[call-overload]
-            subprocess.run([*normal, *agent, "set", "bench0", "--no-validate"], input=VALUE.encode() + b"\n",
-                           **run)  # type: ignore[call-overload]
             ssh_sock = home / "ssh.sock"
             ssh = subprocess.Popen([*normal, "ssh-agent", "-D", "-a", str(ssh_sock)], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=unpin)
             wait_for_socket(ssh_sock, ssh)
+            pid = subprocess.run([str(venv / "bin" / "python"), "-I", "-c", "import client; print(client.Client("
+                                  "autostart=False).status()['pid'])"], **{**run, "text": True}).stdout  # type: ignore[call-overload]
+            time.sleep(0.5)
+            self.row("inst_rss_fresh", "installed: RSS of an agent with no vault open yet (or locked)", "MiB",
+                     "ssh-agent", "<= 6x", lambda r: r <= 6).add(rss_kib(int(pid)) / 1024, rss_kib(ssh.pid) / 1024)
+            subprocess.run([*normal, *agent, "init", "--key-source", "passphrase"], input=PASSPHRASE.encode() + b"\n",
+                           **run)  # type: ignore[call-overload]
+            subprocess.run([*normal, *agent, "set", "bench0", "--no-validate"], input=VALUE.encode() + b"\n",
+                           **run)  # type: ignore[call-overload]
             done = subprocess.run([*normal, str(venv / "bin" / "python"), "-I", str(ROOT / "benchmarks" /
                                    "installed_driver.py"), str(ssh_sock), str(self.blocks), str(self.block_n)],
                                   **{**run, "text": True})  # type: ignore[call-overload]
@@ -745,7 +761,7 @@ INSTALLED = "plain pip install"
 ORDER = ["p50", "p99", "cpu", "sys_client", "sys_daemon", "conn64", "pipe", "pipe_self", "async", "async_uv",
          "proc_pass", "proc_keyring", "import", "import_cls", "keyring", "proc_kr",
          *(f"{w}cli_{k}_{b}" for w in (CHECKOUT, INSTALLED) for k in ("get", "short") for b in ("st", "pass")),
-         "rss", "mem_secret", "mem_conn", "inst_p50", "inst_p99", "inst_rss"]
+         "rss", "mem_secret", "mem_conn", "inst_p50", "inst_p99", "inst_rss", "inst_rss_fresh"]
 
 
 def main(argv: list[str] | None = None) -> int:
