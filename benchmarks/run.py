@@ -290,8 +290,10 @@ def async_sequential(path: Path, n: int, use_uvloop: bool = False) -> list[int]:
 
 
 def process_time(argv: list[str], env: dict[str, str]) -> float:
+    # cwd "/": `python -c` puts the working directory first on sys.path, and the code
+    # measured is the one PYTHONPATH (or the venv) names
     t0 = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    subprocess.run(argv, env=env, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd="/")
     return time.perf_counter() - t0
 
 
@@ -335,7 +337,7 @@ def strace_counts(argv: list[str], env: dict[str, str], attach: int | None = Non
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
         if attach is None:
             done = subprocess.run(["strace", "-f", "-c", "-o", out.name, *argv], env=env,
-                                  capture_output=True, text=True, timeout=300)
+                                  capture_output=True, text=True, timeout=300, cwd="/")
             if done.returncode != 0:
                 return f"strace failed: {done.stderr.strip()[-200:]}"
         else:
@@ -344,7 +346,7 @@ def strace_counts(argv: list[str], env: dict[str, str], attach: int | None = Non
             time.sleep(0.5)  # attached (strace says nothing until then; a little more is harmless)
             if tracer.poll() is not None:
                 return "strace could not attach (ptrace refused: the agent is not dumpable unless root)"
-            subprocess.run(argv, env=env, check=True, timeout=300)
+            subprocess.run(argv, env=env, check=True, timeout=300, cwd="/")
             tracer.send_signal(2)
             tracer.wait(30)
         counts: dict[str, int] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -164,3 +165,41 @@ def test_a_locked_agent_has_not_loaded_cryptography(agent: AgentProcess) -> None
     with agent.client() as c:
         assert c.status()["locked"] and [e["platform"] for e in c.list()] == ["runpod"]
     assert not _maps_cryptography(agent.pid)
+
+
+# --- the client's syscalls ---------------------------------------------------------------------
+CLIENT_LOOP = """
+import sys
+import client
+c = client.Client(sys.argv[1], autostart=False)
+for _ in range(int(sys.argv[2])):
+    c.get("runpod")
+"""
+
+
+def _syscalls(argv: list[str], env: dict[str, str], out: Path) -> dict[str, int]:
+    # cwd "/": `python -c` puts the working directory first on sys.path
+    subprocess.run(["strace", "-f", "-c", "-o", str(out), *argv], env=env, check=True, capture_output=True,
+                   timeout=120, cwd="/")
+    counts = {}
+    for line in out.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[-1].isidentifier() and parts[-1] != "total" and parts[3].isdigit():
+            counts[parts[-1]] = int(parts[3])
+    return counts
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_get_is_one_send_and_one_receive(unlocked_agent: AgentProcess, tmp_path: Path) -> None:
+    # no poll from a socket timeout, no getpid for fork safety: N more gets cost N sendto
+    # and N recvfrom, and nothing else
+    with unlocked_agent.client() as c:
+        c.store("runpod", "rp_" + "b" * 30)
+    env = {**_light_env(), "CREDENTIAL_AGENT_NO_AUTOSTART": "1"}
+    argv = [sys.executable, "-S", "-c", CLIENT_LOOP, str(unlocked_agent.socket)]
+    few = _syscalls([*argv, "10"], env, tmp_path / "few")
+    many = _syscalls([*argv, "510"], env, tmp_path / "many")
+    extra = {k: many.get(k, 0) - few.get(k, 0) for k in set(few) | set(many)}
+    assert (extra.get("sendto"), extra.get("recvfrom")) == (500, 500), extra
+    assert not any(extra.get(k) for k in ("poll", "ppoll", "select", "pselect6", "getpid")), extra
+    assert sum(extra.values()) <= 1000 + 10, extra  # a stray brk or mmap at most, nothing per call
