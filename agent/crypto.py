@@ -9,7 +9,9 @@ Rules of this module:
 - ``encrypt``/``decrypt`` tokens (the original ``SecureStorage`` API, served by the
   agent) are made under the vault's data key, itself sealed under the master key, and
   bound to the purpose ``secure-storage`` (see ``encrypt_data``);
-- no key or plaintext appears in a repr or a message.
+- no key or plaintext appears in a repr or a message;
+- ``cryptography`` is imported on first use (the first unlock or ``init``): a
+  locked or idle agent that never opened its vault does not carry its ~7 MiB.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import base64
 import dataclasses
 import hashlib
 import os
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
-from cryptography.fernet import Fernet, InvalidToken
 
 from client import errors
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 __all__ = [
     "SecureStorage",
@@ -49,6 +53,8 @@ class SecureStorage:
     __slots__ = ("_fernet", "_key")
 
     def __init__(self, key: bytes) -> None:
+        from cryptography.fernet import Fernet
+
         try:
             self._fernet = Fernet(key)
         except (ValueError, TypeError) as e:
@@ -66,6 +72,8 @@ class SecureStorage:
         return self._fernet.encrypt(data)
 
     def decrypt_bytes(self, token: bytes) -> bytes:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(token)
         except (InvalidToken, TypeError, ValueError) as e:
@@ -79,6 +87,8 @@ class SecureStorage:
 
 
 def generate_key() -> bytes:
+    from cryptography.fernet import Fernet
+
     return Fernet.generate_key()
 
 
@@ -168,6 +178,8 @@ DEFAULT_KDF: Final = (2**17, 8, 1)
 
 
 def _derive(passphrase: str, params: KdfParams) -> Fernet:
+    from cryptography.fernet import Fernet
+
     # hashlib's scrypt (OpenSSL, RFC 7914, same output as cryptography's) releases the
     # GIL; cryptography's holds it for the whole ~0.5 s, which would stall every other
     # client of the agent while someone types a passphrase.
@@ -188,6 +200,8 @@ def wrap_key(master_key: bytes, passphrase: str, cost: tuple[int, int, int] = DE
 
 
 def unwrap_key(wrapped: bytes, passphrase: str, params: KdfParams) -> bytes:
+    from cryptography.fernet import InvalidToken
+
     try:
         return _derive(passphrase, params).decrypt(wrapped)
     except InvalidToken:

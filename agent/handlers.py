@@ -17,6 +17,7 @@ from typing import Any
 
 import agent
 from agent import audit, autolock, encryption, keyswitch, renaming
+from agent.keys import passphrase
 from agent.remotes import listing, team
 from agent.replacing import KEEP
 from agent.state import Agent, Key
@@ -44,6 +45,7 @@ def op_hello(a: Agent, args: Args, peer: Peer) -> Any:
 def op_status(a: Agent, args: Args, peer: Peer) -> Any:
     options = a.options
     idle_left, unlocked_left = (None, None) if a.locked else a.autolock.left()
+    failures, delay = passphrase.failures_of(a.meta)
     return {
         "version": agent.__version__,
         "protocol": protocol.PROTOCOL_VERSION,
@@ -67,6 +69,10 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
         "unlock_bound_left_s": None if a.locked else a.autolock.bound_left(),
         "hardening": a.hardening,
         "loop": a.loop_name,
+        # what a wrong passphrase costs now, as the agent applies it (tests assert on this, not the clock)
+        "unlock_failures": failures,
+        "unlock_delay_s": delay,
+        "unlocks_waiting": a.unlocks_waiting,  # passphrase attempts running or waiting their turn
     }
 
 

@@ -104,7 +104,7 @@ class Agent:
         self._write_lock: asyncio.Lock | None = None
         self._unlock_lock: asyncio.Lock | None = None
         self._lock_epoch = 0  # counts explicit locks: an unlock in flight yields to a later lock
-        self._unlocks_waiting = 0
+        self.unlocks_waiting = 0
         self.on_stop: Callable[[], None] = lambda: None
         self.remotes: Hooks = NO_REMOTES  # team vaults (agent.remotes.team); local names shadow theirs
 
@@ -213,9 +213,9 @@ class Agent:
         if not self.locked:
             self.locked_by_user = False
         elif source.needs_passphrase:
-            if self._unlocks_waiting >= MAX_WAITING_UNLOCKS:
+            if self.unlocks_waiting >= MAX_WAITING_UNLOCKS:
                 raise errors.Busy(f"{MAX_WAITING_UNLOCKS} unlock attempts are already waiting; try again later")
-            self._unlocks_waiting += 1
+            self.unlocks_waiting += 1
             try:
                 async with unlock_lock:  # one attempt at a time: no parallel guessing
                     if self.locked:
@@ -223,7 +223,7 @@ class Agent:
                     else:
                         self.locked_by_user = False
             finally:
-                self._unlocks_waiting -= 1
+                self.unlocks_waiting -= 1
         else:
             key = await source.open(passphrase)  # concurrent callers share one keystore fetch
             self._check_epoch(epoch)

@@ -14,14 +14,18 @@ Rules of this module:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-from pathlib import Path
-from typing import Any, Final
 
 from client import _profile, errors
 from client.protocol import KEY_SOURCES
+
+# the CLI imports this module for its choices: dataclasses (with inspect), pathlib
+# and typing would weigh on every command
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Final
 
 __all__ = [
     "KEYS",
@@ -57,13 +61,20 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
-@dataclasses.dataclass(frozen=True)
 class Key:
-    kind: str  # "seconds" | "count" | "path" | "bool" | "choice" | "tables"
-    env: str | None
-    default: Any
-    doc: str
-    choices: tuple[str, ...] = ()
+    """One documented key (read-only by convention: the table is the vocabulary)."""
+
+    __slots__ = ("choices", "default", "doc", "env", "kind")
+
+    def __init__(self, kind: str, env: str | None, default: Any, doc: str, choices: tuple[str, ...] = ()) -> None:
+        self.kind = kind  # "seconds" | "count" | "path" | "bool" | "choice" | "tables"
+        self.env = env
+        self.default = default
+        self.doc = doc
+        self.choices = choices
+
+    def __repr__(self) -> str:
+        return f"Key({self.kind!r}, {self.env!r}, {self.default!r})"
 
 
 KEYS: Final[dict[str, Key]] = {
@@ -136,6 +147,8 @@ def check(key: str, value: Any, where: str) -> Any:
         if value not in spec.choices:
             raise ConfigError(f"{where}: {key!r} must be one of {', '.join(spec.choices)}, got {value!r}")
         return value
+    from pathlib import Path
+
     path = Path(os.path.expanduser(value))
     if not path.is_absolute():
         raise ConfigError(f"{where}: {key!r} must be an absolute path (or start with ~), got {value!r}")
@@ -205,9 +218,9 @@ def _env(key: str) -> Any:
 
 def setting(key: str, flag: Any = None) -> Any:
     """One setting: the flag if given, else the environment, else the file, else the default."""
-    if flag is not None:
-        flag = check(key, flag, f"--{key.replace('_', '-')}")
+    if flag is not None:  # the file is not read at all (Client(autostart=False) finding no agent)
+        return check(key, flag, f"--{key.replace('_', '-')}")
     return next(
-        (v for v in (flag, _env(key), file_value(_profile.config_path(), key)) if v is not None),
+        (v for v in (_env(key), file_value(_profile.config_path(), key)) if v is not None),
         KEYS[key].default,
     )

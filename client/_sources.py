@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from client import errors, validation
+from client._variables import EXEC_GUARD, KNOWN_VARIABLES
 from client.protocol import MAX_NAME
 from client.validation import DEFAULT_TYPE
 
@@ -44,31 +45,7 @@ __all__ = [
 
 # A credentials file is a few KiB; the limit only bounds a wrong file (a dataset, /dev/zero).
 MAX_SOURCE: Final = 16 * 1024 * 1024
-
-# Variable -> platform, in order of preference when several name the same platform.
-# The first variable of each platform is the one `agent exec --platform` sets.
-KNOWN_VARIABLES: Final[Mapping[str, str]] = {
-    "HF_TOKEN": "huggingface",
-    "HUGGING_FACE_HUB_TOKEN": "huggingface",
-    "HUGGINGFACEHUB_API_TOKEN": "huggingface",
-    "WANDB_API_KEY": "wandb",
-    "RUNPOD_API_KEY": "runpod",
-    "LAMBDA_API_KEY": "lambdalabs",
-    "LAMBDALABS_API_KEY": "lambdalabs",
-    "VAST_API_KEY": "vastai",
-    "VASTAI_API_KEY": "vastai",
-    "OPENAI_API_KEY": "openai",
-    "ANTHROPIC_API_KEY": "anthropic",
-    "REPLICATE_API_TOKEN": "replicate",
-    "TOGETHER_API_KEY": "together",
-    "GROQ_API_KEY": "groq",
-    "MISTRAL_API_KEY": "mistral",
-    "COHERE_API_KEY": "cohere",
-    "NEPTUNE_API_TOKEN": "neptune",
-    "COMET_API_KEY": "comet",
-}
-# Set in the environment of a command started by `agent exec` (like aws-vault's AWS_VAULT).
-EXEC_GUARD: Final = "CREDENTIAL_AGENT_EXEC"
+# KNOWN_VARIABLES and EXEC_GUARD live in client._variables (the CLI's help names them)
 
 VALUE_KEYS: Final = ("api_key", "credential_value", "value", "token")
 _VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

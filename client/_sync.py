@@ -9,14 +9,17 @@ A connection carries one exchange at a time and replies come in request order, s
 an exchange that ends early for any reason (a timeout, Ctrl-C, an exception raised
 in a signal handler) drops its connection: otherwise the late reply would answer
 the next request, with another credential's value. For the same reason a process
-never uses a connection its parent opened before ``os.fork()``.
+never uses a connection its parent opened before ``os.fork()``: the child forgets
+it at the fork (``_transport.reset_after_fork``), so a call checks nothing.
+
+A call is one ``sendall`` and, for a reply that arrives whole, one ``recv``: the
+timeout is the kernel's, on a blocking socket (``_transport.set_timeout``).
 """
 
 from __future__ import annotations
 
 import _thread
 import os
-from os import getpid as _getpid
 
 from client import _messages, _ops, _transport, errors, paths, protocol
 from client._transport import DEFAULT_TIMEOUT
@@ -34,8 +37,6 @@ __all__ = ["Client", "DEFAULT_TIMEOUT"]
 
 _RECV = 65536
 _SLOW_OPS = protocol.SLOW_OPS  # for call(), the hot path: the common op needs no timeout_for
-# taken by a child process's first call that finds a client made by its parent
-_fork_guard = _thread.allocate_lock()
 
 
 class Client(_ops.SyncOperations):
@@ -61,7 +62,7 @@ class Client(_ops.SyncOperations):
         self._sock: _transport.Stream | None = None
         self._buf = protocol.FrameBuffer()
         self._lock = _thread.allocate_lock()
-        self._pid = _getpid()  # the process the connection and the lock belong to
+        _transport.reset_after_fork(self)
 
     @property
     def path(self) -> Path:
@@ -79,24 +80,19 @@ class Client(_ops.SyncOperations):
         self.close()
 
     def close(self) -> None:
-        if self._pid != _getpid():
-            self._after_fork()
         with self._lock:
             self._drop()
 
     def _after_fork(self) -> None:
-        """In a child of the process that made this client: forget the parent's
-        connection (closing only this process's copy of the descriptor, so the
-        parent's connection stays up) and its lock (a parent thread may have held it)."""
-        with _fork_guard:
-            if self._pid == _getpid():  # another thread of this process was first
-                return
-            sock, self._sock = self._sock, None
-            if sock is not None:
-                sock.close()  # close(2) only: no shutdown, which would cut the parent off
-            self._buf = protocol.FrameBuffer()
-            self._lock = _thread.allocate_lock()
-            self._pid = _getpid()
+        """In a child of the process that made this client, at the fork (one thread):
+        forget the parent's connection (closing only this process's copy of the
+        descriptor, so the parent's connection stays up) and its lock (a parent
+        thread may have held it)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()  # close(2) only: no shutdown, which would cut the parent off
+        self._buf = protocol.FrameBuffer()
+        self._lock = _thread.allocate_lock()
 
     def _drop(self) -> None:
         if self._sock is not None:
@@ -150,16 +146,16 @@ class Client(_ops.SyncOperations):
             sent = False
             try:
                 if timeout != self.timeout:
-                    sock.settimeout(timeout)
+                    _transport.set_timeout(sock, timeout)
                 sock.sendall(frames)
                 sent = True
                 read = self._read_body
                 while len(bodies) < count:
                     bodies.append(read(sock))
                 if timeout != self.timeout:
-                    sock.settimeout(self.timeout)
+                    _transport.set_timeout(sock, self.timeout)
                 return bodies
-            except TimeoutError:
+            except (BlockingIOError, TimeoutError):  # the kernel's timeout (EAGAIN)
                 self._drop()
                 raise errors.AgentTimeout(f"the credential agent did not answer within {timeout:g} s") from None
             except OSError as e:
@@ -178,8 +174,6 @@ class Client(_ops.SyncOperations):
         """Send one request and return its result (or raise its error)."""
         frame = protocol.encode_request(op, args)
         timeout = self.timeout if op not in _SLOW_OPS else _transport.timeout_for(op, self.timeout)
-        if self._pid != _getpid():
-            self._after_fork()
         with self._lock:
             (body,) = self._exchange(frame, 1, (op,), timeout)
         return protocol.decode_reply(body)
@@ -193,8 +187,6 @@ class Client(_ops.SyncOperations):
         ops = [op for op, _ in requests]
         frames = [protocol.encode_request(op, args) for op, args in requests]
         timeout = max([self.timeout, *(_transport.timeout_for(op, self.timeout) for op in ops)])
-        if self._pid != _getpid():
-            self._after_fork()
         with self._lock:
             bodies = self._exchange(b"".join(frames), len(frames), ops, timeout)
         results: list[Any] = []

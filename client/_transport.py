@@ -13,12 +13,18 @@ Rules of this module:
 - what happens once connected (framing, the lock, retries, autostart) is the
   clients' own;
 - no asyncio at import: ``connect_async`` imports it when called, and only
-  ``AsyncClient``, which has imported it already, calls it.
+  ``AsyncClient``, which has imported it already, calls it;
+- nothing per request: timeouts are the kernel's (``SO_RCVTIMEO``/``SO_SNDTIMEO``
+  on a blocking socket: ``settimeout`` would make it non-blocking and ``poll``
+  before every send and receive), and a forked child learns of the fork from
+  ``os.register_at_fork`` rather than a ``getpid`` per call.
 """
 
 from __future__ import annotations
 
 import _socket
+import _struct
+import _weakref
 import os
 import sys
 
@@ -40,8 +46,8 @@ if TYPE_CHECKING:
         def recv(self, size: int, /) -> bytes: ...
         def close(self) -> None: ...
 
-__all__ = ["DEFAULT_TIMEOUT", "SLOW_TIMEOUT", "timeout_for", "connect", "connect_async", "listener_uid",
-           "parse_xucred", "is_pipe"]
+__all__ = ["DEFAULT_TIMEOUT", "SLOW_TIMEOUT", "timeout_for", "set_timeout", "connect", "connect_async",
+           "listener_uid", "reset_after_fork", "parse_xucred", "is_pipe"]
 
 # client._win32.PIPE_PREFIX, without importing ctypes into every client
 _PIPE_PREFIX = "\\\\.\\pipe\\"
@@ -81,6 +87,24 @@ def parse_xucred(raw: bytes) -> int:
     if version != XUCRED_VERSION:
         raise OSError(0, f"LOCAL_PEERCRED returned a struct xucred of version {version}, not {XUCRED_VERSION}")
     return int.from_bytes(raw[4:8], sys.byteorder)
+# struct timeval as two C longs: Linux and the BSDs; on macOS (a long and an int)
+# the same 16 bytes hold the same little-endian value
+_TIMEVAL = "@ll"
+_MAX_SECONDS = 2**31 - 1
+
+
+def set_timeout(sock: Stream, timeout: float) -> None:
+    """Make each ``recv``/``send`` (and ``connect``) on the blocking ``sock`` fail
+    with ``BlockingIOError`` once it has waited ``timeout`` seconds (a Windows pipe,
+    ``client._pipe.PipeStream``, keeps its own timeout: its overlapped I/O waits that long)."""
+    if not isinstance(sock, _socket.socket):
+        sock.settimeout(timeout)
+        return
+    # 0 would mean "wait forever" to the kernel: the shortest wait it can express instead
+    usec = max(1, round(min(timeout, _MAX_SECONDS) * 1_000_000))
+    tv = _struct.pack(_TIMEVAL, usec // 1_000_000, usec % 1_000_000)
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, tv)
 
 
 def listener_uid(sock: _socket.socket) -> int | None:
@@ -121,14 +145,41 @@ def connect(path: str, timeout: float) -> Stream:
         raise _no_unix_socket(path)
     paths.check_socket(path)
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    sock.settimeout(timeout)
     try:
+        set_timeout(sock, timeout)  # a full backlog makes connect wait: bounded by SO_SNDTIMEO
         sock.connect(path)
         _check_listener(sock, path)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+# the clients whose connections a forked child must not use (weak: a client that
+# is gone needs no reset)
+_live: set[_weakref.ReferenceType[_ForkAware]] = set()
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _ForkAware(Protocol):
+        def _after_fork(self) -> None: ...
+
+
+def reset_after_fork(client: _ForkAware) -> None:
+    """Call ``client._after_fork()`` in every child process forked while it lives."""
+    _live.add(_weakref.ref(client, _live.discard))
+
+
+def _in_child() -> None:
+    for ref in list(_live):
+        client = ref()
+        if client is not None:
+            client._after_fork()
+
+
+if sys.platform != "win32":  # Windows has no fork (its children start afresh)
+    os.register_at_fork(after_in_child=_in_child)
 
 
 async def connect_async(path: str, factory: Callable[[], ProtocolT]) -> ProtocolT:

@@ -119,7 +119,7 @@ class AsyncClient(_ops.AsyncOperations):
         self._warned: set[tuple[str, str]] = set()
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
-        self._pid = os.getpid()  # the process the connection belongs to
+        _transport.reset_after_fork(self)
 
     def __repr__(self) -> str:
         return f"AsyncClient(path={str(self.path)!r}, connected={self._conn is not None})"
@@ -145,12 +145,11 @@ class AsyncClient(_ops.AsyncOperations):
             conn.transport.abort()
 
     def _after_fork(self) -> None:
-        """In a child process: forget the parent's connection without touching it
-        (its transport belongs to the parent's event loop; the child's copy of the
-        descriptor closes with it) and the lock, which may be bound to that loop."""
+        """In a child process, at the fork: forget the parent's connection without
+        touching it (its transport belongs to the parent's event loop; the child's
+        copy of the descriptor closes with it) and the lock, which may be bound to that loop."""
         self._conn = None
         self._lock = asyncio.Lock()
-        self._pid = os.getpid()
 
     async def _connect_or_start(self) -> _Connection:
         try:
@@ -206,8 +205,6 @@ class AsyncClient(_ops.AsyncOperations):
     async def call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
         """Send one request and return its result (or raise its error)."""
         frame = protocol.encode_request(op, args)
-        if self._pid != os.getpid():
-            self._after_fork()
         async with self._lock:
             (body,) = await self._exchange(frame, 1, (op,), _transport.timeout_for(op, self.timeout))
         return protocol.decode_reply(body)
@@ -218,8 +215,6 @@ class AsyncClient(_ops.AsyncOperations):
         ops = [op for op, _ in requests]
         frames = [protocol.encode_request(op, args) for op, args in requests]
         timeout = max([self.timeout, *(_transport.timeout_for(op, self.timeout) for op in ops)])
-        if self._pid != os.getpid():
-            self._after_fork()
         async with self._lock:
             bodies = await self._exchange(b"".join(frames), len(frames), ops, timeout)
         results: list[Any] = []

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Final
 
 from client import errors
 from client.names import canonical_platform
 from client.protocol import DEFAULT_TYPE, MAX_NAME
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "Rule",

@@ -17,14 +17,18 @@ VENV=${VENV:-.venv-test}
 log() { printf '== %s\n' "$*" >&2; }
 
 # Debian packages the tests use: a real Secret Service (dbus-daemon, gnome-keyring),
-# systemd-analyze / systemd-socket-activate (unit tests), ssh-agent (benchmark
-# baseline), taskset/setarch (util-linux), useradd and mount (reliability suite). Installed only when missing and root.
+# systemd-analyze / systemd-socket-activate (unit tests), ssh-agent and secret-tool
+# (benchmark baselines), strace, taskset/setarch (util-linux), useradd and mount
+# (reliability suite). Installed only when missing and root.
 need=()
 command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
 command -v dbus-send >/dev/null || need+=(dbus-bin)
 command -v gnome-keyring-daemon >/dev/null || need+=(gnome-keyring)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v ssh-agent >/dev/null || need+=(openssh-client)
+# benchmark rows and a client test: syscalls per request (strace), the CLI's baseline (secret-tool)
+command -v strace >/dev/null || need+=(strace)
+command -v secret-tool >/dev/null || need+=(libsecret-tools)
 command -v setarch >/dev/null || need+=(util-linux)
 # Debian's python3 needs python3-venv for `python3 -m venv` (ensurepip)
 "$PY" -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)

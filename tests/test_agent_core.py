@@ -268,10 +268,9 @@ def test_client_timeout(tmp_path) -> None:
     os.umask(old)
     srv.listen(1)
     c = Client(path, timeout=0.3, autostart=False)
-    t = time.monotonic()
-    with pytest.raises(errors.AgentTimeout):
+    with pytest.raises(errors.AgentTimeout) as info:
         c.hello()
-    assert time.monotonic() - t < 3
+    assert "within 0.3 s" in info.value.message  # the timeout it applied (the kernel's, see test_client_guards)
     srv.close()
 
 

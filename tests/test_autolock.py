@@ -68,9 +68,8 @@ def test_idle_timeout_slides_with_use_not_with_status(make_agent) -> None:
         st = c.status()
         assert st["locked"] is False
         assert 0 < st["idle_left_s"] <= 3
-    took = wait_locked(a, within=3 + 10)  # only status calls from here on
+    wait_locked(a, within=3 + 10)  # only status calls from here on
     assert time.monotonic() - last_use >= 2.9  # not locked early
-    assert took > 1.0
     with a.client() as c:
         with pytest.raises(errors.Locked):
             c.get("runpod")

@@ -15,6 +15,8 @@ ROWS = [
     "cached get, p50",
     "cached get, p99",
     "agent CPU per get",
+    "syscalls per get, client process",
+    "syscalls per get, in the daemon",
     "64 connections, throughput",
     "100 pipelined on 1 connection",
     "100 pipelined vs own sequential",
@@ -24,9 +26,12 @@ ROWS = [
     "process: import client |",
     "process: from client import Client",
     "keyring.get_password (Secret Service), p50",
+    "`agent get` (this checkout, python -S)",
+    "`agent status --short` (this checkout, python -S)",
     "idle RSS",
     "memory per stored secret",
     "memory per idle connection",
+    "installed: cached get, p50",  # skipped with --quick, saying so
 ]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
+import struct
 import time
 
 import pytest
@@ -81,8 +83,11 @@ def test_slow_ops_get_the_longer_timeout(unlocked_agent: AgentProcess) -> None:
         # a batch with a slow op waits as long as the slow op
         results = c.call_many([("rotate_key", {"passphrase": "wrong"}), ("hello", {})])
         assert isinstance(results[0], errors.BadPassphrase) and "protocol" in results[1]
-        c.hello()  # then the ordinary timeout again: the socket's timeout was put back
-        assert c._sock is not None and c._sock.gettimeout() == pytest.approx(0.05)
+        c.hello()  # then the ordinary timeout again: the kernel's timeouts were put back
+        assert c._sock is not None and c._sock.gettimeout() is None  # blocking: no poll per call
+        for opt in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            sec, usec = struct.unpack("@ll", c._sock.getsockopt(socket.SOL_SOCKET, opt, 16))
+            assert sec + usec / 1e6 == pytest.approx(0.05, abs=0.01), opt  # the kernel rounds to its tick
 
 
 async def test_async_slow_ops_get_the_longer_timeout(unlocked_agent: AgentProcess) -> None:

@@ -6,34 +6,40 @@ Rules of this package (every command module follows them):
   prompt, or from stdin when it is not a terminal (``read_secret``);
 - a command returns an ``Exit`` code or raises: ``CliError`` for what the CLI
   itself refuses, the client's typed errors for what the agent answered, a
-  library's own (``service_units.ServiceError``); ``agent.cli.main`` turns each
+  library's own translated into ``CliError``; ``agent.cli.main`` turns each
   into one line on stderr and its exit code, and no command calls ``sys.exit``;
 - commands talk to the agent through ``client.Client`` like any connector;
-- a command module imports this module and the client, never another command module.
+- a command module imports this module and the client, never another command module;
+- a module's top stays cheap (argparse and re are loaded anyway; enum comes with re):
+  what one command needs (json, subprocess, pathlib, client.migrate, ...) is
+  imported inside it, so ``agent get`` pays for nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import json
+import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from client import _config, errors, keyring_names, migrate, protocol
+from client import _config, errors, protocol
 from client.names import canonical_platform
 from client.validation import DEFAULT_TYPE, check_name
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Final, TypeAlias
+
     from client import Client
 
 __all__ = [
     "Exit",
     "CliError",
+    "Parser",
     "Command",
     "Subcommands",
     "add_command",
@@ -82,6 +88,42 @@ class CliError(Exception):
 
 
 # --- registering commands ------------------------------------------------------------
+_width: int | None = None
+
+
+def _help_width() -> int:
+    """``shutil.get_terminal_size().columns - 2``, once per process, without importing shutil."""
+    global _width
+    if _width is None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, ValueError, OSError):
+                columns = 0
+        _width = (columns if columns > 0 else 80) - 2
+    return _width
+
+
+class _Formatter(argparse.HelpFormatter):
+    # argparse makes a formatter for every add_argument (to check its metavar), and
+    # each would import shutil and ask the terminal its size
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
+
+
+class Parser(argparse.ArgumentParser):
+    """The ``agent`` parser; its subparsers (``add_parser``) are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 Command = Callable[[argparse.Namespace], int]
 # a string: argparse's class cannot be subscripted at run time, only in annotations
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -99,12 +141,14 @@ def add_command(
 def add_group(sub: Subcommands, name: str, help: str, *, dest: str, metavar: str) -> Subcommands:
     """A subcommand that only holds subcommands of its own (``agent service install``)."""
     p = sub.add_parser(name, help=help, description=help)
-    return p.add_subparsers(dest=dest, required=True, metavar=metavar)
+    return p.add_subparsers(dest=dest, required=True, metavar=metavar, prog=p.prog)  # see build_parser
 
 
 # --- input and output ------------------------------------------------------------------
 def ask_hidden(prompt: str) -> str:
     """One hidden answer at the terminal; Ctrl-D there is a ``CliError``, not a traceback."""
+    import getpass
+
     try:
         return getpass.getpass(prompt)
     except EOFError:
@@ -139,6 +183,7 @@ def _stdin_value() -> str:
     if len(value) > limit:
         raise CliError(f"the value is longer than {limit} characters, the most the agent takes; nothing was stored")
     return value
+
 
 def interactive() -> bool:
     """A person at a terminal: stdin and stderr are ttys (stdout may be a pipe)."""
@@ -194,6 +239,8 @@ def show_recovery_code(code: str) -> None:
 
 
 def print_json(data: Any) -> None:
+    import json
+
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
@@ -213,6 +260,8 @@ USER_SHOWN: Final = "user:"
 
 def display_names(entry: dict[str, Any]) -> tuple[str, str]:
     """Keyring entries as ``keyring:<service>`` / ``user:<name>``; others as they are."""
+    from client import keyring_names
+
     platform, ctype = entry["platform"], entry["credential_type"]
     if not platform.startswith(keyring_names.PLATFORM_PREFIX):
         return platform, ctype
@@ -280,6 +329,8 @@ def name_arg(name: str) -> str:
 def platform_arg(name: str) -> str:
     """argparse type: a platform as ``agent ls`` prints it (``keyring:<service>`` too), made canonical."""
     if name.startswith(KEYRING_SHOWN):
+        from client import keyring_names
+
         return keyring_names.platform_for(name[len(KEYRING_SHOWN):])
     return name_arg(canonical_platform(name))
 
@@ -287,6 +338,8 @@ def platform_arg(name: str) -> str:
 def type_arg(name: str) -> str:
     """argparse type: a credential type as ``agent ls`` prints it (``user:<name>`` too)."""
     if name.startswith(USER_SHOWN):
+        from client import keyring_names
+
         return keyring_names.type_for(name[len(USER_SHOWN):])
     return name_arg(name)
 
@@ -307,6 +360,8 @@ def check_platform(name: str) -> str:
 
 def check_variable(name: str) -> str:
     """An environment variable's name: legal, else a usage error."""
+    from client import migrate
+
     if not migrate.valid_variable(name):
         raise CliError("invalid variable name: use letters, digits and '_', not starting with a digit", Exit.USAGE)
     return name

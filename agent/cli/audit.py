@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from agent.cli._common import Exit, Subcommands, add_command, display_names, format_time, parse_duration, print_json
 from client import Client
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["register"]
 

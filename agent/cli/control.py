@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any, Final
 
 from agent.cli._common import CliError, Exit, Subcommands, add_command, duration_arg, print_json
-from client import Client, _config, _spawn, errors, paths
+from client import Client, _config, errors, paths
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Final
 
 __all__ = ["register"]
 
@@ -55,6 +57,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from client import _spawn
+
     path = paths.socket_path()
     if _answers(path):
         if not args.quiet:
@@ -88,6 +94,8 @@ def _detached() -> dict[str, Any]:
     Windows (no fork, no sessions) no console, its own process group (Ctrl+C in this
     console does not reach it)."""
     if sys.platform == "win32":
+        import subprocess
+
         flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP
         return {"creationflags": flags}
     return {"start_new_session": True}
@@ -125,7 +133,30 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def _status_short() -> int:
+    """One word (and a count) for a shell prompt: ``unlocked 12``, ``locked``,
+    ``uninitialized``, ``none`` (no agent: none is started) or ``refused``."""
+    try:
+        with Client(paths.socket_file(), timeout=2.0, autostart=False) as c:
+            st = c.status()
+    except errors.UntrustedSocket:
+        print("refused")
+        return Exit.ERROR
+    except (errors.AgentUnavailable, errors.AgentTimeout):
+        print("none")
+        return Exit.NO_AGENT
+    if not st["initialized"]:
+        print("uninitialized")
+    elif st["locked"]:
+        print("locked")
+    else:
+        print(f"unlocked {st['credentials']}")
+    return Exit.OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.short:
+        return _status_short()
     path = paths.socket_path()
     try:
         with Client(path, autostart=False) as c:
@@ -188,4 +219,8 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     add_command(sub, "stop", cmd_stop, "stop the running agent")
     p = add_command(sub, "status", cmd_status, "show the agent's state")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--json", action="store_true", help="machine-readable output")
+    how.add_argument("--short", action="store_true",
+                     help="one line for a shell prompt: 'unlocked N', 'locked', 'uninitialized' or 'none'; "
+                          "never starts an agent")

@@ -15,8 +15,6 @@ import argparse
 import fnmatch
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, Final
 
 from agent.cli._common import (
     CliError,
@@ -40,7 +38,14 @@ from client import Client, errors
 from client._messages import write_args
 from client.validation import DEFAULT_TYPE
 
-__all__ = ["register"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Final
+
+__all__ = ["register", "cmd_get", "CLIP_TIMEOUT"]
+
+CLIP_TIMEOUT = 45.0  # seconds a copied value stays on the clipboard, as `pass -c`
 
 # `agent ls` flags credentials that expire within this long
 SOON: Final = 14 * 86400
@@ -296,7 +301,7 @@ def register(sub: Subcommands) -> None:
     add_name(p)
     p.add_argument("--clip", action="store_true",
                    help="copy to the clipboard instead (wl-copy, xclip, xsel or pbcopy), cleared later")
-    p.add_argument("--clip-timeout", type=_seconds, default=45.0, metavar="SECONDS",
+    p.add_argument("--clip-timeout", type=_seconds, default=CLIP_TIMEOUT, metavar="SECONDS",
                    help="clear the clipboard this long after --clip, if it still holds the value "
                         "(default 45; 0 = never)")
     p = add_command(sub, "ls", cmd_ls, "list stored credentials (never values)")

@@ -13,7 +13,7 @@ import os
 
 from agent.cli import _env
 from agent.cli._common import CliError, Exit, Subcommands, add_command, check_platform, check_variable, pairs
-from client import migrate, validation
+from client import validation
 
 __all__ = ["register"]
 
@@ -21,12 +21,15 @@ __all__ = ["register"]
 def _variable(spec: str) -> str:
     """``--platform NAME[:TYPE]``'s variable: ``runpod`` -> RUNPOD_API_KEY, ``runpod:api-secret``
     -> RUNPOD_API_SECRET."""
+    from client import migrate
+
     platform, _, ctype = spec.partition(":")
     return migrate.variable_for(check_platform(platform), check_platform(ctype) if ctype else validation.DEFAULT_TYPE)
 
 
 def _wanted(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
     """``{VAR: (platform, type)}`` from ``--env`` and ``--platform``, conflicts refused."""
+
     wanted: dict[str, tuple[str, str]] = {}
     specs = [(check_variable(var), target) for var, target in pairs(args.env, "VAR=PLATFORM[:TYPE]")]
     specs += [(_variable(p), p) for p in args.platform]
@@ -44,6 +47,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise CliError("name the command to run: agent exec [--env VAR=PLATFORM]... -- CMD [ARGS...]", Exit.USAGE)
+
     wanted = _wanted(args)
     if not wanted:
         raise CliError("name at least one credential with --env VAR=PLATFORM or --platform NAME", Exit.USAGE)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from agent.cli._common import (
     CliError,
@@ -25,8 +24,13 @@ from agent.cli._common import (
     pairs,
     print_json,
 )
-from client import Client, migrate
-from client.service import write_private_json
+from client import Client, _variables
+
+# client.migrate (its parsers, json, dataclasses, datetime) and pathlib are imported
+# by the commands that use them: `agent get` must not pay for them
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from client import migrate
 
 __all__ = ["register"]
 
@@ -34,6 +38,8 @@ __all__ = ["register"]
 # --- import -------------------------------------------------------------------------
 def _read(path: str) -> tuple[str, str]:
     """(text, label) of a file, or of stdin for ``-``."""
+    from client import migrate
+
     if path != "-":
         return migrate.read_source(path), path
     if sys.stdin.isatty():
@@ -47,6 +53,8 @@ def _read(path: str) -> tuple[str, str]:
 
 
 def _report(args: argparse.Namespace, source: str, items: list[migrate.Item]) -> int:
+    from client import migrate
+
     failed = any(i.status == "failed" for i in items)
     tally = migrate.counts(items)
     if args.json:
@@ -66,6 +74,8 @@ def _report(args: argparse.Namespace, source: str, items: list[migrate.Item]) ->
 
 
 def _import(args: argparse.Namespace, source: str, records: list[migrate.Record]) -> int:
+    from client import migrate
+
     with Client() as c:
         items = migrate.import_records(c, records, replace=not args.no_replace, validate=not args.no_validate,
                                        dry_run=args.dry_run)
@@ -73,12 +83,18 @@ def _import(args: argparse.Namespace, source: str, records: list[migrate.Record]
 
 
 def cmd_import_json(args: argparse.Namespace) -> int:
+    from client import migrate
+
     text, label = _read(args.file)
     records = migrate.records_from_json(migrate.parse_json(text, label), label)
     return _import(args, f"json:{label}", records)
 
 
 def cmd_import_dotenv(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from client import migrate
+
     extra = {check_variable(var): check_platform(platform) for var, platform in pairs(args.map, "VAR=PLATFORM")}
     text, label = _read(args.file)
     path = label if label == "stdin" else str(Path(label).resolve())
@@ -87,6 +103,8 @@ def cmd_import_dotenv(args: argparse.Namespace) -> int:
 
 
 def cmd_import_env(args: argparse.Namespace) -> int:
+    from client import migrate
+
     wanted = [(check_platform(p), check_variable(v)) for p, v in pairs(args.pairs, "PLATFORM=VAR")]
     records = migrate.records_from_env(os.environ, wanted or None)
     if not wanted and not records:
@@ -97,6 +115,11 @@ def cmd_import_env(args: argparse.Namespace) -> int:
 
 # --- export -------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from client import migrate
+    from client.service import write_private_json
+
     if args.file == "-" and args.json:
         raise CliError("--json and FILE '-' both write to stdout; name a file", Exit.USAGE)
     if args.file != "-" and not args.force and os.path.lexists(args.file):  # before any value is read
@@ -146,12 +169,12 @@ def register(sub: Subcommands) -> None:
     _import_options(q)
     q = add_command(kinds, "env", cmd_import_env, "environment variables",
                     "PLATFORM=VAR pairs; with none, every known variable that is set "
-                    f"({', '.join(migrate.KNOWN_VARIABLES)})")
+                    f"({', '.join(_variables.KNOWN_VARIABLES)})")
     q.add_argument("pairs", nargs="*", metavar="PLATFORM=VAR")
     _import_options(q)
     q = add_command(kinds, "dotenv", cmd_import_dotenv, "a .env file ('-' for stdin)",
                     "known variables map by default: "
-                    + ", ".join(f"{k}->{v}" for k, v in migrate.KNOWN_VARIABLES.items()))
+                    + ", ".join(f"{k}->{v}" for k, v in _variables.KNOWN_VARIABLES.items()))
     q.add_argument("file", metavar="FILE")
     q.add_argument("--map", action="append", default=[], metavar="VAR=PLATFORM", help="map a variable (repeatable)")
     _import_options(q)

@@ -5,26 +5,54 @@ output); this module decides what to write and run, and says so: every file writ
 and every manager command run is printed, and where the service manager cannot be
 reached (containers, ssh sessions without a user bus, tests) the one command left
 to run. Install and uninstall are idempotent.
+
+``agent.service_units`` (subprocess, dataclasses, pathlib) is imported by these
+commands only, and its ``ServiceError`` leaves them as a ``CliError``.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
-from pathlib import Path
+import functools
 
-from agent import service_units as units
-from agent.cli._common import CliError, Subcommands, add_command, add_group
+from agent.cli._common import CliError, Command, Subcommands, add_command, add_group
 from client import paths
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from agent import service_units as units
+
+# agent.service_units.MANAGERS, named here so that building the parser loads no
+# service code (tests/test_footprint.py checks that the two agree)
+MANAGERS = ("systemd", "launchd", "schtasks")
 
 __all__ = ["register"]
 
 
+def _units_command(fn: Command) -> Command:
+    """``fn`` with ``agent.service_units`` imported and its errors reported as CliError."""
+
+    @functools.wraps(fn)
+    def run(args: argparse.Namespace) -> int:
+        from agent import service_units
+
+        try:
+            return fn(args)
+        except service_units.ServiceError as e:
+            raise CliError(str(e)) from None
+
+    return run
+
+
 def _plan(args: argparse.Namespace) -> units.Plan:
+    from agent import service_units as units
+
     return units.plan(args.manager or units.default_manager())
 
 
 def _run(command: list[str], *, check: bool) -> bool:
+    from agent import service_units as units
+
     print("$ " + " ".join(command))
     done = units.run(command)
     output = (done.stdout + done.stderr).strip()
@@ -36,10 +64,14 @@ def _run(command: list[str], *, check: bool) -> bool:
 
 
 def _shell(commands: list[list[str]]) -> str:
+    import shlex
+
     return " && ".join(shlex.join(c) for c in commands)
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    from agent import service_units as units
+
     p = _plan(args)
     changed = [path for path, text in p.files.items() if units.read(path) != text]
     for path, text in p.files.items():
@@ -51,6 +83,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         else:
             print(f"unchanged {path}")
     if p.manager == "launchd" and not args.dry_run:
+        from pathlib import Path
+
         # launchd opens the log file but makes no directory
         units.launchd_log(Path.home(), paths.app_name()).parent.mkdir(parents=True, exist_ok=True)
     if args.dry_run:
@@ -79,6 +113,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
+    from agent import service_units as units
+
     p = _plan(args)
     present = [path for path in p.files if path.exists()] + [w for w in p.wants if w.is_symlink()]
     if not present:
@@ -105,6 +141,8 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from agent import service_units as units
+
     p = _plan(args)
     ok = True
     for path, text in p.files.items():
@@ -141,7 +179,7 @@ def register(sub: Subcommands) -> None:
         ("uninstall", cmd_uninstall, "stop and disable the units, remove them"),
         ("status", cmd_status, "whether the units are installed, current and running"),
     ):
-        p = add_command(actions, name, fn, help)
+        p = add_command(actions, name, _units_command(fn), help)
         p.add_argument("--dry-run", action="store_true", help="print what would be written and run; change nothing")
-        p.add_argument("--manager", choices=units.MANAGERS, default=None,
+        p.add_argument("--manager", choices=MANAGERS, default=None,
                        help="default: systemd on Linux, launchd on macOS, schtasks on Windows")

@@ -31,7 +31,7 @@ from agent import crypto
 from agent.keys.base import Meta
 from client import errors
 
-__all__ = ["PassphraseSource", "FAILURES"]
+__all__ = ["PassphraseSource", "FAILURES", "failures_of"]
 
 log = logging.getLogger("agent.keys.passphrase")
 
@@ -58,6 +58,13 @@ def _stored_failures(raw: bytes | None) -> tuple[int, float]:
     if type(count) is not int or count < 0 or type(last) not in (int, float):
         return 0, 0.0
     return count, float(last)
+
+
+def failures_of(meta: Meta) -> tuple[int, float]:
+    """The consecutive wrong passphrases the vault records and the delay the last one
+    earned, in seconds: what the next attempt (and a failed one's reply) waits."""
+    count, _ = _stored_failures(meta.get(FAILURES))
+    return count, delay_after(count)
 
 
 class PassphraseSource:

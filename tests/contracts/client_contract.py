@@ -280,10 +280,9 @@ class ClientContract:
         c.store("runpod", RUNPOD)
         unlocked_agent.signal(signal.SIGSTOP)
         try:
-            t0 = time.monotonic()
-            with pytest.raises(errors.AgentTimeout):
+            with pytest.raises(errors.AgentTimeout) as info:
                 c.get("runpod")
-            assert time.monotonic() - t0 < 5
+            assert "within 0.5 s" in info.value.message  # its own timeout, not a longer one
         finally:
             unlocked_agent.signal(signal.SIGCONT)
         assert c.get("runpod") == RUNPOD  # on a new connection: the late reply is never read
