@@ -35,7 +35,8 @@ def test_a_typo_names_the_file_the_line_and_the_nearest_key(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(("text", "line", "words"), [
     ('log_level = "info"\n\nmax_unlocked = "soon"\n', 3, ["'max_unlocked'", "not a duration: 'soon'", "1h30m"]),
-    ("[remote]\nurl = 1\n", 1, ["unknown key 'remote'"]),
+    ("[remot]\nurl = 1\n", 1, ["unknown key 'remot'", "did you mean remote?"]),
+    ("[remote]\nurl = 1\n", 1, ["'remote' must hold tables ([remote.NAME])"]),
     ('"idle_timeout" = true\n', 1, ["'idle_timeout' must be a duration"]),
     ("frame_timout = 1\n", 1, ["did you mean frame_timeout?"]),
 ])

@@ -52,7 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     vault.register_rotation(sub)  # after the commands `agent --help` always listed, in their order
     recovery.register(sub)
     completion.register(sub)
-    parser.set_defaults(root_parser=parser)  # for `agent man`
     return parser
 
 

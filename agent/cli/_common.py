@@ -294,14 +294,8 @@ def duration_arg(text: str) -> float:
 
 def seconds_arg(text: str) -> float:
     """argparse type: seconds (``900``) or a duration (``15m``, ``2h``), above 0."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            seconds = parse_duration(text)
-        except CliError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    if not 0 < seconds < float("inf"):
+    seconds = duration_arg(text)
+    if not seconds > 0:
         raise argparse.ArgumentTypeError("give a time above 0, e.g. 900, 15m, 2h")
     return seconds
 

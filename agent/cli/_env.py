@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 from agent.cli._common import CliError, unlock_on_demand
-from client import Client, errors, migrate
+from client import Client, errors
 from client._messages import expired_on, get_args
+from client._variables import EXEC_GUARD
 from client.validation import DEFAULT_TYPE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 __all__ = ["refuse_nesting", "fetch", "set_command", "child_env", "exec_command"]
 
@@ -26,9 +30,9 @@ Name = tuple[str, str]
 
 
 def refuse_nesting(how: str) -> None:
-    if os.environ.get(migrate.EXEC_GUARD):
-        raise CliError(f"already inside `agent exec` or `agent run` ({migrate.EXEC_GUARD} is set); "
-                       f"unset {migrate.EXEC_GUARD} to nest `agent {how}` on purpose")
+    if os.environ.get(EXEC_GUARD):
+        raise CliError(f"already inside `agent exec` or `agent run` ({EXEC_GUARD} is set); "
+                       f"unset {EXEC_GUARD} to nest `agent {how}` on purpose")
 
 
 def fetch(wanted: Mapping[str, Name], command: str, refs: Mapping[str, str] | None = None, *,
@@ -84,7 +88,7 @@ def _failure(reply: errors.AgentError, name: Name, wanted: Mapping[str, Name], c
 
 
 def child_env(base: Mapping[str, str], values: Mapping[str, str]) -> dict[str, str]:
-    return {**base, **values, migrate.EXEC_GUARD: "1"}
+    return {**base, **values, EXEC_GUARD: "1"}
 
 
 def exec_command(command: Sequence[str], env: Mapping[str, str]) -> int:

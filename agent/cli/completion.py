@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Final
 
 import agent
 from agent.cli._common import Exit, Subcommands, add_command
 from client import Client, errors, paths
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 __all__ = ["register", "complete", "SHELLS"]
 
@@ -44,12 +47,13 @@ def types(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
 
 
 def _annotate(parser: argparse.ArgumentParser) -> None:
-    """Hang the name completers on every ``platform``/``--platform`` and ``--type``."""
+    """Hang the name completers on every ``platform``/``--platform`` (and ``rm``'s and ``mv``'s
+    names) and ``--type``."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 _annotate(sub)
-        elif action.dest == "platform":
+        elif action.dest in ("platform", "names", "old", "new"):  # a name, or PLATFORM/TYPE names
             action.completer = platforms  # type: ignore[attr-defined]
         elif action.dest == "type":
             action.completer = types  # type: ignore[attr-defined]
@@ -73,12 +77,16 @@ def cmd_completion(args: argparse.Namespace) -> int:
 def cmd_man(args: argparse.Namespace) -> int:
     from argparse_manpage.manpage import Manpage
 
-    # the whole parser, as `agent --help` sees it (agent.cli.build_parser puts it there)
-    page = Manpage(args.root_parser, _data={"project_name": "credential-agent", "version": agent.__version__,
-                                            "manual_section": 1, "manual_title": "credential-agent manual",
-                                            "description": args.root_parser.description},
+    from agent.cli import build_parser  # here: agent.cli imports this module
+
+    parser = build_parser()  # the whole parser, as `agent --help` sees it
+    page = Manpage(parser, _data={"project_name": "credential-agent", "version": agent.__version__,
+                                  "manual_section": 1, "manual_title": "credential-agent manual",
+                                  "description": parser.description},
                    format="single-commands-section")
-    sys.stdout.write(str(page))
+    # a help text wrapped so that a line starts with ' (a quoted word) would be a roff request
+    sys.stdout.write("".join("\\&" + line if line.startswith("'") else line
+                             for line in str(page).splitlines(keepends=True)))
     return Exit.OK
 
 

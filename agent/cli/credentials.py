@@ -17,6 +17,7 @@ import sys
 import time
 
 from agent.cli._common import (
+    KEYRING_SHOWN,
     CliError,
     Exit,
     Subcommands,
@@ -24,14 +25,15 @@ from agent.cli._common import (
     add_name,
     confirm,
     display_names,
+    duration_arg,
     expires_at,
     format_time,
     interactive,
     name_arg,
-    parse_duration,
     platform_arg,
     print_json,
     read_secret,
+    type_arg,
     unlock_on_demand,
 )
 from client import Client, errors
@@ -137,13 +139,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def _seconds(text: str) -> float:
     """``45``, ``90s``, ``2m``: seconds, 0 or more."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            seconds = parse_duration(text)
-        except CliError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+    seconds = duration_arg(text)
     if not 0 <= seconds <= 86400:
         raise argparse.ArgumentTypeError("must be between 0 (never clear) and a day")
     return seconds
@@ -193,9 +189,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def entry_name(text: str) -> tuple[str, str | None]:
-    """argparse type: ``PLATFORM`` or ``PLATFORM/TYPE`` (the type None when not given)."""
+    """argparse type: ``PLATFORM`` or ``PLATFORM/TYPE`` (the type None when not given),
+    the platform made canonical; a ``keyring:<service>`` name as ``ls`` prints it is a
+    platform whole (its service may hold slashes), its type given by ``--type``."""
+    if text.startswith(KEYRING_SHOWN):
+        return platform_arg(text), None
     platform, slash, ctype = text.partition("/")
-    return name_arg(platform), name_arg(ctype) if slash else None
+    return platform_arg(platform), type_arg(ctype) if slash else None
 
 
 def _rm_targets(c: Client, args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -313,7 +313,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add_command(sub, "rm", cmd_rm, "delete credentials (asks first when more than one)")
     p.add_argument("names", nargs="+", type=entry_name, metavar="PLATFORM[/TYPE]")
-    p.add_argument("--type", type=name_arg, default=DEFAULT_TYPE,
+    p.add_argument("--type", type=type_arg, default=DEFAULT_TYPE,
                    help=f"credential type of names given without one (default {DEFAULT_TYPE})")
     p.add_argument("--all-types", action="store_true", help="every credential type of each platform")
     p.add_argument("-y", "--yes", action="store_true", help="delete without asking")
@@ -322,7 +322,7 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "mv", cmd_mv, "rename a credential, keeping its value, metadata and expiry")
     p.add_argument("old", type=entry_name, metavar="OLD[/TYPE]")
     p.add_argument("new", type=entry_name, metavar="NEW[/TYPE]")
-    p.add_argument("--type", type=name_arg, default=DEFAULT_TYPE,
+    p.add_argument("--type", type=type_arg, default=DEFAULT_TYPE,
                    help=f"credential type of OLD when not given (default {DEFAULT_TYPE}); NEW keeps it")
     p.add_argument("-f", "--force", action="store_true", help="replace a credential stored under NEW")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from agent.cli._common import (
     PASSPHRASE,
@@ -21,6 +20,10 @@ from agent.cli._common import (
     show_recovery_code,
 )
 from client import Client, protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["register"]
 

@@ -8,10 +8,13 @@ keeps it sealed in the local vault.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from agent.cli._common import Exit, Subcommands, add_command, add_group, name_arg, print_json, read_secret
 from client import Client
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["register"]
 

@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Final
 
 from agent.cli import _env
 from agent.cli._common import CliError, Exit, Subcommands, add_command
-from client import errors, migrate, validation
+from client import errors, validation
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Final
 
 __all__ = ["register", "REFERENCE"]
 
@@ -40,6 +43,8 @@ def _reference(var: str, ref: str) -> tuple[str, str]:
 
 
 def _read_env_file(path: str) -> list[tuple[str, str]]:
+    from client import migrate  # only here: its parsers are for this command
+
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_ENV_FILE + 1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Final
 
 from agent.cli._common import (
     KEYRING,
@@ -30,6 +29,10 @@ from agent.cli._common import (
     unlock_at_terminal,
 )
 from client import Client, _config, errors, paths, protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["register", "new_passphrase", "MIN_PASSPHRASE"]
 
