@@ -185,28 +185,28 @@ class Remotes:
                 r.renew_at = time.monotonic() + 1.0
 
     async def _lookup(self, r: Remote) -> TokenInfo:
-        token, epoch = self._token(r), r.epoch
-        info = await self._call(r, epoch, lambda d: r.nodes.lookup_self(token, d))
+        token, epoch = self.token_for(r), r.epoch
+        info = await self.call(r, epoch, lambda d: r.nodes.lookup_self(token, d))
         r.needs_lookup = False
         r.set_ttl(info.ttl, info.renewable, time.monotonic())
         return info
 
     async def _renew(self, r: Remote) -> None:
-        token, epoch = self._token(r), r.epoch
-        ttl = await self._call(r, epoch, lambda d: r.nodes.renew_self(token, d))
+        token, epoch = self.token_for(r), r.epoch
+        ttl = await self.call(r, epoch, lambda d: r.nodes.renew_self(token, d))
         r.renewals += 1
         r.set_ttl(ttl, r.renewable, time.monotonic())
         log.info("remote %s: token renewed (TTL %.0f s)", r.name, ttl)
 
     # --- calls ----------------------------------------------------------------------------
-    def _token(self, r: Remote) -> str:
+    def token_for(self, r: Remote) -> str:
         if self.agent.locked:
             raise errors.Locked()
         if r.token is None:
             raise errors.RemoteDenied(f"remote {r.name!r} has no token; run `agent remote login {r.name}`")
         return r.token
 
-    async def _call(self, r: Remote, epoch: int, fn: Callable[[float], T]) -> T:
+    async def call(self, r: Remote, epoch: int, fn: Callable[[float], T]) -> T:
         """``fn(deadline)`` in a worker thread; at most the remote's deadline, whatever the nodes do."""
         if r.epoch != epoch or self.agent.locked:
             raise errors.Locked()
@@ -285,7 +285,7 @@ class Remotes:
             found = self._lookup_cached(r, key, now)
             if found is _FETCH:
                 try:
-                    await self._read(r, key[0])
+                    await self.read(r, key[0])
                 except (errors.RemoteUnavailable, errors.RemoteDenied) as e:
                     failure = failure or e
                     continue
@@ -294,9 +294,9 @@ class Remotes:
                 return self._shaped(r, key, found, expiry)
         raise failure or self.not_found(key)
 
-    async def _read(self, r: Remote, platform: str) -> Secret | None:
-        token, epoch = self._token(r), r.epoch
-        secret = await self._call(r, epoch, lambda d: r.nodes.read(token, platform, d))
+    async def read(self, r: Remote, platform: str) -> Secret | None:
+        token, epoch = self.token_for(r), r.epoch
+        secret = await self.call(r, epoch, lambda d: r.nodes.read(token, platform, d))
         if secret is None:
             r.cache.drop(platform, time.monotonic())
         else:
@@ -305,9 +305,9 @@ class Remotes:
 
     async def sync_one(self, r: Remote) -> None:
         """Refresh the whole cache: list, compare versions, read what changed."""
-        token, epoch = self._token(r), r.epoch
+        token, epoch = self.token_for(r), r.epoch
         r.next_sync = time.monotonic() + r.options.refresh
-        names = await self._call(r, epoch, lambda d: r.nodes.names(token, d))
+        names = await self.call(r, epoch, lambda d: r.nodes.names(token, d))
         platforms = [n for n in names if legal(n)]
 
         async def one(platform: str) -> None:
@@ -319,7 +319,7 @@ class Remotes:
                 r.cache.denied.add(platform)
 
         async def update(platform: str) -> None:
-            meta = await self._call(r, epoch, lambda d: r.nodes.meta(token, platform, d))
+            meta = await self.call(r, epoch, lambda d: r.nodes.meta(token, platform, d))
             cached = r.cache.secrets.get(platform)
             if meta is None or meta.deleted:
                 r.cache.drop(platform, time.monotonic())
@@ -327,7 +327,7 @@ class Remotes:
                     cached.secret.custom == meta.custom:
                 r.cache.confirm(platform, time.monotonic())  # unchanged: no read
             else:
-                await self._read(r, platform)
+                await self.read(r, platform)
 
         r.cache.denied = set()
         await asyncio.gather(*(one(p) for p in platforms))
@@ -340,65 +340,13 @@ class Remotes:
         for r in chosen:
             await self.sync_one(r)
 
-    # --- writes ---------------------------------------------------------------------------
+    # --- names and login -------------------------------------------------------------------
     def named(self, name: str) -> Remote:
         r = self.by_name.get(name)
         if r is None:
             known = ", ".join(self.by_name) or "none"
             raise errors.BadRequest(f"no remote named {name!r} in the config file (remotes: {known})")
         return r
-
-    async def _current(self, r: Remote, platform: str) -> Secret | None:
-        """What the agent last saw of ``platform``: the version a check-and-set goes against."""
-        cached = r.cache.secrets.get(platform)
-        return cached.secret if cached is not None else await self._read(r, platform)
-
-    async def write(self, name: str, key: Key, value: str, metadata: Mapping[str, Any] | None,
-                    expires_at: Any, must_exist: bool) -> dict[str, Any]:
-        await self.agent.storage()
-        r = self.named(name)
-        token = self._token(r)
-        if metadata is not None and not all(isinstance(v, str) for v in metadata.values()):
-            raise errors.BadRequest("metadata of a team key is the secret's custom_metadata: string values only")
-        current = await self._current(r, key[0])
-        values = dict(current.values) if current else {}
-        if must_exist and key[1] not in values:
-            raise errors.NotFound(f"no credential {key[0]}/{key[1]} in remote {name!r} to update")
-        custom: dict[str, str] | None = None
-        if metadata is not None or expires_at is None or isinstance(expires_at, (int, float)):
-            custom = dict(metadata) if metadata is not None else dict(current.custom if current else {})
-            custom.pop(EXPIRES_KEY, None)
-            if isinstance(expires_at, (int, float)):
-                custom[EXPIRES_KEY] = repr(float(expires_at))
-        values[key[1]] = value
-        version = current.version if current else 0
-        epoch = r.epoch
-        new = await self._call(r, epoch, lambda d: r.nodes.write(token, key[0], values, custom, version, d))
-        now, wall = time.monotonic(), time.time()
-        kept = custom if custom is not None else (current.custom if current else {})
-        r.cache.put(key[0], Secret(new, values, kept, current.created if current else wall, wall), now)
-        self.agent.autolock.last_use = now
-        return {"created": current is None or key[1] not in current.values, "remote": name, "version": new}
-
-    async def delete(self, name: str, key: Key) -> None:
-        await self.agent.storage()
-        r = self.named(name)
-        token = self._token(r)
-        current = await self._current(r, key[0])
-        if current is None or key[1] not in current.values:
-            raise errors.NotFound(f"no credential {key[0]}/{key[1]} in remote {name!r}")
-        rest = {t: v for t, v in current.values.items() if t != key[1]}
-        epoch = r.epoch
-        if rest:
-            new = await self._call(r, epoch, lambda d: r.nodes.write(token, key[0], rest, None, current.version, d))
-            r.cache.put(key[0], Secret(new, rest, current.custom, current.created, time.time()), time.monotonic())
-        else:
-            meta = await self._call(r, epoch, lambda d: r.nodes.meta(token, key[0], d))
-            if meta is None or meta.version != current.version:
-                raise errors.Conflict(f"{key[0]} in remote {name!r} changed upstream since this agent read it; "
-                                      f"nothing was deleted (`agent remote sync {name}`, then retry)")
-            await self._call(r, epoch, lambda d: r.nodes.delete_version(token, key[0], current.version, d))
-            r.cache.drop(key[0], time.monotonic())
 
     async def login(self, name: str, token: str | None, role_id: str | None, secret_id: str | None) -> dict[str, Any]:
         storage = await self.agent.storage()
@@ -407,10 +355,10 @@ class Remotes:
             raise errors.BadRequest("give a token, or an AppRole's role_id and secret_id")
         epoch = r.epoch
         if role_id is not None and secret_id is not None:
-            token = await self._call(r, epoch, lambda d: r.nodes.approle_login(role_id, secret_id, d))
+            token = await self.call(r, epoch, lambda d: r.nodes.approle_login(role_id, secret_id, d))
         assert token is not None
         given = token
-        info = await self._call(r, epoch, lambda d: r.nodes.lookup_self(given, d))
+        info = await self.call(r, epoch, lambda d: r.nodes.lookup_self(given, d))
         await self.agent.meta.save({token_meta(name): rotation.seal_meta(storage, token_meta(name), given)})
         if self.agent.locked or r.epoch != epoch:
             raise errors.Locked("the agent was locked during the login; the token is kept for the next unlock")
