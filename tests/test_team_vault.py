@@ -275,7 +275,10 @@ def test_an_approle_login_reads_team_keys_and_shows_no_secret(bao: Bao, approle:
         replies += [status, c.list(), c.remote_sync(), c.status(), c.audit()]
     for args in (("remote", "status"), ("remote", "status", "--json"), ("ls", "--json"), ("audit", "--json")):
         shown = a.cli(*args)
+        assert shown.returncode == 0, shown.stderr
         replies += [shown.stdout, shown.stderr]
+        if args == ("remote", "status"):
+            assert "0 AppRole logins" in shown.stdout
     text = repr(replies).encode()
     assert secret_id.encode() not in text and not TOKEN_SHAPE.search(text)
     for proc in Path("/proc").iterdir():  # what `ps` shows: no process's argv holds either
