@@ -18,7 +18,7 @@ from typing import Any
 import agent
 from agent import audit, autolock, encryption, keyswitch, renaming
 from agent.keys import passphrase
-from agent.remotes import listing, team
+from agent.remotes import listing, team, writes
 from agent.replacing import KEEP
 from agent.state import Agent, Key
 from agent.transport import Peer
@@ -128,8 +128,8 @@ def _write(a: Agent, args: Args, *, must_exist: bool) -> Any:
             raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
         if args.get("validate", True):
             check_credential(key[0], args["value"], key[1])
-        return _named(a, args).write(args["remote"], key, args["value"], args.get("metadata"),
-                                     args.get("expires_at", KEEP), must_exist)
+        return writes.write(_named(a, args), args["remote"], key, args["value"], args.get("metadata"),
+                            args.get("expires_at", KEEP), must_exist)
     return a.write(_key(args), args["value"], metadata=args.get("metadata"), expires_at=args.get("expires_at", KEEP),
                    validate=args.get("validate", True), must_exist=must_exist, keep=args.get("keep", False),
                    merge=args.get("merge_metadata", False))
@@ -179,7 +179,7 @@ def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
     if "remote" in args:
         key = (check_name(canonical_platform(args["platform"])),
                check_name(args.get("credential_type", DEFAULT_TYPE), "credential type"))
-        return _named(a, args).delete(args["remote"], key)
+        return writes.delete(_named(a, args), args["remote"], key)
     return a.delete(_key(args))
 
 

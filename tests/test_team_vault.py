@@ -1,12 +1,13 @@
 """The team vault against a real OpenBao dev node: reads through the agent, local
 shadowing, write-through with check-and-set, refresh and sync, policies, the token
-sealed in the vault (a canary), a locked agent, token renewal, a node that hangs."""
+sealed in the vault (a canary), a locked agent, token renewal, AppRole logins (and
+new ones at the token's max TTL), serving up to max_stale, a node that hangs."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 import client
-from baonodes import Bao, bao_binary, remote_config, until
+from baonodes import Bao, Relay, Silent, bao_binary, remote_config, until
 from client import errors
 from support import PASSPHRASE, ROOT, AgentProcess, short_tmpdir
 
@@ -32,6 +33,7 @@ path "secret/delete/ml-team/*" { capabilities = ["update"] }
 path "secret/data/ml-team/restricted" { capabilities = ["deny"] }
 """
 HF = "hf_" + "t" * 30
+TOKEN_SHAPE = re.compile(rb"\b(?:hv)?[sbr]\.[A-Za-z0-9]{20,}")  # an OpenBao / Vault token
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +238,135 @@ def test_the_token_is_renewed_before_it_expires(bao: Bao, agents: list[AgentProc
         assert synced["reachable"] and c.get("openai") == "sk-" + "o" * 30
 
 
+@pytest.fixture(scope="module")
+def approle(bao: Bao) -> Any:
+    """The AppRole auth method, enabled as root; its hvac API."""
+    bao.client().sys.enable_auth_method("approle")
+    return bao.client().auth.approle
+
+
+def role_ids(approle: Any, role: str, **options: Any) -> tuple[str, str]:
+    """A role with the team policy: its role id and a new secret id."""
+    approle.create_or_update_approle(role, token_policies=["team-member"], **options)
+    return (str(approle.read_role_id(role)["data"]["role_id"]),
+            str(approle.generate_secret_id(role)["data"]["secret_id"]))
+
+
+def approle_login(a: AgentProcess, role_id: str, secret_id: str) -> subprocess.CompletedProcess[str]:
+    done = a.cli("remote", "login", "team", "--approle", role_id, input=secret_id + "\n")
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_an_approle_login_reads_team_keys_and_shows_no_secret(bao: Bao, approle: Any,
+                                                               agents: list[AgentProcess]) -> None:
+    role_id, secret_id = role_ids(approle, "ci", token_ttl="1h")
+    put(bao, "mistral", {"api-key": "m" * 32})
+    a = team_agent(bao)
+    agents.append(a)
+    done = approle_login(a, role_id, secret_id)
+    assert "logged in to team" in done.stdout and "team-member" in done.stdout
+    got = a.cli("get", "mistral")
+    assert got.returncode == 0 and got.stdout.strip() == "m" * 32, got.stderr
+    replies: list[Any] = [done.stdout, done.stderr, got.stderr]
+    with a.client() as c:
+        [status] = c.remote_status()
+        assert status["auth"] == "approle" and status["logged_in"] and status["relogins"] == 0
+        replies += [status, c.list(), c.remote_sync(), c.status(), c.audit()]
+    for args in (("remote", "status"), ("remote", "status", "--json"), ("ls", "--json"), ("audit", "--json")):
+        shown = a.cli(*args)
+        assert shown.returncode == 0, shown.stderr
+        replies += [shown.stdout, shown.stderr]
+        if args == ("remote", "status"):
+            assert "0 AppRole logins" in shown.stdout
+    text = repr(replies).encode()
+    assert secret_id.encode() not in text and not TOKEN_SHAPE.search(text)
+    for proc in Path("/proc").iterdir():  # what `ps` shows: no process's argv holds either
+        if proc.name.isdigit() and proc.stat().st_uid == os.getuid():
+            try:
+                argv = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            assert secret_id.encode() not in argv and not TOKEN_SHAPE.search(argv)
+    environ = Path(f"/proc/{a.pid}/environ").read_bytes()
+    assert secret_id.encode() not in environ and not TOKEN_SHAPE.search(environ)
+    a.stop()
+    log = a.log().encode()
+    assert b"logged in with its AppRole" in log
+    assert secret_id.encode() not in log and not TOKEN_SHAPE.search(log)
+    for path in a.home.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert secret_id.encode() not in data and not TOKEN_SHAPE.search(data), path
+
+
+def test_an_approle_token_at_its_max_ttl_is_replaced_by_a_new_login(bao: Bao, approle: Any,
+                                                                    agents: list[AgentProcess]) -> None:
+    role_id, secret_id = role_ids(approle, "ci-short", token_ttl="2s", token_max_ttl="3s")
+    put(bao, "anthropic", {"api-key": "sk-ant-" + "a" * 30})
+    a = team_agent(bao, refresh=3600)
+    agents.append(a)
+    approle_login(a, role_id, secret_id)
+    with a.client() as c:
+        first = c.remote_status()[0]
+        assert first["auth"] == "approle" and first["relogins"] == 0 and 0 < first["token_ttl_s"] <= 2
+        # a renewal gives back less than 2 s once the 3 s are near: the agent logs in again, twice
+        status = until(lambda: (s := c.remote_status()[0])["relogins"] >= 2 and s, 40, "two AppRole logins")
+        assert status["logged_in"] and status["auth"] == "approle"
+        c.rotate_key(PASSPHRASE)  # the AppRole is re-sealed with the token
+        c.lock()
+        c.unlock(PASSPHRASE)
+        until(lambda: c.remote_status()[0]["relogins"] > status["relogins"], 40, "a login after the unlock")
+        until(lambda: c.remote_sync("team")[0]["reachable"], 20, "a sync with a new token")
+        assert c.get("anthropic") == "sk-ant-" + "a" * 30
+    assert "logged in again with its AppRole" in a.log()
+    assert secret_id not in a.log()
+
+
+def test_cached_values_are_served_up_to_max_stale_then_refused(bao: Bao, agents: list[AgentProcess]) -> None:
+    put(bao, "deepseek", {"api-key": "d" * 32})
+    token = member_token(bao)
+    relay = Relay(bao.addrs[0])  # the only node, as these agents see it
+    try:
+        lasting = team_agent(bao, urls=[relay.url], login=token, refresh=3600, max_stale="1h")
+        short = team_agent(bao, urls=[relay.url], login=token, refresh=3600, max_stale="2s")
+        agents += [lasting, short]
+        with lasting.client() as long_, short.client() as short_:
+            for c in (long_, short_):
+                assert c.get("deepseek") == "d" * 32
+                assert c.remote_sync("team")[0]["cache_age_s"] is not None  # a complete refresh
+            relay.cut()
+            for c in (long_, short_):  # no node answers, and status says so
+                with pytest.raises(errors.RemoteUnavailable):
+                    c.remote_sync("team")
+                assert c.remote_status()[0]["reachable"] is False
+            assert long_.get("deepseek") == "d" * 32  # within max_stale: served from the cache
+            assert not long_.remote_status()[0]["past_max_stale"]
+            # past max_stale by the agent's own account of the cache's age: refused
+            status = until(lambda: (s := short_.remote_status()[0])["cache_age_s"] > 2 and s, 20,
+                           "the cache passing max_stale")
+            assert status["past_max_stale"] and status["reachable"] is False
+
+            def refused() -> str:
+                try:
+                    short_.get("deepseek")
+                except errors.RemoteUnavailable as e:
+                    return e.message
+                return ""
+
+            message = until(refused, 20, "the cached value refused")
+            found = re.search(r"remote 'team' is unreachable and its cached copy of deepseek is (\d+) s old, "
+                              r"past max_stale \(2 s\): not served \(last error: .*connection failed", message)
+            assert found and int(found.group(1)) >= 2, message
+            assert "d" * 32 not in message
+            done = short.cli("get", "deepseek")
+            assert done.returncode == 1 and "past max_stale (2 s)" in done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1 and not done.stdout
+            assert short_.hello() and long_.get("deepseek") == "d" * 32  # both go on serving
+    finally:
+        relay.cut()
+
+
 def test_plain_http_to_a_host_that_is_not_loopback_is_refused() -> None:
     home = short_tmpdir()
     config = home / "config.toml"
@@ -247,31 +378,6 @@ def test_plain_http_to_a_host_that_is_not_loopback_is_refused() -> None:
         assert "'http://bao.example.com:8200' is plain http" in done.stderr and str(config) in done.stderr
     finally:
         a.cleanup()
-
-
-class Silent:
-    """A node that accepts TCP connections and never answers."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
 
 
 def test_a_hanging_node_blocks_no_other_client(bao: Bao, agents: list[AgentProcess]) -> None:

@@ -56,6 +56,8 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
             held = "never expires"
         else:
             held = f"TTL {_age(r['token_ttl_s'])}, {r['renewals']} renewals"
+            if r.get("auth") == "approle":
+                held += f", {r['relogins']} AppRole logins"
         print(f"{r['remote']:<12} {reachable:<10} {r['last_node'] or '-':<28} {_age(r['cache_age_s']):<10} "
               f"{r['cached_secrets']:<7} {held}")
         if r["last_error"]:

@@ -25,8 +25,8 @@ from agent.crypto import SecureStorage
 from client._config import ConfigError
 from client.validation import check_name
 
-__all__ = ["Hooks", "NO_REMOTES", "RemoteOptions", "Secret", "SecretMeta", "TokenInfo", "parse", "parse_duration",
-           "DEFAULTS"]
+__all__ = ["AppRole", "Hooks", "NO_REMOTES", "RemoteOptions", "Secret", "SecretMeta", "TokenInfo", "parse",
+           "parse_duration", "DEFAULTS"]
 
 # seconds; refresh and max_stale as the README's example, a call's timeout well under a client's 15 s
 DEFAULTS: Final[dict[str, Any]] = {
@@ -86,6 +86,18 @@ class TokenInfo:
     ttl: float  # seconds left; 0 = never expires
     renewable: bool
     policies: tuple[str, ...]
+    creation_ttl: float = 0.0  # the TTL it was made with: what a renewal gives back, short of its max TTL
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class AppRole:
+    """An AppRole's credentials, kept (sealed) so the agent can log in again by itself."""
+
+    role_id: str
+    secret_id: str
+
+    def __repr__(self) -> str:
+        return "AppRole(<hidden>)"
 
 
 def parse_duration(value: Any, where: str) -> float:

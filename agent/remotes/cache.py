@@ -17,7 +17,7 @@ import time
 
 from agent.remotes import Secret
 
-__all__ = ["Cached", "Cache"]
+__all__ = ["Cached", "Cache", "span"]
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -68,6 +68,13 @@ class Cache:
             return None
         return cached
 
+    def too_stale(self, platform: str, now: float) -> float | None:
+        """The age of a cached copy of ``platform`` that is past ``max_stale``; None if none is."""
+        cached = self.secrets.get(platform)
+        if cached is None or now - cached.confirmed <= self.max_stale:
+            return None
+        return now - cached.confirmed
+
     def known_absent(self, platform: str, now: float) -> bool:
         """Whether the remote said recently (within ``refresh``) that there is no such secret."""
         if platform in self.secrets or platform in self.denied:
@@ -87,3 +94,12 @@ class Cache:
     def age(self, now: float) -> float | None:
         """Seconds since the last complete refresh; None before the first."""
         return None if self.listed is None else now - self.listed
+
+
+def span(seconds: float) -> str:
+    """``3 s``, ``12 min``, ``2.5 h``: an age for a message."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

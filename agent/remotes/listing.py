@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from agent.remotes import team
+from agent.remotes import sealed, team
 from agent.state import Key
 from client import errors
 from client.validation import check_metadata
@@ -57,11 +57,13 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
     for r in remotes.remotes:
         nodes = r.nodes_if_made
         age = r.cache.age(now)
+        meta = remotes.agent.meta
+        stored = meta.get(sealed.token_meta(r.name)) is not None
         out.append({
             "remote": r.name,
             "urls": list(r.options.urls),
             "logged_in": r.token is not None,
-            "token_stored": remotes.agent.meta.get(team.token_meta(r.name)) is not None,
+            "token_stored": stored,
             "reachable": r.reachable,  # None: not asked since the agent started
             "last_node": nodes.last_node if nodes else None,
             "last_error": r.last_error,
@@ -69,10 +71,13 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
             "cache_age_s": None if age is None else round(age, 3),
             "cached_secrets": len(r.cache.secrets),
             "stale": age is not None and age > r.options.refresh,
+            "past_max_stale": age is not None and age > r.options.max_stale,  # cached values refused
             "token_ttl_s": None if r.token_expires is None else round(max(0.0, r.token_expires - now), 3),
-            "token_never_expires": r.token is not None and r.token_ttl == 0,
+            "token_never_expires": r.token is not None and r.token_ttl is not None and r.token_expires is None,
             "renewable": r.renewable,
             "renewals": r.renewals,
+            "auth": None if not stored else "approle" if meta.get(sealed.approle_meta(r.name)) else "token",
+            "relogins": r.relogins,  # AppRole logins made by the agent itself (its token had reached its end)
             "calls": nodes.calls if nodes else 0,
             "refresh": r.options.refresh,
             "max_stale": r.options.max_stale,

@@ -231,7 +231,7 @@ class Nodes:
         def fn(c: Any) -> TokenInfo:
             data = c.auth.token.lookup_self()["data"]
             return TokenInfo(float(data.get("ttl") or 0), bool(data.get("renewable")),
-                             tuple(data.get("policies") or ()))
+                             tuple(data.get("policies") or ()), float(data.get("creation_ttl") or 0))
         return self.run("a token lookup", token, fn, deadline)
 
     def renew_self(self, token: str, deadline: float) -> float:

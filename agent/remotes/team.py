@@ -4,9 +4,11 @@ write-through with check-and-set, the background refresh and token renewal, stat
 Rules of this module:
 - every remote call runs in a worker thread of its remote (``openbao.Nodes``) under
   the remote's ``deadline``: the event loop and other clients never wait on a node;
-- the token is sealed in the local vault's meta (``sealed/remote-token/NAME``: no
-  credential can take that name and ``ls`` never shows it), opened at unlock and
-  dropped at lock; a locked agent makes no call that needs it;
+- the token is sealed in the local vault's meta (``agent.remotes.sealed``), opened
+  at unlock and dropped at lock; a locked agent makes no call that needs it;
+- after an AppRole login its role and secret ids are sealed beside it: a token that
+  can no longer be renewed (its max TTL reached, or refused) is replaced by a new
+  login, with no one at the keyboard;
 - what a call started before a lock returns is thrown away (``Remote.epoch``);
 - ``openbao`` (and with it hvac) is imported on the first remote call, so an agent
   whose config names no remote never loads it.
@@ -22,10 +24,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from agent import rotation
 from agent.crypto import SecureStorage
-from agent.remotes import RemoteOptions, Secret, TokenInfo
-from agent.remotes.cache import Cache
+from agent.remotes import AppRole, RemoteOptions, Secret, TokenInfo
+from agent.remotes.cache import Cache, span
+from agent.remotes.sealed import approle_meta, seal_approle, seal_token, token_meta, unseal_approle, unseal_token
 from agent.state import Agent, Key
 from client import errors
 from client.validation import check_name
@@ -33,17 +35,13 @@ from client.validation import check_name
 if TYPE_CHECKING:
     from agent.remotes.openbao import Nodes
 
-__all__ = ["Remote", "Remotes", "token_meta", "EXPIRES_KEY", "legal", "expires"]
+__all__ = ["Remote", "Remotes", "EXPIRES_KEY", "legal", "expires"]
 
 log = logging.getLogger("agent.remotes")
 T = TypeVar("T")
 WORKERS: Final = 4  # concurrent calls per remote (a refresh reads secrets in parallel)
 EXPIRES_KEY: Final = "expires_at"  # in custom_metadata: the agent's expiry, a Unix time
 _MISS, _FETCH = object(), object()
-
-
-def token_meta(name: str) -> str:
-    return f"{rotation.SEALED_META}remote-token/{name}"
 
 
 class Remote:
@@ -56,6 +54,7 @@ class Remote:
         self.pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix=f"remote-{self.name}")
         self._nodes: Nodes | None = None
         self.token: str | None = None
+        self.approle: AppRole | None = None  # while unlocked, after an AppRole login: to log in again
         self.epoch = 0  # counts locks: results of calls begun before one are dropped
         self.reachable: bool | None = None  # None: not asked yet
         self.last_ok: float | None = None  # monotonic time a node last answered
@@ -65,6 +64,8 @@ class Remote:
         self.renewable = False
         self.renew_at: float | None = None
         self.renewals = 0
+        self.relogins = 0  # AppRole logins the agent made by itself
+        self.creation_ttl = 0.0  # what a renewal gives back until the token's max TTL caps it
         self.needs_lookup = False
         self.next_sync = 0.0
 
@@ -85,12 +86,15 @@ class Remote:
 
     def set_ttl(self, ttl: float, renewable: bool, now: float) -> None:
         self.token_ttl, self.renewable = ttl, renewable
-        self.token_expires = now + ttl if ttl > 0 else None
-        # renew at 2/3 of the TTL, as Vault's own agent does; never more often than every second
-        self.renew_at = now + max(1.0, ttl * 2 / 3) if ttl > 0 and renewable else None
+        ends = ttl > 0 or self.creation_ttl > 0  # a TTL of 0 is "never", unless the token was made with one
+        self.token_expires = now + ttl if ends else None
+        # renew (or, for an AppRole, log in again) at 2/3 of the TTL, as Vault's own agent
+        # does; never more often than every second
+        due = ttl > 0 and (renewable or self.approle is not None)
+        self.renew_at = now + max(1.0, ttl * 2 / 3) if due else None
 
     def forget(self) -> None:
-        self.token = None
+        self.token = self.approle = None
         self.epoch += 1
         if self._nodes is not None:
             self._nodes.epoch += 1  # a call under way sends no further request
@@ -137,10 +141,13 @@ class Remotes:
             if sealed is None:
                 continue
             try:
-                r.token = rotation.unseal_meta(storage, token_meta(r.name), sealed)
+                r.token = unseal_token(storage, r.name, sealed)
+                approle = self.agent.meta.get(approle_meta(r.name))
+                r.approle = None if approle is None else unseal_approle(storage, r.name, approle)
             except errors.IntegrityError:
                 log.error("the token of remote %s failed its integrity check; run `agent remote login %s`",
                           r.name, r.name)
+                r.token = r.approle = None
                 continue
             r.needs_lookup, r.next_sync = True, 0.0
         self.wake()
@@ -166,7 +173,10 @@ class Remotes:
             for r in self.remotes:
                 if self.agent.locked or r.token is None:
                     continue
-                await self._tend(r)
+                try:
+                    await self._tend(r)
+                except Exception:  # a bug here must not end the refresh and renewal of every remote
+                    log.exception("remote %s: the background refresh failed", r.name)
 
     async def _tend(self, r: Remote) -> None:
         """A lookup after unlock, a renewal when due, a refresh when due; failures are logged."""
@@ -184,29 +194,80 @@ class Remotes:
             if r.renew_at is not None and r.renew_at <= time.monotonic():
                 r.renew_at = time.monotonic() + 1.0
 
-    async def _lookup(self, r: Remote) -> TokenInfo:
-        token, epoch = self._token(r), r.epoch
-        info = await self._call(r, epoch, lambda d: r.nodes.lookup_self(token, d))
-        r.needs_lookup = False
+    async def _lookup(self, r: Remote) -> None:
+        token, epoch = self.token_for(r), r.epoch
+        try:
+            info = await self.call(r, epoch, lambda d: r.nodes.lookup_self(token, d))
+        except errors.RemoteDenied:
+            if r.approle is None:
+                raise
+            await self._relogin(r, "its token is no longer valid")
+            return
+        if info.ttl <= 0 < info.creation_ttl and r.approle is not None:  # at its very end
+            await self._relogin(r, "its token expires now")
+            return
+        r.needs_lookup, r.creation_ttl = False, info.creation_ttl
         r.set_ttl(info.ttl, info.renewable, time.monotonic())
-        return info
 
     async def _renew(self, r: Remote) -> None:
-        token, epoch = self._token(r), r.epoch
-        ttl = await self._call(r, epoch, lambda d: r.nodes.renew_self(token, d))
+        if not r.renewable:  # an AppRole's token that is not renewable: log in again instead
+            await self._relogin(r, "its token is not renewable")
+            return
+        token, epoch = self.token_for(r), r.epoch
+        try:
+            ttl = await self.call(r, epoch, lambda d: r.nodes.renew_self(token, d))
+        except (errors.RemoteDenied, errors.RemoteUnavailable):  # past its max TTL: a 500, then a 403
+            if r.approle is None:
+                raise
+            await self._relogin(r, "its token could not be renewed")
+            return
         r.renewals += 1
         r.set_ttl(ttl, r.renewable, time.monotonic())
         log.info("remote %s: token renewed (TTL %.0f s)", r.name, ttl)
+        if 0 < r.creation_ttl and ttl < r.creation_ttl:  # cut short by its max TTL: no renewal goes past it
+            if r.approle is not None:
+                await self._relogin(r, "its token reached its max TTL")
+            else:
+                log.warning("remote %s: the token reaches its max TTL in %.0f s; then run `agent remote login %s`",
+                            r.name, ttl, r.name)
+
+    async def _relogin(self, r: Remote, why: str) -> None:
+        """A new token from the AppRole kept sealed, in place of one that cannot be renewed."""
+        assert r.approle is not None
+        await self._sign_in(r, None, r.approle)
+        r.relogins += 1
+        log.info("remote %s: logged in again with its AppRole (%s)", r.name, why)
+
+    async def _sign_in(self, r: Remote, token: str | None, approle: AppRole | None) -> TokenInfo:
+        """Check the token (or get one for ``approle``), seal it in the vault, hold it."""
+        epoch = r.epoch
+        if approle is not None:
+            token = await self.call(r, epoch, lambda d: r.nodes.approle_login(approle.role_id, approle.secret_id, d))
+        assert token is not None
+        given = token
+        info = await self.call(r, epoch, lambda d: r.nodes.lookup_self(given, d))
+        async with self.agent._writing() as storage:  # sealed under the key current then: a rotation waits
+            sealed = {token_meta(r.name): seal_token(storage, r.name, given)}
+            if approle is not None:
+                sealed[approle_meta(r.name)] = seal_approle(storage, r.name, approle)
+            await self.agent.meta.save(sealed)
+            if approle is None and self.agent.meta.get(approle_meta(r.name)) is not None:
+                await self.agent.meta.drop(approle_meta(r.name))  # a token given by hand replaces the AppRole
+        if self.agent.locked or r.epoch != epoch:
+            raise errors.Locked("the agent was locked during the login; the token is kept for the next unlock")
+        r.token, r.approle, r.needs_lookup, r.creation_ttl = given, approle, False, info.creation_ttl
+        r.set_ttl(info.ttl, info.renewable, time.monotonic())
+        return info
 
     # --- calls ----------------------------------------------------------------------------
-    def _token(self, r: Remote) -> str:
+    def token_for(self, r: Remote) -> str:
         if self.agent.locked:
             raise errors.Locked()
         if r.token is None:
             raise errors.RemoteDenied(f"remote {r.name!r} has no token; run `agent remote login {r.name}`")
         return r.token
 
-    async def _call(self, r: Remote, epoch: int, fn: Callable[[float], T]) -> T:
+    async def call(self, r: Remote, epoch: int, fn: Callable[[float], T]) -> T:
         """``fn(deadline)`` in a worker thread; at most the remote's deadline, whatever the nodes do."""
         if r.epoch != epoch or self.agent.locked:
             raise errors.Locked()
@@ -285,18 +346,28 @@ class Remotes:
             found = self._lookup_cached(r, key, now)
             if found is _FETCH:
                 try:
-                    await self._read(r, key[0])
+                    await self.read(r, key[0])
                 except (errors.RemoteUnavailable, errors.RemoteDenied) as e:
-                    failure = failure or e
+                    failure = failure or self._refusal(r, key[0], e)
                     continue
                 found = self._lookup_cached(r, key, time.monotonic())
             if found is not _MISS and found is not _FETCH:
                 return self._shaped(r, key, found, expiry)
         raise failure or self.not_found(key)
 
-    async def _read(self, r: Remote, platform: str) -> Secret | None:
-        token, epoch = self._token(r), r.epoch
-        secret = await self._call(r, epoch, lambda d: r.nodes.read(token, platform, d))
+    def _refusal(self, r: Remote, platform: str, e: errors.AgentError) -> errors.AgentError:
+        """With no node answering, a copy past ``max_stale`` is refused: say how stale it is."""
+        age = r.cache.too_stale(platform, time.monotonic())
+        if age is None or not isinstance(e, errors.RemoteUnavailable):
+            return e
+        why = (r.nodes_if_made and r.nodes_if_made.last_error) or e.message
+        return errors.RemoteUnavailable(
+            f"remote {r.name!r} is unreachable and its cached copy of {platform} is {span(age)} old, past "
+            f"max_stale ({span(r.options.max_stale)}): not served (last error: {why})")
+
+    async def read(self, r: Remote, platform: str) -> Secret | None:
+        token, epoch = self.token_for(r), r.epoch
+        secret = await self.call(r, epoch, lambda d: r.nodes.read(token, platform, d))
         if secret is None:
             r.cache.drop(platform, time.monotonic())
         else:
@@ -305,9 +376,9 @@ class Remotes:
 
     async def sync_one(self, r: Remote) -> None:
         """Refresh the whole cache: list, compare versions, read what changed."""
-        token, epoch = self._token(r), r.epoch
+        token, epoch = self.token_for(r), r.epoch
         r.next_sync = time.monotonic() + r.options.refresh
-        names = await self._call(r, epoch, lambda d: r.nodes.names(token, d))
+        names = await self.call(r, epoch, lambda d: r.nodes.names(token, d))
         platforms = [n for n in names if legal(n)]
 
         async def one(platform: str) -> None:
@@ -319,7 +390,7 @@ class Remotes:
                 r.cache.denied.add(platform)
 
         async def update(platform: str) -> None:
-            meta = await self._call(r, epoch, lambda d: r.nodes.meta(token, platform, d))
+            meta = await self.call(r, epoch, lambda d: r.nodes.meta(token, platform, d))
             cached = r.cache.secrets.get(platform)
             if meta is None or meta.deleted:
                 r.cache.drop(platform, time.monotonic())
@@ -327,7 +398,7 @@ class Remotes:
                     cached.secret.custom == meta.custom:
                 r.cache.confirm(platform, time.monotonic())  # unchanged: no read
             else:
-                await self._read(r, platform)
+                await self.read(r, platform)
 
         r.cache.denied = set()
         await asyncio.gather(*(one(p) for p in platforms))
@@ -340,7 +411,7 @@ class Remotes:
         for r in chosen:
             await self.sync_one(r)
 
-    # --- writes ---------------------------------------------------------------------------
+    # --- names and login -------------------------------------------------------------------
     def named(self, name: str) -> Remote:
         r = self.by_name.get(name)
         if r is None:
@@ -348,77 +419,19 @@ class Remotes:
             raise errors.BadRequest(f"no remote named {name!r} in the config file (remotes: {known})")
         return r
 
-    async def _current(self, r: Remote, platform: str) -> Secret | None:
-        """What the agent last saw of ``platform``: the version a check-and-set goes against."""
-        cached = r.cache.secrets.get(platform)
-        return cached.secret if cached is not None else await self._read(r, platform)
-
-    async def write(self, name: str, key: Key, value: str, metadata: Mapping[str, Any] | None,
-                    expires_at: Any, must_exist: bool) -> dict[str, Any]:
-        await self.agent.storage()
-        r = self.named(name)
-        token = self._token(r)
-        if metadata is not None and not all(isinstance(v, str) for v in metadata.values()):
-            raise errors.BadRequest("metadata of a team key is the secret's custom_metadata: string values only")
-        current = await self._current(r, key[0])
-        values = dict(current.values) if current else {}
-        if must_exist and key[1] not in values:
-            raise errors.NotFound(f"no credential {key[0]}/{key[1]} in remote {name!r} to update")
-        custom: dict[str, str] | None = None
-        if metadata is not None or expires_at is None or isinstance(expires_at, (int, float)):
-            custom = dict(metadata) if metadata is not None else dict(current.custom if current else {})
-            custom.pop(EXPIRES_KEY, None)
-            if isinstance(expires_at, (int, float)):
-                custom[EXPIRES_KEY] = repr(float(expires_at))
-        values[key[1]] = value
-        version = current.version if current else 0
-        epoch = r.epoch
-        new = await self._call(r, epoch, lambda d: r.nodes.write(token, key[0], values, custom, version, d))
-        now, wall = time.monotonic(), time.time()
-        kept = custom if custom is not None else (current.custom if current else {})
-        r.cache.put(key[0], Secret(new, values, kept, current.created if current else wall, wall), now)
-        self.agent.autolock.last_use = now
-        return {"created": current is None or key[1] not in current.values, "remote": name, "version": new}
-
-    async def delete(self, name: str, key: Key) -> None:
-        await self.agent.storage()
-        r = self.named(name)
-        token = self._token(r)
-        current = await self._current(r, key[0])
-        if current is None or key[1] not in current.values:
-            raise errors.NotFound(f"no credential {key[0]}/{key[1]} in remote {name!r}")
-        rest = {t: v for t, v in current.values.items() if t != key[1]}
-        epoch = r.epoch
-        if rest:
-            new = await self._call(r, epoch, lambda d: r.nodes.write(token, key[0], rest, None, current.version, d))
-            r.cache.put(key[0], Secret(new, rest, current.custom, current.created, time.time()), time.monotonic())
-        else:
-            meta = await self._call(r, epoch, lambda d: r.nodes.meta(token, key[0], d))
-            if meta is None or meta.version != current.version:
-                raise errors.Conflict(f"{key[0]} in remote {name!r} changed upstream since this agent read it; "
-                                      f"nothing was deleted (`agent remote sync {name}`, then retry)")
-            await self._call(r, epoch, lambda d: r.nodes.delete_version(token, key[0], current.version, d))
-            r.cache.drop(key[0], time.monotonic())
-
     async def login(self, name: str, token: str | None, role_id: str | None, secret_id: str | None) -> dict[str, Any]:
-        storage = await self.agent.storage()
+        await self.agent.storage()
         r = self.named(name)
         if (token is None) == (role_id is None) or (role_id is not None) != (secret_id is not None):
             raise errors.BadRequest("give a token, or an AppRole's role_id and secret_id")
-        epoch = r.epoch
-        if role_id is not None and secret_id is not None:
-            token = await self._call(r, epoch, lambda d: r.nodes.approle_login(role_id, secret_id, d))
-        assert token is not None
-        given = token
-        info = await self._call(r, epoch, lambda d: r.nodes.lookup_self(given, d))
-        await self.agent.meta.save({token_meta(name): rotation.seal_meta(storage, token_meta(name), given)})
-        if self.agent.locked or r.epoch != epoch:
-            raise errors.Locked("the agent was locked during the login; the token is kept for the next unlock")
-        r.token, r.needs_lookup, r.next_sync = given, False, 0.0
-        r.set_ttl(info.ttl, info.renewable, time.monotonic())
+        approle = AppRole(role_id, secret_id) if role_id is not None and secret_id is not None else None
+        info = await self._sign_in(r, token, approle)
+        r.next_sync = 0.0  # a refresh now, with what this token may read
         self.wake()
-        log.info("remote %s: logged in (policies %s)", name, ", ".join(info.policies))
-        return {"remote": name, "ttl_s": info.ttl, "renewable": info.renewable, "policies": list(info.policies)}
+        how = "with its AppRole" if approle else "with a token"
+        log.info("remote %s: logged in %s (policies %s)", name, how, ", ".join(info.policies))
+        return {"remote": name, "ttl_s": info.ttl, "renewable": info.renewable, "policies": list(info.policies),
+                "auth": "approle" if approle else "token"}
 
 def legal(name: str) -> bool:
     """Whether a name seen upstream is one the agent can serve (others are skipped)."""
