@@ -155,6 +155,9 @@ def test_upstream_rotation_is_seen_after_refresh_and_after_sync(bao: Bao, agents
     agents += [refreshing, syncing]
     with refreshing.client() as r, syncing.client() as s:
         assert r.get("vastai") == s.get("vastai") == "v1" + "x" * 20
+        # the refresh a login starts has finished on both (a get can read through before it)
+        for c in (r, s):
+            until(lambda c=c: c.remote_status()[0]["cache_age_s"] is not None, 20, "the first refresh")
         put(bao, "vastai", {"api-key": "v2" + "x" * 20})
         until(lambda: r.get("vastai") == "v2" + "x" * 20, 20, "the background refresh")
         assert s.get("vastai") == "v1" + "x" * 20  # no refresh due yet: the cached version
