@@ -85,6 +85,7 @@ class Bao:
         self.addrs: list[str] = []
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.token = ROOT_TOKEN
+        self.unseal_key = ""  # a cluster's one key share (dev nodes unseal themselves)
 
     def _spawn(self, addr: str, args: list[str], log: str) -> None:
         with open(self.dir / log, "ab") as out:
@@ -139,6 +140,7 @@ disable_mlock = true
 
         init = hvac.Client(url=first, timeout=10).sys.initialize(secret_shares=1, secret_threshold=1)
         self.token, key = init["root_token"], init["keys_base64"][0]
+        self.unseal_key = key
         hvac.Client(url=first, timeout=10).sys.submit_unseal_key(key)
         until(lambda: self.client(first).sys.read_leader_status()["is_self"], 30, "node 1 active")
         for addr in self.addrs[1:]:
@@ -164,6 +166,25 @@ disable_mlock = true
             return None
 
         return str(until(ask, 30, "a leader"))
+
+    def seal(self, addr: str) -> None:
+        """Seal one node; it goes on answering, with 503 "Vault is sealed"."""
+        self.client(addr).sys.seal()
+        until(lambda: self.client(addr).sys.read_seal_status()["sealed"], 15, f"{addr} sealed")
+
+    def unseal(self, addr: str) -> None:
+        """Unseal one node, and wait until autopilot counts every voter healthy again (a
+        node just unsealed has yet to catch up: without it a killed leader has no quorum)."""
+        import hvac
+
+        until(lambda: not hvac.Client(url=addr, timeout=5).sys.submit_unseal_key(self.unseal_key)["sealed"], 30,
+              f"{addr} unsealed")
+
+        def healthy() -> bool:
+            state = self.client(self.leader()).adapter.get("/v1/sys/storage/raft/autopilot/state")
+            return bool(state["data"]["healthy"])
+
+        until(healthy, 60, "every Raft voter healthy", step=0.5)
 
     def kill(self, addr: str, sig: int = signal.SIGKILL) -> None:
         """Kill one node by its pid."""

@@ -1,16 +1,17 @@
-"""The team vault on a real three-node OpenBao Raft cluster: the leader killed while a
-client reads, then every node down. One cluster for the module (it takes ~15 s to
+"""The team vault on a real three-node OpenBao Raft cluster: a sealed node listed first,
+the leader killed while a client reads, then every node down. One cluster for the module (it takes ~15 s to
 elect three voters); the tests run in file order and the last one stops every node."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from baonodes import Bao, bao_binary, remote_config, until
+from baonodes import Bao, Relay, bao_binary, remote_config, until
 from client import errors
 from support import AgentProcess, short_tmpdir
 
@@ -43,6 +44,42 @@ def agent(cluster: Bao) -> Iterator[AgentProcess]:
         yield a
     finally:
         a.cleanup()
+
+
+def test_a_sealed_node_listed_first_is_passed_over(cluster: Bao) -> None:
+    """A sealed standby still answers HTTP, with 503 "Vault is sealed" (to sys/leader too):
+    the agent tries the next node. The sealed node is reached through a relay, to see that
+    it was asked; it is unsealed again before the leader is killed in the next test."""
+    leader = cluster.leader()
+    sealed = next(a for a in cluster.addrs if a != leader)
+    relay = Relay(sealed)
+    home = short_tmpdir()
+    config = home / "config.toml"
+    config.write_text(remote_config("team", [relay.url, *(a for a in cluster.addrs if a != sealed)],
+                                    prefix="ml-team", refresh=3600, max_stale="1h", timeout=2, deadline=6))
+    a = AgentProcess(home=home, env={"CREDENTIAL_AGENT_CONFIG": str(config)}).start()
+    cluster.seal(sealed)
+    try:
+        a.init_passphrase()
+        done = a.cli("remote", "login", "team", input=cluster.token + "\n")
+        assert done.returncode == 0, done.stderr
+        cluster.client(leader).secrets.kv.v2.create_or_update_secret("ml-team/replicate",
+                                                                     secret={"api-key": "r8_" + "s" * 37})
+        with a.client(timeout=30) as c:
+            [status] = c.remote_sync("team")
+            assert status["reachable"] and status["last_node"] in cluster.addrs and status["last_node"] != sealed
+            assert c.get("replicate") == "r8_" + "s" * 37  # written after the login: a fresh read
+        done = a.cli("remote", "status", "--json")
+        assert done.returncode == 0, done.stderr
+        [row] = json.loads(done.stdout)
+        assert row["reachable"] and row["last_node"] == status["last_node"]
+        assert relay.open, "the sealed node, listed first, was never asked"
+        assert cluster.client(sealed).sys.read_seal_status()["sealed"]  # sealed throughout
+    finally:
+        a.cleanup()
+        relay.cut()
+        cluster.unseal(sealed)
+        cluster.client(leader).secrets.kv.v2.delete_metadata_and_all_versions("ml-team/replicate")
 
 
 def read_loop(a: AgentProcess, stop: threading.Event, tally: dict[str, Any]) -> None:
