@@ -262,17 +262,28 @@ class Relay:
         self.sock.listen(64)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.open: list[socket.socket] = []
+        self._lock = threading.Lock()  # cut() against a connection being set up
+        self._cut = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
         while True:
             try:
                 conn, _ = self.sock.accept()
-                node = socket.create_connection(self.upstream, timeout=5)
             except OSError:
                 return
+            try:
+                node = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                conn.close()
+                continue
+            with self._lock:
+                if self._cut:  # accepted just as the relay was cut: it never reaches the node
+                    conn.close()
+                    node.close()
+                    return
+                self.open += [conn, node]
             node.settimeout(None)
-            self.open += [conn, node]
             for a, b in ((conn, node), (node, conn)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -286,8 +297,14 @@ class Relay:
 
     def cut(self) -> None:
         """Refuse new connections and drop the open ones."""
-        self.sock.close()
-        for s in self.open:
+        with self._lock:
+            self._cut = True
+            # shutdown, not only close: a close in this thread leaves the accept() blocked
+            # in the other one listening, so a new connection could still get through
             with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
+                self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.close()
+            for s in self.open:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
