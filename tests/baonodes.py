@@ -154,6 +154,12 @@ disable_mlock = true
 
         until(voters, 60, "three Raft voters", step=0.5)
         self.client(first).sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+        # a new KV v2 mount answers 400 "Upgrading from non-versioned to versioned data" for
+        # a while: ready once a write goes through
+        kv = self.client(first).secrets.kv.v2
+        until(lambda: kv.create_or_update_secret("ready", secret={"ok": "1"}, mount_point="secret"), 60,
+              "the KV v2 mount", step=0.5)
+        kv.delete_metadata_and_all_versions("ready", mount_point="secret")
         return self
 
     def leader(self) -> str:
