@@ -30,8 +30,9 @@ BATCH = 100
 MUTANTS = 7  # byte-level mutants sent after each generated case: cheap extra cases
 BYSTANDER = "bystander-value-0123456789"
 # ops fuzzed only with broken args: valid ones would end the run (stop, lock), or
-# re-encrypt the vault and pay scrypt plus the growing wrong-passphrase delay (rotate_key)
-_DISRUPTIVE = frozenset({"stop", "lock", "rotate_key"})
+# re-wrap the key and pay scrypt plus the growing wrong-passphrase delay (rotate_key,
+# rekey, recovery_code and recover: a random passphrase or code is a wrong one)
+_DISRUPTIVE = frozenset({"stop", "lock", "rotate_key", "rekey", "recovery_code", "recover"})
 _EDGES = (0, 1, protocol.MAX_FRAME, protocol.MAX_FRAME + 1, 2**32 - 1)
 
 
@@ -309,6 +310,8 @@ def disruptive(data: bytes) -> bool:
         except errors.AgentError:
             continue
         if req.op in _DISRUPTIVE:
+            return True
+        if req.op == "unlock" and req.args.get("lock_after") is not None:  # the agent locks itself after it
             return True
     return False
 
