@@ -39,8 +39,9 @@ def _iso(ts: float | None) -> str | None:
         return None
 
 
-class CredentialService:
-    """Store, fetch and manage API credentials through the credential agent."""
+class _ThroughAgent:
+    """What both original classes are: a ``Client`` of the agent (given, or made for
+    ``path`` and ``timeout``), shown by it."""
 
     def __init__(self, client: Client | None = None, *, path: str | os.PathLike[str] | None = None,
                  timeout: float | None = None) -> None:
@@ -49,7 +50,11 @@ class CredentialService:
         self.client = client
 
     def __repr__(self) -> str:
-        return f"CredentialService({self.client!r})"
+        return f"{type(self).__name__}({self.client!r})"
+
+
+class CredentialService(_ThroughAgent):
+    """Store, fetch and manage API credentials through the credential agent."""
 
     def _fail(self, action: str, platform: str, e: errors.AgentError) -> None:
         # the message of an AgentError never contains a value
@@ -137,7 +142,7 @@ class CredentialService:
         return validation.is_valid_credential(platform, credential_value)
 
 
-class SecureStorage:
+class SecureStorage(_ThroughAgent):
     """The original ``SecureStorage``: ``encrypt``/``decrypt`` run in the agent, under its
     vault's key, which never leaves it (as ssh-agent signs without handing out keys).
 
@@ -145,15 +150,6 @@ class SecureStorage:
     ``client.InvalidToken`` for a token of another vault or one altered, and the other
     ``client.AgentError``s.
     """
-
-    def __init__(self, client: Client | None = None, *, path: str | os.PathLike[str] | None = None,
-                 timeout: float | None = None) -> None:
-        if client is None:
-            client = Client(path) if timeout is None else Client(path, timeout=timeout)
-        self.client = client
-
-    def __repr__(self) -> str:
-        return f"SecureStorage({self.client!r})"
 
     def encrypt(self, data: str) -> bytes:
         return self.client.encrypt(data)
