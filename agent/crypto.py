@@ -40,7 +40,12 @@ __all__ = [
     "reseal_data_key",
     "encrypt_data",
     "decrypt_data",
+    "SEALED_META",
+    "seal_meta",
+    "unseal_meta",
     "KdfParams",
+    "pack_kdf",
+    "unpack_kdf",
     "wrap_key",
     "unwrap_key",
     "DEFAULT_KDF",
@@ -62,7 +67,7 @@ class SecureStorage:
         self._key = key
 
     def master_key(self) -> bytes:
-        """The key itself, to wrap it under another key source (agent.keyswitch); nothing else."""
+        """The key itself, to wrap it under another key source (agent.state.masterkey); nothing else."""
         return self._key
 
     def __repr__(self) -> str:
@@ -162,6 +167,24 @@ def decrypt_data(storage: SecureStorage, token: bytes) -> str:
     return data
 
 
+# Vault meta named so holds a value sealed under the master key (a team vault's token):
+# re-sealed with the rows by a rotation, bound to its name. No credential row can take
+# such a name (a platform name has no "/").
+SEALED_META: Final = "sealed/"
+
+
+def seal_meta(storage: SecureStorage, name: str, payload: str) -> bytes:
+    """The vault meta entry ``name`` (under ``SEALED_META``): ``payload`` sealed, bound to its name."""
+    return seal(storage, "", "meta", name, payload)
+
+
+def unseal_meta(storage: SecureStorage, name: str, token: bytes) -> str:
+    payload = unseal(storage, "", "meta", name, token)
+    if not isinstance(payload, str):
+        raise errors.IntegrityError(f"the sealed meta {name} is not text")
+    return payload
+
+
 @dataclasses.dataclass(frozen=True)
 class KdfParams:
     """scrypt parameters, stored beside the wrapped key so they can grow later."""
@@ -172,21 +195,41 @@ class KdfParams:
     p: int
 
 
-# 2**17 x 8 x 128 B = 128 MiB and ~0.4 s per try here: the OWASP scrypt
-# recommendation. Stored per vault, so a later default only affects new vaults.
+# 2**17 x 8 x 128 B = 128 MiB per try, the OWASP scrypt recommendation: 0.4-0.5 s on an
+# idle core of the 2-core development VM, 0.7-0.8 s while both cores are busy.
+# Stored per vault, so a later default only affects new vaults.
 DEFAULT_KDF: Final = (2**17, 8, 1)
+
+
+def pack_kdf(params: KdfParams) -> bytes:
+    """The parameters as the vault keeps them beside a wrapped key."""
+    packed: bytes = msgpack.packb([params.salt, params.n, params.r, params.p])
+    return packed
+
+
+def unpack_kdf(raw: bytes) -> KdfParams:
+    try:
+        salt, n, r, p = msgpack.unpackb(raw)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        raise errors.IntegrityError("the stored key-derivation parameters are damaged") from None
+    return KdfParams(salt, n, r, p)
 
 
 def _derive(passphrase: str, params: KdfParams) -> Fernet:
     from cryptography.fernet import Fernet
 
     # hashlib's scrypt (OpenSSL, RFC 7914, same output as cryptography's) releases the
-    # GIL; cryptography's holds it for the whole ~0.5 s, which would stall every other
-    # client of the agent while someone types a passphrase.
+    # GIL; cryptography's holds it for the whole derivation (DEFAULT_KDF's time),
+    # which would stall every other client of the agent while someone types a passphrase.
     maxmem = 2 * 128 * params.r * params.n + 1024 * 1024
     raw = hashlib.scrypt(
         passphrase.encode("utf-8", "surrogatepass"),
-        salt=params.salt, n=params.n, r=params.r, p=params.p, maxmem=maxmem, dklen=32,
+        salt=params.salt,
+        n=params.n,
+        r=params.r,
+        p=params.p,
+        maxmem=maxmem,
+        dklen=32,
     )
     return Fernet(base64.urlsafe_b64encode(raw))
 

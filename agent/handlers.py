@@ -1,9 +1,12 @@
 """One handler per op of ``client.protocol.OPS``; the table ``HANDLERS`` routes them.
 
-A handler gets the agent, the checked arguments and the peer, turns the wire
-arguments into a typed call of ``agent.state.Agent``, and returns a result (the
-fast path: no task, no await) or an awaitable. It raises the typed errors;
-``agent.transport.connection`` turns them into replies.
+A handler gets the agent, the arguments ``client.protocol`` has checked against the
+op's table and the peer, turns them into a typed call (of ``agent.state.Agent``, or of
+the team vaults, ``agent.remotes``, for a request that names a remote or a name the
+local vault does not hold), and returns a result (the fast path: no task, no await)
+or an awaitable. It raises the typed errors; ``agent.transport.connection`` turns
+them into replies, in one place. ``make_dispatch`` adds the audit record of the ops
+``agent.audit.AUDITED`` names, for success and failure alike.
 """
 
 from __future__ import annotations
@@ -16,16 +19,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
-from agent import audit, autolock, encryption, keyswitch, renaming
+from agent import audit, autolock
 from agent.keys import passphrase
 from agent.remotes import listing, team, writes
-from agent.replacing import KEEP
-from agent.state import Agent, Key
+from agent.state import KEEP, Agent, Key
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
 from client import errors, protocol
 from client.names import canonical_platform
-from client.validation import DEFAULT_TYPE, check_credential, check_name
+from client.validation import DEFAULT_TYPE, check_credential, check_key, check_name
 
 __all__ = ["HANDLERS", "make_dispatch"]
 
@@ -87,7 +89,7 @@ def op_init(a: Agent, args: Args, peer: Peer) -> Any:
 
 def op_unlock(a: Agent, args: Args, peer: Peer) -> Any:
     lock_after = args.get("lock_after")
-    if lock_after is None and not keyswitch.unfinished(a):
+    if lock_after is None and not a.rekey_unfinished:
         return a.unlock(args.get("passphrase"))
     if lock_after is not None and not (math.isfinite(lock_after) and 0 < lock_after <= autolock.MAX_BOUND):
         raise errors.BadRequest(f"lock_after must be a number of seconds above 0 and at most {autolock.MAX_BOUND:.0f}")
@@ -96,7 +98,7 @@ def op_unlock(a: Agent, args: Args, peer: Peer) -> Any:
 
 async def _unlock_then(a: Agent, passphrase: str | None, lock_after: float | None) -> None:
     await a.unlock(passphrase)
-    await keyswitch.finish(a)  # what a switch of key source that crashed left of the old one
+    await a.finish_rekey()  # what a switch of key source that crashed left of the old one
     if lock_after is not None and not a.locked:  # a lock that won meanwhile holds
         a.autolock.bound(float(lock_after))
 
@@ -115,24 +117,38 @@ def _team(a: Agent) -> team.Remotes | None:
 def _named(a: Agent, args: Args) -> team.Remotes:
     remotes = _team(a)
     if remotes is None:
-        raise errors.BadRequest(f"no remote named {args.get('remote', '')!r}: the config file names none "
-                                "([remote.NAME] tables)")
+        raise errors.BadRequest(
+            f"no remote named {args.get('remote', '')!r}: the config file names none ([remote.NAME] tables)"
+        )
     return remotes
 
 
 def _write(a: Agent, args: Args, *, must_exist: bool) -> Any:
     if "remote" in args:
-        key = (check_name(canonical_platform(args["platform"])),
-               check_name(args.get("credential_type", DEFAULT_TYPE), "credential type"))
+        key = check_key(canonical_platform(args["platform"]), args.get("credential_type", DEFAULT_TYPE))
         if len(args["value"]) > protocol.MAX_VALUE:
             raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
         if args.get("validate", True):
             check_credential(key[0], args["value"], key[1])
-        return writes.write(_named(a, args), args["remote"], key, args["value"], args.get("metadata"),
-                            args.get("expires_at", KEEP), must_exist)
-    return a.write(_key(args), args["value"], metadata=args.get("metadata"), expires_at=args.get("expires_at", KEEP),
-                   validate=args.get("validate", True), must_exist=must_exist, keep=args.get("keep", False),
-                   merge=args.get("merge_metadata", False))
+        return writes.write(
+            _named(a, args),
+            args["remote"],
+            key,
+            args["value"],
+            args.get("metadata"),
+            args.get("expires_at", KEEP),
+            must_exist,
+        )
+    return a.write(
+        _key(args),
+        args["value"],
+        metadata=args.get("metadata"),
+        expires_at=args.get("expires_at", KEEP),
+        validate=args.get("validate", True),
+        must_exist=must_exist,
+        keep=args.get("keep", False),
+        merge=args.get("merge_metadata", False),
+    )
 
 
 def op_store(a: Agent, args: Args, peer: Peer) -> Any:
@@ -177,15 +193,14 @@ async def _get_locked(a: Agent, key: Key, expiry: bool) -> Any:
 
 def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
     if "remote" in args:
-        key = (check_name(canonical_platform(args["platform"])),
-               check_name(args.get("credential_type", DEFAULT_TYPE), "credential type"))
+        key = check_key(canonical_platform(args["platform"]), args.get("credential_type", DEFAULT_TYPE))
         return writes.delete(_named(a, args), args["remote"], key)
     return a.delete(_key(args))
 
 
 def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
     new = (args["new_platform"], args.get("new_credential_type", DEFAULT_TYPE))
-    return renaming.rename(a, _key(args), new, replace=args.get("replace", False))
+    return a.rename(_key(args), new, replace=args.get("replace", False))
 
 
 def op_list(a: Agent, args: Args, peer: Peer) -> Any:
@@ -196,9 +211,10 @@ def op_list(a: Agent, args: Args, peer: Peer) -> Any:
     elif offset < 0 or (limit is not None and limit < 0):
         raise errors.BadRequest("list offset and limit must not be negative")
     else:  # the whole listing, local and team keys in name order, then the page
-        entries = sorted(a.list() + listing.entries(remotes, a.entries),
-                         key=lambda e: (e["platform"], e["credential_type"]))
-        entries = entries[offset:] if limit is None else entries[offset:offset + limit]
+        entries = sorted(
+            a.list() + listing.entries(remotes, a.entries), key=lambda e: (e["platform"], e["credential_type"])
+        )
+        entries = entries[offset:] if limit is None else entries[offset : offset + limit]
     for entry in entries:
         entry.setdefault("source", "local")
     return entries
@@ -258,37 +274,49 @@ async def op_audit(a: Agent, args: Args, peer: Peer) -> Any:
         raise errors.BadRequest("since must be a finite, non-negative timestamp")
     platform = args.get("platform")
     rows = await a.audit.read(since, None if platform is None else canonical_platform(platform), limit, args.get("by"))
-    fields = ("time", "op", "platform", "credential_type", "pid", "uid", "exe", "result", "count", "last_time",
-              "caller", "command")
+    fields = (
+        "time",
+        "op",
+        "platform",
+        "credential_type",
+        "pid",
+        "uid",
+        "exe",
+        "result",
+        "count",
+        "last_time",
+        "caller",
+        "command",
+    )
     result = [dict(zip(fields, r, strict=True)) for r in rows]
     while result and not protocol.fits_in_frame(result):
-        result = result[len(result) // 2:]  # keep the newest rows (the list is oldest first)
+        result = result[len(result) // 2 :]  # keep the newest rows (the list is oldest first)
     return result
 
 
 async def op_rotate_key(a: Agent, args: Args, peer: Peer) -> Any:
     result = await a.rotate_key(args.get("passphrase"), args.get("new_passphrase"))
-    return {**result, "recovery_code_dropped": await keyswitch.drop_recovery_code(a)}
+    return {**result, "recovery_code_dropped": await a.drop_recovery_code()}
 
 
 def op_rekey(a: Agent, args: Args, peer: Peer) -> Any:
-    return keyswitch.rekey(a, args["key_source"], args.get("passphrase"), args.get("new_passphrase"))
+    return a.rekey(args["key_source"], args.get("passphrase"), args.get("new_passphrase"))
 
 
 def op_recovery_code(a: Agent, args: Args, peer: Peer) -> Any:
-    return keyswitch.make_recovery_code(a, args.get("passphrase"))
+    return a.make_recovery_code(args.get("passphrase"))
 
 
 def op_recover(a: Agent, args: Args, peer: Peer) -> Any:
-    return keyswitch.recover(a, args["code"], args["key_source"], args.get("new_passphrase"))
+    return a.recover(args["code"], args["key_source"], args.get("new_passphrase"))
 
 
 def op_encrypt(a: Agent, args: Args, peer: Peer) -> Any:
-    return encryption.encrypt(a, args["data"])
+    return a.encrypt(args["data"])
 
 
 def op_decrypt(a: Agent, args: Args, peer: Peer) -> Any:
-    return encryption.decrypt(a, args["token"])
+    return a.decrypt(args["token"])
 
 
 HANDLERS: Mapping[str, Handler] = {

@@ -22,6 +22,7 @@ __all__ = [
     "RULES",
     "rules_for",
     "check_name",
+    "check_key",
     "check_credential",
     "check_metadata",
     "is_valid_credential",
@@ -107,6 +108,11 @@ def check_name(name: object, what: str = "platform") -> str:
             f"invalid {what} name: use 1 to {MAX_NAME} ASCII letters, digits, '-' or '_'"
         )
     return name
+
+
+def check_key(platform: object, credential_type: object) -> tuple[str, str]:
+    """A credential's name, ``(platform, credential_type)``, if both parts are legal names, else raise."""
+    return check_name(platform), check_name(credential_type, "credential type")
 
 
 def check_metadata(metadata: object) -> dict[str, object]:

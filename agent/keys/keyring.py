@@ -256,7 +256,7 @@ async def probe(deadline: float = DEFAULT_DEADLINE) -> str:
     return await _in_thread(call, deadline)
 
 
-# meta keys a rotation leaves while it runs (see agent.rotation): the new entry
+# meta keys a rotation leaves while it runs (see agent.state.masterkey): the new entry
 # before it is committed, the old one after
 _LEFTOVERS: Final = ("pending_key_account", "stale_key_account")
 

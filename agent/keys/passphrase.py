@@ -85,7 +85,7 @@ class PassphraseSource:
 
     async def _wrap(self, key: bytes, passphrase: str) -> dict[str, bytes]:
         params, wrapped = await asyncio.to_thread(crypto.wrap_key, key, passphrase)
-        return {"kdf": msgpack.packb([params.salt, params.n, params.r, params.p]), "wrapped_key": wrapped}
+        return {"kdf": crypto.pack_kdf(params), "wrapped_key": wrapped}
 
     async def create(self, key: bytes, vault_id: str, passphrase: str | None) -> tuple[dict[str, bytes], str | None]:
         if not passphrase:
@@ -98,8 +98,7 @@ class PassphraseSource:
         raw_kdf, wrapped = self.meta.get("kdf"), self.meta.get("wrapped_key")
         if raw_kdf is None or wrapped is None:
             raise errors.IntegrityError("the vault has no wrapped key")
-        salt, n, r, p = msgpack.unpackb(raw_kdf)
-        params = crypto.KdfParams(salt, n, r, p)
+        params = crypto.unpack_kdf(raw_kdf)
         async with self._turn:  # one attempt at a time: no parallel guessing
             wait = self._next - time.monotonic()
             if wait > 0:

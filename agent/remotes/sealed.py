@@ -3,14 +3,14 @@
 ``sealed/remote-token/NAME`` holds the token; after an AppRole login,
 ``sealed/remote-approle/NAME`` holds its role and secret ids, so the agent can log in
 again by itself. No credential can take such a name, ``ls`` never shows it, and key
-rotation re-seals it with the rows (``agent.rotation``).
+rotation re-seals it with the rows (``agent.state.resealing``).
 """
 
 from __future__ import annotations
 
 import json
 
-from agent import rotation
+from agent import crypto
 from agent.crypto import SecureStorage
 from agent.remotes import AppRole
 from client import errors
@@ -19,29 +19,29 @@ __all__ = ["token_meta", "approle_meta", "seal_token", "unseal_token", "seal_app
 
 
 def token_meta(name: str) -> str:
-    return f"{rotation.SEALED_META}remote-token/{name}"
+    return f"{crypto.SEALED_META}remote-token/{name}"
 
 
 def approle_meta(name: str) -> str:
-    return f"{rotation.SEALED_META}remote-approle/{name}"
+    return f"{crypto.SEALED_META}remote-approle/{name}"
 
 
 def seal_token(storage: SecureStorage, name: str, token: str) -> bytes:
-    return rotation.seal_meta(storage, token_meta(name), token)
+    return crypto.seal_meta(storage, token_meta(name), token)
 
 
 def unseal_token(storage: SecureStorage, name: str, sealed: bytes) -> str:
-    return rotation.unseal_meta(storage, token_meta(name), sealed)
+    return crypto.unseal_meta(storage, token_meta(name), sealed)
 
 
 def seal_approle(storage: SecureStorage, name: str, approle: AppRole) -> bytes:
     payload = json.dumps({"role_id": approle.role_id, "secret_id": approle.secret_id})
-    return rotation.seal_meta(storage, approle_meta(name), payload)
+    return crypto.seal_meta(storage, approle_meta(name), payload)
 
 
 def unseal_approle(storage: SecureStorage, name: str, sealed: bytes) -> AppRole:
     try:
-        data = json.loads(rotation.unseal_meta(storage, approle_meta(name), sealed))
+        data = json.loads(crypto.unseal_meta(storage, approle_meta(name), sealed))
         return AppRole(str(data["role_id"]), str(data["secret_id"]))
     except (ValueError, KeyError, TypeError):
         raise errors.IntegrityError(f"the sealed meta {approle_meta(name)} is not an AppRole") from None

@@ -1,113 +1,48 @@
-"""The team vaults as the agent uses them: resolution, the token in the local vault,
-write-through with check-and-set, the background refresh and token renewal, status.
+"""The team vaults as the agent uses them: resolution (local first, then each remote in
+order), reads through the cache, the background loop that refreshes caches and tends
+tokens, and the agent's hooks (``unlocked``, ``forget``).
 
 Rules of this module:
-- every remote call runs in a worker thread of its remote (``openbao.Nodes``) under
-  the remote's ``deadline``: the event loop and other clients never wait on a node;
-- the token is sealed in the local vault's meta (``agent.remotes.sealed``), opened
-  at unlock and dropped at lock; a locked agent makes no call that needs it;
-- after an AppRole login its role and secret ids are sealed beside it: a token that
-  can no longer be renewed (its max TTL reached, or refused) is replaced by a new
-  login, with no one at the keyboard;
-- what a call started before a lock returns is thrown away (``Remote.epoch``);
-- ``openbao`` (and with it hvac) is imported on the first remote call, so an agent
-  whose config names no remote never loads it.
+- one ``Remote`` (``agent.remotes.remote``) per ``[remote.NAME]`` makes every call to
+  its nodes, in its worker threads, under its deadline;
+- the token's life (login, lookup, renewal, a new AppRole login) is
+  ``agent.remotes.tokens``'s; writes are ``agent.remotes.writes``'s;
+- a refresh lists the upstream names, compares versions and reads what changed; a
+  path the policy denies spoils no other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from collections.abc import Mapping
+from typing import Any, Final
 
 from agent.crypto import SecureStorage
-from agent.remotes import AppRole, RemoteOptions, Secret, TokenInfo
-from agent.remotes.cache import Cache, span
-from agent.remotes.sealed import approle_meta, seal_approle, seal_token, token_meta, unseal_approle, unseal_token
-from agent.state import Agent, Key
+from agent.remotes import RemoteOptions, Secret, tokens
+from agent.remotes.cache import span
+from agent.remotes.remote import Remote
+from agent.state import Key
+from agent.state.credentials import missing
+from agent.state.lockstate import LockState
 from client import errors
-from client.validation import check_name
-
-if TYPE_CHECKING:
-    from agent.remotes.openbao import Nodes
+from client.validation import check_key, check_name
 
 __all__ = ["Remote", "Remotes", "EXPIRES_KEY", "legal", "expires"]
 
 log = logging.getLogger("agent.remotes")
-T = TypeVar("T")
-WORKERS: Final = 4  # concurrent calls per remote (a refresh reads secrets in parallel)
 EXPIRES_KEY: Final = "expires_at"  # in custom_metadata: the agent's expiry, a Unix time
 _MISS, _FETCH = object(), object()
-
-
-class Remote:
-    """One ``[remote.NAME]``: its nodes, cache, token (while unlocked) and what status reports."""
-
-    def __init__(self, options: RemoteOptions) -> None:
-        self.options = options
-        self.name = options.name
-        self.cache = Cache(options.refresh, options.max_stale)
-        self.pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix=f"remote-{self.name}")
-        self._nodes: Nodes | None = None
-        self.token: str | None = None
-        self.approle: AppRole | None = None  # while unlocked, after an AppRole login: to log in again
-        self.epoch = 0  # counts locks: results of calls begun before one are dropped
-        self.reachable: bool | None = None  # None: not asked yet
-        self.last_ok: float | None = None  # monotonic time a node last answered
-        self.last_error: str | None = None
-        self.token_expires: float | None = None  # monotonic; None: unknown or never
-        self.token_ttl: float | None = None  # the TTL the last lookup or renewal gave
-        self.renewable = False
-        self.renew_at: float | None = None
-        self.renewals = 0
-        self.relogins = 0  # AppRole logins the agent made by itself
-        self.creation_ttl = 0.0  # what a renewal gives back until the token's max TTL caps it
-        self.needs_lookup = False
-        self.next_sync = 0.0
-
-    def __repr__(self) -> str:
-        return f"Remote({self.name!r}, token={'held' if self.token else 'none'}, {self.cache!r})"
-
-    @property
-    def nodes_if_made(self) -> Nodes | None:
-        return self._nodes
-
-    @property
-    def nodes(self) -> Nodes:
-        if self._nodes is None:
-            from agent.remotes.openbao import Nodes
-
-            self._nodes = Nodes(self.options)
-        return self._nodes
-
-    def set_ttl(self, ttl: float, renewable: bool, now: float) -> None:
-        self.token_ttl, self.renewable = ttl, renewable
-        ends = ttl > 0 or self.creation_ttl > 0  # a TTL of 0 is "never", unless the token was made with one
-        self.token_expires = now + ttl if ends else None
-        # renew (or, for an AppRole, log in again) at 2/3 of the TTL, as Vault's own agent
-        # does; never more often than every second
-        due = ttl > 0 and (renewable or self.approle is not None)
-        self.renew_at = now + max(1.0, ttl * 2 / 3) if due else None
-
-    def forget(self) -> None:
-        self.token = self.approle = None
-        self.epoch += 1
-        if self._nodes is not None:
-            self._nodes.epoch += 1  # a call under way sends no further request
-        self.cache.clear()
-        self.token_expires = self.token_ttl = self.renew_at = None
 
 
 class Remotes:
     """Every remote of the config, in resolution order (after the local vault)."""
 
-    def __init__(self, agent: Agent, options: tuple[RemoteOptions, ...]) -> None:
+    def __init__(self, agent: LockState, options: tuple[RemoteOptions, ...]) -> None:
         self.agent = agent
-        self.remotes = [Remote(o) for o in options]
+        self.remotes = [Remote(o, agent) for o in options]
         self.by_name = {r.name: r for r in self.remotes}
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -137,19 +72,7 @@ class Remotes:
 
     def unlocked(self, storage: SecureStorage) -> None:
         for r in self.remotes:
-            sealed = self.agent.meta.get(token_meta(r.name))
-            if sealed is None:
-                continue
-            try:
-                r.token = unseal_token(storage, r.name, sealed)
-                approle = self.agent.meta.get(approle_meta(r.name))
-                r.approle = None if approle is None else unseal_approle(storage, r.name, approle)
-            except errors.IntegrityError:
-                log.error("the token of remote %s failed its integrity check; run `agent remote login %s`",
-                          r.name, r.name)
-                r.token = r.approle = None
-                continue
-            r.needs_lookup, r.next_sync = True, 0.0
+            tokens.open_sealed(r, storage)
         self.wake()
 
     def wake(self) -> None:
@@ -183,9 +106,9 @@ class Remotes:
         now = time.monotonic()
         try:
             if r.needs_lookup:
-                await self._lookup(r)
+                await tokens.lookup(r)
             if r.renew_at is not None and now >= r.renew_at:
-                await self._renew(r)
+                await tokens.renew(r)
             if now >= r.next_sync:
                 await self.sync_one(r)
         except errors.AgentError as e:
@@ -193,112 +116,6 @@ class Remotes:
             r.next_sync = time.monotonic() + min(r.options.refresh, 5.0)  # retry soon, not in a tight loop
             if r.renew_at is not None and r.renew_at <= time.monotonic():
                 r.renew_at = time.monotonic() + 1.0
-
-    async def _lookup(self, r: Remote) -> None:
-        token, epoch = self.token_for(r), r.epoch
-        try:
-            info = await self.call(r, epoch, lambda d: r.nodes.lookup_self(token, d))
-        except errors.RemoteDenied:
-            if r.approle is None:
-                raise
-            await self._relogin(r, "its token is no longer valid")
-            return
-        if info.ttl <= 0 < info.creation_ttl and r.approle is not None:  # at its very end
-            await self._relogin(r, "its token expires now")
-            return
-        r.needs_lookup, r.creation_ttl = False, info.creation_ttl
-        r.set_ttl(info.ttl, info.renewable, time.monotonic())
-
-    async def _renew(self, r: Remote) -> None:
-        if not r.renewable:  # an AppRole's token that is not renewable: log in again instead
-            await self._relogin(r, "its token is not renewable")
-            return
-        token, epoch = self.token_for(r), r.epoch
-        try:
-            ttl = await self.call(r, epoch, lambda d: r.nodes.renew_self(token, d))
-        except (errors.RemoteDenied, errors.RemoteUnavailable):  # past its max TTL: a 500, then a 403
-            if r.approle is None:
-                raise
-            await self._relogin(r, "its token could not be renewed")
-            return
-        r.renewals += 1
-        r.set_ttl(ttl, r.renewable, time.monotonic())
-        log.info("remote %s: token renewed (TTL %.0f s)", r.name, ttl)
-        if 0 < r.creation_ttl and ttl < r.creation_ttl:  # cut short by its max TTL: no renewal goes past it
-            if r.approle is not None:
-                await self._relogin(r, "its token reached its max TTL")
-            else:
-                log.warning("remote %s: the token reaches its max TTL in %.0f s; then run `agent remote login %s`",
-                            r.name, ttl, r.name)
-
-    async def _relogin(self, r: Remote, why: str) -> None:
-        """A new token from the AppRole kept sealed, in place of one that cannot be renewed."""
-        assert r.approle is not None
-        await self._sign_in(r, None, r.approle)
-        r.relogins += 1
-        log.info("remote %s: logged in again with its AppRole (%s)", r.name, why)
-
-    async def _sign_in(self, r: Remote, token: str | None, approle: AppRole | None) -> TokenInfo:
-        """Check the token (or get one for ``approle``), seal it in the vault, hold it."""
-        epoch = r.epoch
-        if approle is not None:
-            token = await self.call(r, epoch, lambda d: r.nodes.approle_login(approle.role_id, approle.secret_id, d))
-        assert token is not None
-        given = token
-        info = await self.call(r, epoch, lambda d: r.nodes.lookup_self(given, d))
-        async with self.agent._writing() as storage:  # sealed under the key current then: a rotation waits
-            sealed = {token_meta(r.name): seal_token(storage, r.name, given)}
-            if approle is not None:
-                sealed[approle_meta(r.name)] = seal_approle(storage, r.name, approle)
-            await self.agent.meta.save(sealed)
-            if approle is None and self.agent.meta.get(approle_meta(r.name)) is not None:
-                await self.agent.meta.drop(approle_meta(r.name))  # a token given by hand replaces the AppRole
-        if self.agent.locked or r.epoch != epoch:
-            raise errors.Locked("the agent was locked during the login; the token is kept for the next unlock")
-        r.token, r.approle, r.needs_lookup, r.creation_ttl = given, approle, False, info.creation_ttl
-        r.set_ttl(info.ttl, info.renewable, time.monotonic())
-        return info
-
-    # --- calls ----------------------------------------------------------------------------
-    def token_for(self, r: Remote) -> str:
-        if self.agent.locked:
-            raise errors.Locked()
-        if r.token is None:
-            raise errors.RemoteDenied(f"remote {r.name!r} has no token; run `agent remote login {r.name}`")
-        return r.token
-
-    async def call(self, r: Remote, epoch: int, fn: Callable[[float], T]) -> T:
-        """``fn(deadline)`` in a worker thread; at most the remote's deadline, whatever the nodes do."""
-        if r.epoch != epoch or self.agent.locked:
-            raise errors.Locked()
-        limit = r.options.deadline
-        deadline = time.monotonic() + limit
-
-        def guarded(deadline: float) -> T:  # a call queued before a lock never starts after it
-            if r.epoch != epoch:
-                raise errors.Locked()
-            return fn(deadline)
-
-        future = asyncio.get_running_loop().run_in_executor(r.pool, guarded, deadline)
-        try:
-            result = await asyncio.wait_for(future, limit)
-        except TimeoutError:
-            r.reachable, r.last_error = False, f"no answer within {limit:g} s"
-            raise errors.RemoteUnavailable(f"remote {r.name!r}: no node answered within {limit:g} s") from None
-        except errors.RemoteUnavailable as e:
-            r.reachable, r.last_error = False, e.message
-            raise
-        except errors.AgentError as e:
-            self._answered(r)
-            r.last_error = e.message
-            raise
-        if r.epoch != epoch:
-            raise errors.Locked("the agent was locked while the team vault answered; its answer was dropped")
-        self._answered(r)
-        return result
-
-    def _answered(self, r: Remote) -> None:
-        r.reachable, r.last_ok, r.last_error = True, time.monotonic(), None
 
     # --- reads ----------------------------------------------------------------------------
     def _lookup_cached(self, r: Remote, key: Key, now: float) -> Any:
@@ -323,10 +140,9 @@ class Remotes:
         raise self.not_found(key)
 
     def not_found(self, key: Key) -> errors.NotFound:
-        check_name(key[0])
-        check_name(key[1], "credential type")
+        check_key(*key)
         names = ", ".join(r.name for r in self.remotes if r.token) or "none logged in"
-        return errors.NotFound(f"no credential {key[0]}/{key[1]} (local vault, remotes: {names})")
+        return missing(key, f" (local vault, remotes: {names})")
 
     def _shaped(self, r: Remote, key: Key, value: str, expiry: bool) -> Any:
         self.agent.autolock.last_use = time.monotonic()
@@ -336,8 +152,7 @@ class Remotes:
         return value if when is None else {"value": value, "expires_at": when}
 
     async def _fetch_get(self, key: Key, expiry: bool) -> Any:
-        check_name(key[0])
-        check_name(key[1], "credential type")
+        check_key(*key)
         failure: errors.AgentError | None = None
         for r in self.remotes:
             if r.token is None:
@@ -363,11 +178,12 @@ class Remotes:
         why = (r.nodes_if_made and r.nodes_if_made.last_error) or e.message
         return errors.RemoteUnavailable(
             f"remote {r.name!r} is unreachable and its cached copy of {platform} is {span(age)} old, past "
-            f"max_stale ({span(r.options.max_stale)}): not served (last error: {why})")
+            f"max_stale ({span(r.options.max_stale)}): not served (last error: {why})"
+        )
 
     async def read(self, r: Remote, platform: str) -> Secret | None:
-        token, epoch = self.token_for(r), r.epoch
-        secret = await self.call(r, epoch, lambda d: r.nodes.read(token, platform, d))
+        token, epoch = r.token_for(), r.epoch
+        secret = await r.call(epoch, lambda d: r.nodes.read(token, platform, d))
         if secret is None:
             r.cache.drop(platform, time.monotonic())
         else:
@@ -376,9 +192,9 @@ class Remotes:
 
     async def sync_one(self, r: Remote) -> None:
         """Refresh the whole cache: list, compare versions, read what changed."""
-        token, epoch = self.token_for(r), r.epoch
+        token, epoch = r.token_for(), r.epoch
         r.next_sync = time.monotonic() + r.options.refresh
-        names = await self.call(r, epoch, lambda d: r.nodes.names(token, d))
+        names = await r.call(epoch, lambda d: r.nodes.names(token, d))
         platforms = [n for n in names if legal(n)]
 
         async def one(platform: str) -> None:
@@ -390,12 +206,11 @@ class Remotes:
                 r.cache.denied.add(platform)
 
         async def update(platform: str) -> None:
-            meta = await self.call(r, epoch, lambda d: r.nodes.meta(token, platform, d))
+            meta = await r.call(epoch, lambda d: r.nodes.meta(token, platform, d))
             cached = r.cache.secrets.get(platform)
             if meta is None or meta.deleted:
                 r.cache.drop(platform, time.monotonic())
-            elif cached is not None and cached.secret.version == meta.version and \
-                    cached.secret.custom == meta.custom:
+            elif cached is not None and cached.secret.version == meta.version and cached.secret.custom == meta.custom:
                 r.cache.confirm(platform, time.monotonic())  # unchanged: no read
             else:
                 await self.read(r, platform)
@@ -421,17 +236,10 @@ class Remotes:
 
     async def login(self, name: str, token: str | None, role_id: str | None, secret_id: str | None) -> dict[str, Any]:
         await self.agent.storage()
-        r = self.named(name)
-        if (token is None) == (role_id is None) or (role_id is not None) != (secret_id is not None):
-            raise errors.BadRequest("give a token, or an AppRole's role_id and secret_id")
-        approle = AppRole(role_id, secret_id) if role_id is not None and secret_id is not None else None
-        info = await self._sign_in(r, token, approle)
-        r.next_sync = 0.0  # a refresh now, with what this token may read
+        result = await tokens.login(self.named(name), token, role_id, secret_id)
         self.wake()
-        how = "with its AppRole" if approle else "with a token"
-        log.info("remote %s: logged in %s (policies %s)", name, how, ", ".join(info.policies))
-        return {"remote": name, "ttl_s": info.ttl, "renewable": info.renewable, "policies": list(info.policies),
-                "auth": "approle" if approle else "token"}
+        return result
+
 
 def legal(name: str) -> bool:
     """Whether a name seen upstream is one the agent can serve (others are skipped)."""

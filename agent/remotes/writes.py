@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.remotes import Secret
-from agent.remotes.team import EXPIRES_KEY, Remote, Remotes
+from agent.remotes.remote import Remote
+from agent.remotes.team import EXPIRES_KEY, Remotes
 from agent.state import Key
+from agent.state.credentials import missing
 from client import errors
 
 __all__ = ["write", "delete"]
@@ -27,17 +29,24 @@ async def _current(remotes: Remotes, r: Remote, platform: str) -> Secret | None:
     return cached.secret if cached is not None else await remotes.read(r, platform)
 
 
-async def write(remotes: Remotes, name: str, key: Key, value: str, metadata: Mapping[str, Any] | None,
-                expires_at: Any, must_exist: bool) -> dict[str, Any]:
+async def write(
+    remotes: Remotes,
+    name: str,
+    key: Key,
+    value: str,
+    metadata: Mapping[str, Any] | None,
+    expires_at: Any,
+    must_exist: bool,
+) -> dict[str, Any]:
     await remotes.agent.storage()
     r = remotes.named(name)
-    token = remotes.token_for(r)
+    token = r.token_for()
     if metadata is not None and not all(isinstance(v, str) for v in metadata.values()):
         raise errors.BadRequest("metadata of a team key is the secret's custom_metadata: string values only")
     current = await _current(remotes, r, key[0])
     values = dict(current.values) if current else {}
     if must_exist and key[1] not in values:
-        raise errors.NotFound(f"no credential {key[0]}/{key[1]} in remote {name!r} to update")
+        raise missing(key, f" in remote {name!r} to update")
     custom: dict[str, str] | None = None
     if metadata is not None or expires_at is None or isinstance(expires_at, (int, float)):
         custom = dict(metadata) if metadata is not None else dict(current.custom if current else {})
@@ -47,7 +56,7 @@ async def write(remotes: Remotes, name: str, key: Key, value: str, metadata: Map
     values[key[1]] = value
     version = current.version if current else 0
     epoch = r.epoch
-    new = await remotes.call(r, epoch, lambda d: r.nodes.write(token, key[0], values, custom, version, d))
+    new = await r.call(epoch, lambda d: r.nodes.write(token, key[0], values, custom, version, d))
     now, wall = time.monotonic(), time.time()
     kept = custom if custom is not None else (current.custom if current else {})
     r.cache.put(key[0], Secret(new, values, kept, current.created if current else wall, wall), now)
@@ -58,19 +67,21 @@ async def write(remotes: Remotes, name: str, key: Key, value: str, metadata: Map
 async def delete(remotes: Remotes, name: str, key: Key) -> None:
     await remotes.agent.storage()
     r = remotes.named(name)
-    token = remotes.token_for(r)
+    token = r.token_for()
     current = await _current(remotes, r, key[0])
     if current is None or key[1] not in current.values:
-        raise errors.NotFound(f"no credential {key[0]}/{key[1]} in remote {name!r}")
+        raise missing(key, f" in remote {name!r}")
     rest = {t: v for t, v in current.values.items() if t != key[1]}
     epoch = r.epoch
     if rest:
-        new = await remotes.call(r, epoch, lambda d: r.nodes.write(token, key[0], rest, None, current.version, d))
+        new = await r.call(epoch, lambda d: r.nodes.write(token, key[0], rest, None, current.version, d))
         r.cache.put(key[0], Secret(new, rest, current.custom, current.created, time.time()), time.monotonic())
     else:
-        meta = await remotes.call(r, epoch, lambda d: r.nodes.meta(token, key[0], d))
+        meta = await r.call(epoch, lambda d: r.nodes.meta(token, key[0], d))
         if meta is None or meta.version != current.version:
-            raise errors.Conflict(f"{key[0]} in remote {name!r} changed upstream since this agent read it; "
-                                  f"nothing was deleted (`agent remote sync {name}`, then retry)")
-        await remotes.call(r, epoch, lambda d: r.nodes.delete_version(token, key[0], current.version, d))
+            raise errors.Conflict(
+                f"{key[0]} in remote {name!r} changed upstream since this agent read it; "
+                f"nothing was deleted (`agent remote sync {name}`, then retry)"
+            )
+        await r.call(epoch, lambda d: r.nodes.delete_version(token, key[0], current.version, d))
         r.cache.drop(key[0], time.monotonic())

@@ -1,0 +1,132 @@
+"""One ``[remote.NAME]`` as the agent holds it: its nodes, cache, token (while unlocked),
+what status reports, and every call to its nodes.
+
+Rules of this module:
+- every remote call runs in a worker thread of its remote (``openbao.Nodes``) under
+  the remote's ``deadline``: the event loop and other clients never wait on a node;
+- what a call started before a lock returns is thrown away (``Remote.epoch``), and a
+  locked agent makes no call that needs the token;
+- ``openbao`` (and with it hvac) is imported on the first remote call, so an agent
+  whose config names no remote never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from agent.remotes import AppRole, RemoteOptions
+from agent.remotes.cache import Cache
+from agent.state.lockstate import LockState
+from client import errors
+
+if TYPE_CHECKING:
+    from agent.remotes.openbao import Nodes
+
+__all__ = ["Remote", "WORKERS"]
+
+T = TypeVar("T")
+WORKERS: Final = 4  # concurrent calls per remote (a refresh reads secrets in parallel)
+
+
+class Remote:
+    """One ``[remote.NAME]``: its nodes, cache, token (while unlocked) and what status reports."""
+
+    def __init__(self, options: RemoteOptions, state: LockState) -> None:
+        self.options = options
+        self.name = options.name
+        self.state = state  # the agent's lock state: no call while it is locked
+        self.cache = Cache(options.refresh, options.max_stale)
+        self.pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix=f"remote-{self.name}")
+        self._nodes: Nodes | None = None
+        self.token: str | None = None
+        self.approle: AppRole | None = None  # while unlocked, after an AppRole login: to log in again
+        self.epoch = 0  # counts locks: results of calls begun before one are dropped
+        self.reachable: bool | None = None  # None: not asked yet
+        self.last_ok: float | None = None  # monotonic time a node last answered
+        self.last_error: str | None = None
+        self.token_expires: float | None = None  # monotonic; None: unknown or never
+        self.token_ttl: float | None = None  # the TTL the last lookup or renewal gave
+        self.renewable = False
+        self.renew_at: float | None = None
+        self.renewals = 0
+        self.relogins = 0  # AppRole logins the agent made by itself
+        self.creation_ttl = 0.0  # what a renewal gives back until the token's max TTL caps it
+        self.needs_lookup = False
+        self.next_sync = 0.0
+
+    def __repr__(self) -> str:
+        return f"Remote({self.name!r}, token={'held' if self.token else 'none'}, {self.cache!r})"
+
+    @property
+    def nodes_if_made(self) -> Nodes | None:
+        return self._nodes
+
+    @property
+    def nodes(self) -> Nodes:
+        if self._nodes is None:
+            from agent.remotes.openbao import Nodes
+
+            self._nodes = Nodes(self.options)
+        return self._nodes
+
+    def set_ttl(self, ttl: float, renewable: bool, now: float) -> None:
+        self.token_ttl, self.renewable = ttl, renewable
+        ends = ttl > 0 or self.creation_ttl > 0  # a TTL of 0 is "never", unless the token was made with one
+        self.token_expires = now + ttl if ends else None
+        # renew (or, for an AppRole, log in again) at 2/3 of the TTL, as Vault's own agent
+        # does; never more often than every second
+        due = ttl > 0 and (renewable or self.approle is not None)
+        self.renew_at = now + max(1.0, ttl * 2 / 3) if due else None
+
+    def forget(self) -> None:
+        self.token = self.approle = None
+        self.epoch += 1
+        if self._nodes is not None:
+            self._nodes.epoch += 1  # a call under way sends no further request
+        self.cache.clear()
+        self.token_expires = self.token_ttl = self.renew_at = None
+
+    # --- calls ----------------------------------------------------------------------------
+    def token_for(self) -> str:
+        if self.state.locked:
+            raise errors.Locked()
+        if self.token is None:
+            raise errors.RemoteDenied(f"remote {self.name!r} has no token; run `agent remote login {self.name}`")
+        return self.token
+
+    async def call(self, epoch: int, fn: Callable[[float], T]) -> T:
+        """``fn(deadline)`` in a worker thread; at most the remote's deadline, whatever the nodes do."""
+        if self.epoch != epoch or self.state.locked:
+            raise errors.Locked()
+        limit = self.options.deadline
+        deadline = time.monotonic() + limit
+
+        def guarded(deadline: float) -> T:  # a call queued before a lock never starts after it
+            if self.epoch != epoch:
+                raise errors.Locked()
+            return fn(deadline)
+
+        future = asyncio.get_running_loop().run_in_executor(self.pool, guarded, deadline)
+        try:
+            result = await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            self.reachable, self.last_error = False, f"no answer within {limit:g} s"
+            raise errors.RemoteUnavailable(f"remote {self.name!r}: no node answered within {limit:g} s") from None
+        except errors.RemoteUnavailable as e:
+            self.reachable, self.last_error = False, e.message
+            raise
+        except errors.AgentError as e:
+            self._answered()
+            self.last_error = e.message
+            raise
+        if self.epoch != epoch:
+            raise errors.Locked("the agent was locked while the team vault answered; its answer was dropped")
+        self._answered()
+        return result
+
+    def _answered(self) -> None:
+        self.reachable, self.last_ok, self.last_error = True, time.monotonic(), None

@@ -1,0 +1,117 @@
+"""The vault's state, and everything that changes it.
+
+Rule 1 of this package: everything that changes the agent's state (the lock state,
+the held entries, the master key and its home, the vault's rows and meta) lives in
+this package, and each change lives in the one module of its concept:
+
+- ``lockstate``: the lock state machine (lock, unlock, the unlocked storage, the
+  explicit-lock epoch) and the lock order, ``writing()`` and ``exclusive()``; the only
+  module that assigns the lock state: the others call its public methods;
+- ``entry``: one credential as the agent holds it, and what an unlock opens;
+- ``credentials``: get, write, delete, rename, list, metadata, expiry, and what a
+  replace keeps;
+- ``masterkey``: the master key's life (init, rotate, rekey, recover, the recovery
+  code), with the orders that make each crash-safe;
+- ``secure_storage``: the original ``SecureStorage`` API's encrypt and decrypt;
+- ``resealing``: what runs on the storage thread over every row (a rotation's
+  re-seal, the canonical-name migration).
+
+``Agent`` is the face the handlers and the daemon use: the lock state with one
+method per operation, each a one-line call into the module that owns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agent.state import credentials, masterkey, secure_storage
+from agent.state.credentials import KEEP, Keep, check_expires
+from agent.state.entry import Entry, Key
+from agent.state.lockstate import LockState
+
+__all__ = ["Agent", "Entry", "Key", "KEEP", "Keep", "check_expires"]
+
+
+class Agent(LockState):
+    """The agent's state and its operations (the modules above do the work)."""
+
+    # --- credentials ---------------------------------------------------------------------
+    def get_cached(self, key: Key) -> str:
+        return credentials.get_cached(self, key)
+
+    async def get(self, key: Key) -> str:
+        return await credentials.get(self, key)
+
+    async def write(
+        self,
+        key: Key,
+        value: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        expires_at: float | Keep | None = KEEP,
+        validate: bool = True,
+        must_exist: bool = False,
+        keep: bool = False,
+        merge: bool = False,
+    ) -> dict[str, Any]:
+        return await credentials.write(
+            self,
+            key,
+            value,
+            metadata=metadata,
+            expires_at=expires_at,
+            validate=validate,
+            must_exist=must_exist,
+            keep=keep,
+            merge=merge,
+        )
+
+    async def delete(self, key: Key) -> None:
+        await credentials.delete(self, key)
+
+    async def rename(self, old: Key, new: Key, *, replace: bool = False) -> dict[str, Any]:
+        return await credentials.rename(self, old, new, replace=replace)
+
+    def describe(self, key: Key) -> dict[str, Any]:
+        return credentials.describe(self, key)
+
+    def list(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        return credentials.listing(self, offset, limit)
+
+    async def metadata(self, key: Key) -> dict[str, Any]:
+        return await credentials.metadata(self, key)
+
+    # --- the master key --------------------------------------------------------------------
+    async def init(self, key_source: str | None, passphrase: str | None) -> dict[str, Any]:
+        return await masterkey.init(self, key_source, passphrase)
+
+    async def rotate_key(self, passphrase: str | None = None, new_passphrase: str | None = None) -> dict[str, Any]:
+        return await masterkey.rotate_key(self, passphrase, new_passphrase)
+
+    async def rekey(self, name: str, passphrase: str | None, new_passphrase: str | None) -> dict[str, Any]:
+        return await masterkey.rekey(self, name, passphrase, new_passphrase)
+
+    async def make_recovery_code(self, passphrase: str | None) -> dict[str, Any]:
+        return await masterkey.make_recovery_code(self, passphrase)
+
+    async def drop_recovery_code(self) -> bool:
+        return await masterkey.drop_recovery_code(self)
+
+    async def recover(self, code: str, name: str, new_passphrase: str | None) -> dict[str, Any]:
+        return await masterkey.recover(self, code, name, new_passphrase)
+
+    async def finish_rekey(self) -> bool:
+        """What a switch of key source that crashed left of the old source, removed now."""
+        return await masterkey.finish(self)
+
+    @property
+    def rekey_unfinished(self) -> bool:
+        return masterkey.unfinished(self)
+
+    # --- the original SecureStorage API ----------------------------------------------------
+    async def encrypt(self, data: str) -> bytes:
+        return await secure_storage.encrypt(self, data)
+
+    async def decrypt(self, token: bytes) -> str:
+        return await secure_storage.decrypt(self, token)

@@ -1,0 +1,255 @@
+"""Credentials: get, write (store and update), delete, rename, list, metadata, expiry.
+
+Rules of this module:
+- the hot path (``get_cached`` while unlocked) is a dict lookup, no I/O, no decryption;
+- every change takes ``LockState.writing()`` and is one store transaction; the
+  entry changes only after the store has it, and keeps its plaintext only when no
+  lock came meanwhile (``LockState.holds``);
+- what a write keeps of the credential it replaces is ``kept_fields``'s, a pure
+  function: nothing of a replaced credential is dropped unless the request says so (a
+  given field, ``keep`` false on ``store``), and metadata that failed its integrity
+  check is never silently replaced by ``{}``;
+- a rename seals the value and metadata again under the new name (the row binding of
+  ``agent.crypto.seal`` puts the name into each token) and deletes the old row in the
+  same transaction: a crash leaves one name or the other;
+- names are checked by ``client.validation.check_key``; a missing credential is
+  ``missing()``'s one message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from agent.crypto import seal
+from agent.state.entry import Entry, Key
+from agent.state.lockstate import LockState
+from agent.stores import Row
+from client import errors, protocol
+from client.validation import check_credential, check_key, check_metadata
+
+__all__ = [
+    "KEEP",
+    "Keep",
+    "kept_fields",
+    "check_expires",
+    "missing",
+    "get_cached",
+    "get",
+    "write",
+    "delete",
+    "rename",
+    "describe",
+    "listing",
+    "metadata",
+]
+
+
+class Keep:
+    """The type of ``KEEP``: an argument not given, as opposed to None (clear it)."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Final = Keep()
+
+
+def check_expires(expires: float) -> None:
+    """A Unix time every client can format; never echoes the value."""
+    if not (math.isfinite(expires) and 0 <= expires <= protocol.MAX_EXPIRES):
+        raise errors.BadRequest(f"expires_at must be a Unix time between 0 and {protocol.MAX_EXPIRES:.0f} (year 9999)")
+
+
+def missing(key: Key, where: str = "") -> errors.NotFound:
+    """The one way to say a credential is not there; ``where`` adds where it was looked for."""
+    return errors.NotFound(f"no credential {key[0]}/{key[1]}{where}")
+
+
+def kept_fields(
+    name: str,
+    old: tuple[dict[str, Any] | None, float | None] | None,
+    metadata: Mapping[str, Any] | None,
+    expires_at: float | Keep | None,
+    *,
+    keep: bool,
+    merge: bool,
+) -> tuple[dict[str, Any], float | None]:
+    """The metadata and expiry a write of ``name`` stores, given the replaced entry's
+    ``old`` (metadata, expiry), or None when there is none.
+
+    ``keep``: metadata not given and an expiry left at ``KEEP`` come from ``old``
+    (``update`` always keeps; ``store`` when asked). ``merge``: given metadata is laid
+    over ``old``'s instead of replacing it. ``expires_at`` None clears the expiry.
+    """
+    old_meta, old_expires = old if old is not None else ({}, None)
+    if old_meta is None and old is not None and (merge or (keep and metadata is None)):
+        raise errors.IntegrityError(
+            f"the stored {name} fails its integrity check, so its metadata cannot be kept "
+            "(`agent set --clear-meta` drops it); pass metadata to update it, or use store to replace it"
+        )
+    if metadata is None:
+        meta = dict(old_meta or {}) if keep else {}
+    else:
+        meta = {**(old_meta or {}), **metadata} if merge else dict(metadata)
+    if isinstance(expires_at, Keep):
+        expires_at = old_expires if keep else None
+    return meta, None if expires_at is None else float(expires_at)
+
+
+# --- reads -------------------------------------------------------------------------------
+def get_cached(s: LockState, key: Key) -> str:
+    """The hot path: a dict lookup while unlocked."""
+    entry = s.entries.get(key)
+    value = None if entry is None else entry.value
+    if value is None:
+        check_key(*key)
+        if entry is not None and entry.corrupt:
+            raise errors.IntegrityError()
+        raise missing(key)
+    s.autolock.last_use = time.monotonic()
+    return value
+
+
+async def get(s: LockState, key: Key) -> str:
+    await s.storage()
+    return get_cached(s, key)
+
+
+def describe(s: LockState, key: Key) -> dict[str, Any]:
+    entry = s.entries[key]
+    described: dict[str, Any] = {
+        "platform": key[0],
+        "credential_type": key[1],
+        "created": entry.created,
+        "updated": entry.updated,
+        "expires_at": entry.expires,
+    }
+    if not s.locked:
+        described["metadata"] = entry.metadata
+    return described
+
+
+def listing(s: LockState, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+    """Every credential's name and timestamps, plus metadata while unlocked; never values.
+
+    ``offset``/``limit`` select one page of the listing in name order."""
+    if offset < 0 or (limit is not None and limit < 0):
+        raise errors.BadRequest("list offset and limit must not be negative")
+    names = sorted(s.entries)
+    if offset or limit is not None:
+        names = names[offset:] if limit is None else names[offset : offset + limit]
+    return [describe(s, k) for k in names]
+
+
+async def metadata(s: LockState, key: Key) -> dict[str, Any]:
+    check_key(*key)
+    await s.storage()
+    entry = s.entries.get(key)
+    if entry is None:
+        raise missing(key)
+    if entry.corrupt:
+        raise errors.IntegrityError()
+    return describe(s, key)
+
+
+# --- changes -----------------------------------------------------------------------------
+async def write(
+    s: LockState,
+    key: Key,
+    value: str,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    expires_at: float | Keep | None = KEEP,
+    validate: bool = True,
+    must_exist: bool = False,
+    keep: bool = False,
+    merge: bool = False,
+) -> dict[str, Any]:
+    """Store (``must_exist`` false) or update a credential. What it keeps of the one
+    it replaces is ``kept_fields``'s: an update keeps the metadata and expiry not
+    given, a store only with ``keep``; ``merge`` lays metadata over the old."""
+    key = check_key(*key)
+    if len(value) > protocol.MAX_VALUE:
+        raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
+    if metadata is not None:
+        check_metadata(metadata)
+    if expires_at is not None and not isinstance(expires_at, Keep):
+        check_expires(expires_at)
+    if validate:
+        check_credential(key[0], value, key[1])
+    async with s.writing() as storage:
+        old = s.entries.get(key)
+        if must_exist and old is None:
+            raise missing(key, " to update")
+        kept, expires_at = kept_fields(
+            f"{key[0]}/{key[1]}",
+            None if old is None else (old.metadata, old.expires),
+            metadata,
+            expires_at,
+            keep=keep or must_exist,
+            merge=merge,
+        )
+        if merge or keep:
+            check_metadata(kept)  # the old and the given together must still fit
+        now = time.time()
+        row = Row(
+            key[0],
+            key[1],
+            seal(storage, key[0], key[1], "value", value),
+            seal(storage, key[0], key[1], "metadata", kept),
+            old.created if old else now,
+            now,
+            expires_at,
+        )
+        await s.db(s.store.put, row)
+        entry = Entry(row.created, row.updated, row.expires)
+        # not locked meanwhile: the entry holds its plaintext
+        s.entries[key] = dataclasses.replace(entry, value=value, metadata=kept) if s.holds(storage) else entry
+    s.touch()
+    return {"created": old is None}
+
+
+async def delete(s: LockState, key: Key) -> None:
+    check_key(*key)
+    async with s.writing():
+        if not await s.db(s.store.delete, *key):
+            raise missing(key)
+        s.entries.pop(key, None)
+    s.touch()
+
+
+async def rename(s: LockState, old: Key, new: Key, *, replace: bool = False) -> dict[str, Any]:
+    """Move ``old`` to ``new`` with its value, metadata, times and expiry;
+    ``AlreadyExists`` if ``new`` is taken, unless ``replace``."""
+    old, new = check_key(*old), check_key(*new)
+    if old == new:
+        raise errors.BadRequest(f"{old[0]}/{old[1]} is already its name")
+    async with s.writing() as storage:
+        entry = s.entries.get(old)
+        if entry is None:
+            raise missing(old)
+        if entry.corrupt or entry.value is None or entry.metadata is None:
+            raise errors.IntegrityError(f"{old[0]}/{old[1]} fails its integrity check, so it cannot be moved")
+        replaced = new in s.entries
+        if replaced and not replace:
+            raise errors.AlreadyExists(f"{new[0]}/{new[1]} exists already; ask to replace it (agent mv --force)")
+        row = Row(
+            new[0],
+            new[1],
+            seal(storage, *new, "value", entry.value),
+            seal(storage, *new, "metadata", entry.metadata),
+            entry.created,
+            entry.updated,
+            entry.expires,
+        )
+        await s.db(functools.partial(s.store.rename, replace=True), [(old, row)])
+        s.entries.pop(old, None)
+        # not locked meanwhile: the entry keeps its plaintext
+        s.entries[new] = entry if s.holds(storage) else entry.sealed()
+    s.touch()
+    return {"replaced": replaced}
