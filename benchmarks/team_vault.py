@@ -23,8 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
-from baonodes import Bao, remote_config, until  # noqa: E402
 from support import AgentProcess, short_tmpdir  # noqa: E402
+from support.openbao import Bao, remote_config, until  # noqa: E402
 
 KEY = "hf_" + "b" * 30
 

@@ -1,5 +1,5 @@
 """The everyday commands for many entries and for unlocking, through the real ``agent``
-command: at a terminal (a pty, ``tests/terminal.py``) and from scripts."""
+command: at a terminal (a pty, ``tests/support/terminal.py``) and from scripts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 import pytest
-from terminal import Terminal
 
 from client import errors
 from support import PASSPHRASE, AgentProcess
+from support.terminal import Terminal
 
 RP = "rp_" + "r" * 30
 HF = "hf_" + "Q" * 34

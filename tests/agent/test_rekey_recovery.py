@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from terminal import Terminal
 
 from support import PASSPHRASE, AgentProcess, SecretService, vault_store
+from support.terminal import Terminal
 
 NEW = "a new passphrase, longer"
 RP = "rp_" + "r" * 30

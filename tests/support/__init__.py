@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from typing import Any
 
 import msgpack
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 PASSPHRASE = "correct horse battery staple"
 # What the agents started here listen on: the contract suites run over it.
 TRANSPORT = "pipe" if sys.platform == "win32" else "unix"
@@ -87,6 +88,32 @@ def vault_store(home: Path) -> Iterator[Any]:
 def raw_request(op: str, args: Mapping[str, Any] | None = None, v: int = 1) -> bytes:
     body = msgpack.packb({"v": v, "op": op, "args": dict(args or {})}, use_bin_type=True)
     return len(body).to_bytes(4, "big") + body
+
+
+def connect(a: AgentProcess) -> socket.socket:
+    """A raw connection to the agent's socket (no client in the way)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(str(a.socket))
+    return s
+
+
+def read_reply(s: socket.socket) -> dict[str, Any]:
+    """One reply frame off a raw connection, decoded."""
+    header = b""
+    while len(header) < 4:
+        chunk = s.recv(4 - len(header))
+        if not chunk:
+            raise ConnectionError("closed")
+        header += chunk
+    n = int.from_bytes(header, "big")
+    body = b""
+    while len(body) < n:
+        chunk = s.recv(n - len(body))
+        if not chunk:
+            raise ConnectionError("closed")
+        body += chunk
+    return msgpack.unpackb(body, raw=False)
 
 
 class AgentProcess:

@@ -13,13 +13,12 @@ import sqlite3
 import stat
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from agent.cli.vault import MIN_PASSPHRASE
 from client import protocol
-from support import PASSPHRASE, AgentProcess
+from support import PASSPHRASE, ROOT, AgentProcess
 
 OK, ERROR, USAGE, LOCKED, NO_AGENT = 0, 1, 2, 3, 4
 BROKEN_PIPE = 141
@@ -370,7 +369,7 @@ def test_a_short_passphrase_refused_three_times_stops(agent: AgentProcess, answe
 
 
 def test_readme_states_the_minimum() -> None:
-    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"at least {MIN_PASSPHRASE} characters" in readme
 
 
