@@ -23,6 +23,8 @@ from typing import Any
 
 import msgpack
 
+from support.terminal import Terminal
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 PASSPHRASE = "correct horse battery staple"
 # What the agents started here listen on: the contract suites run over it.
@@ -179,6 +181,10 @@ class AgentProcess:
             text=True,
             timeout=timeout,
         )
+
+    def terminal(self, *args: str, env: Mapping[str, str] | None = None) -> Terminal:
+        """``agent ARGS`` on a real pty, as a person at a terminal runs it (``cli`` is the scripted way)."""
+        return Terminal(self.command(*args), {**self.env, **(env or {})})
 
     def log(self) -> str:
         try:
