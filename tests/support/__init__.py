@@ -4,6 +4,18 @@ Nothing here mocks the agent or the keystore: ``AgentProcess`` runs ``python -m
 agent serve`` in a short private temp dir; ``SecretService`` runs dbus-daemon and
 gnome-keyring-daemon on a private session bus (the recipe of
 shared/ref/secretservice.sh, in Python).
+
+The package holds every helper the suites share, one of each kind:
+
+- ``terminal``: the pty driver (``Terminal``; ``AgentProcess.terminal`` opens one);
+- ``openbao``: real OpenBao nodes (a dev node, a Raft cluster), the stand-ins in front
+  of them (``Relay``, ``Silent``) and the agent with a team remote (``start_team_agent``);
+- ``otheruser``: a real second Unix user and a copy of this checkout it may run;
+- ``loadwork``: the load test's worker, in threads or as a script.
+
+The tests import it as ``support`` (tests/conftest.py puts tests/ on sys.path; pytest
+imports the test modules in importlib mode, so the folders agent/ and client/ never
+shadow the packages).
 """
 
 from __future__ import annotations
