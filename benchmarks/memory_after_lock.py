@@ -3,7 +3,7 @@
 Starts a real agent (passphrase vault), stores and reads five canary values, locks,
 unlocks, reads them again, locks, then reads every readable mapping of the agent
 through /proc/PID/mem and counts each canary and the passphrase. The agent no longer
-references any of them (tests/test_attacks.py checks that); what is counted here is
+references any of them (tests/system/test_attacks.py checks that); what is counted here is
 freed memory not yet reused, which Python does not overwrite.
 
     sudo .venv/bin/python benchmarks/memory_after_lock.py

@@ -57,11 +57,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+# the sequential loops a plain pip install's client also runs (there, alone, as a script)
+from installed_driver import SSH_REQUEST, agent_block, ssh_block  # noqa: E402
+
 from client import Client, protocol  # noqa: E402
 from support import SecretService, SecretServiceUnavailable, base_env  # noqa: E402
 
 PASSPHRASE = "benchmark passphrase, not a secret"
-SSH_REQUEST = b"\x00\x00\x00\x01\x0b"  # SSH_AGENTC_REQUEST_IDENTITIES
 VALUE = "bk_" + "x" * 37  # a 40-character API key
 NAMES = [f"bench{i}" for i in range(100)]
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -213,29 +215,6 @@ class Row:
         self.agent.append(agent)
         self.base.append(base)
         self.ratios.append(agent / base if ratio is None else ratio)
-
-
-def ssh_sequential(sock: socket.socket, n: int) -> list[int]:
-    clock, send, recv, req = time.perf_counter_ns, sock.sendall, sock.recv, SSH_REQUEST
-    out = []
-    for _ in range(n):
-        t0 = clock()
-        send(req)
-        data = recv(65536)
-        while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
-            data += recv(65536)
-        out.append(clock() - t0)
-    return out
-
-
-def agent_sequential(c: Client, n: int) -> list[int]:
-    clock, get = time.perf_counter_ns, c.get
-    out = []
-    for _ in range(n):
-        t0 = clock()
-        get("bench0")
-        out.append(clock() - t0)
-    return out
 
 
 def many_connections(socks: list[socket.socket], frame: bytes, iterations: int) -> float:
@@ -397,8 +376,8 @@ class Bench:
         self.c.init("passphrase", PASSPHRASE)
         self.c.call_many([("store", {"platform": n, "value": VALUE, "validate": False}) for n in NAMES])
         self.loop = self.c.status().get("loop", "?")
-        agent_sequential(self.c, 2000)
-        ssh_sequential(self.ssh, 2000)
+        agent_block(self.c, 2000)
+        ssh_block(self.ssh, 2000)
         gc.collect()
         time.sleep(0.5)
         assert self.d.agent is not None and self.d.ssh is not None
@@ -432,17 +411,17 @@ class Bench:
         acpu = scpu = 0.0
         calls = 0
         for i in range(self.blocks):
-            def agent_block() -> tuple[list[int], float]:
+            def agent_side() -> tuple[list[int], float]:
                 c0 = cpu_seconds(apid)
-                samples = agent_sequential(self.c, self.block_n)
+                samples = agent_block(self.c, self.block_n)
                 return samples, cpu_seconds(apid) - c0
 
-            def ssh_block() -> tuple[list[int], float]:
+            def ssh_side() -> tuple[list[int], float]:
                 c0 = cpu_seconds(spid)
-                samples = ssh_sequential(self.ssh, self.block_n)
+                samples = ssh_block(self.ssh, self.block_n)
                 return samples, cpu_seconds(spid) - c0
 
-            (a, ac), (s, sc) = both(agent_block, ssh_block, i % 2 == 1)
+            (a, ac), (s, sc) = both(agent_side, ssh_side, i % 2 == 1)
             acpu, scpu, calls = acpu + ac, scpu + sc, calls + self.block_n
             p50.add(pct(a, 0.5) / 1e3, pct(s, 0.5) / 1e3)
             p99.add(pct(a, 0.99) / 1e3, pct(s, 0.99) / 1e3)
@@ -480,7 +459,7 @@ class Bench:
                  lambda r: r >= 3).add(arate, self.seq_rate)
 
         aa, ss = both(lambda: async_sequential(self.d.agent_sock, self.async_n),
-                      lambda: ssh_sequential(self.ssh, self.async_n), flip)
+                      lambda: ssh_block(self.ssh, self.async_n), flip)
         self.row("async", "AsyncClient get (asyncio loop), p50", "us", "ssh-agent", "<= 2.1x", lambda r: r <= 2.1).add(
             pct(aa, 0.5) / 1e3, pct(ss, 0.5) / 1e3)
 
@@ -491,7 +470,7 @@ class Bench:
                 "uvloop is not installed"
         else:
             aa, ss = both(lambda: async_sequential(self.d.agent_sock, self.async_n, use_uvloop=True),
-                          lambda: ssh_sequential(self.ssh, self.async_n), flip)
+                          lambda: ssh_block(self.ssh, self.async_n), flip)
             self.row("async_uv", "AsyncClient get on uvloop, p50", "us", "ssh-agent", "info").add(
                 pct(aa, 0.5) / 1e3, pct(ss, 0.5) / 1e3)
 

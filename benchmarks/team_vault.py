@@ -23,21 +23,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
-from baonodes import Bao, remote_config, until  # noqa: E402
-from support import AgentProcess, short_tmpdir  # noqa: E402
+from support.openbao import Bao, start_team_agent, until  # noqa: E402
 
 KEY = "hf_" + "b" * 30
-
-
-def team_agent(bao: Bao, **options: Any) -> AgentProcess:
-    home = short_tmpdir()
-    config = home / "config.toml"
-    config.write_text(remote_config("team", bao.addrs, prefix="ml-team", **options))
-    a = AgentProcess(home=home, env={"CREDENTIAL_AGENT_CONFIG": str(config)}).start()
-    a.init_passphrase()
-    done = a.cli("remote", "login", "team", input=bao.token + "\n")
-    assert done.returncode == 0, done.stderr
-    return a
 
 
 def block_us(fn: Any, n: int) -> float:
@@ -52,7 +40,7 @@ def reads(quick: bool) -> None:
     a = None
     try:
         bao.client().secrets.kv.v2.create_or_update_secret("ml-team/huggingface", secret={"api-key": KEY})
-        a = team_agent(bao, refresh=3600)
+        a = start_team_agent(bao.addrs, login=bao.token, refresh=3600)
         hv = bao.client()
         with a.client() as c:
             c.store("runpod", "r" * 25)
@@ -85,7 +73,7 @@ def failover(quick: bool) -> None:
     a = None
     try:
         bao.client().secrets.kv.v2.create_or_update_secret("ml-team/huggingface", secret={"api-key": KEY})
-        a = team_agent(bao, refresh=3600, timeout=2, deadline=6)
+        a = start_team_agent(bao.addrs, login=bao.token, refresh=3600, timeout=2, deadline=6)
         stop = threading.Event()
         gaps = {"agent": 0.0, "hvac": 0.0}
         failures = {"agent": 0, "hvac": 0}

@@ -16,7 +16,7 @@ from support import TRANSPORT, AgentProcess, SecretService, SecretServiceUnavail
 # their modes, signals, fork, /proc, systemd, flock) and import POSIX-only modules, so
 # a Windows run leaves them out; pytest's header says so.
 WINDOWS_MODULES = frozenset({
-    "test_pipe.py", "test_platforms.py", "test_protocol.py", "test_validation.py",
+    "test_pipe.py", "test_platforms.py", "test_protocol.py", "test_validation.py", "test_validation_paths.py",
     "test_client_contract.py", "test_key_source_contract.py",
 })
 

@@ -31,7 +31,7 @@ from client import errors, protocol
 from support import PASSPHRASE, TRANSPORT, AgentProcess, short_tmpdir
 
 unix_only = pytest.mark.skipif(TRANSPORT != "unix", reason="a Unix socket or SIGSTOP: not on Windows, whose agent "
-                               "listens on a named pipe (tests/test_pipe.py covers its checks)")
+                               "listens on a named pipe (tests/agent/test_pipe.py covers its checks)")
 
 RUNPOD = "rp_" + "r" * 30
 WANDB = "w" * 40

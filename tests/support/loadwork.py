@@ -1,6 +1,6 @@
 """A load worker: mixed store/get/update/delete on shared and private keys, logged.
 
-Used by threads of the test process and, as ``python tests/loadwork.py SOCK FIRST
+Used by threads of the test process and, as ``python tests/support/loadwork.py SOCK FIRST
 THREADS SECONDS SEED``, by worker processes that print their log as JSON. Each log
 record is ``[op, platform, value, outcome, t_start, t_end]`` with CLOCK_MONOTONIC
 times (one clock for every process of the machine) and ``outcome`` one of ``ok``,

@@ -4,6 +4,18 @@ Nothing here mocks the agent or the keystore: ``AgentProcess`` runs ``python -m
 agent serve`` in a short private temp dir; ``SecretService`` runs dbus-daemon and
 gnome-keyring-daemon on a private session bus (the recipe of
 shared/ref/secretservice.sh, in Python).
+
+The package holds every helper the suites share, one of each kind:
+
+- ``terminal``: the pty driver (``Terminal``; ``AgentProcess.terminal`` opens one);
+- ``openbao``: real OpenBao nodes (a dev node, a Raft cluster), the stand-ins in front
+  of them (``Relay``, ``Silent``) and the agent with a team remote (``start_team_agent``);
+- ``otheruser``: a real second Unix user and a copy of this checkout it may run;
+- ``loadwork``: the load test's worker, in threads or as a script.
+
+The tests import it as ``support`` (tests/conftest.py puts tests/ on sys.path; pytest
+imports the test modules in importlib mode, so the folders agent/ and client/ never
+shadow the packages).
 """
 
 from __future__ import annotations
@@ -12,6 +24,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +35,9 @@ from typing import Any
 
 import msgpack
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.terminal import Terminal
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 PASSPHRASE = "correct horse battery staple"
 # What the agents started here listen on: the contract suites run over it.
 TRANSPORT = "pipe" if sys.platform == "win32" else "unix"
@@ -89,6 +104,32 @@ def raw_request(op: str, args: Mapping[str, Any] | None = None, v: int = 1) -> b
     return len(body).to_bytes(4, "big") + body
 
 
+def connect(a: AgentProcess) -> socket.socket:
+    """A raw connection to the agent's socket (no client in the way)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(str(a.socket))
+    return s
+
+
+def read_reply(s: socket.socket) -> dict[str, Any]:
+    """One reply frame off a raw connection, decoded."""
+    header = b""
+    while len(header) < 4:
+        chunk = s.recv(4 - len(header))
+        if not chunk:
+            raise ConnectionError("closed")
+        header += chunk
+    n = int.from_bytes(header, "big")
+    body = b""
+    while len(body) < n:
+        chunk = s.recv(n - len(body))
+        if not chunk:
+            raise ConnectionError("closed")
+        body += chunk
+    return msgpack.unpackb(body, raw=False)
+
+
 class AgentProcess:
     """One ``agent serve`` process with its own home, socket and vault."""
 
@@ -152,6 +193,10 @@ class AgentProcess:
             text=True,
             timeout=timeout,
         )
+
+    def terminal(self, *args: str, env: Mapping[str, str] | None = None) -> Terminal:
+        """``agent ARGS`` on a real pty, as a person at a terminal runs it (``cli`` is the scripted way)."""
+        return Terminal(self.command(*args), {**self.env, **(env or {})})
 
     def log(self) -> str:
         try:

@@ -19,13 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import loadwork
 import pytest
 
 from client import errors
-from support import PASSPHRASE, AgentProcess
+from support import PASSPHRASE, AgentProcess, loadwork
 
-HERE = Path(__file__).resolve().parent
 LOAD_SECONDS = float(os.environ.get("CA_LOAD_SECONDS", "8"))
 THREADS = 32
 PROCESSES = 8
@@ -100,7 +98,7 @@ def test_mixed_load_matches_a_model_of_acknowledged_operations(
     start = time.monotonic()
     procs = [
         subprocess.Popen(
-            [sys.executable, str(HERE / "loadwork.py"), str(a.socket), str(1000 + 10 * i),
+            [sys.executable, loadwork.__file__, str(a.socket), str(1000 + 10 * i),
              str(THREADS_PER_PROCESS), str(LOAD_SECONDS), str(seed)],
             env=a.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )

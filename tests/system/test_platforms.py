@@ -2,7 +2,7 @@
 security descriptor, the flags it is made with, the macOS xucred, the macOS socket dir,
 the Windows logon task and the LaunchAgent commands, the keystore entry rules, the import
 rules on Linux, and the CI workflow file. Pure or subprocess tests; the real pipe is
-tests/test_pipe.py (Windows only)."""
+tests/agent/test_pipe.py (Windows only)."""
 
 from __future__ import annotations
 

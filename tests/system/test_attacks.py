@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from otheruser import other_user
-from test_agent_core import read_reply
 
 from client import Client, errors
-from support import PASSPHRASE, AgentProcess, SecretService, raw_request, short_tmpdir
+from support import PASSPHRASE, AgentProcess, SecretService, raw_request, read_reply, short_tmpdir
+from support.otheruser import other_user
 
 __all__ = ["other_user"]  # a fixture
 
@@ -357,7 +356,7 @@ with open(out, "ab", buffering=0) as f:
 
 
 def start_impostor(user: pwd.struct_passwd, where: Path, life: float = 30) -> tuple[subprocess.Popen[str], Path]:
-    from otheruser import user_python
+    from support.otheruser import user_python
 
     captured = where / "captured"
     proc = subprocess.Popen([user_python(user), "-c", IMPOSTOR, str(where / "evil.sock"), str(captured), str(life)],
@@ -409,7 +408,7 @@ def test_a_link_flipped_between_sockets_captures_nothing(
     proc, captured = start_impostor(other_user, evil, life=60)
     os.chmod(a.home, 0o755)  # the attacker's link may point at the real socket
     os.chmod(a.socket.parent, 0o755)
-    from otheruser import user_python
+    from support.otheruser import user_python
 
     flipper = subprocess.Popen(
         [user_python(other_user), "-c", FLIPPER, str(evil / "agent.sock"), str(a.socket), str(evil / "evil.sock")],

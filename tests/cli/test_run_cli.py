@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from ptyrun import PtyProcess
 
 from agent.cli.masking import CONCEALED, Masker
 from support import AgentProcess
@@ -122,12 +121,12 @@ def test_mask_is_on_by_default_on_a_terminal(filled: AgentProcess) -> None:
     a = filled
     path = env_file(a, "e.env", "HF_TOKEN=agent://huggingface\n")
     shown = show("HF_TOKEN")
-    p = PtyProcess(a.command("run", "--env-file", path, "--", *shown), a.env)
-    assert p.finish() == OK
-    assert MASK.encode() in p.output and HF.encode() not in p.output
-    p = PtyProcess(a.command("run", "--no-mask", "--env-file", path, "--", *shown), a.env)
-    assert p.finish() == OK
-    assert HF.encode() in p.output and MASK.encode() not in p.output
+    p = a.terminal("run", "--env-file", path, "--", *shown)
+    assert p.wait() == OK
+    assert MASK in p.output and HF not in p.output
+    p = a.terminal("run", "--no-mask", "--env-file", path, "--", *shown)
+    assert p.wait() == OK
+    assert HF in p.output and MASK not in p.output
 
 
 HANDLER = """
@@ -184,14 +183,14 @@ def test_ctrl_c_at_the_terminal_reaches_the_command_once(filled: AgentProcess) -
     sent after the command took the first one, the usual order."""
     a = filled
     path = env_file(a, "e.env", "HF_TOKEN=agent://huggingface\n")
-    p = PtyProcess(a.command("run", "--env-file", path, "--", sys.executable, "-c", WAITER), a.env)
+    p = a.terminal("run", "--env-file", path, "--", sys.executable, "-c", WAITER)
     try:
-        p.read_until(b"ready")
-        p.write(b"\x03")
-        p.read_until(f"got {int(signal.SIGINT)} from the kernel".encode())
-        p.write(b"done\n")
-        assert p.finish() == OK
-        assert b"pending False" in p.output
+        p.expect("ready")
+        p.send("\x03")
+        p.expect(f"got {int(signal.SIGINT)} from the kernel")
+        p.send("done\n")
+        assert p.wait() == OK
+        assert "pending False" in p.output
     finally:
         p.kill()
 

@@ -14,10 +14,10 @@ import shutil
 import subprocess
 
 import pytest
-from otheruser import other_user, readable_copy, user_python
 
 from client import Client, errors
 from support import AgentProcess, raw_request
+from support.otheruser import other_user, readable_copy, user_python
 
 __all__ = ["other_user"]  # a fixture
 

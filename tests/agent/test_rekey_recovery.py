@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from terminal import Terminal
 
 from support import PASSPHRASE, AgentProcess, SecretService, vault_store
 
@@ -208,7 +207,7 @@ def _files_holding(root: Path, needles: list[str]) -> list[str]:
 
 def test_codes_and_passphrases_reach_no_log_argv_or_file(ss_agent: AgentProcess) -> None:
     a = ss_agent
-    t = Terminal(a.env, "init", "--key-source", "passphrase")
+    t = a.terminal("init", "--key-source", "passphrase")
     t.answer("New passphrase: ", PASSPHRASE)
     t.answer("Repeat: ", PASSPHRASE)
     t.answer("Print a recovery code", "y")
@@ -217,7 +216,7 @@ def test_codes_and_passphrases_reach_no_log_argv_or_file(ss_agent: AgentProcess)
     assert a.cli("set", "runpod", input=RP + "\n").returncode == 0
     assert a.cli("rekey", "--key-source", "keyring", input=PASSPHRASE + "\n").returncode == 0
     assert a.cli("rekey", "--key-source", "passphrase", input=NEW + "\n").returncode == 0
-    t = Terminal(a.env, "recover")
+    t = a.terminal("recover")
     t.answer("Recovery code: ", code)
     t.expect("New passphrase: ")
     argv = _argv_of_every_process() + subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout

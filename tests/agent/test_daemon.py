@@ -11,35 +11,10 @@ import subprocess
 import sys
 import time
 
-import msgpack
 import pytest
 
 from client import Client, errors, protocol
-from support import AgentProcess, raw_request, short_tmpdir
-
-
-def connect(a: AgentProcess) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(5)
-    s.connect(str(a.socket))
-    return s
-
-
-def read_reply(s: socket.socket) -> dict:
-    header = b""
-    while len(header) < 4:
-        chunk = s.recv(4 - len(header))
-        if not chunk:
-            raise ConnectionError("closed")
-        header += chunk
-    n = int.from_bytes(header, "big")
-    body = b""
-    while len(body) < n:
-        chunk = s.recv(n - len(body))
-        if not chunk:
-            raise ConnectionError("closed")
-        body += chunk
-    return msgpack.unpackb(body, raw=False)
+from support import AgentProcess, connect, raw_request, read_reply, short_tmpdir
 
 
 def test_hello_lists_every_op(agent: AgentProcess) -> None:

@@ -18,13 +18,15 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from support import short_tmpdir
+from support import AgentProcess, short_tmpdir
 
 ROOT_TOKEN = "root"
+# the type of the team_agent fixture (tests/team/conftest.py): start_team_agent, stopped after the test
+TeamAgent = Callable[..., AgentProcess]
 
 
 def bao_binary() -> str | None:
@@ -229,6 +231,28 @@ def remote_config(name: str, urls: list[str], **options: Any) -> str:
     for key, value in options.items():
         lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
     return "\n".join(lines) + "\n"
+
+
+def start_team_agent(urls: list[str], login: str | None = None, init: bool = True, **options: Any) -> AgentProcess:
+    """An agent whose config names one remote, ``team``, on ``urls`` (under the prefix
+    ``ml-team`` unless ``options`` say otherwise): started, given a passphrase vault
+    unless ``init`` is false, then logged in with the token ``login`` when given.
+    The tests' ``team_agent`` fixture and the team benchmark both make theirs here."""
+    home = short_tmpdir()
+    config = home / "config.toml"
+    options.setdefault("prefix", "ml-team")
+    config.write_text(remote_config("team", urls, **options))
+    a = AgentProcess(home=home, env={"CREDENTIAL_AGENT_CONFIG": str(config)}).start()
+    try:
+        if init:
+            a.init_passphrase()
+        if login is not None:
+            done = a.cli("remote", "login", "team", input=login + "\n")
+            assert done.returncode == 0, done.stderr
+    except BaseException:
+        a.cleanup()
+        raise
+    return a
 
 
 class Silent:

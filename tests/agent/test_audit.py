@@ -8,11 +8,10 @@ import sqlite3
 import time
 
 import pytest
-from test_agent_core import connect, read_reply
 
 from agent.audit import FLUSH_INTERVAL
 from client import errors
-from support import AgentProcess, raw_request, vault_store
+from support import AgentProcess, connect, raw_request, read_reply, vault_store
 
 CANARY = "rp_CANARY_9f8e7d6c5b4a39281706"
 

@@ -1,5 +1,5 @@
 """The everyday commands for many entries and for unlocking, through the real ``agent``
-command: at a terminal (a pty, ``tests/terminal.py``) and from scripts."""
+command: at a terminal (a pty, ``tests/support/terminal.py``) and from scripts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import pytest
-from terminal import Terminal
 
 from client import errors
 from support import PASSPHRASE, AgentProcess
@@ -33,7 +32,7 @@ def test_get_at_a_terminal_asks_the_passphrase_with_retries(unlocked_agent: Agen
     with a.client() as c:
         c.store("runpod", RP)
         c.lock()
-    t = Terminal(a.env, "get", "runpod")
+    t = a.terminal("get", "runpod")
     t.answer("Passphrase: ", "wrong one")
     t.expect("wrong passphrase, try again")
     t.answer("Passphrase: ", PASSPHRASE)
@@ -47,7 +46,7 @@ def test_three_wrong_passphrases_fail_with_locked(unlocked_agent: AgentProcess) 
     with a.client() as c:
         c.store("runpod", RP)
         c.lock()
-    t = Terminal(a.env, "get", "runpod")
+    t = a.terminal("get", "runpod")
     for _ in range(3):
         t.answer("Passphrase: ", "not it")
     assert t.wait() == 3
@@ -71,13 +70,13 @@ def test_set_and_exec_at_a_terminal_unlock_first(unlocked_agent: AgentProcess) -
     a = unlocked_agent
     with a.client() as c:
         c.lock()
-    t = Terminal(a.env, "set", "runpod")
+    t = a.terminal("set", "runpod")
     t.answer("Passphrase: ", PASSPHRASE)
     t.answer("Value for runpod/api-key: ", RP)  # the value is asked after the unlock
     assert t.wait() == 0 and "stored runpod/api-key" in t.output
     with a.client() as c:
         c.lock()
-    t = Terminal(a.env, "exec", "--platform", "runpod", "--", "sh", "-c", 'test "$RUNPOD_API_KEY" = "$0" && echo same',
+    t = a.terminal("exec", "--platform", "runpod", "--", "sh", "-c", 'test "$RUNPOD_API_KEY" = "$0" && echo same',
                  RP)
     t.answer("Passphrase: ", PASSPHRASE)
     assert t.wait() == 0 and "same" in t.output
@@ -87,13 +86,13 @@ def test_unlock_at_a_terminal_has_three_tries(unlocked_agent: AgentProcess) -> N
     a = unlocked_agent
     with a.client() as c:
         c.lock()
-    t = Terminal(a.env, "unlock")
+    t = a.terminal("unlock")
     t.answer("Passphrase: ", "nope")
     t.answer("Passphrase: ", PASSPHRASE)
     assert t.wait() == 0 and "unlocked" in t.output
     with a.client() as c:
         c.lock()
-    t = Terminal(a.env, "unlock")
+    t = a.terminal("unlock")
     for _ in range(3):
         t.answer("Passphrase: ", "nope")
     assert t.wait() == 1 and "3 wrong passphrases" in t.output
@@ -189,11 +188,11 @@ def test_rm_all_types_of_a_platform(stocked: AgentProcess) -> None:
 
 def test_rm_of_several_asks_at_a_terminal(stocked: AgentProcess) -> None:
     a = stocked
-    t = Terminal(a.env, "rm", "--all-types", "runpod")
+    t = a.terminal("rm", "--all-types", "runpod")
     t.answer("Delete 2 credentials: runpod/api-key, runpod/api-secret? [y/N] ", "n")
     assert t.wait() == 1 and "nothing was deleted" in t.output
     assert ("runpod", "api-key") in _names(a.cli("ls", "--json").stdout)
-    t = Terminal(a.env, "rm", "huggingface", "hf-mirror")
+    t = a.terminal("rm", "huggingface", "hf-mirror")
     t.answer("? [y/N] ", "y")
     assert t.wait() == 0 and "deleted hf-mirror/api-key" in t.output
     assert not any(p.startswith("h") for p, _ in _names(a.cli("ls", "--json").stdout))
@@ -254,6 +253,6 @@ def test_mv_at_a_terminal_unlocks_first(stocked: AgentProcess) -> None:
     a = stocked
     with a.client() as c:
         c.lock()
-    t = Terminal(a.env, "mv", "runpod", "runpod-old")
+    t = a.terminal("mv", "runpod", "runpod-old")
     t.answer("Passphrase: ", PASSPHRASE)
     assert t.wait() == 0 and "moved runpod/api-key to runpod-old/api-key" in t.output

@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import sqlite3
 import stat
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from agent.cli.vault import MIN_PASSPHRASE
 from client import protocol
-from support import PASSPHRASE, AgentProcess
+from support import PASSPHRASE, ROOT, AgentProcess
 
 OK, ERROR, USAGE, LOCKED, NO_AGENT = 0, 1, 2, 3, 4
 BROKEN_PIPE = 141
@@ -28,54 +25,6 @@ PEM = "\n".join(["-----BEGIN PRIVATE KEY-----", "MIIEvQIBADANBgkqhkiG9w0BAQEFAAS
                  "-----END PRIVATE KEY-----"])
 SERVICE_ACCOUNT = json.dumps({"type": "service_account", "private_key": PEM + "\n", "client_email": "a b@x"},
                              indent=2)
-
-
-class Terminal:
-    """The `agent` command on a real pty (its controlling terminal), driven like a user."""
-
-    def __init__(self, a: AgentProcess, *args: str) -> None:
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: become the command
-            command = a.command(*args)
-            os.execve(command[0], command, a.env)
-        self.output = ""
-        self._seen = 0  # output before this was matched by an earlier expect
-
-    def expect(self, text: str, timeout: float = 30.0) -> str:
-        """Read until ``text`` appears after what earlier calls matched (the deadline only
-        bounds a hang); the output of this step."""
-        deadline = time.monotonic() + timeout
-        start = self._seen
-        while text not in self.output[start:]:
-            left = deadline - time.monotonic()
-            assert left > 0, f"never saw {text!r} in {self.output[start:]!r}"
-            if not select.select([self.fd], [], [], left)[0]:
-                continue
-            try:
-                chunk = os.read(self.fd, 4096)
-            except OSError:  # EIO: the child has exited and closed the terminal
-                chunk = b""
-            assert chunk, f"the command ended without {text!r}: {self.output[start:]!r}"
-            self.output += chunk.decode(errors="replace")
-        self._seen = self.output.index(text, start) + len(text)
-        return self.output[start:self._seen]
-
-    def send(self, text: str) -> None:
-        os.write(self.fd, text.encode())
-
-    def wait(self) -> int:
-        """The exit code, once the rest of the output is read."""
-        while True:
-            try:
-                chunk = os.read(self.fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            self.output += chunk.decode(errors="replace")
-        _, status = os.waitpid(self.pid, 0)
-        os.close(self.fd)
-        return os.waitstatus_to_exitcode(status)
 
 
 def value_of(a: AgentProcess, platform: str, ctype: str = "api-key") -> str:
@@ -213,7 +162,7 @@ def test_export_refuses_an_existing_file_and_never_follows_a_symlink(unlocked_ag
 
 # --- 4. Ctrl-D and a closed pipe ----------------------------------------------------------
 def test_ctrl_d_at_a_hidden_prompt_is_one_line(unlocked_agent: AgentProcess) -> None:
-    t = Terminal(unlocked_agent, "set", "mytool")
+    t = unlocked_agent.terminal("set", "mytool")
     t.expect("Value for mytool/api-key: ")
     t.send("\x04")
     assert t.wait() == ERROR
@@ -253,7 +202,7 @@ def test_lock_without_an_agent_says_none_is_running() -> None:
 
 
 def test_init_at_a_terminal_asks_again_after_an_empty_passphrase(agent: AgentProcess) -> None:
-    t = Terminal(agent, "init", "--key-source", "passphrase")
+    t = agent.terminal("init", "--key-source", "passphrase")
     t.expect("New passphrase: ")
     t.send("\n")
     out = t.expect("the passphrase is empty")
@@ -335,7 +284,7 @@ def test_a_short_passphrase_from_stdin_is_warned_about_and_used(agent: AgentProc
 
 
 def test_a_short_passphrase_at_a_terminal_needs_a_yes(agent: AgentProcess) -> None:
-    t = Terminal(agent, "init", "--key-source", "passphrase")
+    t = agent.terminal("init", "--key-source", "passphrase")
     t.expect("New passphrase: ")
     t.send("abc\n")
     t.expect("Use it anyway? [y/N] ")
@@ -357,7 +306,7 @@ def test_a_short_passphrase_at_a_terminal_needs_a_yes(agent: AgentProcess) -> No
 
 @pytest.mark.parametrize("answer", ["\n", "\x04"])
 def test_a_short_passphrase_refused_three_times_stops(agent: AgentProcess, answer: str) -> None:
-    t = Terminal(agent, "init", "--key-source", "passphrase")
+    t = agent.terminal("init", "--key-source", "passphrase")
     for _ in range(3):
         t.expect("New passphrase: ")
         t.send("abc\n")
@@ -370,7 +319,7 @@ def test_a_short_passphrase_refused_three_times_stops(agent: AgentProcess, answe
 
 
 def test_the_cli_docs_state_the_minimum() -> None:
-    cli_doc = " ".join((Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text().split())
+    cli_doc = " ".join((ROOT / "docs" / "cli.md").read_text().split())
     assert f"at least {MIN_PASSPHRASE} characters" in cli_doc
 
 
