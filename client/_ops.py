@@ -1,5 +1,5 @@
 """The typed operations of both clients, written once (their request builders and reply
-helpers are in ``client._messages``).
+helpers are in ``client.messages``).
 
 Rules of this module:
 - no I/O. An operation of one request (``@single``) is a function from the method's
@@ -25,7 +25,7 @@ Rules of this module:
 from __future__ import annotations
 
 from client import errors
-from client._messages import (
+from client.messages import (
     ListPages,
     _code,
     _credential,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from client import _win32, errors
+from client import errors, win32
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ __all__ = ["check_server"]
 
 def check_server(sid: str, address: str) -> None:
     """Refuse a pipe made by a process of another user."""
-    if sys.platform == "win32" and sid != _win32.current_sid():
+    if sys.platform == "win32" and sid != win32.current_sid():
         raise errors.UntrustedSocket(
             f"refusing {address}: the process serving it runs as {sid}, not as this user; nothing was sent"
         )
@@ -50,7 +50,7 @@ if sys.platform == "win32":
 
     def _server_sid(handle: int, address: str) -> str:
         try:
-            return _win32.sid_of_process(_win32.server_pid(handle))
+            return win32.sid_of_process(win32.server_pid(handle))
         except OSError as e:
             raise errors.UntrustedSocket(f"refusing {address}: cannot tell who serves it ({e.strerror})") from None
 

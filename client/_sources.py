@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from client import errors, validation
-from client._variables import EXEC_GUARD, KNOWN_VARIABLES
 from client.protocol import MAX_NAME
 from client.validation import DEFAULT_TYPE
+from client.variables import EXEC_GUARD, KNOWN_VARIABLES
 
 __all__ = [
     "MAX_SOURCE",
@@ -45,7 +45,7 @@ __all__ = [
 
 # A credentials file is a few KiB; the limit only bounds a wrong file (a dataset, /dev/zero).
 MAX_SOURCE: Final = 16 * 1024 * 1024
-# KNOWN_VARIABLES and EXEC_GUARD live in client._variables (the CLI's help names them)
+# KNOWN_VARIABLES and EXEC_GUARD live in client.variables (the CLI's help names them)
 
 VALUE_KEYS: Final = ("api_key", "credential_value", "value", "token")
 _VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from client import errors, validation
-from client._messages import write_args
 from client._sources import (
     EXEC_GUARD,
     KNOWN_VARIABLES,
@@ -37,10 +36,11 @@ from client._sources import (
     valid_variable,
     variable_for,
 )
+from client.messages import write_args
 from client.validation import DEFAULT_TYPE
 
 if TYPE_CHECKING:
-    from client._sync import Client
+    from client.sync import Client
 
 __all__ = [
     "MAX_SOURCE",

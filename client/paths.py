@@ -3,7 +3,7 @@
 Precedence is env > config file > default, written as one expression per path. Every path is
 namespaced by ``CREDENTIAL_AGENT_PROFILE`` so profiles (and tests) never meet.
 The profile and the config file's own place come from ``client._profile``; this module
-reads the config file (``client._config``) only for the socket, and only when one exists.
+reads the config file (``client.config``) only for the socket, and only when one exists.
 platformdirs is imported only by the functions that need it: the socket path,
 which every client computes, costs no import on Linux.
 
@@ -195,19 +195,19 @@ def socket_file() -> str:
 
 def _default_socket() -> str:
     if sys.platform == "win32":
-        from client import _win32
+        from client import win32
 
         app_name()  # the profile's rule, checked as everywhere
-        return _win32.pipe_name(_win32.user_name(), profile())
+        return win32.pipe_name(win32.user_name(), profile())
     return os.path.join(_runtime_dir(), "agent.sock")
 
 
 def _configured_socket() -> str | None:
     if not _profile.config_may_exist():
         return None  # the common case: no file, no import
-    from client import _config
+    from client import config
 
-    value = _config.file_value(config_path(), "socket")
+    value = config.file_value(config_path(), "socket")
     return None if value is None else str(value)
 
 

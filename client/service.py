@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from client import errors, migrate, validation
-from client._sync import Client
+from client.sync import Client
 from client.validation import DEFAULT_TYPE
 
 __all__ = ["CredentialService", "CredentialMigrationTool", "SecureStorage"]

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from enum import IntEnum
 
-from client import _config, errors, protocol
+from client import config, errors, protocol
 from client.names import canonical_platform
 from client.validation import DEFAULT_TYPE, check_name
 
@@ -276,10 +276,10 @@ _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def parse_duration(text: str) -> float:
-    """``90d``, ``12h``, ``1h30m``, ``900`` -> seconds (``client._config.parse_duration``),
+    """``90d``, ``12h``, ``1h30m``, ``900`` -> seconds (``client.config.parse_duration``),
     or a usage error."""
     try:
-        return _config.parse_duration(text)
+        return config.parse_duration(text)
     except ValueError as e:
         raise CliError(str(e), Exit.USAGE) from None
 
@@ -287,7 +287,7 @@ def parse_duration(text: str) -> float:
 def duration_arg(text: str) -> float:
     """argparse type: a duration (``parse_duration``), else a usage error that says the forms."""
     try:
-        return _config.parse_duration(text)
+        return config.parse_duration(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 

@@ -14,9 +14,9 @@ import sys
 
 from agent.cli._common import CliError, unlock_on_demand
 from client import Client, errors
-from client._messages import expired_on, get_args
-from client._variables import EXEC_GUARD
+from client.messages import expired_on, get_args
 from client.validation import DEFAULT_TYPE
+from client.variables import EXEC_GUARD
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

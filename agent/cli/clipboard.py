@@ -4,7 +4,7 @@
   (Wayland), ``xclip`` or ``xsel`` (X11), ``pbcopy`` (macOS), the first one present
   whose display is there.
 - Clearing is a detached helper process (its own session, in ``/``, an isolated
-  interpreter on this installation's code, only the variables ``client._spawn``
+  interpreter on this installation's code, only the variables ``client.spawn``
   passes): it gets the value on a pipe, waits, reads the clipboard back and clears
   it only if it still holds the value, so something copied since is left alone.
   Its argv holds the tool's name and the delay, nothing else.
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from agent.cli._common import CliError
-from client import _spawn, protocol
+from client import protocol, spawn
 
 __all__ = ["Tool", "TOOLS", "find_tool", "copy", "watch", "DEFAULT_CLEAR"]
 
@@ -88,12 +88,12 @@ def copy(value: str, clear_after: float) -> Tool:
 
 
 def _start_watch(tool: Tool, value: str, clear_after: float) -> None:
-    root = _spawn.code_root()
+    root = spawn.code_root()
     argv = ([sys.executable, "-I", "-c", _BOOT, root] if root is not None
             else [sys.executable, "-I", "-m", "agent.cli.clipboard"])
     helper = subprocess.Popen([*argv, tool.name, repr(clear_after)], stdin=subprocess.PIPE,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
-                              env=_spawn.clean_env(), start_new_session=True)
+                              env=spawn.clean_env(), start_new_session=True)
     assert helper.stdin is not None
     helper.stdin.write(value.encode())
     helper.stdin.close()

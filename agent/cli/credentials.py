@@ -37,7 +37,7 @@ from agent.cli._common import (
     unlock_on_demand,
 )
 from client import Client, errors
-from client._messages import write_args
+from client.messages import write_args
 from client.validation import DEFAULT_TYPE
 
 TYPE_CHECKING = False

@@ -24,7 +24,7 @@ from agent.cli._common import (
     pairs,
     print_json,
 )
-from client import Client, _variables
+from client import Client, variables
 
 # client.migrate (its parsers, json, dataclasses, datetime) and pathlib are imported
 # by the commands that use them: `agent get` must not pay for them
@@ -169,12 +169,12 @@ def register(sub: Subcommands) -> None:
     _import_options(q)
     q = add_command(kinds, "env", cmd_import_env, "environment variables",
                     "PLATFORM=VAR pairs; with none, every known variable that is set "
-                    f"({', '.join(_variables.KNOWN_VARIABLES)})")
+                    f"({', '.join(variables.KNOWN_VARIABLES)})")
     q.add_argument("pairs", nargs="*", metavar="PLATFORM=VAR")
     _import_options(q)
     q = add_command(kinds, "dotenv", cmd_import_dotenv, "a .env file ('-' for stdin)",
                     "known variables map by default: "
-                    + ", ".join(f"{k}->{v}" for k, v in _variables.KNOWN_VARIABLES.items()))
+                    + ", ".join(f"{k}->{v}" for k, v in variables.KNOWN_VARIABLES.items()))
     q.add_argument("file", metavar="FILE")
     q.add_argument("--map", action="append", default=[], metavar="VAR=PLATFORM", help="map a variable (repeatable)")
     _import_options(q)

@@ -28,7 +28,7 @@ from agent.cli._common import (
     show_recovery_code,
     unlock_at_terminal,
 )
-from client import Client, _config, errors, paths, protocol
+from client import Client, config, errors, paths, protocol
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def new_passphrase() -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    key_source = _config.setting("key_source", args.key_source)
+    key_source = config.setting("key_source", args.key_source)
     passphrase = None
     with Client() as c:
         if _asks_passphrase(key_source):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from agent.crypto import SecureStorage
-from client._config import ConfigError
+from client.config import ConfigError
 from client.validation import check_name
 
 __all__ = ["AppRole", "Hooks", "NO_REMOTES", "RemoteOptions", "Secret", "SecretMeta", "TokenInfo", "parse",

@@ -49,10 +49,10 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_TIMEOUT", "SLOW_TIMEOUT", "timeout_for", "set_timeout", "connect", "connect_async",
            "listener_uid", "reset_after_fork", "parse_xucred", "is_pipe"]
 
-# client._win32.PIPE_PREFIX, without importing ctypes into every client
+# client.win32.PIPE_PREFIX, without importing ctypes into every client
 _PIPE_PREFIX = "\\\\.\\pipe\\"
 
-# Longer than the agent's keystore deadline (agent.keystore.DEFAULT_DEADLINE, 10 s):
+# Longer than the agent's keystore deadline (agent.keys.keyring.DEFAULT_DEADLINE, 10 s):
 # a request that waits on a hung keystore gets the agent's keystore_unavailable
 # error, which says what is wrong, rather than a bare timeout.
 DEFAULT_TIMEOUT = 15.0
