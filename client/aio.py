@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from client import _ops, errors, messages, paths, protocol, transport
+from client import _ops, errors, paths, protocol, transport
 from client.transport import DEFAULT_TIMEOUT
 
 __all__ = ["AsyncClient", "acredentials_for"]
@@ -115,8 +115,7 @@ class AsyncClient(_ops.AsyncOperations):
         self.path = Path(path) if path is not None else paths.socket_path()
         self.timeout = timeout
         self._autostart = autostart
-        self.on_expired = messages.expiry_policy(on_expired)
-        self._warned: set[tuple[str, str]] = set()
+        super().__init__(on_expired)
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
         transport.reset_after_fork(self)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import _thread
 import os
 
-from client import _ops, errors, messages, paths, protocol, transport
+from client import _ops, errors, paths, protocol, transport
 from client.transport import DEFAULT_TIMEOUT
 
 # A process that wants one key pays for ``import client``: the C modules behind
@@ -57,8 +57,7 @@ class Client(_ops.SyncOperations):
         self._path = os.fspath(path) if path is not None else paths.socket_file()
         self.timeout = timeout
         self._autostart = autostart
-        self.on_expired = messages.expiry_policy(on_expired)
-        self._warned: set[tuple[str, str]] = set()
+        super().__init__(on_expired)
         self._sock: transport.Stream | None = None
         self._buf = protocol.FrameBuffer()
         self._lock = _thread.allocate_lock()
