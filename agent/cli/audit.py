@@ -28,15 +28,8 @@ def _caller(row: dict[str, Any]) -> str:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     since = None if args.since is None else time.time() - parse_duration(args.since)
-    query: dict[str, Any] = {"limit": args.limit}
-    if since is not None:
-        query["since"] = since
-    if args.platform is not None:
-        query["platform"] = args.platform
-    if args.by is not None:
-        query["by"] = args.by
     with Client() as c:
-        rows: list[dict[str, Any]] = c.call("audit", query)
+        rows = c.audit(since, args.platform, args.limit, args.by)
     if args.json:
         print_json(rows)
         return Exit.OK

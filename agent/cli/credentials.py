@@ -37,7 +37,6 @@ from agent.cli._common import (
     unlock_on_demand,
 )
 from client import Client, errors
-from client.messages import write_args
 from client.validation import DEFAULT_TYPE
 
 TYPE_CHECKING = False
@@ -114,9 +113,8 @@ def cmd_set(args: argparse.Namespace) -> int:
         unlock_on_demand(c)  # before the value is typed, not after
         value = read_secret(f"Value for {args.platform}/{args.type}: ", whole=True)
         # a replaced credential keeps its metadata (--meta merges into it) and its expiry
-        request = write_args(args.platform, value, args.type, meta, not args.no_validate, when,
-                             keep=True, merge=not args.clear_meta, clear_expiry=clear_expiry, remote=args.remote)
-        result = c.call("store", request)
+        result = c.put(args.platform, value, args.type, meta, validate=not args.no_validate, expires_at=when,
+                       keep=True, merge=not args.clear_meta, clear_expiry=clear_expiry, remote=args.remote)
     done = "stored" if result.get("created", True) else "replaced"
     print(f"{done} {args.platform}/{args.type}" + (f" in {args.remote}" if args.remote else ""))
     return Exit.OK
@@ -278,11 +276,11 @@ def cmd_mv(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     value = read_secret(f"Value for {args.platform}: ", whole=True)
     with Client() as c:
-        result = c.call("validate", {"platform": args.platform, "value": value})
-    if result["valid"]:
+        reason = c.invalid_reason(args.platform, value)
+    if reason is None:
         print(f"valid for {args.platform}")
         return Exit.OK
-    print(f"invalid for {args.platform}: {result['reason']}", file=sys.stderr)
+    print(f"invalid for {args.platform}: {reason}", file=sys.stderr)
     return Exit.ERROR
 
 

@@ -142,14 +142,14 @@ def cmd_lock(args: argparse.Namespace) -> int:
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     with Client(timeout=120.0) as c:  # scrypt twice and a keystore round trip
         st = c.status()
-        query: dict[str, str] = {}
+        passphrase = new = None
         if _asks_passphrase(st["key_source"]):
-            query["passphrase"] = read_secret("Current passphrase: ")
+            passphrase = read_secret("Current passphrase: ")
             if args.new_passphrase:
-                query["new_passphrase"] = new_passphrase()
+                new = new_passphrase()
         elif args.new_passphrase:
             raise CliError("--new-passphrase applies to passphrase vaults; this one keeps its key in the OS keystore")
-        result = c.call("rotate_key", query)
+        result = c.rotate_key(passphrase, new)
     print(f"master key rotated; {result['credentials']} credentials re-encrypted (key source {result['key_source']})")
     if result.get("recovery_code_dropped"):
         print("the recovery code opened the old key and was dropped; make a new one with `agent recovery-code`",
