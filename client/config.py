@@ -7,7 +7,9 @@ Rules of this module:
   ``client.ConfigError`` naming the file, the line and the key (and for an unknown
   key the nearest known one), on whichever side reads it first;
 - every setting in seconds takes a duration (``parse_duration``: ``900``, ``15m``,
-  ``1h30m``), in the file, the environment and on the command line;
+  ``1h30m``), in the file (a ``[remote.NAME]`` table's too), the environment and on
+  the command line: this is the one duration parser, and ``format_duration`` the one
+  way a message shows a span of time in the units it takes;
 - precedence is flags > environment > file > defaults; this module knows the
   file and the environment variable of each key, the caller supplies the flag.
 """
@@ -35,6 +37,7 @@ __all__ = [
     "file_value",
     "setting",
     "parse_duration",
+    "format_duration",
     "LOG_LEVELS",
     "KEY_SOURCES",
 ]
@@ -59,6 +62,15 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"not a duration: {text!r} (use seconds, or e.g. 90s, 15m, 2h, 1h30m, 90d)")
     return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def format_duration(seconds: float) -> str:
+    """``3d``, ``14h``, ``5m``, ``30s``: the largest whole unit of a span, for a short
+    column (``agent ls``'s expiry, a remote's cache age); ``parse_duration`` reads it back."""
+    for unit in ("d", "h", "m"):
+        if seconds >= _UNITS[unit]:
+            return f"{seconds // _UNITS[unit]:.0f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 class Key:

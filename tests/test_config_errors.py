@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import client
+from agent import remotes
 from agent.cli import _common
 from client import config, errors
 from support import AgentProcess
@@ -97,6 +98,22 @@ def test_not_durations(text: str) -> None:
     with pytest.raises(_common.CliError) as info:
         _common.parse_duration(text)
     assert info.value.code == _common.Exit.USAGE
+
+
+def test_a_remote_table_takes_the_same_durations() -> None:
+    (team,) = remotes.parse({"team": {"url": "http://127.0.0.1:8200", "refresh": "900", "max_stale": "1y"}}, "f")
+    assert (team.refresh, team.max_stale) == (900.0, 365 * 86400.0)
+    for bad in ("soon", True, "-5"):
+        with pytest.raises(client.ConfigError, match="'refresh' must be a number of seconds or a duration"):
+            remotes.parse({"team": {"url": "http://127.0.0.1:8200", "refresh": bad}}, "f")
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (3 * 86400 + 60, "3d"), (14 * 3600 + 59, "14h"), (300, "5m"), (59.6, "60s"), (0, "0s"),
+])
+def test_one_formatter_shows_the_largest_whole_unit(seconds: float, text: str) -> None:
+    assert config.format_duration(seconds) == text
+    assert config.parse_duration(text) <= seconds + 1  # read back by the one parser
 
 
 def test_durations_in_the_file_and_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,7 +36,7 @@ from agent.cli._common import (
     type_arg,
     unlock_on_demand,
 )
-from client import Client, errors
+from client import Client, config, errors
 from client.validation import DEFAULT_TYPE
 
 TYPE_CHECKING = False
@@ -64,13 +64,6 @@ def _meta_pairs(pairs: Sequence[str]) -> dict[str, str] | None:
     return out
 
 
-def _left(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size:.0f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 def _expiry_mark(ts: float | None, now: float) -> str:
     if ts is None:
         return "-"
@@ -78,7 +71,7 @@ def _expiry_mark(ts: float | None, now: float) -> str:
     if ts <= now:
         return f"{when} EXPIRED"
     if ts - now <= SOON:
-        return f"{when} (in {_left(ts - now)})"
+        return f"{when} (in {config.format_duration(ts - now)})"
     return when
 
 
