@@ -56,7 +56,7 @@ class _Op:
         result = fn.__annotations__.get("return")
         for kind in ("Sent[", "Plan["):
             if isinstance(result, str) and result.startswith(kind) and result.endswith("]"):
-                fn.__annotations__["return"] = result[len(kind):-1]
+                fn.__annotations__["return"] = result[len(kind) : -1]
 
     def __repr__(self) -> str:
         return f"<operation {self.name}>"

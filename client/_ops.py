@@ -124,8 +124,18 @@ class Operations:
         vault, with check-and-set). ``keep``: a replaced credential keeps its metadata and
         expiry where none is given (``clear_expiry`` drops a kept expiry); ``merge``: the
         given metadata is laid over the replaced credential's. ``put`` says which it did."""
-        args = write_args(platform, value, credential_type, metadata, validate, expires_at, keep=keep, merge=merge,
-                          clear_expiry=clear_expiry, remote=remote)
+        args = write_args(
+            platform,
+            value,
+            credential_type,
+            metadata,
+            validate,
+            expires_at,
+            keep=keep,
+            merge=merge,
+            clear_expiry=clear_expiry,
+            remote=remote,
+        )
         return self._send("store", args, reply_none)
 
     @single
@@ -145,8 +155,18 @@ class Operations:
     ) -> Sent[dict[str, Any]]:
         """``store``, answering what it did: ``{"created": True}`` for a new credential,
         ``False`` for one it replaced (a team vault's answer adds ``remote`` and ``version``)."""
-        args = write_args(platform, value, credential_type, metadata, validate, expires_at, keep=keep, merge=merge,
-                          clear_expiry=clear_expiry, remote=remote)
+        args = write_args(
+            platform,
+            value,
+            credential_type,
+            metadata,
+            validate,
+            expires_at,
+            keep=keep,
+            merge=merge,
+            clear_expiry=clear_expiry,
+            remote=remote,
+        )
         return self._send("store", args, reply_map)
 
     @single
@@ -185,8 +205,15 @@ class Operations:
         return self._send("delete", args, reply_none)
 
     @single
-    def rename(self, platform: str, new_platform: str, credential_type: str = DEFAULT_TYPE,
-               new_credential_type: str = DEFAULT_TYPE, *, replace: bool = False) -> Sent[dict[str, Any]]:
+    def rename(
+        self,
+        platform: str,
+        new_platform: str,
+        credential_type: str = DEFAULT_TYPE,
+        new_credential_type: str = DEFAULT_TYPE,
+        *,
+        replace: bool = False,
+    ) -> Sent[dict[str, Any]]:
         """Move a credential to a new name with its metadata, times and expiry (one
         transaction); ``AlreadyExists`` if the new name is taken, unless ``replace``."""
         args = name_args(platform, credential_type)
@@ -214,7 +241,10 @@ class Operations:
 
     @single
     def audit(
-        self, since: float | None = None, platform: str | None = None, limit: int | None = None,
+        self,
+        since: float | None = None,
+        platform: str | None = None,
+        limit: int | None = None,
         by: str | None = None,
     ) -> Sent[list[dict[str, Any]]]:
         """Audit-log rows, oldest first (never values): since a Unix time, of one platform,
@@ -223,9 +253,7 @@ class Operations:
         return self._send("audit", given(since=since, platform=platform, limit=limit, by=by), reply_rows)
 
     @single
-    def rotate_key(
-        self, passphrase: str | None = None, new_passphrase: str | None = None
-    ) -> Sent[dict[str, Any]]:
+    def rotate_key(self, passphrase: str | None = None, new_passphrase: str | None = None) -> Sent[dict[str, Any]]:
         """Re-encrypt every credential under a new master key (a passphrase vault asks
         for its passphrase, and may take a new one)."""
         return self._send("rotate_key", given(passphrase=passphrase, new_passphrase=new_passphrase), reply_map)
@@ -247,8 +275,9 @@ class Operations:
     ) -> Sent[dict[str, Any]]:
         """Move the master key to another key source (no credential is re-encrypted): a
         passphrase vault gives its ``passphrase``; to ``passphrase``, a ``new_passphrase``."""
-        return self._send("rekey", given(key_source=key_source, passphrase=passphrase,
-                                         new_passphrase=new_passphrase), reply_map)
+        return self._send(
+            "rekey", given(key_source=key_source, passphrase=passphrase, new_passphrase=new_passphrase), reply_map
+        )
 
     @single
     def recovery_code(self, passphrase: str | None = None) -> Sent[str]:

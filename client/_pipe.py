@@ -83,7 +83,7 @@ if sys.platform == "win32":
             view = memoryview(data)
             while view:
                 ov, err = _winapi.WriteFile(self._fileno(), view, overlapped=True)
-                view = view[self._wait(ov, err):]
+                view = view[self._wait(ov, err) :]
 
         def recv(self, size: int) -> bytes:
             try:
@@ -107,8 +107,15 @@ if sys.platform == "win32":
         deadline = time.monotonic() + timeout
         while True:
             try:
-                handle = _winapi.CreateFile(address, _GENERIC_READ_WRITE, 0, _winapi.NULL, _winapi.OPEN_EXISTING,
-                                            _winapi.FILE_FLAG_OVERLAPPED, _winapi.NULL)
+                handle = _winapi.CreateFile(
+                    address,
+                    _GENERIC_READ_WRITE,
+                    0,
+                    _winapi.NULL,
+                    _winapi.OPEN_EXISTING,
+                    _winapi.FILE_FLAG_OVERLAPPED,
+                    _winapi.NULL,
+                )
                 break
             except OSError as e:
                 left = deadline - time.monotonic()

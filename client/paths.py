@@ -82,8 +82,9 @@ def ensure_private_dir(path: Path) -> Path:
         if not _trusted_owner(above):
             raise InsecurePath(f"{path} lies in {real}, which belongs to uid {above.st_uid}")
         if _others_may_write(above):
-            raise InsecurePath(f"{path} lies in {real}, which other users may write "
-                               f"(mode {stat.S_IMODE(above.st_mode):04o})")
+            raise InsecurePath(
+                f"{path} lies in {real}, which other users may write (mode {stat.S_IMODE(above.st_mode):04o})"
+            )
     return path
 
 
@@ -133,8 +134,12 @@ def darwin_runtime_dir(tmpdir: str) -> str:
     each user by the system, short enough for sun_path), where it is a private
     directory of ours; else platformdirs' runtime dir (``~/Library/Caches/TemporaryItems``)."""
     tmpdir = tmpdir.rstrip("/")
-    if tmpdir and os.path.isabs(tmpdir) and _private_dir(tmpdir) \
-            and len(os.fsencode(os.path.join(tmpdir, app_name(), "agent.sock"))) <= MAX_SOCKET_PATH:
+    if (
+        tmpdir
+        and os.path.isabs(tmpdir)
+        and _private_dir(tmpdir)
+        and len(os.fsencode(os.path.join(tmpdir, app_name(), "agent.sock"))) <= MAX_SOCKET_PATH
+    ):
         return tmpdir
     import platformdirs
 
@@ -258,9 +263,7 @@ def check_socket(path: str | os.PathLike[str]) -> None:
     if st.st_uid != os.getuid():
         raise errors.UntrustedSocket(f"refusing {path}: owned by uid {st.st_uid}, not by this user")
     if st.st_mode & 0o077:
-        raise errors.UntrustedSocket(
-            f"refusing {path}: mode {stat.S_IMODE(st.st_mode):04o} lets other users connect"
-        )
+        raise errors.UntrustedSocket(f"refusing {path}: mode {stat.S_IMODE(st.st_mode):04o} lets other users connect")
 
 
 def _check_socket_dir(path: str) -> None:

@@ -83,8 +83,14 @@ def plain_args(argv: Sequence[str]) -> argparse.Namespace | None:
             ctype = type_arg(names[1]) if len(names) == 2 else DEFAULT_TYPE
         except argparse.ArgumentTypeError:
             return None
-        return argparse.Namespace(command="get", platform=platform, type=ctype, clip=False,
-                                  clip_timeout=credentials.CLIP_TIMEOUT, fn=credentials.cmd_get)
+        return argparse.Namespace(
+            command="get",
+            platform=platform,
+            type=ctype,
+            clip=False,
+            clip_timeout=credentials.CLIP_TIMEOUT,
+            fn=credentials.cmd_get,
+        )
     if list(argv) == ["status", "--short"]:
         return argparse.Namespace(command="status", json=False, short=True, fn=control.cmd_status)
     return None

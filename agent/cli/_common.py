@@ -111,8 +111,9 @@ def _help_width() -> int:
 class _Formatter(argparse.HelpFormatter):
     # argparse makes a formatter for every add_argument (to check its metavar), and
     # each would import shutil and ask the terminal its size
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
         super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
 
 
@@ -234,8 +235,11 @@ def unlock_on_demand(c: Client) -> None:
 def show_recovery_code(code: str) -> None:
     """The one time a recovery code is shown: on stdout, with what it is for."""
     print(f"recovery code: {code}")
-    print("It opens this vault if its passphrase or keystore entry is lost (`agent recover`). It is shown "
-          "only now: write it down or keep it in a password manager, away from this machine.", file=sys.stderr)
+    print(
+        "It opens this vault if its passphrase or keystore entry is lost (`agent recover`). It is shown "
+        "only now: write it down or keep it in a password manager, away from this machine.",
+        file=sys.stderr,
+    )
 
 
 def print_json(data: Any) -> None:
@@ -325,7 +329,7 @@ def platform_arg(name: str) -> str:
     if name.startswith(KEYRING_SHOWN):
         from client import keyring_names
 
-        return keyring_names.platform_for(name[len(KEYRING_SHOWN):])
+        return keyring_names.platform_for(name[len(KEYRING_SHOWN) :])
     return name_arg(canonical_platform(name))
 
 
@@ -334,7 +338,7 @@ def type_arg(name: str) -> str:
     if name.startswith(USER_SHOWN):
         from client import keyring_names
 
-        return keyring_names.type_for(name[len(USER_SHOWN):])
+        return keyring_names.type_for(name[len(USER_SHOWN) :])
     return name_arg(name)
 
 

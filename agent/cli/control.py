@@ -74,8 +74,16 @@ def cmd_start(args: argparse.Namespace) -> int:
     # runs in the agent and none of its secrets (LISTEN_* of a socket-activated parent
     # included) lives on in it
     command = spawn.agent_command("serve", *(["--log-level", args.log_level] if args.log_level else []))
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, close_fds=True, cwd="/",
-                             env=spawn.clean_env(), **_detached())
+    child = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=fd,
+        stderr=fd,
+        close_fds=True,
+        cwd="/",
+        env=spawn.clean_env(),
+        **_detached(),
+    )
     os.close(fd)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -178,8 +186,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(st)
         return Exit.OK
-    state = "not initialised (run `agent init`)" if not st["initialized"] else (
-        "locked" + (" (by request)" if st["locked_by_user"] else "") if st["locked"] else "unlocked"
+    state = (
+        "not initialised (run `agent init`)"
+        if not st["initialized"]
+        else ("locked" + (" (by request)" if st["locked_by_user"] else "") if st["locked"] else "unlocked")
     )
     print(f"agent {st['version']} (protocol {st['protocol']}), pid {st['pid']}, up {st['uptime_s']:.0f} s")
     print(f"socket:      {st['socket']}")
@@ -211,10 +221,20 @@ def _autolock_line(st: dict[str, Any]) -> str:
 def register(sub: Subcommands) -> None:
     p = add_command(sub, "serve", cmd_serve, "run the agent in the foreground (for systemd/launchd)")
     p.add_argument("--log-level", default=None, choices=config.LOG_LEVELS, help="default: info")
-    p.add_argument("--idle-timeout", type=duration_arg, default=None, metavar="DURATION",
-                   help="lock after this long without credential use: seconds, or e.g. 15m, 1h30m (0 = off)")
-    p.add_argument("--max-unlocked", type=duration_arg, default=None, metavar="DURATION",
-                   help="lock this long after unlocking, whatever the use: seconds, or e.g. 8h (0 = off)")
+    p.add_argument(
+        "--idle-timeout",
+        type=duration_arg,
+        default=None,
+        metavar="DURATION",
+        help="lock after this long without credential use: seconds, or e.g. 15m, 1h30m (0 = off)",
+    )
+    p.add_argument(
+        "--max-unlocked",
+        type=duration_arg,
+        default=None,
+        metavar="DURATION",
+        help="lock this long after unlocking, whatever the use: seconds, or e.g. 8h (0 = off)",
+    )
     p = add_command(sub, "start", cmd_start, "start the agent in the background (no-op when running)")
     p.add_argument("--log-level", default=None, choices=config.LOG_LEVELS)
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
@@ -222,6 +242,8 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "status", cmd_status, "show the agent's state")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--json", action="store_true", help="machine-readable output")
-    how.add_argument("--short", action="store_true",
-                     help="one line for a shell prompt: 'unlocked N', 'locked', 'uninitialized' or 'none'; "
-                          "never starts an agent")
+    how.add_argument(
+        "--short",
+        action="store_true",
+        help="one line for a shell prompt: 'unlocked N', 'locked', 'uninitialized' or 'none'; never starts an agent",
+    )

@@ -55,8 +55,10 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
             held = f"TTL {_age(r['token_ttl_s'])}, {r['renewals']} renewals"
             if r.get("auth") == "approle":
                 held += f", {r['relogins']} AppRole logins"
-        print(f"{r['remote']:<12} {reachable:<10} {r['last_node'] or '-':<28} {_age(r['cache_age_s']):<10} "
-              f"{r['cached_secrets']:<7} {held}")
+        print(
+            f"{r['remote']:<12} {reachable:<10} {r['last_node'] or '-':<28} {_age(r['cache_age_s']):<10} "
+            f"{r['cached_secrets']:<7} {held}"
+        )
         if r["last_error"]:
             print(f"  last error: {r['last_error']}")
 
@@ -81,8 +83,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def register(sub: Subcommands) -> None:
-    group = add_group(sub, "remote", "team vaults (OpenBao / Vault KV v2) named in the config file",
-                      dest="remote_command", metavar="ACTION")
+    group = add_group(
+        sub,
+        "remote",
+        "team vaults (OpenBao / Vault KV v2) named in the config file",
+        dest="remote_command",
+        metavar="ACTION",
+    )
     p = add_command(group, "login", cmd_login, "give the agent a token for a remote (hidden prompt or stdin)")
     p.add_argument("remote", type=name_arg)
     p.add_argument("--approle", metavar="ROLE_ID", help="log in with this AppRole (its secret id from stdin)")
