@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from agent.stores import AuditRow, Store
 from agent.transport import Peer
-from client import _config, errors
+from client import config, errors
 from client.names import canonical_platform
 from client.validation import DEFAULT_TYPE, check_name
 
@@ -43,7 +43,7 @@ AUDITED: Final = frozenset({"get", "store", "update", "delete", "rename", "metad
 # recorded under the name they were sent (rename: the old one)
 _NAMED: Final = frozenset({"get", "store", "update", "delete", "rename", "metadata"})
 # ~100 bytes a row: 10 000 rows is ~1 MB of vault, weeks of a busy user's history
-DEFAULT_KEEP: Final[int] = _config.KEYS["audit_keep"].default
+DEFAULT_KEEP: Final[int] = config.KEYS["audit_keep"].default
 # how long a row may wait in memory; a crash loses at most this much history
 FLUSH_INTERVAL: Final = 1.0
 MAX_PENDING: Final = 1_000

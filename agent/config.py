@@ -2,7 +2,7 @@
 
 The config file is TOML (``paths.config_path()``, override with
 ``CREDENTIAL_AGENT_CONFIG``); its keys, types, defaults and environment variables
-are the table ``client._config.KEYS``, shared with the client (which reads
+are the table ``client.config.KEYS``, shared with the client (which reads
 ``socket`` and ``autostart`` itself, without loading agent code). An unknown key
 or a wrong type is an error that names the key and the file.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from agent import remotes
-from client import _profile, paths
-from client._config import KEYS, ConfigError, setting
+from client import paths
+from client.config import KEYS, ConfigError, setting
 
 __all__ = ["Options", "load_options", "setting", "KEYS", "ConfigError"]
 
@@ -52,5 +52,5 @@ def load_options(args: argparse.Namespace) -> Options:
         connection_idle_timeout=setting("connection_idle_timeout"),
         frame_timeout=setting("frame_timeout"),
         audit_keep=setting("audit_keep"),
-        remotes=remotes.parse(setting("remote"), str(_profile.config_path())),
+        remotes=remotes.parse(setting("remote"), str(paths.config_path())),
     )

@@ -29,7 +29,7 @@ from agent.remotes import team
 from agent.state import Agent
 from agent.transport import Listener, ListenError
 from agent.transport.connection import Server
-from client import _spawn, paths
+from client import paths, spawn
 
 if sys.platform == "win32":
     from agent.transport import pipe
@@ -199,7 +199,7 @@ def serve(options: Options) -> int:
     os.chdir("/")
     # an agent run by hand keeps only what it reads (keys exported in the shell that
     # started it do not live on in its environment, nor reach anything it runs)
-    kept = _spawn.clean_env()
+    kept = spawn.clean_env()
     for name in [n for n in os.environ if n not in kept and not n.startswith("LISTEN_")]:
         del os.environ[name]
     try:

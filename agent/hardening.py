@@ -66,9 +66,9 @@ def harden() -> dict[str, bool]:
     os.umask(0o077)
     report = {"umask_077": os.umask(0o077) == 0o077}
     if sys.platform == "win32":
-        from client import _win32
+        from client import win32
 
-        report["wer_dialog_off"] = _win32.set_error_mode()
+        report["wer_dialog_off"] = win32.set_error_mode()
         return report
     report["rlimit_core_0"] = _no_core_dumps()
     if sys.platform.startswith("linux"):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from client import _config, paths
+from client import config, paths
 
 __all__ = [
     "ServiceError",
@@ -130,7 +130,7 @@ def systemd_exec(command: Sequence[str]) -> str:
 
 def listen_stream() -> str:
     """The socket unit's path: the one clients compute, in systemd's %t form when it can be."""
-    explicit = os.environ.get("CREDENTIAL_AGENT_SOCK") or _config.file_value(paths.config_path(), "socket")
+    explicit = os.environ.get("CREDENTIAL_AGENT_SOCK") or config.file_value(paths.config_path(), "socket")
     if explicit:
         return str(explicit).replace("%", "%%")
     return f"%t/{paths.app_name()}/agent.sock"
@@ -202,16 +202,16 @@ def render_plist(label: str, command: Sequence[str], env: dict[str, str], log: P
 
 def task_command(executable: str, root: str | None) -> list[str]:
     """What the logon task runs: ``agent start --quiet`` on ``pythonw`` (no console
-    window), isolated, on this installation's code, as ``client._spawn`` runs it."""
+    window), isolated, on this installation's code, as ``client.spawn`` runs it."""
     import ntpath
 
-    from client import _spawn
+    from client import spawn
 
     if root is None:
-        return _spawn.agent_command("start", "--quiet")  # the installed script, by absolute path
+        return spawn.agent_command("start", "--quiet")  # the installed script, by absolute path
     folder, name = ntpath.split(executable)
     windowless = ntpath.join(folder, "pythonw.exe") if name.lower() == "python.exe" else executable
-    return _spawn.isolated_command(windowless, root, "start", "--quiet")
+    return spawn.isolated_command(windowless, root, "start", "--quiet")
 
 
 def render_task(name: str, command: Sequence[str], user: str) -> str:
@@ -339,11 +339,11 @@ def _schtasks_plan() -> Plan:
         raise ServiceError("a Windows logon task carries no environment: CREDENTIAL_AGENT_PROFILE, "
                            "CREDENTIAL_AGENT_SOCK and CREDENTIAL_AGENT_CONFIG cannot be installed with it; "
                            "unset them, or run `agent start` from a logon script of your own")
-    from client import _spawn
+    from client import spawn
 
     task = unit_name()
     xml = paths.config_dir() / TASK_XML_NAME
-    command = task_command(sys.executable, _spawn.code_root())
+    command = task_command(sys.executable, spawn.code_root())
     return Plan(
         "schtasks",
         {xml: render_task(task, command, _windows_user())},

@@ -3,6 +3,16 @@
 ``import client`` loads only the standard library: no msgpack, keyring,
 cryptography or asyncio. ``Client`` (and with it msgpack) and ``AsyncClient``
 (and asyncio) are imported on first use.
+
+Rules of this package:
+- a module named ``_x`` is private to this package: only ``client`` modules import
+  it (``_ops``, ``_autostart``, ``_pipe``, ``_profile``, ``_sources``). A module the
+  agent or a program may import has a public name (``sync``, ``aio``, ``protocol``,
+  ``errors``, ``paths``, ``config``, ``transport``, ``messages``, ``spawn``,
+  ``variables``, ``win32``, ...);
+- a ``_name`` inside a module is private to its file: no other module uses it;
+- ``__all__`` below is the API of ``import client``; ``Client`` lives in
+  ``client.sync`` beside ``AsyncClient`` in ``client.aio``.
 """
 
 from __future__ import annotations
@@ -24,9 +34,9 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would weigh 
 if TYPE_CHECKING:
     from typing import Any
 
-    from client._sync import Client
     from client.aio import AsyncClient, acredentials_for
     from client.service import CredentialMigrationTool, CredentialService, SecureStorage
+    from client.sync import Client
 
 __all__ = [
     "Client",
@@ -51,7 +61,7 @@ __all__ = [
 # imported on first use: a connector that imports this package but fetches no key
 # in a run pays no msgpack (benchmarks/run.py times both imports)
 _LAZY = {
-    "Client": "client._sync",
+    "Client": "client.sync",
     "AsyncClient": "client.aio",
     "acredentials_for": "client.aio",
     "CredentialService": "client.service",
@@ -68,10 +78,15 @@ def credentials_for(platform: str, *, client: Client | None = None) -> dict[str,
     """
     if client is not None:
         return client.credentials_for(platform)
-    from client._sync import Client
+    from client.sync import Client
 
     with Client() as c:
         return c.credentials_for(platform)
+
+
+def __dir__() -> list[str]:
+    """The names of ``__all__`` too, though six of them load only on first use."""
+    return sorted({*globals(), *__all__})
 
 
 def __getattr__(name: str) -> Any:

@@ -14,9 +14,9 @@ __all__ = ["enabled", "unavailable_message", "start_agent"]
 
 def enabled(explicit: bool | None = None) -> bool:
     """The caller's choice > CREDENTIAL_AGENT_NO_AUTOSTART > the config file's ``autostart`` > on."""
-    from client import _config
+    from client import config
 
-    return bool(_config.setting("autostart", explicit))
+    return bool(config.setting("autostart", explicit))
 
 
 def unavailable_message(path: object) -> str:
@@ -32,19 +32,19 @@ def start_agent(timeout: float) -> bool:
     """Run ``agent start``; True when it reports a serving agent."""
     import subprocess
 
-    from client import _spawn
+    from client import spawn
 
     try:
-        # isolated, in /, with a short list of variables (see client._spawn)
+        # isolated, in /, with a short list of variables (see client.spawn)
         done = subprocess.run(
-            _spawn.agent_command("start", "--quiet"),
+            spawn.agent_command("start", "--quiet"),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             timeout=timeout,
             check=False,
             cwd="/",
-            env=_spawn.clean_env(),
+            env=spawn.clean_env(),
         )
     except (OSError, subprocess.TimeoutExpired):
         return False

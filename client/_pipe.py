@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from client import _win32, errors
+from client import errors, win32
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ __all__ = ["check_server"]
 
 def check_server(sid: str, address: str) -> None:
     """Refuse a pipe made by a process of another user."""
-    if sys.platform == "win32" and sid != _win32.current_sid():
+    if sys.platform == "win32" and sid != win32.current_sid():
         raise errors.UntrustedSocket(
             f"refusing {address}: the process serving it runs as {sid}, not as this user; nothing was sent"
         )
@@ -50,7 +50,7 @@ if sys.platform == "win32":
 
     def _server_sid(handle: int, address: str) -> str:
         try:
-            return _win32.sid_of_process(_win32.server_pid(handle))
+            return win32.sid_of_process(win32.server_pid(handle))
         except OSError as e:
             raise errors.UntrustedSocket(f"refusing {address}: cannot tell who serves it ({e.strerror})") from None
 
@@ -83,7 +83,7 @@ if sys.platform == "win32":
             view = memoryview(data)
             while view:
                 ov, err = _winapi.WriteFile(self._fileno(), view, overlapped=True)
-                view = view[self._wait(ov, err):]
+                view = view[self._wait(ov, err) :]
 
         def recv(self, size: int) -> bytes:
             try:
@@ -107,8 +107,15 @@ if sys.platform == "win32":
         deadline = time.monotonic() + timeout
         while True:
             try:
-                handle = _winapi.CreateFile(address, _GENERIC_READ_WRITE, 0, _winapi.NULL, _winapi.OPEN_EXISTING,
-                                            _winapi.FILE_FLAG_OVERLAPPED, _winapi.NULL)
+                handle = _winapi.CreateFile(
+                    address,
+                    _GENERIC_READ_WRITE,
+                    0,
+                    _winapi.NULL,
+                    _winapi.OPEN_EXISTING,
+                    _winapi.FILE_FLAG_OVERLAPPED,
+                    _winapi.NULL,
+                )
                 break
             except OSError as e:
                 left = deadline - time.monotonic()

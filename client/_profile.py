@@ -2,7 +2,7 @@
 
 Rules of this module:
 - it imports nothing of this project, so ``client.paths`` (where the runtime files
-  live) and ``client._config`` (what the config file says) both build on it and
+  live) and ``client.config`` (what the config file says) both build on it and
   neither imports the other's way back;
 - the config file's location cannot come from the config file, so it is decided
   here, by the environment and the platform alone;

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from client import errors, validation
-from client._variables import EXEC_GUARD, KNOWN_VARIABLES
 from client.protocol import MAX_NAME
 from client.validation import DEFAULT_TYPE
+from client.variables import EXEC_GUARD, KNOWN_VARIABLES
 
 __all__ = [
     "MAX_SOURCE",
@@ -45,7 +45,7 @@ __all__ = [
 
 # A credentials file is a few KiB; the limit only bounds a wrong file (a dataset, /dev/zero).
 MAX_SOURCE: Final = 16 * 1024 * 1024
-# KNOWN_VARIABLES and EXEC_GUARD live in client._variables (the CLI's help names them)
+# KNOWN_VARIABLES and EXEC_GUARD live in client.variables (the CLI's help names them)
 
 VALUE_KEYS: Final = ("api_key", "credential_value", "value", "token")
 _VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -53,6 +53,7 @@ _VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_NAME_RE: Final = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 _DOTENV_ASSIGN: Final = re.compile(r"[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.]*)[ \t]*=[ \t]*")
 _DOTENV_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
+
 
 class SourceError(errors.AgentError, ValueError):
     """A source (file, stdin) that cannot be read or parsed; nothing from it was used."""
@@ -74,7 +75,6 @@ class Record:
     origin: str | None = None  # where it came from: a variable, a line
     skip: str | None = None  # set: nothing to import, for this reason
     error: str | None = None  # set: cannot be imported, for this reason
-
 
 
 # --- reading ------------------------------------------------------------------------
@@ -141,8 +141,9 @@ def parse_dotenv(text: str, label: str) -> list[tuple[str, str, int]]:
             end = n if end < 0 else end
             rest = text[j:end].strip()
             if rest and not rest.startswith("#"):
-                raise SourceError(f"{label}, line {line}: unexpected text after the closing quote; "
-                                  "nothing was imported")
+                raise SourceError(
+                    f"{label}, line {line}: unexpected text after the closing quote; nothing was imported"
+                )
         else:
             comment = re.search(r"[ \t]#", text[i:end])
             value = text[i : i + comment.start() if comment else end].strip()
@@ -253,15 +254,19 @@ def records_from_json(data: Any, label: str) -> list[Record]:
     if isinstance(data, list):
         return [
             _record(r.get("platform") if isinstance(r, dict) else None, r, f"record {i}", from_list=True)
-            if isinstance(r, dict) else Record(f"record {i}", error="a record must be an object")
+            if isinstance(r, dict)
+            else Record(f"record {i}", error="a record must be an object")
             for i, r in enumerate(data, 1)
         ]
-    raise SourceError(f'{label}: the JSON must be an object {{"platform": value or record}} or a list of records '
-                      'with a "platform" field; nothing was imported')
+    raise SourceError(
+        f'{label}: the JSON must be an object {{"platform": value or record}} or a list of records '
+        'with a "platform" field; nothing was imported'
+    )
 
 
-def _by_variable(found: Mapping[str, tuple[str, str | None]], mapping: Mapping[str, str], source: str,
-                 explicit: Iterable[str] = ()) -> list[Record]:
+def _by_variable(
+    found: Mapping[str, tuple[str, str | None]], mapping: Mapping[str, str], source: str, explicit: Iterable[str] = ()
+) -> list[Record]:
     """Records from ``{var: (origin, value or None if unset)}`` and ``{var: platform}``;
     one per platform: the first variable (in ``mapping`` order) with a value wins."""
     out: list[Record] = []
@@ -284,8 +289,9 @@ def _by_variable(found: Mapping[str, tuple[str, str | None]], mapping: Mapping[s
     return out
 
 
-def records_from_dotenv(assignments: Sequence[tuple[str, str, int]], extra: Mapping[str, str],
-                        path: str) -> list[Record]:
+def records_from_dotenv(
+    assignments: Sequence[tuple[str, str, int]], extra: Mapping[str, str], path: str
+) -> list[Record]:
     """``extra`` ({VAR: platform}, from ``--map``) comes first, then ``KNOWN_VARIABLES``;
     a variable neither names is skipped, saying how to map it."""
     mapping = {**extra, **{k: v for k, v in KNOWN_VARIABLES.items() if k not in extra}}
@@ -297,13 +303,19 @@ def records_from_dotenv(assignments: Sequence[tuple[str, str, int]], extra: Mapp
         if name in mapping:
             continue
         if _ENV_NAME_RE.fullmatch(name) and values[name]:
-            out.append(Record(name, origin=f"line {line}",
-                              skip=f"not a known key variable; map it with --map {name}=PLATFORM"))
+            out.append(
+                Record(name, origin=f"line {line}", skip=f"not a known key variable; map it with --map {name}=PLATFORM")
+            )
         else:
             # not shaped like a variable name (a pasted key ending in '=' parses as NAME=):
             # the "name" may itself be a secret, so it is never shown
-            out.append(Record(f"line {line}", origin=f"line {line}",
-                              skip="not a known key variable (name not shown: it does not look like one)"))
+            out.append(
+                Record(
+                    f"line {line}",
+                    origin=f"line {line}",
+                    skip="not a known key variable (name not shown: it does not look like one)",
+                )
+            )
     return out
 
 

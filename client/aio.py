@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from client import _messages, _ops, _transport, errors, paths, protocol
-from client._transport import DEFAULT_TIMEOUT
+from client import _ops, errors, paths, protocol, transport
+from client.transport import DEFAULT_TIMEOUT
 
 __all__ = ["AsyncClient", "acredentials_for"]
 
@@ -115,11 +115,10 @@ class AsyncClient(_ops.AsyncOperations):
         self.path = Path(path) if path is not None else paths.socket_path()
         self.timeout = timeout
         self._autostart = autostart
-        self.on_expired = _messages.expiry_policy(on_expired)
-        self._warned: set[tuple[str, str]] = set()
+        super().__init__(on_expired)
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
-        _transport.reset_after_fork(self)
+        transport.reset_after_fork(self)
 
     def __repr__(self) -> str:
         return f"AsyncClient(path={str(self.path)!r}, connected={self._conn is not None})"
@@ -153,7 +152,7 @@ class AsyncClient(_ops.AsyncOperations):
 
     async def _connect_or_start(self) -> _Connection:
         try:
-            return await _transport.connect_async(str(self.path), _Connection)
+            return await transport.connect_async(str(self.path), _Connection)
         except (FileNotFoundError, ConnectionRefusedError):
             from client import _autostart  # here: a process that finds its agent never needs it
 
@@ -162,7 +161,7 @@ class AsyncClient(_ops.AsyncOperations):
         if not await asyncio.to_thread(_autostart.start_agent, max(self.timeout, 10.0)):
             raise errors.AgentUnavailable(f"could not start a credential agent at {self.path}")
         try:
-            return await _transport.connect_async(str(self.path), _Connection)
+            return await transport.connect_async(str(self.path), _Connection)
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise errors.AgentUnavailable(f"no credential agent at {self.path}") from e
 
@@ -206,7 +205,7 @@ class AsyncClient(_ops.AsyncOperations):
         """Send one request and return its result (or raise its error)."""
         frame = protocol.encode_request(op, args)
         async with self._lock:
-            (body,) = await self._exchange(frame, 1, (op,), _transport.timeout_for(op, self.timeout))
+            (body,) = await self._exchange(frame, 1, (op,), transport.timeout_for(op, self.timeout))
         return protocol.decode_reply(body)
 
     async def call_many(self, requests: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Any]:
@@ -214,7 +213,7 @@ class AsyncClient(_ops.AsyncOperations):
         requests = list(requests)
         ops = [op for op, _ in requests]
         frames = [protocol.encode_request(op, args) for op, args in requests]
-        timeout = max([self.timeout, *(_transport.timeout_for(op, self.timeout) for op in ops)])
+        timeout = max([self.timeout, *(transport.timeout_for(op, self.timeout) for op in ops)])
         async with self._lock:
             bodies = await self._exchange(b"".join(frames), len(frames), ops, timeout)
         results: list[Any] = []

@@ -30,7 +30,7 @@ import keyring.credentials
 import keyring.errors
 
 from client import errors, keyring_names
-from client._sync import Client
+from client.sync import Client
 
 __all__ = ["AgentKeyring", "DEFAULT_PRIORITY", "PRIORITY_ENV"]
 

@@ -50,9 +50,7 @@ _ESCAPED_RE: Final = re.compile(r"(?:[A-Za-z0-9]|_[0-9a-f]{2})*")
 
 
 def _escape(text: str, plain: frozenset[str]) -> str:
-    return "".join(
-        c if c in plain else "".join(f"_{b:02x}" for b in c.encode("utf-8", "surrogatepass")) for c in text
-    )
+    return "".join(c if c in plain else "".join(f"_{b:02x}" for b in c.encode("utf-8", "surrogatepass")) for c in text)
 
 
 def _unescape(escaped: str) -> str | None:

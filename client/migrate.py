@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from client import errors, validation
-from client._messages import write_args
 from client._sources import (
     EXEC_GUARD,
     KNOWN_VARIABLES,
@@ -37,10 +36,11 @@ from client._sources import (
     valid_variable,
     variable_for,
 )
+from client.messages import write_args
 from client.validation import DEFAULT_TYPE
 
 if TYPE_CHECKING:
-    from client._sync import Client
+    from client.sync import Client
 
 __all__ = [
     "MAX_SOURCE",
@@ -66,8 +66,14 @@ __all__ = [
 
 Status = Literal["imported", "replaced", "skipped", "failed", "exported"]
 # errors that concern the whole agent, not one record: reported once, not per item
-_GLOBAL = (errors.Locked, errors.NotInitialized, errors.AgentUnavailable, errors.AgentTimeout,
-           errors.KeystoreUnavailable, errors.ProtocolError)
+_GLOBAL = (
+    errors.Locked,
+    errors.NotInitialized,
+    errors.AgentUnavailable,
+    errors.AgentTimeout,
+    errors.KeystoreUnavailable,
+    errors.ProtocolError,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +112,9 @@ def counts(items: Iterable[Item]) -> dict[str, int]:
 
 
 # --- into and out of the agent -----------------------------------------------------------
-def import_records(client: Client, records: Sequence[Record], *, replace: bool = True, validate: bool = True,
-                   dry_run: bool = False) -> list[Item]:
+def import_records(
+    client: Client, records: Sequence[Record], *, replace: bool = True, validate: bool = True, dry_run: bool = False
+) -> list[Item]:
     """Store each record; one item per record. An error that concerns the whole agent
     (locked, no vault, no agent) is raised if it comes before anything was stored."""
     existing: set[tuple[str, str]] = set()
@@ -116,15 +123,24 @@ def import_records(client: Client, records: Sequence[Record], *, replace: bool =
     items: list[Item] = []
     stored = False
     for r in records:
-        item = _import_one(client, r, existing, replace=replace, validate=validate, dry_run=dry_run,
-                           raise_global=not stored)
+        item = _import_one(
+            client, r, existing, replace=replace, validate=validate, dry_run=dry_run, raise_global=not stored
+        )
         stored = stored or item.status in ("imported", "replaced")
         items.append(item)
     return items
 
 
-def _import_one(client: Client, r: Record, existing: set[tuple[str, str]], *, replace: bool, validate: bool,
-                dry_run: bool, raise_global: bool) -> Item:
+def _import_one(
+    client: Client,
+    r: Record,
+    existing: set[tuple[str, str]],
+    *,
+    replace: bool,
+    validate: bool,
+    dry_run: bool,
+    raise_global: bool,
+) -> Item:
     def item(status: Status, reason: str | None = None) -> Item:
         return Item(r.name, status, r.platform, r.credential_type, reason, r.origin)
 
@@ -146,8 +162,12 @@ def _import_one(client: Client, r: Record, existing: set[tuple[str, str]], *, re
         return item(status)
     try:
         # a replaced credential keeps its metadata (the record's laid over it) and expiry
-        result = client.call("store", write_args(r.platform, r.value, r.credential_type, r.metadata, validate,
-                                                 r.expires_at, keep=True, merge=True))
+        result = client.call(
+            "store",
+            write_args(
+                r.platform, r.value, r.credential_type, r.metadata, validate, r.expires_at, keep=True, merge=True
+            ),
+        )
     except _GLOBAL as e:
         if raise_global:
             raise

@@ -3,7 +3,7 @@
 Precedence is env > config file > default, written as one expression per path. Every path is
 namespaced by ``CREDENTIAL_AGENT_PROFILE`` so profiles (and tests) never meet.
 The profile and the config file's own place come from ``client._profile``; this module
-reads the config file (``client._config``) only for the socket, and only when one exists.
+reads the config file (``client.config``) only for the socket, and only when one exists.
 platformdirs is imported only by the functions that need it: the socket path,
 which every client computes, costs no import on Linux.
 
@@ -82,8 +82,9 @@ def ensure_private_dir(path: Path) -> Path:
         if not _trusted_owner(above):
             raise InsecurePath(f"{path} lies in {real}, which belongs to uid {above.st_uid}")
         if _others_may_write(above):
-            raise InsecurePath(f"{path} lies in {real}, which other users may write "
-                               f"(mode {stat.S_IMODE(above.st_mode):04o})")
+            raise InsecurePath(
+                f"{path} lies in {real}, which other users may write (mode {stat.S_IMODE(above.st_mode):04o})"
+            )
     return path
 
 
@@ -133,8 +134,12 @@ def darwin_runtime_dir(tmpdir: str) -> str:
     each user by the system, short enough for sun_path), where it is a private
     directory of ours; else platformdirs' runtime dir (``~/Library/Caches/TemporaryItems``)."""
     tmpdir = tmpdir.rstrip("/")
-    if tmpdir and os.path.isabs(tmpdir) and _private_dir(tmpdir) \
-            and len(os.fsencode(os.path.join(tmpdir, app_name(), "agent.sock"))) <= MAX_SOCKET_PATH:
+    if (
+        tmpdir
+        and os.path.isabs(tmpdir)
+        and _private_dir(tmpdir)
+        and len(os.fsencode(os.path.join(tmpdir, app_name(), "agent.sock"))) <= MAX_SOCKET_PATH
+    ):
         return tmpdir
     import platformdirs
 
@@ -195,19 +200,19 @@ def socket_file() -> str:
 
 def _default_socket() -> str:
     if sys.platform == "win32":
-        from client import _win32
+        from client import win32
 
         app_name()  # the profile's rule, checked as everywhere
-        return _win32.pipe_name(_win32.user_name(), profile())
+        return win32.pipe_name(win32.user_name(), profile())
     return os.path.join(_runtime_dir(), "agent.sock")
 
 
 def _configured_socket() -> str | None:
     if not _profile.config_may_exist():
         return None  # the common case: no file, no import
-    from client import _config
+    from client import config
 
-    value = _config.file_value(config_path(), "socket")
+    value = config.file_value(config_path(), "socket")
     return None if value is None else str(value)
 
 
@@ -258,9 +263,7 @@ def check_socket(path: str | os.PathLike[str]) -> None:
     if st.st_uid != os.getuid():
         raise errors.UntrustedSocket(f"refusing {path}: owned by uid {st.st_uid}, not by this user")
     if st.st_mode & 0o077:
-        raise errors.UntrustedSocket(
-            f"refusing {path}: mode {stat.S_IMODE(st.st_mode):04o} lets other users connect"
-        )
+        raise errors.UntrustedSocket(f"refusing {path}: mode {stat.S_IMODE(st.st_mode):04o} lets other users connect")
 
 
 def _check_socket_dir(path: str) -> None:

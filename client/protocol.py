@@ -130,32 +130,47 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "get": (_PLATFORM, _TYPE, Arg("expiry", (bool,), required=False), Arg("command", (str,), required=False)),
     "delete": (_PLATFORM, _TYPE, _REMOTE),
     # replace=true: overwrite a credential already stored under the new name
-    "rename": (_PLATFORM, _TYPE, _name("new_platform"), _name("new_credential_type", required=False),
-               Arg("replace", (bool,), required=False)),
+    "rename": (
+        _PLATFORM,
+        _TYPE,
+        _name("new_platform"),
+        _name("new_credential_type", required=False),
+        Arg("replace", (bool,), required=False),
+    ),
     # offset/limit: one page of the listing (entries[offset:offset+limit]); without
     # them, the whole listing, as before (see LIST_PAGE)
     "list": (Arg("offset", (int,), required=False), Arg("limit", (int,), required=False)),
     "metadata": (_PLATFORM, _TYPE),
     "validate": (_PLATFORM, _VALUE),
     # by: only rows whose executable, Python script or module, or exec/run command is this
-    "audit": (Arg("since", (int, float), required=False), _name("platform", required=False),
-              Arg("limit", (int,), required=False), Arg("by", (str,), required=False)),
+    "audit": (
+        Arg("since", (int, float), required=False),
+        _name("platform", required=False),
+        Arg("limit", (int,), required=False),
+        Arg("by", (str,), required=False),
+    ),
     "rotate_key": (Arg("passphrase", (str,), required=False), Arg("new_passphrase", (str,), required=False)),
     # the original SecureStorage API, run in the agent: text in, a token (bytes) out, and back
     "encrypt": (Arg("data", (str,)),),
     "decrypt": (Arg("token", (bytes,)),),
-
     # the same master key under another key source (passphrase: the current one, for a passphrase vault)
-    "rekey": (_name("key_source"), Arg("passphrase", (str,), required=False),
-              Arg("new_passphrase", (str,), required=False)),
+    "rekey": (
+        _name("key_source"),
+        Arg("passphrase", (str,), required=False),
+        Arg("new_passphrase", (str,), required=False),
+    ),
     # a new recovery code: the result's "code" is its only copy
     "recovery_code": (Arg("passphrase", (str,), required=False),),
     # open with the recovery code, give the key a new home (key_source), unlock
     "recover": (Arg("code", (str,)), _name("key_source"), Arg("new_passphrase", (str,), required=False)),
     # team vaults: a token (or an AppRole's role and secret id) kept sealed in the local
     # vault; status per remote; a refresh of the cache now
-    "remote_login": (_name("remote"), Arg("token", (str,), required=False), Arg("role_id", (str,), required=False),
-                     Arg("secret_id", (str,), required=False)),
+    "remote_login": (
+        _name("remote"),
+        Arg("token", (str,), required=False),
+        Arg("role_id", (str,), required=False),
+        Arg("secret_id", (str,), required=False),
+    ),
     "remote_status": (),
     "remote_sync": (_REMOTE,),
 }
@@ -169,14 +184,30 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
 # (a second rotation), stop (stops a restarted agent), rename (not_found), rekey
 # (already there), recovery_code (a second code), recover.
 RETRY_SAFE: Final = frozenset(
-    {"hello", "status", "get", "list", "metadata", "validate", "audit", "store", "update", "unlock", "lock",
-     "encrypt", "decrypt", "remote_status", "remote_sync"}
+    {
+        "hello",
+        "status",
+        "get",
+        "list",
+        "metadata",
+        "validate",
+        "audit",
+        "store",
+        "update",
+        "unlock",
+        "lock",
+        "encrypt",
+        "decrypt",
+        "remote_status",
+        "remote_sync",
+    }
 )
 # Ops that run scrypt, maybe after the wrong-passphrase delay, maybe after a
 # keystore round trip, or several team-vault round trips: a client waits longer
 # for them than for the others.
-SLOW_OPS: Final = frozenset({"init", "unlock", "rotate_key", "rekey", "recovery_code", "recover", "remote_login",
-                             "remote_sync"})
+SLOW_OPS: Final = frozenset(
+    {"init", "unlock", "rotate_key", "rekey", "recovery_code", "recover", "remote_login", "remote_sync"}
+)
 
 
 def retry_allowed(ops: Iterable[str], sent: bool) -> bool:
@@ -192,7 +223,7 @@ def retry_allowed(ops: Iterable[str], sent: bool) -> bool:
 # its metadata, bounded by client.validation: at most 256 items, each a scalar or an
 # ext of at most 15 bytes, a container header or a string header of at most 3, each
 # under a key with a header of at most 3; plus at most 4096 characters of text, 4
-# bytes each in UTF-8. tests/test_list_paging.py recomputes this bound from the
+# bytes each in UTF-8. tests/client/test_list_paging.py recomputes this bound from the
 # validation limits and checks that a page of the largest entries fits.
 _ENTRY_FIELDS_MAX: Final = 300
 _METADATA_MAX: Final = 5 + 256 * (15 + 3) + 4 * 4096  # 20_997 bytes
@@ -344,8 +375,16 @@ def _unpack(body: bytes) -> Any:
 
 
 def _type_names(types: tuple[type, ...]) -> str:
-    names = {str: "string", bytes: "binary", bool: "boolean", int: "integer", float: "number", dict: "map",
-             list: "array", type(None): "nil"}
+    names = {
+        str: "string",
+        bytes: "binary",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        dict: "map",
+        list: "array",
+        type(None): "nil",
+    }
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
@@ -368,9 +407,7 @@ def decode_request(body: bytes) -> Request:
     if type(v) is not int:
         raise errors.BadRequest("field 'v' must be an integer")
     if v != PROTOCOL_VERSION:
-        raise errors.UnsupportedVersion(
-            f"protocol version {v} is not supported (this agent speaks {PROTOCOL_VERSION})"
-        )
+        raise errors.UnsupportedVersion(f"protocol version {v} is not supported (this agent speaks {PROTOCOL_VERSION})")
     op = msg.get("op")
     if not isinstance(op, str):
         raise errors.BadRequest("field 'op' must be a string")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from client import errors, migrate, validation
-from client._sync import Client
+from client.sync import Client
 from client.validation import DEFAULT_TYPE
 
 __all__ = ["CredentialService", "CredentialMigrationTool", "SecureStorage"]
@@ -43,8 +43,9 @@ class _ThroughAgent:
     """What both original classes are: a ``Client`` of the agent (given, or made for
     ``path`` and ``timeout``), shown by it."""
 
-    def __init__(self, client: Client | None = None, *, path: str | os.PathLike[str] | None = None,
-                 timeout: float | None = None) -> None:
+    def __init__(
+        self, client: Client | None = None, *, path: str | os.PathLike[str] | None = None, timeout: float | None = None
+    ) -> None:
         if client is None:
             client = Client(path) if timeout is None else Client(path, timeout=timeout)
         self.client = client
@@ -68,8 +69,13 @@ class CredentialService(_ThroughAgent):
         log.error("%s %s failed: the credential is empty", action, platform)
         return False
 
-    def store_credential(self, platform: str, credential_value: str, credential_type: str = DEFAULT_TYPE,
-                         metadata: dict[str, Any] | None = None) -> bool:
+    def store_credential(
+        self,
+        platform: str,
+        credential_value: str,
+        credential_type: str = DEFAULT_TYPE,
+        metadata: dict[str, Any] | None = None,
+    ) -> bool:
         if not self._storable("storing the credential for", platform, credential_value):
             return False
         try:
@@ -88,8 +94,13 @@ class CredentialService(_ThroughAgent):
             self._fail("fetching the credential for", platform, e)
             return None
 
-    def update_credential(self, platform: str, credential_value: str, credential_type: str = DEFAULT_TYPE,
-                          metadata: dict[str, Any] | None = None) -> bool:
+    def update_credential(
+        self,
+        platform: str,
+        credential_value: str,
+        credential_type: str = DEFAULT_TYPE,
+        metadata: dict[str, Any] | None = None,
+    ) -> bool:
         if not self._storable("updating the credential for", platform, credential_value):
             return False
         try:

@@ -42,6 +42,7 @@ _NAME_RE: Final = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_NAME}}}")
 _BAD_CHARS_RE: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
+
 class Rule:
     """One format an API key of a platform may have. A key passes its platform's
     check when it matches any of the platform's rules.
@@ -53,8 +54,17 @@ class Rule:
 
     __slots__ = ("_rest", "chars", "hint", "max_length", "min_length", "name", "platform", "prefix")
 
-    def __init__(self, name: str, platform: str, hint: str, *, prefix: str = "", min_length: int = 1,
-                 max_length: int | None = None, chars: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        platform: str,
+        hint: str,
+        *,
+        prefix: str = "",
+        min_length: int = 1,
+        max_length: int | None = None,
+        chars: str | None = None,
+    ) -> None:
         self.name = name
         self.platform = platform
         self.hint = hint
@@ -79,8 +89,15 @@ class Rule:
 # generic rule only. W&B issues 86-character keys now; 40-character ones are legacy.
 RULES: Final = (
     Rule("huggingface", "huggingface", "Hugging Face tokens start with 'hf_'", prefix="hf_"),
-    Rule("wandb-v1", "wandb", "W&B keys are 'wandb_v1_' and 77 letters, digits or '_' (86 characters)",
-         prefix="wandb_v1_", min_length=86, max_length=86, chars="A-Za-z0-9_"),
+    Rule(
+        "wandb-v1",
+        "wandb",
+        "W&B keys are 'wandb_v1_' and 77 letters, digits or '_' (86 characters)",
+        prefix="wandb_v1_",
+        min_length=86,
+        max_length=86,
+        chars="A-Za-z0-9_",
+    ),
     Rule("wandb-legacy", "wandb", "legacy W&B keys are 40 characters", min_length=40, max_length=40),
     Rule("runpod", "runpod", "RunPod keys are at least 20 characters long", min_length=20),
     Rule("lambdalabs", "lambdalabs", "Lambda Labs keys are at least 20 characters long", min_length=20),
@@ -104,9 +121,7 @@ MAX_METADATA_BYTES: Final = 4096  # of text (keys, strings, bytes)
 def check_name(name: object, what: str = "platform") -> str:
     """Return ``name`` if it is a legal platform or credential-type name, else raise."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise errors.BadRequest(
-            f"invalid {what} name: use 1 to {MAX_NAME} ASCII letters, digits, '-' or '_'"
-        )
+        raise errors.BadRequest(f"invalid {what} name: use 1 to {MAX_NAME} ASCII letters, digits, '-' or '_'")
     return name
 
 

@@ -10,7 +10,7 @@ with ``BROKEN_PIPE``, as a command killed by SIGPIPE would.
 Scripts run ``$(agent get NAME)`` and shell prompts ``agent status --short``, so
 importing this package and building the parser loads no more than argparse and
 the client: a command module imports what only its commands need inside them
-(tests/test_footprint.py lists what must stay out).
+(tests/system/test_footprint.py lists what must stay out).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def plain_args(argv: Sequence[str]) -> argparse.Namespace | None:
     without building the parser (that is ~4 ms, an eighth of the whole process):
     ``get NAME``, ``get NAME --type TYPE`` and ``status --short``. Anything else, a
     name included that is not legal, goes to argparse and its messages.
-    tests/test_footprint.py checks that the result is what argparse would give."""
+    tests/system/test_footprint.py checks that the result is what argparse would give."""
     if len(argv) in (2, 4) and argv[0] == "get" and (len(argv) == 2 or argv[2] == "--type"):
         names = [argv[1], *argv[3:]]
         if any(n.startswith("-") for n in names):
@@ -83,8 +83,14 @@ def plain_args(argv: Sequence[str]) -> argparse.Namespace | None:
             ctype = type_arg(names[1]) if len(names) == 2 else DEFAULT_TYPE
         except argparse.ArgumentTypeError:
             return None
-        return argparse.Namespace(command="get", platform=platform, type=ctype, clip=False,
-                                  clip_timeout=credentials.CLIP_TIMEOUT, fn=credentials.cmd_get)
+        return argparse.Namespace(
+            command="get",
+            platform=platform,
+            type=ctype,
+            clip=False,
+            clip_timeout=credentials.CLIP_TIMEOUT,
+            fn=credentials.cmd_get,
+        )
     if list(argv) == ["status", "--short"]:
         return argparse.Namespace(command="status", json=False, short=True, fn=control.cmd_status)
     return None

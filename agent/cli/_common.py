@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from enum import IntEnum
 
-from client import _config, errors, protocol
+from client import config, errors, protocol
 from client.names import canonical_platform
 from client.validation import DEFAULT_TYPE, check_name
 
@@ -111,8 +111,9 @@ def _help_width() -> int:
 class _Formatter(argparse.HelpFormatter):
     # argparse makes a formatter for every add_argument (to check its metavar), and
     # each would import shutil and ask the terminal its size
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
         super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
 
 
@@ -234,8 +235,11 @@ def unlock_on_demand(c: Client) -> None:
 def show_recovery_code(code: str) -> None:
     """The one time a recovery code is shown: on stdout, with what it is for."""
     print(f"recovery code: {code}")
-    print("It opens this vault if its passphrase or keystore entry is lost (`agent recover`). It is shown "
-          "only now: write it down or keep it in a password manager, away from this machine.", file=sys.stderr)
+    print(
+        "It opens this vault if its passphrase or keystore entry is lost (`agent recover`). It is shown "
+        "only now: write it down or keep it in a password manager, away from this machine.",
+        file=sys.stderr,
+    )
 
 
 def print_json(data: Any) -> None:
@@ -276,10 +280,10 @@ _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def parse_duration(text: str) -> float:
-    """``90d``, ``12h``, ``1h30m``, ``900`` -> seconds (``client._config.parse_duration``),
+    """``90d``, ``12h``, ``1h30m``, ``900`` -> seconds (``client.config.parse_duration``),
     or a usage error."""
     try:
-        return _config.parse_duration(text)
+        return config.parse_duration(text)
     except ValueError as e:
         raise CliError(str(e), Exit.USAGE) from None
 
@@ -287,7 +291,7 @@ def parse_duration(text: str) -> float:
 def duration_arg(text: str) -> float:
     """argparse type: a duration (``parse_duration``), else a usage error that says the forms."""
     try:
-        return _config.parse_duration(text)
+        return config.parse_duration(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -325,7 +329,7 @@ def platform_arg(name: str) -> str:
     if name.startswith(KEYRING_SHOWN):
         from client import keyring_names
 
-        return keyring_names.platform_for(name[len(KEYRING_SHOWN):])
+        return keyring_names.platform_for(name[len(KEYRING_SHOWN) :])
     return name_arg(canonical_platform(name))
 
 
@@ -334,7 +338,7 @@ def type_arg(name: str) -> str:
     if name.startswith(USER_SHOWN):
         from client import keyring_names
 
-        return keyring_names.type_for(name[len(USER_SHOWN):])
+        return keyring_names.type_for(name[len(USER_SHOWN) :])
     return name_arg(name)
 
 

@@ -14,9 +14,9 @@ import sys
 
 from agent.cli._common import CliError, unlock_on_demand
 from client import Client, errors
-from client._messages import expired_on, get_args
-from client._variables import EXEC_GUARD
+from client.messages import expired_on, get_args
 from client.validation import DEFAULT_TYPE
+from client.variables import EXEC_GUARD
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,12 +31,15 @@ Name = tuple[str, str]
 
 def refuse_nesting(how: str) -> None:
     if os.environ.get(EXEC_GUARD):
-        raise CliError(f"already inside `agent exec` or `agent run` ({EXEC_GUARD} is set); "
-                       f"unset {EXEC_GUARD} to nest `agent {how}` on purpose")
+        raise CliError(
+            f"already inside `agent exec` or `agent run` ({EXEC_GUARD} is set); "
+            f"unset {EXEC_GUARD} to nest `agent {how}` on purpose"
+        )
 
 
-def fetch(wanted: Mapping[str, Name], command: str, refs: Mapping[str, str] | None = None, *,
-          refuse_expired: bool = False) -> dict[str, str]:
+def fetch(
+    wanted: Mapping[str, Name], command: str, refs: Mapping[str, str] | None = None, *, refuse_expired: bool = False
+) -> dict[str, str]:
     """``{VAR: value}`` for ``{VAR: (platform, type)}``, pipelined in one round trip.
 
     ``refs`` names how each variable asked (``agent://runpod``) for the error message.
@@ -65,10 +68,15 @@ def _value(platform: str, ctype: str, reply: Any, refuse: bool, command: str) ->
     when = expired_on(reply.get("expires_at"))
     if when is not None:
         if refuse:
-            raise errors.Expired(f"{platform}/{ctype} expired on {when}; store a new one with "
-                                 f"`{set_command(platform, ctype)}`; {command} was not started")
-        print(f"agent: warning: {platform}/{ctype} expired on {when}; store a new one with "
-              f"`{set_command(platform, ctype)}`", file=sys.stderr)
+            raise errors.Expired(
+                f"{platform}/{ctype} expired on {when}; store a new one with "
+                f"`{set_command(platform, ctype)}`; {command} was not started"
+            )
+        print(
+            f"agent: warning: {platform}/{ctype} expired on {when}; store a new one with "
+            f"`{set_command(platform, ctype)}`",
+            file=sys.stderr,
+        )
     value: str = reply["value"]
     return value
 
@@ -78,8 +86,9 @@ def set_command(platform: str, ctype: str) -> str:
     return f"agent set {platform}" + ("" if ctype == DEFAULT_TYPE else f" --type {ctype}")
 
 
-def _failure(reply: errors.AgentError, name: Name, wanted: Mapping[str, Name], command: str,
-             refs: Mapping[str, str] | None) -> errors.AgentError:
+def _failure(
+    reply: errors.AgentError, name: Name, wanted: Mapping[str, Name], command: str, refs: Mapping[str, str] | None
+) -> errors.AgentError:
     users = [var for var, n in wanted.items() if n == name]
     who = ", ".join(f"{v}={refs[v]}" if refs else v for v in users)
     hint = f"store it with `{set_command(*name)}`; " if isinstance(reply, errors.NotFound) else ""

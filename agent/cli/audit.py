@@ -28,15 +28,8 @@ def _caller(row: dict[str, Any]) -> str:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     since = None if args.since is None else time.time() - parse_duration(args.since)
-    query: dict[str, Any] = {"limit": args.limit}
-    if since is not None:
-        query["since"] = since
-    if args.platform is not None:
-        query["platform"] = args.platform
-    if args.by is not None:
-        query["by"] = args.by
     with Client() as c:
-        rows: list[dict[str, Any]] = c.call("audit", query)
+        rows = c.audit(since, args.platform, args.limit, args.by)
     if args.json:
         print_json(rows)
         return Exit.OK
@@ -52,8 +45,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             name = "/".join(display_names({"platform": r["platform"], "credential_type": r["credential_type"]}))
         pid = "-" if r["pid"] is None else str(r["pid"])
         uid = "-" if r["uid"] is None else str(r["uid"])
-        print(f"{when:<19} {r['op']:<10} {name:<32} {pid:>7} {uid:>6} {r['result']:<16} {r['count']:>5} "
-              f"{_caller(r)}")
+        print(f"{when:<19} {r['op']:<10} {name:<32} {pid:>7} {uid:>6} {r['result']:<16} {r['count']:>5} {_caller(r)}")
     return Exit.OK
 
 
@@ -61,8 +53,11 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "audit", cmd_audit, "show who read or changed which credential (never values)")
     p.add_argument("--since", metavar="DURATION", help="only the last DURATION (e.g. 1h, 7d)")
     p.add_argument("--platform", help="only this platform")
-    p.add_argument("--by", metavar="COMMAND",
-                   help="only calls by this program: an executable, a Python script or module (train.py, "
-                        "sweeps.agent), or a command `agent exec`/`agent run` started")
+    p.add_argument(
+        "--by",
+        metavar="COMMAND",
+        help="only calls by this program: an executable, a Python script or module (train.py, "
+        "sweeps.agent), or a command `agent exec`/`agent run` started",
+    )
     p.add_argument("--limit", type=int, default=1000, help="at most this many newest records (default 1000)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -4,7 +4,7 @@
   (Wayland), ``xclip`` or ``xsel`` (X11), ``pbcopy`` (macOS), the first one present
   whose display is there.
 - Clearing is a detached helper process (its own session, in ``/``, an isolated
-  interpreter on this installation's code, only the variables ``client._spawn``
+  interpreter on this installation's code, only the variables ``client.spawn``
   passes): it gets the value on a pipe, waits, reads the clipboard back and clears
   it only if it still holds the value, so something copied since is left alone.
   Its argv holds the tool's name and the delay, nothing else.
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from agent.cli._common import CliError
-from client import _spawn, protocol
+from client import protocol, spawn
 
 __all__ = ["Tool", "TOOLS", "find_tool", "copy", "watch", "DEFAULT_CLEAR"]
 
@@ -46,32 +46,53 @@ class Tool:
 
 TOOLS: Final = (
     Tool("wl-copy", ("wl-copy",), ("wl-paste", "--no-newline"), ("wl-copy", "--clear"), "WAYLAND_DISPLAY"),
-    Tool("xclip", ("xclip", "-selection", "clipboard", "-in"), ("xclip", "-selection", "clipboard", "-out"),
-         None, "DISPLAY"),
-    Tool("xsel", ("xsel", "--clipboard", "--input"), ("xsel", "--clipboard", "--output"),
-         ("xsel", "--clipboard", "--clear"), "DISPLAY"),
+    Tool(
+        "xclip",
+        ("xclip", "-selection", "clipboard", "-in"),
+        ("xclip", "-selection", "clipboard", "-out"),
+        None,
+        "DISPLAY",
+    ),
+    Tool(
+        "xsel",
+        ("xsel", "--clipboard", "--input"),
+        ("xsel", "--clipboard", "--output"),
+        ("xsel", "--clipboard", "--clear"),
+        "DISPLAY",
+    ),
     Tool("pbcopy", ("pbcopy",), ("pbpaste",), None, None),
 )
 _BY_NAME: Final = {t.name: t for t in TOOLS}
 # -I: nothing from the caller's directory or PYTHONPATH; the one path given is put first
-_BOOT: Final = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.cli import clipboard; "
-                "sys.exit(clipboard.watch(sys.argv[1:]))")
+_BOOT: Final = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.cli import clipboard; "
+    "sys.exit(clipboard.watch(sys.argv[1:]))"
+)
 
 
 def find_tool() -> Tool:
     for tool in TOOLS:
         if tool.usable():
             return tool
-    raise CliError("no clipboard tool to copy with: install wl-clipboard (Wayland), xclip or xsel (X11), with "
-                   "WAYLAND_DISPLAY or DISPLAY set; or print the value with `agent get` without --clip")
+    raise CliError(
+        "no clipboard tool to copy with: install wl-clipboard (Wayland), xclip or xsel (X11), with "
+        "WAYLAND_DISPLAY or DISPLAY set; or print the value with `agent get` without --clip"
+    )
 
 
 def _put(tool: Tool, data: bytes) -> None:
     # stdout/stderr to /dev/null: xclip and xsel leave a process behind to serve the
     # selection, and a pipe it inherited would never reach EOF
     try:
-        done = subprocess.run(tool.copy, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              timeout=TOOL_TIMEOUT, cwd="/", check=False)
+        done = subprocess.run(
+            tool.copy,
+            input=data,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=TOOL_TIMEOUT,
+            cwd="/",
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise CliError(f"{tool.name} could not be run: {getattr(e, 'strerror', None) or type(e).__name__}") from None
     if done.returncode != 0:
@@ -88,12 +109,21 @@ def copy(value: str, clear_after: float) -> Tool:
 
 
 def _start_watch(tool: Tool, value: str, clear_after: float) -> None:
-    root = _spawn.code_root()
-    argv = ([sys.executable, "-I", "-c", _BOOT, root] if root is not None
-            else [sys.executable, "-I", "-m", "agent.cli.clipboard"])
-    helper = subprocess.Popen([*argv, tool.name, repr(clear_after)], stdin=subprocess.PIPE,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
-                              env=_spawn.clean_env(), start_new_session=True)
+    root = spawn.code_root()
+    argv = (
+        [sys.executable, "-I", "-c", _BOOT, root]
+        if root is not None
+        else [sys.executable, "-I", "-m", "agent.cli.clipboard"]
+    )
+    helper = subprocess.Popen(
+        [*argv, tool.name, repr(clear_after)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd="/",
+        env=spawn.clean_env(),
+        start_new_session=True,
+    )
     assert helper.stdin is not None
     helper.stdin.write(value.encode())
     helper.stdin.close()
@@ -106,8 +136,9 @@ def watch(argv: Sequence[str]) -> int:
     sys.stdin.close()
     time.sleep(delay)
     try:
-        now = subprocess.run(tool.paste, stdin=subprocess.DEVNULL, capture_output=True, timeout=TOOL_TIMEOUT,
-                             cwd="/", check=False)
+        now = subprocess.run(
+            tool.paste, stdin=subprocess.DEVNULL, capture_output=True, timeout=TOOL_TIMEOUT, cwd="/", check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return 1
     # xclip/xsel give the bytes back as they were copied; some tools add a newline
@@ -116,8 +147,15 @@ def watch(argv: Sequence[str]) -> int:
     if tool.clear is None:
         _put(tool, b"")
     else:
-        subprocess.run(tool.clear, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=TOOL_TIMEOUT, cwd="/", check=False)
+        subprocess.run(
+            tool.clear,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=TOOL_TIMEOUT,
+            cwd="/",
+            check=False,
+        )
     return 0
 
 

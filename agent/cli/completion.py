@@ -42,8 +42,13 @@ def platforms(prefix: str, **_: Any) -> list[str]:
 
 def types(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
     platform = getattr(parsed_args, "platform", None)
-    return sorted({e["credential_type"] for e in _entries()
-                   if (platform is None or e["platform"] == platform) and e["credential_type"].startswith(prefix)})
+    return sorted(
+        {
+            e["credential_type"]
+            for e in _entries()
+            if (platform is None or e["platform"] == platform) and e["credential_type"].startswith(prefix)
+        }
+    )
 
 
 def _annotate(parser: argparse.ArgumentParser) -> None:
@@ -80,20 +85,33 @@ def cmd_man(args: argparse.Namespace) -> int:
     from agent.cli import build_parser  # here: agent.cli imports this module
 
     parser = build_parser()  # the whole parser, as `agent --help` sees it
-    page = Manpage(parser, _data={"project_name": "credential-agent", "version": agent.__version__,
-                                  "manual_section": 1, "manual_title": "credential-agent manual",
-                                  "description": parser.description},
-                   format="single-commands-section")
+    page = Manpage(
+        parser,
+        _data={
+            "project_name": "credential-agent",
+            "version": agent.__version__,
+            "manual_section": 1,
+            "manual_title": "credential-agent manual",
+            "description": parser.description,
+        },
+        format="single-commands-section",
+    )
     # a help text wrapped so that a line starts with ' (a quoted word) would be a roff request
-    sys.stdout.write("".join("\\&" + line if line.startswith("'") else line
-                             for line in str(page).splitlines(keepends=True)))
+    sys.stdout.write(
+        "".join("\\&" + line if line.startswith("'") else line for line in str(page).splitlines(keepends=True))
+    )
     return Exit.OK
 
 
 def register(sub: Subcommands) -> None:
-    p = add_command(sub, "completion", cmd_completion, "print a shell completion script (bash, zsh, fish)",
-                    description="Print a completion script: eval \"$(agent completion bash)\" in ~/.bashrc, "
-                                "agent completion fish > ~/.config/fish/completions/agent.fish. Stored platform "
-                                "names complete too (names only, also while locked).")
+    p = add_command(
+        sub,
+        "completion",
+        cmd_completion,
+        "print a shell completion script (bash, zsh, fish)",
+        description='Print a completion script: eval "$(agent completion bash)" in ~/.bashrc, '
+        "agent completion fish > ~/.config/fish/completions/agent.fish. Stored platform "
+        "names complete too (names only, also while locked).",
+    )
     p.add_argument("shell", choices=SHELLS)
     add_command(sub, "man", cmd_man, "print the manual page (roff): agent man | man -l -")

@@ -13,7 +13,7 @@ import sys
 import time
 
 from agent.cli._common import CliError, Exit, Subcommands, add_command, duration_arg, print_json
-from client import Client, _config, errors, paths
+from client import Client, config, errors, paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,22 +44,23 @@ def _log_to_stderr(flag: str | None) -> None:
 
     logging.basicConfig(
         stream=sys.stderr,
-        level=getattr(logging, _config.setting("log_level", flag).upper()),
+        level=getattr(logging, config.setting("log_level", flag).upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _log_to_stderr(args.log_level)
-    from agent import config, daemon
+    from agent import daemon
+    from agent.config import load_options
 
-    return daemon.serve(config.load_options(args))
+    return daemon.serve(load_options(args))
 
 
 def cmd_start(args: argparse.Namespace) -> int:
     import subprocess
 
-    from client import _spawn
+    from client import spawn
 
     path = paths.socket_path()
     if _answers(path):
@@ -72,9 +73,17 @@ def cmd_start(args: argparse.Namespace) -> int:
     # isolated, in /, with a short list of variables: nothing of the caller's directory
     # runs in the agent and none of its secrets (LISTEN_* of a socket-activated parent
     # included) lives on in it
-    command = _spawn.agent_command("serve", *(["--log-level", args.log_level] if args.log_level else []))
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, close_fds=True, cwd="/",
-                             env=_spawn.clean_env(), **_detached())
+    command = spawn.agent_command("serve", *(["--log-level", args.log_level] if args.log_level else []))
+    child = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=fd,
+        stderr=fd,
+        close_fds=True,
+        cwd="/",
+        env=spawn.clean_env(),
+        **_detached(),
+    )
     os.close(fd)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -104,9 +113,9 @@ def _detached() -> dict[str, Any]:
 def _gone(pid: int, timeout: float) -> bool:
     """Whether process ``pid`` exits within ``timeout`` seconds."""
     if sys.platform == "win32":
-        from client import _win32
+        from client import win32
 
-        return _win32.wait_exit(pid, timeout)  # os.kill(pid, 0) would terminate it there
+        return win32.wait_exit(pid, timeout)  # os.kill(pid, 0) would terminate it there
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -177,8 +186,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(st)
         return Exit.OK
-    state = "not initialised (run `agent init`)" if not st["initialized"] else (
-        "locked" + (" (by request)" if st["locked_by_user"] else "") if st["locked"] else "unlocked"
+    state = (
+        "not initialised (run `agent init`)"
+        if not st["initialized"]
+        else ("locked" + (" (by request)" if st["locked_by_user"] else "") if st["locked"] else "unlocked")
     )
     print(f"agent {st['version']} (protocol {st['protocol']}), pid {st['pid']}, up {st['uptime_s']:.0f} s")
     print(f"socket:      {st['socket']}")
@@ -209,18 +220,30 @@ def _autolock_line(st: dict[str, Any]) -> str:
 
 def register(sub: Subcommands) -> None:
     p = add_command(sub, "serve", cmd_serve, "run the agent in the foreground (for systemd/launchd)")
-    p.add_argument("--log-level", default=None, choices=_config.LOG_LEVELS, help="default: info")
-    p.add_argument("--idle-timeout", type=duration_arg, default=None, metavar="DURATION",
-                   help="lock after this long without credential use: seconds, or e.g. 15m, 1h30m (0 = off)")
-    p.add_argument("--max-unlocked", type=duration_arg, default=None, metavar="DURATION",
-                   help="lock this long after unlocking, whatever the use: seconds, or e.g. 8h (0 = off)")
+    p.add_argument("--log-level", default=None, choices=config.LOG_LEVELS, help="default: info")
+    p.add_argument(
+        "--idle-timeout",
+        type=duration_arg,
+        default=None,
+        metavar="DURATION",
+        help="lock after this long without credential use: seconds, or e.g. 15m, 1h30m (0 = off)",
+    )
+    p.add_argument(
+        "--max-unlocked",
+        type=duration_arg,
+        default=None,
+        metavar="DURATION",
+        help="lock this long after unlocking, whatever the use: seconds, or e.g. 8h (0 = off)",
+    )
     p = add_command(sub, "start", cmd_start, "start the agent in the background (no-op when running)")
-    p.add_argument("--log-level", default=None, choices=_config.LOG_LEVELS)
+    p.add_argument("--log-level", default=None, choices=config.LOG_LEVELS)
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     add_command(sub, "stop", cmd_stop, "stop the running agent")
     p = add_command(sub, "status", cmd_status, "show the agent's state")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--json", action="store_true", help="machine-readable output")
-    how.add_argument("--short", action="store_true",
-                     help="one line for a shell prompt: 'unlocked N', 'locked', 'uninitialized' or 'none'; "
-                          "never starts an agent")
+    how.add_argument(
+        "--short",
+        action="store_true",
+        help="one line for a shell prompt: 'unlocked N', 'locked', 'uninitialized' or 'none'; never starts an agent",
+    )

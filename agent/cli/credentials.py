@@ -36,8 +36,7 @@ from agent.cli._common import (
     type_arg,
     unlock_on_demand,
 )
-from client import Client, errors
-from client._messages import write_args
+from client import Client, config, errors
 from client.validation import DEFAULT_TYPE
 
 TYPE_CHECKING = False
@@ -65,13 +64,6 @@ def _meta_pairs(pairs: Sequence[str]) -> dict[str, str] | None:
     return out
 
 
-def _left(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size:.0f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 def _expiry_mark(ts: float | None, now: float) -> str:
     if ts is None:
         return "-"
@@ -79,14 +71,15 @@ def _expiry_mark(ts: float | None, now: float) -> str:
     if ts <= now:
         return f"{when} EXPIRED"
     if ts - now <= SOON:
-        return f"{when} (in {_left(ts - now)})"
+        return f"{when} (in {config.format_duration(ts - now)})"
     return when
 
 
 def _print_ls(entries: list[dict[str, Any]]) -> None:
     now = time.time()
-    rows = [(*display_names(e), e.get("source", "local"), e["updated"], _expiry_mark(e["expires_at"], now))
-            for e in entries]
+    rows = [
+        (*display_names(e), e.get("source", "local"), e["updated"], _expiry_mark(e["expires_at"], now)) for e in entries
+    ]
     width = max([24, *(len(r[0]) for r in rows)])
     print(f"{'PLATFORM':<{width}} {'TYPE':<16} {'SOURCE':<10} {'UPDATED':<17} EXPIRES")
     for platform, ctype, source, updated, mark in rows:
@@ -100,8 +93,9 @@ def _expiry(text: str | None) -> tuple[float | None, bool]:
         return None, True
     when = expires_at(text)
     if when is not None and when <= time.time():
-        raise CliError(f"--expires {text} is in the past ({format_time(when)}); name a later date or a duration",
-                       Exit.USAGE)
+        raise CliError(
+            f"--expires {text} is in the past ({format_time(when)}); name a later date or a duration", Exit.USAGE
+        )
     return when, False
 
 
@@ -114,9 +108,18 @@ def cmd_set(args: argparse.Namespace) -> int:
         unlock_on_demand(c)  # before the value is typed, not after
         value = read_secret(f"Value for {args.platform}/{args.type}: ", whole=True)
         # a replaced credential keeps its metadata (--meta merges into it) and its expiry
-        request = write_args(args.platform, value, args.type, meta, not args.no_validate, when,
-                             keep=True, merge=not args.clear_meta, clear_expiry=clear_expiry, remote=args.remote)
-        result = c.call("store", request)
+        result = c.put(
+            args.platform,
+            value,
+            args.type,
+            meta,
+            validate=not args.no_validate,
+            expires_at=when,
+            keep=True,
+            merge=not args.clear_meta,
+            clear_expiry=clear_expiry,
+            remote=args.remote,
+        )
     done = "stored" if result.get("created", True) else "replaced"
     print(f"{done} {args.platform}/{args.type}" + (f" in {args.remote}" if args.remote else ""))
     return Exit.OK
@@ -143,6 +146,7 @@ def _seconds(text: str) -> float:
     if not 0 <= seconds <= 86400:
         raise argparse.ArgumentTypeError("must be between 0 (never clear) and a day")
     return seconds
+
 
 def _matches(entry: dict[str, Any], patterns: Sequence[str]) -> bool:
     """``hf*`` globs the platform, ``*/api-secret`` the platform and type, either as
@@ -226,8 +230,9 @@ def cmd_rm(args: argparse.Namespace) -> int:
             names = ", ".join(f"{p}/{t}" for p, t in targets)
             if not args.yes:
                 if not interactive():
-                    raise CliError(f"deleting {len(targets)} credentials needs --yes when not at a terminal",
-                                   Exit.USAGE)
+                    raise CliError(
+                        f"deleting {len(targets)} credentials needs --yes when not at a terminal", Exit.USAGE
+                    )
                 if not confirm(f"Delete {len(targets)} credentials: {names}?"):
                     raise CliError("nothing was deleted")
             unlock_on_demand(c)
@@ -235,9 +240,14 @@ def cmd_rm(args: argparse.Namespace) -> int:
             deleted = [n for n, r in zip(targets, replies, strict=True) if not isinstance(r, errors.AgentError)]
             failed = [(n, r) for n, r in zip(targets, replies, strict=True) if isinstance(r, errors.AgentError)]
     if args.json:
-        print_json({"deleted": [{"platform": p, "credential_type": t} for p, t in deleted],
-                    "failed": [{"platform": p, "credential_type": t, "error": r.code, "message": r.message}
-                               for (p, t), r in failed]})
+        print_json(
+            {
+                "deleted": [{"platform": p, "credential_type": t} for p, t in deleted],
+                "failed": [
+                    {"platform": p, "credential_type": t, "error": r.code, "message": r.message} for (p, t), r in failed
+                ],
+            }
+        )
     else:
         for p, t in deleted:
             print(f"deleted {p}/{t}")
@@ -268,8 +278,13 @@ def cmd_mv(args: argparse.Namespace) -> int:
         unlock_on_demand(c)
         result = c.rename(old[0], new[0], old[1], new[1], replace=args.force)
     if args.json:
-        print_json({"from": {"platform": old[0], "credential_type": old[1]},
-                    "to": {"platform": new[0], "credential_type": new[1]}, "replaced": result["replaced"]})
+        print_json(
+            {
+                "from": {"platform": old[0], "credential_type": old[1]},
+                "to": {"platform": new[0], "credential_type": new[1]},
+                "replaced": result["replaced"],
+            }
+        )
     else:
         print(f"moved {old[0]}/{old[1]} to {new[0]}/{new[1]}" + (" (replacing it)" if result["replaced"] else ""))
     return Exit.OK
@@ -278,43 +293,66 @@ def cmd_mv(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     value = read_secret(f"Value for {args.platform}: ", whole=True)
     with Client() as c:
-        result = c.call("validate", {"platform": args.platform, "value": value})
-    if result["valid"]:
+        reason = c.invalid_reason(args.platform, value)
+    if reason is None:
         print(f"valid for {args.platform}")
         return Exit.OK
-    print(f"invalid for {args.platform}: {result['reason']}", file=sys.stderr)
+    print(f"invalid for {args.platform}: {reason}", file=sys.stderr)
     return Exit.ERROR
 
 
 def register(sub: Subcommands) -> None:
     p = add_command(sub, "set", cmd_set, "store a credential (value from a hidden prompt or stdin)")
     add_name(p)
-    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
-                   help="metadata (repeatable), merged into what a replaced credential had")
+    p.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metadata (repeatable), merged into what a replaced credential had",
+    )
     p.add_argument("--clear-meta", action="store_true", help="drop the replaced credential's metadata")
     p.add_argument("--no-validate", action="store_true", help="store even if the platform's rule rejects it")
-    p.add_argument("--expires", metavar="WHEN",
-                   help="expiry: a duration (90d, 12h), a date (2026-03-31), or 'never' to drop a kept one "
-                        "(default: a replaced credential keeps its expiry)")
+    p.add_argument(
+        "--expires",
+        metavar="WHEN",
+        help="expiry: a duration (90d, 12h), a date (2026-03-31), or 'never' to drop a kept one "
+        "(default: a replaced credential keeps its expiry)",
+    )
     p.add_argument("--remote", type=name_arg, metavar="NAME", help="write it to this team vault (check-and-set)")
     p = add_command(sub, "get", cmd_get, "print a credential's value")
     add_name(p)
-    p.add_argument("--clip", action="store_true",
-                   help="copy to the clipboard instead (wl-copy, xclip, xsel or pbcopy), cleared later")
-    p.add_argument("--clip-timeout", type=_seconds, default=CLIP_TIMEOUT, metavar="SECONDS",
-                   help="clear the clipboard this long after --clip, if it still holds the value "
-                        "(default 45; 0 = never)")
+    p.add_argument(
+        "--clip",
+        action="store_true",
+        help="copy to the clipboard instead (wl-copy, xclip, xsel or pbcopy), cleared later",
+    )
+    p.add_argument(
+        "--clip-timeout",
+        type=_seconds,
+        default=CLIP_TIMEOUT,
+        metavar="SECONDS",
+        help="clear the clipboard this long after --clip, if it still holds the value (default 45; 0 = never)",
+    )
     p = add_command(sub, "ls", cmd_ls, "list stored credentials (never values)")
-    p.add_argument("patterns", nargs="*", metavar="PATTERN",
-                   help="only names matching a glob: 'hf*' (platform), '*/api-secret' (platform/type)")
+    p.add_argument(
+        "patterns",
+        nargs="*",
+        metavar="PATTERN",
+        help="only names matching a glob: 'hf*' (platform), '*/api-secret' (platform/type)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add_command(sub, "show", cmd_show, "show a credential's metadata (never its value)")
     add_name(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add_command(sub, "rm", cmd_rm, "delete credentials (asks first when more than one)")
     p.add_argument("names", nargs="+", type=entry_name, metavar="PLATFORM[/TYPE]")
-    p.add_argument("--type", type=type_arg, default=DEFAULT_TYPE,
-                   help=f"credential type of names given without one (default {DEFAULT_TYPE})")
+    p.add_argument(
+        "--type",
+        type=type_arg,
+        default=DEFAULT_TYPE,
+        help=f"credential type of names given without one (default {DEFAULT_TYPE})",
+    )
     p.add_argument("--all-types", action="store_true", help="every credential type of each platform")
     p.add_argument("-y", "--yes", action="store_true", help="delete without asking")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -322,8 +360,12 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "mv", cmd_mv, "rename a credential, keeping its value, metadata and expiry")
     p.add_argument("old", type=entry_name, metavar="OLD[/TYPE]")
     p.add_argument("new", type=entry_name, metavar="NEW[/TYPE]")
-    p.add_argument("--type", type=type_arg, default=DEFAULT_TYPE,
-                   help=f"credential type of OLD when not given (default {DEFAULT_TYPE}); NEW keeps it")
+    p.add_argument(
+        "--type",
+        type=type_arg,
+        default=DEFAULT_TYPE,
+        help=f"credential type of OLD when not given (default {DEFAULT_TYPE}); NEW keeps it",
+    )
     p.add_argument("-f", "--force", action="store_true", help="replace a credential stored under NEW")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add_command(sub, "validate", cmd_validate, "check a value (from stdin) against the platform's rule")

@@ -58,10 +58,23 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def register(sub: Subcommands) -> None:
     p = add_command(sub, "exec", cmd_exec, "run a command with credentials in its environment")
-    p.add_argument("--env", action="append", default=[], metavar="VAR=PLATFORM[:TYPE]",
-                   help="set VAR to this credential (repeatable)")
-    p.add_argument("--platform", action="append", default=[], metavar="NAME[:TYPE]",
-                   help="set the platform's usual variable, e.g. huggingface -> HF_TOKEN (repeatable)")
-    p.add_argument("--refuse-expired", action="store_true",
-                   help="refuse to run the command if a credential has expired (exit 1); default: warn")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="VAR=PLATFORM[:TYPE]",
+        help="set VAR to this credential (repeatable)",
+    )
+    p.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        metavar="NAME[:TYPE]",
+        help="set the platform's usual variable, e.g. huggingface -> HF_TOKEN (repeatable)",
+    )
+    p.add_argument(
+        "--refuse-expired",
+        action="store_true",
+        help="refuse to run the command if a credential has expired (exit 1); default: warn",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")

@@ -44,7 +44,7 @@ class Masker:
         for m in self._pattern.finditer(buf):
             if m.start() >= safe:
                 break
-            out += (buf[pos:m.start()], CONCEALED)
+            out += (buf[pos : m.start()], CONCEALED)
             pos = m.end()
         keep = self._hold_from(buf, max(pos, safe))
         out.append(buf[pos:keep])

@@ -24,7 +24,7 @@ from agent.cli._common import (
     pairs,
     print_json,
 )
-from client import Client, _variables
+from client import Client, variables
 
 # client.migrate (its parsers, json, dataclasses, datetime) and pathlib are imported
 # by the commands that use them: `agent get` must not pay for them
@@ -58,8 +58,14 @@ def _report(args: argparse.Namespace, source: str, items: list[migrate.Item]) ->
     failed = any(i.status == "failed" for i in items)
     tally = migrate.counts(items)
     if args.json:
-        print_json({"source": source, "dry_run": getattr(args, "dry_run", False),
-                    "items": [i.to_json() for i in items], "counts": tally})
+        print_json(
+            {
+                "source": source,
+                "dry_run": getattr(args, "dry_run", False),
+                "items": [i.to_json() for i in items],
+                "counts": tally,
+            }
+        )
     else:
         if getattr(args, "dry_run", False):
             print("dry run: nothing was stored")
@@ -77,8 +83,9 @@ def _import(args: argparse.Namespace, source: str, records: list[migrate.Record]
     from client import migrate
 
     with Client() as c:
-        items = migrate.import_records(c, records, replace=not args.no_replace, validate=not args.no_validate,
-                                       dry_run=args.dry_run)
+        items = migrate.import_records(
+            c, records, replace=not args.no_replace, validate=not args.no_validate, dry_run=args.dry_run
+        )
     return _report(args, source, items)
 
 
@@ -137,17 +144,28 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CliError(f"cannot write {args.file}: {e.strerror or type(e).__name__}") from None
     if args.include_values:
         where = "stdout" if args.file == "-" else f"{args.file} (mode 0600)"
-        print(f"warning: {where} holds {sum(i.status == 'exported' for i in items)} credentials in plain text; "
-              "keep it private and delete it when done (shred -u)", file=sys.stderr)
+        print(
+            f"warning: {where} holds {sum(i.status == 'exported' for i in items)} credentials in plain text; "
+            "keep it private and delete it when done (shred -u)",
+            file=sys.stderr,
+        )
     failed = any(i.status == "failed" for i in items)
     if args.json:
-        print_json({"path": str(Path(args.file).resolve()), "include_values": args.include_values,
-                    "items": [i.to_json() for i in items], "counts": migrate.counts(items)})
+        print_json(
+            {
+                "path": str(Path(args.file).resolve()),
+                "include_values": args.include_values,
+                "items": [i.to_json() for i in items],
+                "counts": migrate.counts(items),
+            }
+        )
     elif args.file != "-":
         for item in items:
             print(item.describe())
-        print(f"wrote {sum(i.status == 'exported' for i in items)} credentials to {args.file}"
-              + ("" if args.include_values else " (names and metadata, no values)"))
+        print(
+            f"wrote {sum(i.status == 'exported' for i in items)} credentials to {args.file}"
+            + ("" if args.include_values else " (names and metadata, no values)")
+        )
     return int(Exit.ERROR if failed else Exit.OK)
 
 
@@ -160,21 +178,35 @@ def _import_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Subcommands) -> None:
-    kinds = add_group(sub, "import", "import credentials from a JSON file, a .env file or variables",
-                      dest="source", metavar="SOURCE")
-    q = add_command(kinds, "json", cmd_import_json, "a JSON file ('-' for stdin)",
-                    '{"platform": "value"}, {"platform": {"api_key": ..., "metadata": {...}, '
-                    '"credential_type": ...}} or a list of records with a "platform" field')
+    kinds = add_group(
+        sub, "import", "import credentials from a JSON file, a .env file or variables", dest="source", metavar="SOURCE"
+    )
+    q = add_command(
+        kinds,
+        "json",
+        cmd_import_json,
+        "a JSON file ('-' for stdin)",
+        '{"platform": "value"}, {"platform": {"api_key": ..., "metadata": {...}, '
+        '"credential_type": ...}} or a list of records with a "platform" field',
+    )
     q.add_argument("file", metavar="FILE")
     _import_options(q)
-    q = add_command(kinds, "env", cmd_import_env, "environment variables",
-                    "PLATFORM=VAR pairs; with none, every known variable that is set "
-                    f"({', '.join(_variables.KNOWN_VARIABLES)})")
+    q = add_command(
+        kinds,
+        "env",
+        cmd_import_env,
+        "environment variables",
+        f"PLATFORM=VAR pairs; with none, every known variable that is set ({', '.join(variables.KNOWN_VARIABLES)})",
+    )
     q.add_argument("pairs", nargs="*", metavar="PLATFORM=VAR")
     _import_options(q)
-    q = add_command(kinds, "dotenv", cmd_import_dotenv, "a .env file ('-' for stdin)",
-                    "known variables map by default: "
-                    + ", ".join(f"{k}->{v}" for k, v in _variables.KNOWN_VARIABLES.items()))
+    q = add_command(
+        kinds,
+        "dotenv",
+        cmd_import_dotenv,
+        "a .env file ('-' for stdin)",
+        "known variables map by default: " + ", ".join(f"{k}->{v}" for k, v in variables.KNOWN_VARIABLES.items()),
+    )
     q.add_argument("file", metavar="FILE")
     q.add_argument("--map", action="append", default=[], metavar="VAR=PLATFORM", help="map a variable (repeatable)")
     _import_options(q)
@@ -182,6 +214,7 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "export", cmd_export, "write every credential's name and metadata to a new 0600 JSON file")
     p.add_argument("file", metavar="FILE", help="the file to write ('-' for stdout)")
     p.add_argument("--include-values", action="store_true", help="include the values (plain text!)")
-    p.add_argument("--force", action="store_true",
-                   help="replace FILE if it exists (a symlink there is replaced, not followed)")
+    p.add_argument(
+        "--force", action="store_true", help="replace FILE if it exists (a symlink there is replaced, not followed)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable summary")

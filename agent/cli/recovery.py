@@ -44,8 +44,10 @@ def _new_passphrase(key_source: str) -> str | None:
 def _report(result: dict[str, Any]) -> None:
     print(f"master key now in: {result['key_source']}")
     if not result["old_removed"]:
-        print("agent: its old home could not be removed yet (see the agent's log); the next unlock retries",
-              file=sys.stderr)
+        print(
+            "agent: its old home could not be removed yet (see the agent's log); the next unlock retries",
+            file=sys.stderr,
+        )
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:
@@ -81,5 +83,6 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--key-source", choices=protocol.KEY_SOURCES, required=True, help="where the key goes")
     add_command(sub, "recovery-code", cmd_recovery_code, "make a new recovery code (shown once)")
     p = add_command(sub, "recover", cmd_recover, "open the vault with its recovery code and give the key a new home")
-    p.add_argument("--key-source", choices=protocol.KEY_SOURCES, default=None,
-                   help="where the key goes (default: where it was)")
+    p.add_argument(
+        "--key-source", choices=protocol.KEY_SOURCES, default=None, help="where the key goes (default: where it was)"
+    )

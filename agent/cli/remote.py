@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from agent.cli._common import Exit, Subcommands, add_command, add_group, name_arg, print_json, read_secret
-from client import Client
+from client import Client, config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         token = read_secret(f"Token for {args.remote}: ")
         with Client() as c:
             result = c.remote_login(args.remote, token)
-    ttl = "never expires" if not result["ttl_s"] else f"TTL {result['ttl_s']:.0f} s"
+    ttl = "never expires" if not result["ttl_s"] else f"TTL {config.format_duration(result['ttl_s'])}"
     renew = ", renewed by the agent" if result["renewable"] else ""
     print(f"logged in to {args.remote} ({ttl}{renew}; policies: {', '.join(result['policies']) or '-'})")
     return Exit.OK
@@ -37,10 +37,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
+    return config.format_duration(seconds)
 
 
 def _print_status(rows: list[dict[str, Any]]) -> None:
@@ -58,8 +55,10 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
             held = f"TTL {_age(r['token_ttl_s'])}, {r['renewals']} renewals"
             if r.get("auth") == "approle":
                 held += f", {r['relogins']} AppRole logins"
-        print(f"{r['remote']:<12} {reachable:<10} {r['last_node'] or '-':<28} {_age(r['cache_age_s']):<10} "
-              f"{r['cached_secrets']:<7} {held}")
+        print(
+            f"{r['remote']:<12} {reachable:<10} {r['last_node'] or '-':<28} {_age(r['cache_age_s']):<10} "
+            f"{r['cached_secrets']:<7} {held}"
+        )
         if r["last_error"]:
             print(f"  last error: {r['last_error']}")
 
@@ -84,8 +83,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def register(sub: Subcommands) -> None:
-    group = add_group(sub, "remote", "team vaults (OpenBao / Vault KV v2) named in the config file",
-                      dest="remote_command", metavar="ACTION")
+    group = add_group(
+        sub,
+        "remote",
+        "team vaults (OpenBao / Vault KV v2) named in the config file",
+        dest="remote_command",
+        metavar="ACTION",
+    )
     p = add_command(group, "login", cmd_login, "give the agent a token for a remote (hidden prompt or stdin)")
     p.add_argument("remote", type=name_arg)
     p.add_argument("--approle", metavar="ROLE_ID", help="log in with this AppRole (its secret id from stdin)")

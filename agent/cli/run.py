@@ -90,15 +90,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Subcommands) -> None:
-    p = add_command(sub, "run", cmd_run, "run a command with the credentials an env file refers to",
-                    description="Run a command with environment variables whose values are references "
-                                f"({REFERENCE}PLATFORM[/TYPE]) resolved from the agent.")
-    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
-                   help=f"a file in .env syntax whose values may be {REFERENCE}PLATFORM[/TYPE] references "
-                        "(repeatable)")
-    p.add_argument("--mask", action=argparse.BooleanOptionalAction, default=None,
-                   help="replace credential values in the command's output with <concealed by agent> "
-                        "(default: on when stdout is a terminal)")
-    p.add_argument("--refuse-expired", action="store_true",
-                   help="refuse to run the command if a credential has expired (exit 1); default: warn")
+    p = add_command(
+        sub,
+        "run",
+        cmd_run,
+        "run a command with the credentials an env file refers to",
+        description="Run a command with environment variables whose values are references "
+        f"({REFERENCE}PLATFORM[/TYPE]) resolved from the agent.",
+    )
+    p.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help=f"a file in .env syntax whose values may be {REFERENCE}PLATFORM[/TYPE] references (repeatable)",
+    )
+    p.add_argument(
+        "--mask",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replace credential values in the command's output with <concealed by agent> "
+        "(default: on when stdout is a terminal)",
+    )
+    p.add_argument(
+        "--refuse-expired",
+        action="store_true",
+        help="refuse to run the command if a credential has expired (exit 1); default: warn",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")

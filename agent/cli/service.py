@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from agent import service_units as units
 
 # agent.service_units.MANAGERS, named here so that building the parser loads no
-# service code (tests/test_footprint.py checks that the two agree)
+# service code (tests/system/test_footprint.py checks that the two agree)
 MANAGERS = ("systemd", "launchd", "schtasks")
 
 __all__ = ["register"]
@@ -171,9 +171,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def register(sub: Subcommands) -> None:
-    actions = add_group(sub, "service", "run the agent at login (systemd user units on Linux, a LaunchAgent on macOS, "
-                        "a logon task on Windows)",
-                        dest="action", metavar="ACTION")
+    actions = add_group(
+        sub,
+        "service",
+        "run the agent at login (systemd user units on Linux, a LaunchAgent on macOS, a logon task on Windows)",
+        dest="action",
+        metavar="ACTION",
+    )
     for name, fn, help in (
         ("install", cmd_install, "write the units with this installation's agent, enable and start them"),
         ("uninstall", cmd_uninstall, "stop and disable the units, remove them"),
@@ -181,5 +185,9 @@ def register(sub: Subcommands) -> None:
     ):
         p = add_command(actions, name, _units_command(fn), help)
         p.add_argument("--dry-run", action="store_true", help="print what would be written and run; change nothing")
-        p.add_argument("--manager", choices=MANAGERS, default=None,
-                       help="default: systemd on Linux, launchd on macOS, schtasks on Windows")
+        p.add_argument(
+            "--manager",
+            choices=MANAGERS,
+            default=None,
+            help="default: systemd on Linux, launchd on macOS, schtasks on Windows",
+        )

@@ -34,7 +34,7 @@ def _write_all(fd: int, data: bytes) -> bool:
     view = memoryview(data)
     while view:
         try:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         except OSError:  # the reader went away: keep draining the child, write nothing
             return False
     return True
@@ -53,6 +53,7 @@ def _pump(src: IO[bytes], dst: int, masker: Masker) -> None:
 
 
 if sys.platform == "darwin":
+
     def _next_signal(waited: frozenset[signal.Signals]) -> tuple[int, bool]:
         """The next signal, and whether the terminal sent it to the whole group.
 
@@ -62,6 +63,7 @@ if sys.platform == "darwin":
         signo = signal.sigwait(waited)
         return signo, signo in (signal.SIGINT, signal.SIGHUP)
 else:
+
     def _next_signal(waited: frozenset[signal.Signals]) -> tuple[int, bool]:
         """The next signal, and whether the terminal sent it to the whole group."""
         info = signal.sigwaitinfo(waited)
@@ -76,7 +78,10 @@ def run_masked(command: Sequence[str], env: Mapping[str, str], values: Iterable[
     old = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     try:
         child = subprocess.Popen(  # the user's own command; the child restores the signal mask
-            list(command), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            list(command),
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old),
         )
     except FileNotFoundError:
@@ -89,8 +94,10 @@ def run_masked(command: Sequence[str], env: Mapping[str, str], values: Iterable[
         return 126
     assert child.stdout is not None and child.stderr is not None
     # the threads inherit the blocked mask, so every signal comes to _next_signal below
-    pumps = [threading.Thread(target=_pump, args=(pipe, fd, Masker(secrets)), daemon=True)
-             for pipe, fd in ((child.stdout, 1), (child.stderr, 2))]
+    pumps = [
+        threading.Thread(target=_pump, args=(pipe, fd, Masker(secrets)), daemon=True)
+        for pipe, fd in ((child.stdout, 1), (child.stderr, 2))
+    ]
     for t in pumps:
         t.start()
     while child.poll() is None:

@@ -28,7 +28,7 @@ from agent.cli._common import (
     show_recovery_code,
     unlock_at_terminal,
 )
-from client import Client, _config, errors, paths, protocol
+from client import Client, config, errors, paths, protocol
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,8 +52,10 @@ def _asks_passphrase(key_source: str | None) -> bool:
 def _short_warning(passphrase: str) -> str | None:
     if len(passphrase) >= MIN_PASSPHRASE:
         return None
-    return (f"warning: the passphrase is {len(passphrase)} characters long; use at least {MIN_PASSPHRASE} "
-            "(whoever gets a copy of the vault can try guesses offline)")
+    return (
+        f"warning: the passphrase is {len(passphrase)} characters long; use at least {MIN_PASSPHRASE} "
+        "(whoever gets a copy of the vault can try guesses offline)"
+    )
 
 
 def _yes(question: str) -> bool:
@@ -84,7 +86,7 @@ def new_passphrase() -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    key_source = _config.setting("key_source", args.key_source)
+    key_source = config.setting("key_source", args.key_source)
     passphrase = None
     with Client() as c:
         if _asks_passphrase(key_source):
@@ -96,14 +98,15 @@ def cmd_init(args: argparse.Namespace) -> int:
             except errors.KeystoreUnavailable as e:
                 if key_source == KEYRING:  # named by the flag, environment or config file: no fallback
                     raise
-                print(f"no working OS keystore ({e.message}); protecting the vault with a passphrase",
-                      file=sys.stderr)
+                print(f"no working OS keystore ({e.message}); protecting the vault with a passphrase", file=sys.stderr)
                 passphrase = new_passphrase()
                 result = c.init(PASSPHRASE, passphrase)
         where = f" ({result['backend']})" if result.get("backend") else ""
         print(f"vault created at {result['vault']}; master key in: {result['key_source']}{where}")
-        if args.recovery_code or (interactive() and confirm(
-                "Print a recovery code, the way back in if the passphrase or keystore entry is lost?")):
+        if args.recovery_code or (
+            interactive()
+            and confirm("Print a recovery code, the way back in if the passphrase or keystore entry is lost?")
+        ):
             show_recovery_code(c.recovery_code(passphrase))
     return Exit.OK
 
@@ -142,30 +145,40 @@ def cmd_lock(args: argparse.Namespace) -> int:
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     with Client(timeout=120.0) as c:  # scrypt twice and a keystore round trip
         st = c.status()
-        query: dict[str, str] = {}
+        passphrase = new = None
         if _asks_passphrase(st["key_source"]):
-            query["passphrase"] = read_secret("Current passphrase: ")
+            passphrase = read_secret("Current passphrase: ")
             if args.new_passphrase:
-                query["new_passphrase"] = new_passphrase()
+                new = new_passphrase()
         elif args.new_passphrase:
             raise CliError("--new-passphrase applies to passphrase vaults; this one keeps its key in the OS keystore")
-        result = c.call("rotate_key", query)
+        result = c.rotate_key(passphrase, new)
     print(f"master key rotated; {result['credentials']} credentials re-encrypted (key source {result['key_source']})")
     if result.get("recovery_code_dropped"):
-        print("the recovery code opened the old key and was dropped; make a new one with `agent recovery-code`",
-              file=sys.stderr)
+        print(
+            "the recovery code opened the old key and was dropped; make a new one with `agent recovery-code`",
+            file=sys.stderr,
+        )
     return Exit.OK
 
 
 def register(sub: Subcommands) -> None:
     p = add_command(sub, "init", cmd_init, "create the vault and its master key")
-    p.add_argument("--key-source", choices=protocol.KEY_SOURCES, default=None,
-                   help="where the master key lives (default: the OS keystore if it works)")
-    p.add_argument("--recovery-code", action="store_true",
-                   help="print a recovery code (at a terminal, init asks)")
+    p.add_argument(
+        "--key-source",
+        choices=protocol.KEY_SOURCES,
+        default=None,
+        help="where the master key lives (default: the OS keystore if it works)",
+    )
+    p.add_argument("--recovery-code", action="store_true", help="print a recovery code (at a terminal, init asks)")
     p = add_command(sub, "unlock", cmd_unlock, "unlock the vault (asks the passphrase for passphrase vaults)")
-    p.add_argument("--timeout", type=seconds_arg, default=None, metavar="D",
-                   help="lock again after D (seconds, or 15m, 2h), whatever the use")
+    p.add_argument(
+        "--timeout",
+        type=seconds_arg,
+        default=None,
+        metavar="D",
+        help="lock again after D (seconds, or 15m, 2h), whatever the use",
+    )
     add_command(sub, "lock", cmd_lock, "lock: drop the master key and every cached value")
 
 

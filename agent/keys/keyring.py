@@ -29,7 +29,7 @@ from typing import Any, Final, TypeVar
 
 from agent import faults
 from agent.keys.base import Meta
-from client import _config, errors
+from client import config, errors
 
 __all__ = ["KeyringSource", "SERVICE", "DEFAULT_DEADLINE", "get_key", "set_key", "delete_key", "probe",
            "backend_name", "check_entry", "CRED_MAX_CREDENTIAL_BLOB_SIZE"]
@@ -39,7 +39,7 @@ log = logging.getLogger("agent.keys.keyring")
 SERVICE: Final = "credential-agent"
 # A healthy Secret Service answers at once; an unlock prompt may take a person
 # a while, but a daemon that is stopped never answers.
-DEFAULT_DEADLINE: Final[float] = _config.KEYS["keystore_timeout"].default
+DEFAULT_DEADLINE: Final[float] = config.KEYS["keystore_timeout"].default
 # Abandoned (hung) calls each keep a thread; past this many, fail fast instead.
 _MAX_HUNG = 8
 _hung = 0
@@ -127,9 +127,9 @@ def _choose() -> Any:
 
         name = os.environ.get("PYTHON_KEYRING_BACKEND", "").strip()
         if not name:
-            config = configparser.RawConfigParser()
-            config.read(os.path.join(keyring.util.platform_.config_root(), "keyringrc.cfg"), encoding="utf-8")
-            name = config.get("backend", "default-keyring", fallback="").strip()
+            rc = configparser.RawConfigParser()
+            rc.read(os.path.join(keyring.util.platform_.config_root(), "keyringrc.cfg"), encoding="utf-8")
+            name = rc.get("backend", "default-keyring", fallback="").strip()
         _chosen = keyring.core.load_keyring(name) if name else \
             max(keyring.backend.get_all_keyring(), key=keyring.backend.by_priority)
     return _chosen

@@ -12,6 +12,7 @@ Rules of this package:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -22,19 +23,18 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from agent.crypto import SecureStorage
-from client._config import ConfigError
+from client import config
+from client.config import ConfigError
 from client.validation import check_name
 
 __all__ = ["AppRole", "Hooks", "NO_REMOTES", "RemoteOptions", "Secret", "SecretMeta", "TokenInfo", "parse",
            "parse_duration", "DEFAULTS"]
 
-# seconds; refresh and max_stale as the README's example, a call's timeout well under a client's 15 s
+# seconds; refresh and max_stale as docs/team-vault.md's example, a call's timeout well under a client's 15 s
 DEFAULTS: Final[dict[str, Any]] = {
     "mount": "secret", "prefix": "", "refresh": 300.0, "max_stale": 86400.0, "timeout": 4.0, "deadline": 10.0,
 }
 _KNOWN: Final = ("url", "mount", "prefix", "refresh", "max_stale", "ca_file", "timeout", "deadline")
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_.-]+")
 RESERVED: Final = frozenset({"local"})  # the SOURCE of the local vault's entries
 
@@ -101,13 +101,15 @@ class AppRole:
 
 
 def parse_duration(value: Any, where: str) -> float:
-    """Seconds from a number or a string such as ``"24h"``, ``"1h30m"``, ``"90s"``."""
+    """Seconds from a number or a duration string, as every other setting takes them
+    (``client.config.parse_duration``: ``"24h"``, ``"1h30m"``, ``"900"``)."""
+    seconds: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
-    elif isinstance(value, str) and (parts := _DURATION.findall(value)) and \
-            "".join(n + u for n, u in parts) == value:
-        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    else:
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            seconds = config.parse_duration(value)
+    if seconds is None:
         raise ConfigError(f"{where} must be a number of seconds or a duration such as \"24h\", got {value!r}")
     if not 0 <= seconds < float("inf"):
         raise ConfigError(f"{where} must be 0 or more seconds")

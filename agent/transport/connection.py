@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from agent.transport import NO_PEER, Listener, Peer, Serving
-from client import _config, errors, protocol
+from client import config, errors, protocol
 
 __all__ = ["Server", "Connection", "Dispatch", "MAX_CONNECTIONS", "CONNECTION_IDLE_TIMEOUT", "FRAME_TIMEOUT",
            "PLAIN_RESULTS"]
@@ -36,13 +36,13 @@ log = logging.getLogger("agent.server")
 # Far above what one user's connectors open at once, far below the fd limit (the
 # agent raises RLIMIT_NOFILE at start): a flood of idle connections cannot starve
 # it of descriptors, and the idle deadline reclaims the slots.
-MAX_CONNECTIONS: int = _config.KEYS["max_connections"].default
+MAX_CONNECTIONS: int = config.KEYS["max_connections"].default
 # A connection with nothing in flight that sends nothing for this long is closed;
 # clients reconnect transparently.
-CONNECTION_IDLE_TIMEOUT: float = _config.KEYS["connection_idle_timeout"].default
+CONNECTION_IDLE_TIMEOUT: float = config.KEYS["connection_idle_timeout"].default
 # A frame whose first byte came this long ago and is still not whole is a drip
 # (a byte every so often to defeat the idle deadline): the connection is closed.
-FRAME_TIMEOUT: float = _config.KEYS["frame_timeout"].default
+FRAME_TIMEOUT: float = config.KEYS["frame_timeout"].default
 # Ops whose pending work is cancelled when their connection closes: they change
 # nothing, or (unlock) change the state only in one step at their end.
 _CANCEL_ON_CLOSE = frozenset({"unlock", "get", "metadata", "list", "audit", "hello", "status", "validate", "decrypt"})

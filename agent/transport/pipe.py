@@ -1,7 +1,7 @@
 """The Windows named pipe endpoint: the pipe, the peer check, one agent per vault.
 
 - The pipe ``\\\\.\\pipe\\credential-agent-<user>[-<profile>]`` (``client.paths``) is
-  made by ``client._win32.create_pipe``: a DACL that admits only this user's SID,
+  made by ``client.win32.create_pipe``: a DACL that admits only this user's SID,
   ``PIPE_REJECT_REMOTE_CLIENTS``, byte mode (the frames are the Unix socket's), and
   ``FILE_FLAG_FIRST_PIPE_INSTANCE`` for the first instance, so a name someone else
   made first is refused rather than shared.
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.transport import ListenError, Peer
-from client import _win32
+from client import win32
 
 __all__ = ["PipeListener", "AlreadyRunning", "single_instance", "ERROR_ACCESS_DENIED"]
 
@@ -72,7 +72,7 @@ if sys.platform == "win32":
         def _instance(self, first: bool) -> windows_utils.PipeHandle | None:
             if self.address is None:
                 return None
-            pipe = windows_utils.PipeHandle(_win32.create_pipe(self.address, first))
+            pipe = windows_utils.PipeHandle(win32.create_pipe(self.address, first))
             self.free.add(pipe)
             return pipe
 
@@ -150,7 +150,7 @@ if sys.platform == "win32":
 
         def __init__(self, address: str) -> None:
             self.address = address
-            self.sid = _win32.current_sid()
+            self.sid = win32.current_sid()
             self._server: _PipeServer | None = None
 
         def __repr__(self) -> str:
@@ -168,8 +168,8 @@ if sys.platform == "win32":
             pipe = transport.get_extra_info("pipe")
             pid: int | None = None
             try:
-                pid = _win32.client_pid(pipe.fileno())
-                return Peer(pid, None, None, sid=_win32.sid_of_process(pid))
+                pid = win32.client_pid(pipe.fileno())
+                return Peer(pid, None, None, sid=win32.sid_of_process(pid))
             except OSError as e:
                 log.warning("cannot tell who is on the other end of a pipe connection (pid %s): %s", pid, e)
                 return Peer(pid, None, None)  # no SID: refused by admits()

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.transport import NO_PEER, ListenError, Peer, callers
-from client import _transport, paths
+from client import paths, transport
 
 # POSIX only (the Windows agent serves agent.transport.pipe); mypy skips the rest on win32
 assert sys.platform != "win32", "Unix sockets: POSIX only"
@@ -73,8 +73,8 @@ def peer_of(sock: Any) -> Peer:
         exe = _exe_of(pid)
         return Peer(pid, uid, gid, exe, callers.caller_of(pid, exe))
     if sys.platform == "darwin" or "bsd" in sys.platform:
-        level, option = _transport.SOL_LOCAL, getattr(socket, "LOCAL_PEERCRED", _transport.LOCAL_PEERCRED)
-        uid = _transport.parse_xucred(sock.getsockopt(level, option, _transport.XUCRED_SIZE))
+        level, option = transport.SOL_LOCAL, getattr(socket, "LOCAL_PEERCRED", transport.LOCAL_PEERCRED)
+        uid = transport.parse_xucred(sock.getsockopt(level, option, transport.XUCRED_SIZE))
         pid = None
         local_peerpid = getattr(socket, "LOCAL_PEERPID", 0x002 if sys.platform == "darwin" else None)
         if local_peerpid is not None:

@@ -62,7 +62,7 @@ def test_the_pipe_dacl_names_only_our_sid(pipe_agent: AgentProcess) -> None:
     import ctypes
     from ctypes import wintypes
 
-    from client import _pipe, _win32
+    from client import _pipe, win32
 
     advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)
     stream = _pipe.connect(str(pipe_agent.socket), 5.0)
@@ -78,7 +78,7 @@ def test_the_pipe_dacl_names_only_our_sid(pipe_agent: AgentProcess) -> None:
     finally:
         stream.close()
     assert sddl.startswith("D:P")
-    assert set(re.findall(r"S-1-[0-9-]+", sddl)) == {_win32.current_sid()}
+    assert set(re.findall(r"S-1-[0-9-]+", sddl)) == {win32.current_sid()}
     assert not re.search(r";;;(WD|AU|BU|BA|SY|AN)\)", sddl)  # Everyone, users, admins, SYSTEM: none
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from agent.keys import keyring as keystore
 from client import AsyncClient, CredentialService, errors
-from client._messages import unwrap_get
-from client._transport import DEFAULT_TIMEOUT, SLOW_TIMEOUT
+from client.messages import unwrap_get
+from client.transport import DEFAULT_TIMEOUT, SLOW_TIMEOUT
 from support import PASSPHRASE, AgentProcess
 
 KEY = "r" * 25

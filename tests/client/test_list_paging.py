@@ -11,7 +11,7 @@ import msgpack
 import pytest
 
 from client import AsyncClient, CredentialService, errors, protocol, validation
-from client._messages import ListPages
+from client.messages import ListPages
 from support import AgentProcess
 
 # an astral character: one character to the validation rules, four bytes of UTF-8

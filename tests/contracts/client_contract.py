@@ -170,6 +170,26 @@ class ClientContract:
         assert c.validate("huggingface", HF) is True
         assert c.validate("huggingface", "not-a-token") is False
 
+    def test_invalid_reason_says_why(self, served: AgentProcess, make: Any) -> None:
+        c = make(served)
+        assert c.invalid_reason("huggingface", HF) is None
+        assert "hf_" in c.invalid_reason("huggingface", "not-a-token")
+
+    def test_store_keeps_or_merges_and_put_says_whether_it_created(self, served: AgentProcess, make: Any) -> None:
+        c = make(served)
+        soon = time.time() + 3600
+        assert c.put("runpod", RUNPOD, metadata={"team": "ml"}, expires_at=soon)["created"] is True
+        assert c.put("runpod", RUNPOD, metadata={"owner": "ana"}, keep=True, merge=True)["created"] is False
+        entry = c.metadata("runpod")
+        assert entry["metadata"] == {"team": "ml", "owner": "ana"} and entry["expires_at"] == pytest.approx(soon)
+        assert c.store("runpod", RUNPOD, keep=True) is None  # nothing given: metadata and expiry kept
+        assert c.metadata("runpod")["metadata"] == {"team": "ml", "owner": "ana"}
+        c.store("runpod", RUNPOD, metadata={"owner": "bo"}, keep=True, clear_expiry=True)  # no merge: replaced
+        entry = c.metadata("runpod")
+        assert entry["metadata"] == {"owner": "bo"} and entry["expires_at"] is None
+        c.store("runpod", RUNPOD)  # without keep, a replaced credential's metadata goes
+        assert not c.metadata("runpod")["metadata"]
+
     def test_expired_credentials_follow_on_expired(self, served: AgentProcess, make: Any) -> None:
         make(served).store("runpod", RUNPOD, expires_at=time.time() - 60)
         assert make(served).get("runpod") == RUNPOD  # warns

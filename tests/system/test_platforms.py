@@ -19,7 +19,7 @@ import pytest
 
 from agent import service_units as units
 from agent.keys import keyring as keystore
-from client import _transport, _win32, errors
+from client import errors, transport, win32
 from client import paths as client_paths
 from support import ROOT
 
@@ -30,48 +30,48 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX uids and 
 
 # --- the Windows named pipe ---------------------------------------------------------------
 def test_pipe_name_is_per_user_and_profile() -> None:
-    assert _win32.pipe_name("alice") == "\\\\.\\pipe\\credential-agent-alice"
-    assert _win32.pipe_name("alice", "work") == "\\\\.\\pipe\\credential-agent-alice-work"
+    assert win32.pipe_name("alice") == "\\\\.\\pipe\\credential-agent-alice"
+    assert win32.pipe_name("alice", "work") == "\\\\.\\pipe\\credential-agent-alice-work"
     # a domain\\user or a name with spaces cannot make the name mean another pipe
-    assert _win32.pipe_name("CORP\\Bob Smith") == "\\\\.\\pipe\\credential-agent-CORP_Bob_Smith"
+    assert win32.pipe_name("CORP\\Bob Smith") == "\\\\.\\pipe\\credential-agent-CORP_Bob_Smith"
     with pytest.raises(ValueError, match="256"):
-        _win32.pipe_name("u" * 300)
+        win32.pipe_name("u" * 300)
     with pytest.raises(ValueError):
-        _win32.pipe_name("")
+        win32.pipe_name("")
 
 
 def test_pipe_addresses_are_told_apart_from_socket_paths() -> None:
-    assert _transport.is_pipe(_win32.pipe_name("alice"))
-    assert _win32.is_pipe(_win32.pipe_name("alice"))
-    assert not _transport.is_pipe("/run/user/1000/credential-agent/agent.sock")
-    assert not _transport.is_pipe("C:\\Users\\alice\\agent.sock")
+    assert transport.is_pipe(win32.pipe_name("alice"))
+    assert win32.is_pipe(win32.pipe_name("alice"))
+    assert not transport.is_pipe("/run/user/1000/credential-agent/agent.sock")
+    assert not transport.is_pipe("C:\\Users\\alice\\agent.sock")
 
 
 def test_the_dacl_admits_our_sid_only() -> None:
-    sddl = _win32.pipe_sddl(SID)
+    sddl = win32.pipe_sddl(SID)
     assert sddl.startswith("D:P")  # protected: nothing inherited from the parent
     aces = re.findall(r"\(([^)]*)\)", sddl)
     assert aces == [f"A;;GA;;;{SID}"]  # one allow entry, for us; no deny-less gaps, no groups
     assert re.findall(r"S-1-[0-9-]+", sddl) == [SID]
     for bad in ("WD", "S-1-1-0)(A;;GA;;;WD", "alice", ""):
         with pytest.raises(ValueError):
-            _win32.pipe_sddl(bad)
+            win32.pipe_sddl(bad)
 
 
 def test_the_pipe_rejects_remote_clients_and_shares_no_name() -> None:
-    assert _win32.PIPE_MODE & _win32.PIPE_REJECT_REMOTE_CLIENTS
-    assert _win32.PIPE_MODE & 0x1 == 0  # PIPE_TYPE_MESSAGE not set: a byte stream, as the socket
-    assert _win32.open_mode(first=True) & _win32.FILE_FLAG_FIRST_PIPE_INSTANCE
-    assert not _win32.open_mode(first=False) & _win32.FILE_FLAG_FIRST_PIPE_INSTANCE
+    assert win32.PIPE_MODE & win32.PIPE_REJECT_REMOTE_CLIENTS
+    assert win32.PIPE_MODE & 0x1 == 0  # PIPE_TYPE_MESSAGE not set: a byte stream, as the socket
+    assert win32.open_mode(first=True) & win32.FILE_FLAG_FIRST_PIPE_INSTANCE
+    assert not win32.open_mode(first=False) & win32.FILE_FLAG_FIRST_PIPE_INSTANCE
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="checks what Linux and macOS load")
 def test_outside_windows_the_win32_modules_import_and_load_no_windows_api() -> None:
     code = (
         "import sys, ctypes\n"
-        "import client, agent.transport.pipe, client._win32, client._pipe, agent.daemon, agent.hardening\n"
+        "import client, agent.transport.pipe, client.win32, client._pipe, agent.daemon, agent.hardening\n"
         "assert not hasattr(ctypes, 'windll') and 'ctypes.wintypes' not in sys.modules\n"
-        "assert not hasattr(client._win32, 'create_pipe') and not hasattr(client._pipe, 'connect')\n"
+        "assert not hasattr(client.win32, 'create_pipe') and not hasattr(client._pipe, 'connect')\n"
         "from client import Client\n"
         "print('ok')\n"
     )
@@ -81,7 +81,7 @@ def test_outside_windows_the_win32_modules_import_and_load_no_windows_api() -> N
 
 def test_a_plain_client_never_loads_the_pipe_code() -> None:
     code = ("import sys, client; client.Client()\n"
-            "print(sorted(m for m in sys.modules if m in ('client._win32', 'client._pipe', 'ctypes')))")
+            "print(sorted(m for m in sys.modules if m in ('client.win32', 'client._pipe', 'ctypes')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "CREDENTIAL_AGENT_SOCK": str(ROOT / "nowhere.sock")})
     assert done.returncode == 0, done.stderr
@@ -91,7 +91,7 @@ def test_a_plain_client_never_loads_the_pipe_code() -> None:
 def test_a_pipe_address_outside_windows_is_no_agent() -> None:
     from client import Client
 
-    with pytest.raises(errors.AgentUnavailable), Client(_win32.pipe_name("alice"), autostart=False) as c:
+    with pytest.raises(errors.AgentUnavailable), Client(win32.pipe_name("alice"), autostart=False) as c:
         c.hello()
 
 
@@ -99,17 +99,17 @@ def test_a_pipe_address_outside_windows_is_no_agent() -> None:
 def _xucred(uid: int, version: int = 0) -> bytes:
     # struct xucred { u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16]; }
     raw = struct.pack("=IIh2x16I", version, uid, 2, 20, 12, *[0] * 14)
-    assert len(raw) == _transport.XUCRED_SIZE
+    assert len(raw) == transport.XUCRED_SIZE
     return raw
 
 
 def test_xucred_gives_the_uid() -> None:
-    assert _transport.parse_xucred(_xucred(501)) == 501
-    assert _transport.parse_xucred(_xucred(0)) == 0
+    assert transport.parse_xucred(_xucred(501)) == 501
+    assert transport.parse_xucred(_xucred(0)) == 0
     with pytest.raises(OSError, match="version 3"):
-        _transport.parse_xucred(_xucred(501, version=3))
+        transport.parse_xucred(_xucred(501, version=3))
     with pytest.raises(OSError, match="too short"):
-        _transport.parse_xucred(b"\0\0\0")
+        transport.parse_xucred(b"\0\0\0")
 
 
 @posix_only

@@ -131,6 +131,20 @@ def test_replies_are_shaped() -> None:
     assert run(steps("status"), {"locked": True})[1] == {"locked": True}
 
 
+def test_store_and_put_send_keep_merge_and_clear_expiry() -> None:
+    sent = ("store", {"platform": "runpod", "value": "v", "expires_at": None, "keep": True, "merge_metadata": True})
+    assert next(steps("store", "runpod", "v", keep=True, merge=True, clear_expiry=True)) == sent
+    assert next(steps("put", "runpod", "v", keep=True, merge=True, clear_expiry=True)) == sent
+    assert run(steps("put", "runpod", "v"), {"created": False})[1] == {"created": False}
+    assert run(steps("store", "runpod", "v", keep=True), {"created": False})[1] is None
+
+
+def test_invalid_reason_is_the_agents_reason_or_none() -> None:
+    assert next(steps("invalid_reason", "runpod", "x")) == ("validate", {"platform": "runpod", "value": "x"})
+    assert run(steps("invalid_reason", "runpod", "x"), {"valid": False, "reason": "short"})[1] == "short"
+    assert run(steps("invalid_reason", "runpod", "x"), {"valid": True, "reason": None})[1] is None
+
+
 def test_an_expired_credential_is_refused_when_asked() -> None:
     plan = steps("get", "runpod", on_expired="refuse")
     next(plan)

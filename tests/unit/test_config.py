@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from client import _config, errors, paths
+from client import config, errors, paths
 from support import ROOT, AgentProcess, base_env
 
 CONFIG_DOC = (ROOT / "docs" / "service-and-config.md").read_text()
@@ -38,7 +38,7 @@ audit_keep = 500
 [remote.team]
 url = "http://127.0.0.1:8200"
 """)
-    data = _config.read(path)
+    data = config.read(path)
     assert data == {
         "socket": Path.home() / "agent.sock",
         "log_level": "debug",
@@ -53,12 +53,12 @@ url = "http://127.0.0.1:8200"
         "audit_keep": 500,
         "remote": {"team": {"url": "http://127.0.0.1:8200"}},
     }
-    assert set(data) == set(_config.KEYS)
+    assert set(data) == set(config.KEYS)
 
 
 def test_every_key_is_in_the_config_docs() -> None:
     section = CONFIG_DOC.split("## Run at login", 1)[1]
-    for key, spec in _config.KEYS.items():
+    for key, spec in config.KEYS.items():
         assert f"`{key}`" in section, key
         if spec.env:
             assert spec.env in CONFIG_DOC, spec.env
@@ -84,29 +84,29 @@ def test_every_key_is_in_the_config_docs() -> None:
 )
 def test_bad_files_name_the_key_and_the_file(tmp_path: Path, text: str, words: list[str]) -> None:
     path = write(tmp_path, text)
-    with pytest.raises(_config.ConfigError) as info:
-        _config.read(path)
+    with pytest.raises(config.ConfigError) as info:
+        config.read(path)
     assert str(path) in info.value.message
     for word in words:
         assert word in info.value.message
 
 
 def test_missing_file_is_empty(tmp_path: Path) -> None:
-    assert _config.read(tmp_path / "none.toml") == {}
+    assert config.read(tmp_path / "none.toml") == {}
 
 
 def test_precedence_flag_env_file_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDENTIAL_AGENT_CONFIG", str(write(tmp_path, "idle_timeout = 30\n")))
-    assert _config.setting("max_unlocked") == 0.0  # default
-    assert _config.setting("idle_timeout") == 30.0  # file
+    assert config.setting("max_unlocked") == 0.0  # default
+    assert config.setting("idle_timeout") == 30.0  # file
     monkeypatch.setenv("CREDENTIAL_AGENT_IDLE_TIMEOUT", "20")
-    assert _config.setting("idle_timeout") == 20.0  # env
-    assert _config.setting("idle_timeout", 10) == 10.0  # flag
+    assert config.setting("idle_timeout") == 20.0  # env
+    assert config.setting("idle_timeout", 10) == 10.0  # flag
     monkeypatch.setenv("CREDENTIAL_AGENT_IDLE_TIMEOUT", "soon")
-    with pytest.raises(_config.ConfigError, match="CREDENTIAL_AGENT_IDLE_TIMEOUT"):
-        _config.setting("idle_timeout")
-    with pytest.raises(_config.ConfigError, match="--max-unlocked"):
-        _config.setting("max_unlocked", -3)
+    with pytest.raises(config.ConfigError, match="CREDENTIAL_AGENT_IDLE_TIMEOUT"):
+        config.setting("idle_timeout")
+    with pytest.raises(config.ConfigError, match="--max-unlocked"):
+        config.setting("max_unlocked", -3)
 
 
 def test_socket_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,4 +191,4 @@ def test_log_level_and_key_source_from_the_file() -> None:
 
 
 def test_config_error_is_an_agent_error() -> None:
-    assert issubclass(_config.ConfigError, errors.AgentError)
+    assert issubclass(config.ConfigError, errors.AgentError)

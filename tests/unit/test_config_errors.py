@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 
 import client
+from agent import remotes
 from agent.cli import _common
-from client import _config, errors
+from client import config, errors
 from support import AgentProcess
 
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(text)
-    _config._cache.clear()
+    config._cache.clear()
     return path
 
 
@@ -26,10 +27,10 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_a_typo_names_the_file_the_line_and_the_nearest_key(tmp_path: Path) -> None:
     path = write(tmp_path, "# mine\nautostart = true\nidle_timout = 900\n")
     with pytest.raises(client.ConfigError) as info:
-        _config.read(path)
+        config.read(path)
     assert isinstance(info.value, client.AgentError) and isinstance(info.value, ValueError)
     assert info.value.message.startswith(f"{path}, line 3: unknown key 'idle_timout'; did you mean idle_timeout?")
-    assert _config.ConfigError is client.ConfigError is errors.ConfigError
+    assert config.ConfigError is client.ConfigError is errors.ConfigError
     assert errors.CODES["config_error"] is client.ConfigError
 
 
@@ -43,7 +44,7 @@ def test_a_typo_names_the_file_the_line_and_the_nearest_key(tmp_path: Path) -> N
 def test_bad_values_say_where(tmp_path: Path, text: str, line: int, words: list[str]) -> None:
     path = write(tmp_path, text)
     with pytest.raises(client.ConfigError) as info:
-        _config.read(path)
+        config.read(path)
     assert info.value.message.startswith(f"{path}, line {line}: ")
     for word in words:
         assert word in info.value.message
@@ -51,13 +52,13 @@ def test_bad_values_say_where(tmp_path: Path, text: str, line: int, words: list[
 
 def test_an_unrelated_name_gets_no_guess(tmp_path: Path) -> None:
     with pytest.raises(client.ConfigError) as info:
-        _config.read(write(tmp_path, "colour = 1\n"))
+        config.read(write(tmp_path, "colour = 1\n"))
     assert "did you mean" not in info.value.message and "(known: audit_keep," in info.value.message
 
 
 def test_an_unquoted_duration_is_explained(tmp_path: Path) -> None:
     with pytest.raises(client.ConfigError, match=r'not valid TOML: .*line 1.*a duration is a string: "15m"'):
-        _config.read(write(tmp_path, "idle_timeout = 15m\n"))
+        config.read(write(tmp_path, "idle_timeout = 15m\n"))
 
 
 def test_a_connector_gets_the_typed_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,7 +78,7 @@ def test_the_cli_says_it_in_one_line(tmp_path: Path, command: list[str]) -> None
                           timeout=30)
     assert done.returncode == 1
     assert done.stderr == (f"agent: {path}, line 1: unknown key 'idle_timout'; did you mean idle_timeout? "
-                           f"(known: {', '.join(sorted(_config.KEYS))})\n")
+                           f"(known: {', '.join(sorted(config.KEYS))})\n")
 
 
 # --- durations --------------------------------------------------------------------------------
@@ -86,28 +87,44 @@ def test_the_cli_says_it_in_one_line(tmp_path: Path, command: list[str]) -> None
     ("1h30m", 5400.0), ("1d12h", 129600.0), ("2w", 1209600.0), ("1y", 31536000.0), ("0.5h", 1800.0),
 ])
 def test_durations(text: str, seconds: float) -> None:
-    assert _config.parse_duration(text) == seconds
+    assert config.parse_duration(text) == seconds
     assert _common.parse_duration(text) == seconds  # the CLI's wrapper: one parser
 
 
 @pytest.mark.parametrize("text", ["", "soon", "-5", "15 m", "1h-30m", "h", "inf", "nan", "1e3", "15M", "1.h"])
 def test_not_durations(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
-        _config.parse_duration(text)
+        config.parse_duration(text)
     with pytest.raises(_common.CliError) as info:
         _common.parse_duration(text)
     assert info.value.code == _common.Exit.USAGE
 
 
+def test_a_remote_table_takes_the_same_durations() -> None:
+    (team,) = remotes.parse({"team": {"url": "http://127.0.0.1:8200", "refresh": "900", "max_stale": "1y"}}, "f")
+    assert (team.refresh, team.max_stale) == (900.0, 365 * 86400.0)
+    for bad in ("soon", True, "-5"):
+        with pytest.raises(client.ConfigError, match="'refresh' must be a number of seconds or a duration"):
+            remotes.parse({"team": {"url": "http://127.0.0.1:8200", "refresh": bad}}, "f")
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (3 * 86400 + 60, "3d"), (14 * 3600 + 59, "14h"), (300, "5m"), (59.6, "60s"), (0, "0s"),
+])
+def test_one_formatter_shows_the_largest_whole_unit(seconds: float, text: str) -> None:
+    assert config.format_duration(seconds) == text
+    assert config.parse_duration(text) <= seconds + 1  # read back by the one parser
+
+
 def test_durations_in_the_file_and_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDENTIAL_AGENT_CONFIG", str(write(tmp_path, 'idle_timeout = "15m"\nmax_unlocked = 60\n')))
-    assert _config.setting("idle_timeout") == 900.0
-    assert _config.setting("max_unlocked") == 60.0
+    assert config.setting("idle_timeout") == 900.0
+    assert config.setting("max_unlocked") == 60.0
     monkeypatch.setenv("CREDENTIAL_AGENT_IDLE_TIMEOUT", "1h30m")
-    assert _config.setting("idle_timeout") == 5400.0
+    assert config.setting("idle_timeout") == 5400.0
     monkeypatch.setenv("CREDENTIAL_AGENT_FRAME_TIMEOUT", "10 minutes")
     with pytest.raises(client.ConfigError, match="CREDENTIAL_AGENT_FRAME_TIMEOUT: 'frame_timeout': not a duration"):
-        _config.setting("frame_timeout")
+        config.setting("frame_timeout")
 
 
 def test_serve_takes_durations() -> None:

@@ -29,11 +29,30 @@ if TYPE_CHECKING:
 __all__ = ["agent_command", "isolated_command", "clean_env", "code_root", "KEEP", "KEEP_PREFIXES"]
 
 # What the agent (and keyring, platformdirs, the Secret Service client) read.
-KEEP = frozenset({
-    "HOME", "USER", "LOGNAME", "PATH", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
-    "DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY", "GNOME_KEYRING_CONTROL",
-    "PYTHON_KEYRING_BACKEND", "SYSTEMROOT", "APPDATA", "LOCALAPPDATA", "USERPROFILE",
-})
+KEEP = frozenset(
+    {
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "PATH",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "DBUS_SESSION_BUS_ADDRESS",
+        "DISPLAY",
+        "WAYLAND_DISPLAY",
+        "GNOME_KEYRING_CONTROL",
+        "PYTHON_KEYRING_BACKEND",
+        "SYSTEMROOT",
+        "APPDATA",
+        "LOCALAPPDATA",
+        "USERPROFILE",
+    }
+)
 KEEP_PREFIXES = ("XDG_", "LC_", "CREDENTIAL_AGENT_", "KEYRING_PROPERTY_")
 _PATHS = ("CREDENTIAL_AGENT_SOCK", "CREDENTIAL_AGENT_CONFIG")
 

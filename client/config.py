@@ -7,7 +7,9 @@ Rules of this module:
   ``client.ConfigError`` naming the file, the line and the key (and for an unknown
   key the nearest known one), on whichever side reads it first;
 - every setting in seconds takes a duration (``parse_duration``: ``900``, ``15m``,
-  ``1h30m``), in the file, the environment and on the command line;
+  ``1h30m``), in the file (a ``[remote.NAME]`` table's too), the environment and on
+  the command line: this is the one duration parser, and ``format_duration`` the one
+  way a message shows a span of time in the units it takes;
 - precedence is flags > environment > file > defaults; this module knows the
   file and the environment variable of each key, the caller supplies the flag.
 """
@@ -35,6 +37,7 @@ __all__ = [
     "file_value",
     "setting",
     "parse_duration",
+    "format_duration",
     "LOG_LEVELS",
     "KEY_SOURCES",
 ]
@@ -61,6 +64,15 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
+def format_duration(seconds: float) -> str:
+    """``3d``, ``14h``, ``5m``, ``30s``: the largest whole unit of a span, for a short
+    column (``agent ls``'s expiry, a remote's cache age); ``parse_duration`` reads it back."""
+    for unit in ("d", "h", "m"):
+        if seconds >= _UNITS[unit]:
+            return f"{seconds // _UNITS[unit]:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 class Key:
     """One documented key (read-only by convention: the table is the vocabulary)."""
 
@@ -78,31 +90,56 @@ class Key:
 
 
 KEYS: Final[dict[str, Key]] = {
-    "socket": Key("path", "CREDENTIAL_AGENT_SOCK", None,
-                  "the agent's Unix socket (default: <runtime dir>/credential-agent/agent.sock)"),
+    "socket": Key(
+        "path",
+        "CREDENTIAL_AGENT_SOCK",
+        None,
+        "the agent's Unix socket (default: <runtime dir>/credential-agent/agent.sock)",
+    ),
     "log_level": Key("choice", "CREDENTIAL_AGENT_LOG_LEVEL", "info", "the agent's log level", LOG_LEVELS),
-    "idle_timeout": Key("seconds", "CREDENTIAL_AGENT_IDLE_TIMEOUT", 0.0,
-                        "lock after this many seconds without credential use (0 = off)"),
-    "max_unlocked": Key("seconds", "CREDENTIAL_AGENT_MAX_UNLOCKED", 0.0,
-                        "lock this many seconds after unlocking, whatever the use (0 = off)"),
-    "keystore_timeout": Key("seconds", "CREDENTIAL_AGENT_KEYSTORE_TIMEOUT", 10.0,
-                            "deadline for one OS keystore call"),
-    "max_connections": Key("count", "CREDENTIAL_AGENT_MAX_CONNECTIONS", 512,
-                           "open client connections the agent accepts (0 = no cap; lowered to fit the fd limit)"),
-    "connection_idle_timeout": Key("seconds", "CREDENTIAL_AGENT_CONNECTION_IDLE_TIMEOUT", 300.0,
-                                   "close a client connection silent for this many seconds (0 = never)"),
-    "frame_timeout": Key("seconds", "CREDENTIAL_AGENT_FRAME_TIMEOUT", 10.0,
-                         "close a connection whose request does not arrive whole this many seconds after its first "
-                         "byte (0 = never)"),
-    "audit_keep": Key("count", "CREDENTIAL_AGENT_AUDIT_KEEP", 10_000,
-                      "newest audit-log rows kept in the vault (0 = no audit log)"),
-    "key_source": Key("choice", "CREDENTIAL_AGENT_KEY_SOURCE", None,
-                      "the key source `agent init` uses by default", KEY_SOURCES),
+    "idle_timeout": Key(
+        "seconds", "CREDENTIAL_AGENT_IDLE_TIMEOUT", 0.0, "lock after this many seconds without credential use (0 = off)"
+    ),
+    "max_unlocked": Key(
+        "seconds",
+        "CREDENTIAL_AGENT_MAX_UNLOCKED",
+        0.0,
+        "lock this many seconds after unlocking, whatever the use (0 = off)",
+    ),
+    "keystore_timeout": Key("seconds", "CREDENTIAL_AGENT_KEYSTORE_TIMEOUT", 10.0, "deadline for one OS keystore call"),
+    "max_connections": Key(
+        "count",
+        "CREDENTIAL_AGENT_MAX_CONNECTIONS",
+        512,
+        "open client connections the agent accepts (0 = no cap; lowered to fit the fd limit)",
+    ),
+    "connection_idle_timeout": Key(
+        "seconds",
+        "CREDENTIAL_AGENT_CONNECTION_IDLE_TIMEOUT",
+        300.0,
+        "close a client connection silent for this many seconds (0 = never)",
+    ),
+    "frame_timeout": Key(
+        "seconds",
+        "CREDENTIAL_AGENT_FRAME_TIMEOUT",
+        10.0,
+        "close a connection whose request does not arrive whole this many seconds after its first byte (0 = never)",
+    ),
+    "audit_keep": Key(
+        "count", "CREDENTIAL_AGENT_AUDIT_KEEP", 10_000, "newest audit-log rows kept in the vault (0 = no audit log)"
+    ),
+    "key_source": Key(
+        "choice", "CREDENTIAL_AGENT_KEY_SOURCE", None, "the key source `agent init` uses by default", KEY_SOURCES
+    ),
     # [remote.NAME] tables: team vaults (OpenBao / Vault KV v2); agent.remotes checks their keys
     "remote": Key("tables", None, None, "team vaults the agent reads through, in order ([remote.NAME] tables)"),
     # the environment variable is the negative one, as it always was: NO_AUTOSTART=1 turns it off
-    "autostart": Key("bool", "CREDENTIAL_AGENT_NO_AUTOSTART", True,
-                     "start an agent when a client finds none (false: raise AgentUnavailable)"),
+    "autostart": Key(
+        "bool",
+        "CREDENTIAL_AGENT_NO_AUTOSTART",
+        True,
+        "start an agent when a client finds none (false: raise AgentUnavailable)",
+    ),
 }
 
 _cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
@@ -124,8 +161,9 @@ def check(key: str, value: Any, where: str) -> Any:
             except ValueError as e:
                 raise ConfigError(f"{where}: {key!r}: {e}") from None
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{where}: {key!r} must be a duration (seconds, or e.g. \"15m\"), "
-                              f"got {type(value).__name__}")
+            raise ConfigError(
+                f'{where}: {key!r} must be a duration (seconds, or e.g. "15m"), got {type(value).__name__}'
+            )
         if not value >= 0 or value == float("inf"):
             raise ConfigError(f"{where}: {key!r} must be 0 (off) or a positive number of seconds")
         return float(value)
@@ -186,8 +224,10 @@ def read(path: Path) -> dict[str, Any]:
 
 def _where(path: Path, text: str, key: str) -> str:
     """``path, line N``: where ``key`` (or its ``[table]``) is set in the file."""
-    pattern = re.compile(rf"""\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*[=.]"""
-                         rf"""|\s*\[+\s*(?:{re.escape(key)}|"{re.escape(key)}")\s*[].]""")
+    pattern = re.compile(
+        rf"""\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*[=.]"""
+        rf"""|\s*\[+\s*(?:{re.escape(key)}|"{re.escape(key)}")\s*[].]"""
+    )
     for number, line in enumerate(text.splitlines(), 1):
         if pattern.match(line):
             return f"{path}, line {number}"

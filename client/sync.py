@@ -10,10 +10,10 @@ an exchange that ends early for any reason (a timeout, Ctrl-C, an exception rais
 in a signal handler) drops its connection: otherwise the late reply would answer
 the next request, with another credential's value. For the same reason a process
 never uses a connection its parent opened before ``os.fork()``: the child forgets
-it at the fork (``_transport.reset_after_fork``), so a call checks nothing.
+it at the fork (``transport.reset_after_fork``), so a call checks nothing.
 
 A call is one ``sendall`` and, for a reply that arrives whole, one ``recv``: the
-timeout is the kernel's, on a blocking socket (``_transport.set_timeout``).
+timeout is the kernel's, on a blocking socket (``transport.set_timeout``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from __future__ import annotations
 import _thread
 import os
 
-from client import _messages, _ops, _transport, errors, paths, protocol
-from client._transport import DEFAULT_TIMEOUT
+from client import _ops, errors, paths, protocol, transport
+from client.transport import DEFAULT_TIMEOUT
 
 # A process that wants one key pays for ``import client``: the C modules behind
 # socket and threading serve as well as the wrappers, which would add enum,
@@ -57,12 +57,11 @@ class Client(_ops.SyncOperations):
         self._path = os.fspath(path) if path is not None else paths.socket_file()
         self.timeout = timeout
         self._autostart = autostart
-        self.on_expired = _messages.expiry_policy(on_expired)
-        self._warned: set[tuple[str, str]] = set()
-        self._sock: _transport.Stream | None = None
+        super().__init__(on_expired)
+        self._sock: transport.Stream | None = None
         self._buf = protocol.FrameBuffer()
         self._lock = _thread.allocate_lock()
-        _transport.reset_after_fork(self)
+        transport.reset_after_fork(self)
 
     @property
     def path(self) -> Path:
@@ -100,9 +99,9 @@ class Client(_ops.SyncOperations):
             self._sock = None
         self._buf = protocol.FrameBuffer()
 
-    def _connect_or_start(self) -> _transport.Stream:
+    def _connect_or_start(self) -> transport.Stream:
         try:
-            return _transport.connect(self._path, self.timeout)
+            return transport.connect(self._path, self.timeout)
         except (FileNotFoundError, ConnectionRefusedError):
             from client import _autostart  # here: a process that finds its agent never needs it
 
@@ -111,11 +110,11 @@ class Client(_ops.SyncOperations):
         if not _autostart.start_agent(max(self.timeout, 10.0)):
             raise errors.AgentUnavailable(f"could not start a credential agent at {self._path}")
         try:
-            return _transport.connect(self._path, self.timeout)
+            return transport.connect(self._path, self.timeout)
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise errors.AgentUnavailable(f"no credential agent at {self._path}") from e
 
-    def _connect(self) -> _transport.Stream:
+    def _connect(self) -> transport.Stream:
         try:
             return self._connect_or_start()
         except errors.AgentError:
@@ -123,7 +122,7 @@ class Client(_ops.SyncOperations):
         except OSError as e:  # e.g. a path too long for a Unix socket, a permission problem
             raise errors.AgentUnavailable(f"cannot connect to {self._path}: {e.strerror or e}") from None
 
-    def _read_body(self, sock: _transport.Stream) -> bytes:
+    def _read_body(self, sock: transport.Stream) -> bytes:
         buf = self._buf
         while True:
             body = buf.next_body()
@@ -146,14 +145,14 @@ class Client(_ops.SyncOperations):
             sent = False
             try:
                 if timeout != self.timeout:
-                    _transport.set_timeout(sock, timeout)
+                    transport.set_timeout(sock, timeout)
                 sock.sendall(frames)
                 sent = True
                 read = self._read_body
                 while len(bodies) < count:
                     bodies.append(read(sock))
                 if timeout != self.timeout:
-                    _transport.set_timeout(sock, self.timeout)
+                    transport.set_timeout(sock, self.timeout)
                 return bodies
             except (BlockingIOError, TimeoutError):  # the kernel's timeout (EAGAIN)
                 self._drop()
@@ -173,7 +172,7 @@ class Client(_ops.SyncOperations):
     def call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
         """Send one request and return its result (or raise its error)."""
         frame = protocol.encode_request(op, args)
-        timeout = self.timeout if op not in _SLOW_OPS else _transport.timeout_for(op, self.timeout)
+        timeout = self.timeout if op not in _SLOW_OPS else transport.timeout_for(op, self.timeout)
         with self._lock:
             (body,) = self._exchange(frame, 1, (op,), timeout)
         return protocol.decode_reply(body)
@@ -186,7 +185,7 @@ class Client(_ops.SyncOperations):
         requests = list(requests)
         ops = [op for op, _ in requests]
         frames = [protocol.encode_request(op, args) for op, args in requests]
-        timeout = max([self.timeout, *(_transport.timeout_for(op, self.timeout) for op in ops)])
+        timeout = max([self.timeout, *(transport.timeout_for(op, self.timeout) for op in ops)])
         with self._lock:
             bodies = self._exchange(b"".join(frames), len(frames), ops, timeout)
         results: list[Any] = []

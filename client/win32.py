@@ -21,8 +21,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Final
 
-__all__ = ["PIPE_PREFIX", "MAX_PIPE_NAME", "is_pipe", "pipe_name", "pipe_sddl", "open_mode", "PIPE_MODE",
-           "PIPE_REJECT_REMOTE_CLIENTS", "FILE_FLAG_FIRST_PIPE_INSTANCE", "PeerCheckFailed"]
+__all__ = [
+    "PIPE_PREFIX",
+    "MAX_PIPE_NAME",
+    "is_pipe",
+    "pipe_name",
+    "pipe_sddl",
+    "open_mode",
+    "PIPE_MODE",
+    "PIPE_REJECT_REMOTE_CLIENTS",
+    "FILE_FLAG_FIRST_PIPE_INSTANCE",
+    "PeerCheckFailed",
+]
 
 PIPE_PREFIX: Final = "\\\\.\\pipe\\"
 # The whole name, prefix included, is at most 256 characters (CreateNamedPipeW).
@@ -85,8 +95,16 @@ if sys.platform == "win32":
     import ctypes
     from ctypes import wintypes
 
-    __all__ += ["current_sid", "user_name", "sid_of_process", "client_pid", "server_pid", "create_pipe",
-                "wait_exit", "set_error_mode"]
+    __all__ += [
+        "current_sid",
+        "user_name",
+        "sid_of_process",
+        "client_pid",
+        "server_pid",
+        "create_pipe",
+        "wait_exit",
+        "set_error_mode",
+    ]
 
     _kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
     _advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)
@@ -103,8 +121,11 @@ if sys.platform == "win32":
     _SEM_NOOPENFILEERRORBOX: Final = 0x8000
 
     class _SecurityAttributes(ctypes.Structure):
-        _fields_ = [("nLength", wintypes.DWORD), ("lpSecurityDescriptor", wintypes.LPVOID),
-                    ("bInheritHandle", wintypes.BOOL)]
+        _fields_ = [
+            ("nLength", wintypes.DWORD),
+            ("lpSecurityDescriptor", wintypes.LPVOID),
+            ("bInheritHandle", wintypes.BOOL),
+        ]
 
     def _fn(dll: ctypes.WinDLL, name: str, restype: Any, *argtypes: Any) -> Any:
         f = getattr(dll, name)
@@ -116,23 +137,51 @@ if sys.platform == "win32":
     _CloseHandle = _fn(_kernel32, "CloseHandle", wintypes.BOOL, wintypes.HANDLE)
     _LocalFree = _fn(_kernel32, "LocalFree", wintypes.HLOCAL, wintypes.HLOCAL)
     _WaitForSingleObject = _fn(_kernel32, "WaitForSingleObject", wintypes.DWORD, wintypes.HANDLE, wintypes.DWORD)
-    _GetNamedPipeClientProcessId = _fn(_kernel32, "GetNamedPipeClientProcessId", wintypes.BOOL, wintypes.HANDLE,
-                                       ctypes.POINTER(wintypes.ULONG))
-    _GetNamedPipeServerProcessId = _fn(_kernel32, "GetNamedPipeServerProcessId", wintypes.BOOL, wintypes.HANDLE,
-                                       ctypes.POINTER(wintypes.ULONG))
-    _CreateNamedPipeW = _fn(_kernel32, "CreateNamedPipeW", wintypes.HANDLE, wintypes.LPCWSTR, wintypes.DWORD,
-                            wintypes.DWORD, wintypes.DWORD, wintypes.DWORD, wintypes.DWORD, wintypes.DWORD,
-                            ctypes.POINTER(_SecurityAttributes))
+    _GetNamedPipeClientProcessId = _fn(
+        _kernel32, "GetNamedPipeClientProcessId", wintypes.BOOL, wintypes.HANDLE, ctypes.POINTER(wintypes.ULONG)
+    )
+    _GetNamedPipeServerProcessId = _fn(
+        _kernel32, "GetNamedPipeServerProcessId", wintypes.BOOL, wintypes.HANDLE, ctypes.POINTER(wintypes.ULONG)
+    )
+    _CreateNamedPipeW = _fn(
+        _kernel32,
+        "CreateNamedPipeW",
+        wintypes.HANDLE,
+        wintypes.LPCWSTR,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        ctypes.POINTER(_SecurityAttributes),
+    )
     _SetErrorMode = _fn(_kernel32, "SetErrorMode", wintypes.UINT, wintypes.UINT)
-    _OpenProcessToken = _fn(_advapi32, "OpenProcessToken", wintypes.BOOL, wintypes.HANDLE, wintypes.DWORD,
-                            ctypes.POINTER(wintypes.HANDLE))
-    _GetTokenInformation = _fn(_advapi32, "GetTokenInformation", wintypes.BOOL, wintypes.HANDLE, ctypes.c_int,
-                               wintypes.LPVOID, wintypes.DWORD, ctypes.POINTER(wintypes.DWORD))
-    _ConvertSidToStringSidW = _fn(_advapi32, "ConvertSidToStringSidW", wintypes.BOOL, wintypes.LPVOID,
-                                  ctypes.POINTER(wintypes.LPWSTR))
-    _ConvertSddl = _fn(_advapi32, "ConvertStringSecurityDescriptorToSecurityDescriptorW", wintypes.BOOL,
-                       wintypes.LPCWSTR, wintypes.DWORD, ctypes.POINTER(wintypes.LPVOID),
-                       ctypes.POINTER(wintypes.ULONG))
+    _OpenProcessToken = _fn(
+        _advapi32, "OpenProcessToken", wintypes.BOOL, wintypes.HANDLE, wintypes.DWORD, ctypes.POINTER(wintypes.HANDLE)
+    )
+    _GetTokenInformation = _fn(
+        _advapi32,
+        "GetTokenInformation",
+        wintypes.BOOL,
+        wintypes.HANDLE,
+        ctypes.c_int,
+        wintypes.LPVOID,
+        wintypes.DWORD,
+        ctypes.POINTER(wintypes.DWORD),
+    )
+    _ConvertSidToStringSidW = _fn(
+        _advapi32, "ConvertSidToStringSidW", wintypes.BOOL, wintypes.LPVOID, ctypes.POINTER(wintypes.LPWSTR)
+    )
+    _ConvertSddl = _fn(
+        _advapi32,
+        "ConvertStringSecurityDescriptorToSecurityDescriptorW",
+        wintypes.BOOL,
+        wintypes.LPCWSTR,
+        wintypes.DWORD,
+        ctypes.POINTER(wintypes.LPVOID),
+        ctypes.POINTER(wintypes.ULONG),
+    )
     _GetUserNameW = _fn(_advapi32, "GetUserNameW", wintypes.BOOL, wintypes.LPWSTR, ctypes.POINTER(wintypes.DWORD))
 
     def _fail(what: str) -> PeerCheckFailed:
@@ -207,8 +256,16 @@ if sys.platform == "win32":
             raise _fail("ConvertStringSecurityDescriptorToSecurityDescriptorW")
         try:
             sa = _SecurityAttributes(ctypes.sizeof(_SecurityAttributes), sd, False)
-            handle = _CreateNamedPipeW(name, open_mode(first), PIPE_MODE, PIPE_UNLIMITED_INSTANCES, PIPE_BUFSIZE,
-                                       PIPE_BUFSIZE, 0, ctypes.byref(sa))
+            handle = _CreateNamedPipeW(
+                name,
+                open_mode(first),
+                PIPE_MODE,
+                PIPE_UNLIMITED_INSTANCES,
+                PIPE_BUFSIZE,
+                PIPE_BUFSIZE,
+                0,
+                ctypes.byref(sa),
+            )
             if handle is None or handle == _INVALID_HANDLE:
                 err = ctypes.get_last_error()
                 raise OSError(0, ctypes.FormatError(err).strip(), name, err)

@@ -36,6 +36,14 @@ __all__ = [
     "field_name",
     "credentials_of",
     "ListPages",
+    "reply_none",
+    "reply_map",
+    "reply_rows",
+    "reply_code",
+    "reply_valid",
+    "reply_reason",
+    "reply_token",
+    "reply_text",
 ]
 
 # What `get` does with a credential past its expiry: log a warning and return it
@@ -199,39 +207,37 @@ class ListPages:
         self._last = (new[-1]["platform"], new[-1]["credential_type"])
 
 
-# --- replies of single-request operations -------------------------------------------------
-def _nothing(client: Any, args: Args, result: Any) -> None:
+# --- replies of single-request operations: reply(client, args, result) -> the method's result
+def reply_none(client: Any, args: Args, result: Any) -> None:
     return None
 
 
-def _map(client: Any, args: Args, result: Any) -> dict[str, Any]:
+def reply_map(client: Any, args: Args, result: Any) -> dict[str, Any]:
     shaped: dict[str, Any] = result
     return shaped
 
 
-def _rows(client: Any, args: Args, result: Any) -> list[dict[str, Any]]:
+def reply_rows(client: Any, args: Args, result: Any) -> list[dict[str, Any]]:
     shaped: list[dict[str, Any]] = result
     return shaped
 
 
-def _code(client: Any, args: Args, result: Any) -> str:
+def reply_code(client: Any, args: Args, result: Any) -> str:
     return str(result["code"])
 
 
-def _valid(client: Any, args: Args, result: Any) -> bool:
+def reply_valid(client: Any, args: Args, result: Any) -> bool:
     return bool(result["valid"])
 
 
-def _token(client: Any, args: Args, result: Any) -> bytes:
+def reply_reason(client: Any, args: Args, result: Any) -> str | None:
+    """None for a value that passes; else the agent's reason."""
+    return None if result["valid"] else str(result["reason"])
+
+
+def reply_token(client: Any, args: Args, result: Any) -> bytes:
     return bytes(result)
 
 
-def _text(client: Any, args: Args, result: Any) -> str:
+def reply_text(client: Any, args: Args, result: Any) -> str:
     return str(result)
-
-
-def _credential(client: Any, args: Args, result: Any) -> str:
-    if type(result) is str:  # the common reply: no expiry to look at
-        return result
-    return unwrap_get(result, args["platform"], args.get("credential_type", DEFAULT_TYPE), client.on_expired,
-                      client._warned)

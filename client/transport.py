@@ -46,13 +46,24 @@ if TYPE_CHECKING:
         def recv(self, size: int, /) -> bytes: ...
         def close(self) -> None: ...
 
-__all__ = ["DEFAULT_TIMEOUT", "SLOW_TIMEOUT", "timeout_for", "set_timeout", "connect", "connect_async",
-           "listener_uid", "reset_after_fork", "parse_xucred", "is_pipe"]
 
-# client._win32.PIPE_PREFIX, without importing ctypes into every client
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "SLOW_TIMEOUT",
+    "timeout_for",
+    "set_timeout",
+    "connect",
+    "connect_async",
+    "listener_uid",
+    "reset_after_fork",
+    "parse_xucred",
+    "is_pipe",
+]
+
+# client.win32.PIPE_PREFIX, without importing ctypes into every client
 _PIPE_PREFIX = "\\\\.\\pipe\\"
 
-# Longer than the agent's keystore deadline (agent.keystore.DEFAULT_DEADLINE, 10 s):
+# Longer than the agent's keystore deadline (agent.keys.keyring.DEFAULT_DEADLINE, 10 s):
 # a request that waits on a hung keystore gets the agent's keystore_unavailable
 # error, which says what is wrong, rather than a bare timeout.
 DEFAULT_TIMEOUT = 15.0
@@ -87,6 +98,8 @@ def parse_xucred(raw: bytes) -> int:
     if version != XUCRED_VERSION:
         raise OSError(0, f"LOCAL_PEERCRED returned a struct xucred of version {version}, not {XUCRED_VERSION}")
     return int.from_bytes(raw[4:8], sys.byteorder)
+
+
 # struct timeval as two C longs: Linux and the BSDs; on macOS (a long and an int)
 # the same 16 bytes hold the same little-endian value
 _TIMEVAL = "@ll"
@@ -115,8 +128,7 @@ def listener_uid(sock: _socket.socket) -> int | None:
         raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # pid, uid, gid
         return int.from_bytes(raw[4:8], sys.byteorder)
     if sys.platform == "darwin" or "bsd" in sys.platform:
-        return parse_xucred(sock.getsockopt(SOL_LOCAL, getattr(_socket, "LOCAL_PEERCRED", LOCAL_PEERCRED),
-                                            XUCRED_SIZE))
+        return parse_xucred(sock.getsockopt(SOL_LOCAL, getattr(_socket, "LOCAL_PEERCRED", LOCAL_PEERCRED), XUCRED_SIZE))
     return None
 
 
