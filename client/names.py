@@ -19,7 +19,7 @@ from __future__ import annotations
 
 __all__ = ["ALIASES", "CANONICAL", "canonical_platform"]
 
-# alias -> canonical name; the canonical names are those of docs/platforms.md and the validation rules
+# alias -> canonical name; the canonical names are those of docs/cli.md (Platform names) and the validation rules
 # (no typing import: the client loads this module for its first request)
 ALIASES: dict[str, str] = {
     "hf": "huggingface",
