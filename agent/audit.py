@@ -38,8 +38,26 @@ log = logging.getLogger("agent.audit")
 
 # Ops that touch a credential or the key that guards them. `list`, `status` and
 # `hello` reveal names only and are not recorded (they would drown the rest).
-AUDITED: Final = frozenset({"get", "store", "update", "delete", "rename", "metadata", "unlock", "lock", "init",
-                            "rotate_key", "rekey", "recovery_code", "recover", "encrypt", "decrypt", "remote_login"})
+AUDITED: Final = frozenset(
+    {
+        "get",
+        "store",
+        "update",
+        "delete",
+        "rename",
+        "metadata",
+        "unlock",
+        "lock",
+        "init",
+        "rotate_key",
+        "rekey",
+        "recovery_code",
+        "recover",
+        "encrypt",
+        "decrypt",
+        "remote_login",
+    }
+)
 # recorded under the name they were sent (rename: the old one)
 _NAMED: Final = frozenset({"get", "store", "update", "delete", "rename", "metadata"})
 # ~100 bytes a row: 10 000 rows is ~1 MB of vault, weeks of a busy user's history
@@ -115,15 +133,17 @@ class AuditLog:
             self._timer = None
         if not self.pending:
             return None
-        rows: list[AuditRow] = [(first, *key[:7], count, last, *key[7:])
-                                for key, (first, last, count) in self.pending.items()]
+        rows: list[AuditRow] = [
+            (first, *key[:7], count, last, *key[7:]) for key, (first, last, count) in self.pending.items()
+        ]
         self.pending = {}
         fut = self.executor.submit(self.store.add_audit, rows, self.keep)
         fut.add_done_callback(_report)
         return fut
 
-    async def read(self, since: float | None, platform: str | None, limit: int,
-                   by: str | None = None) -> list[AuditRow]:
+    async def read(
+        self, since: float | None, platform: str | None, limit: int, by: str | None = None
+    ) -> list[AuditRow]:
         """The newest ``limit`` rows matching the filters, oldest first, pending ones included."""
         self.flush()  # the storage thread's queue puts this read after the pending rows
         loop = asyncio.get_running_loop()

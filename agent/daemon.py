@@ -104,8 +104,13 @@ async def _run(options: Options, listener: Listener, report: dict[str, bool], lo
     if remotes.active:
         agent.remotes = remotes
         remotes.start()
-    server = Server(make_dispatch(agent), listener, max_connections=connection_cap(options.max_connections),
-                    idle_timeout=options.connection_idle_timeout, frame_timeout=options.frame_timeout)
+    server = Server(
+        make_dispatch(agent),
+        listener,
+        max_connections=connection_cap(options.max_connections),
+        idle_timeout=options.connection_idle_timeout,
+        frame_timeout=options.frame_timeout,
+    )
     stop = asyncio.Event()
 
     def request_stop() -> None:
@@ -115,8 +120,15 @@ async def _run(options: Options, listener: Listener, report: dict[str, bool], lo
     _on_signals(loop, agent, stop)
     await server.start()
     how = "socket passed by systemd" if listener.activated else "own socket"
-    log.info("serving on %s (%s, pid %d, %s loop, up to %d connections, idle deadline %g s)", listener.address,
-             how, os.getpid(), loop_name, server.max_connections, server.idle_timeout)
+    log.info(
+        "serving on %s (%s, pid %d, %s loop, up to %d connections, idle deadline %g s)",
+        listener.address,
+        how,
+        os.getpid(),
+        loop_name,
+        server.max_connections,
+        server.idle_timeout,
+    )
 
     async def watch() -> None:
         await listener.taken_over()
@@ -164,8 +176,9 @@ else:
         lock = paths.lock_path()
         paths.ensure_private_dir(lock.parent)
         try:
-            with single_instance(lock, wait=ADOPTED_LOCK_WAIT if passed else 0.0,
-                                 fallback=paths.runtime_dir() / "agent.lock"):
+            with single_instance(
+                lock, wait=ADOPTED_LOCK_WAIT if passed else 0.0, fallback=paths.runtime_dir() / "agent.lock"
+            ):
                 if passed is not None:
                     listener = UnixListener(passed, options.socket, activated=True)
                 else:
@@ -182,8 +195,11 @@ else:
                     listener.close()
         except AlreadyRunning:
             if passed is not None:
-                print(f"another agent holds {lock} and did not stop within {ADOPTED_LOCK_WAIT:g} s; "
-                      "stop it (`agent stop`) so that the socket-activated agent can start", file=sys.stderr)
+                print(
+                    f"another agent holds {lock} and did not stop within {ADOPTED_LOCK_WAIT:g} s; "
+                    "stop it (`agent stop`) so that the socket-activated agent can start",
+                    file=sys.stderr,
+                )
                 return 1
             print(f"an agent is already running for {options.socket}", file=sys.stderr)
             return 0

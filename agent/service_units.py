@@ -336,9 +336,11 @@ def plan(manager: str, command: Sequence[str] | None = None) -> Plan:
 
 def _schtasks_plan() -> Plan:
     if any(os.environ.get(n) for n in ("CREDENTIAL_AGENT_PROFILE", "CREDENTIAL_AGENT_SOCK", "CREDENTIAL_AGENT_CONFIG")):
-        raise ServiceError("a Windows logon task carries no environment: CREDENTIAL_AGENT_PROFILE, "
-                           "CREDENTIAL_AGENT_SOCK and CREDENTIAL_AGENT_CONFIG cannot be installed with it; "
-                           "unset them, or run `agent start` from a logon script of your own")
+        raise ServiceError(
+            "a Windows logon task carries no environment: CREDENTIAL_AGENT_PROFILE, "
+            "CREDENTIAL_AGENT_SOCK and CREDENTIAL_AGENT_CONFIG cannot be installed with it; "
+            "unset them, or run `agent start` from a logon script of your own"
+        )
     from client import spawn
 
     task = unit_name()

@@ -31,8 +31,18 @@ from agent import faults
 from agent.keys.base import Meta
 from client import config, errors
 
-__all__ = ["KeyringSource", "SERVICE", "DEFAULT_DEADLINE", "get_key", "set_key", "delete_key", "probe",
-           "backend_name", "check_entry", "CRED_MAX_CREDENTIAL_BLOB_SIZE"]
+__all__ = [
+    "KeyringSource",
+    "SERVICE",
+    "DEFAULT_DEADLINE",
+    "get_key",
+    "set_key",
+    "delete_key",
+    "probe",
+    "backend_name",
+    "check_entry",
+    "CRED_MAX_CREDENTIAL_BLOB_SIZE",
+]
 
 log = logging.getLogger("agent.keys.keyring")
 
@@ -60,6 +70,7 @@ def check_entry(service: str, account: str, value: str) -> None:
         raise errors.Internal(f"refusing to write the keystore entry {service!r}/{account!r}: not a name of ours")
     if not _VALUE_RE.fullmatch(value) or len(value.encode("utf-16-le")) > CRED_MAX_CREDENTIAL_BLOB_SIZE:
         raise errors.Internal("refusing to write a keystore value that is not a key of ASCII letters and digits")
+
 
 _FIX = (
     "start a Secret Service (gnome-keyring, KeePassXC) in this session, or use "
@@ -97,7 +108,8 @@ def _best_real_backend() -> Any:
         from keyring.backends.chainer import ChainerBackend
 
         candidates = [
-            kr for kr in get_all_keyring()
+            kr
+            for kr in get_all_keyring()
             if not type(kr).__module__.startswith(_OWN_BACKEND)
             and not isinstance(kr, ChainerBackend)  # it may chain this agent's backend
             and kr.priority > 0
@@ -130,8 +142,11 @@ def _choose() -> Any:
             rc = configparser.RawConfigParser()
             rc.read(os.path.join(keyring.util.platform_.config_root(), "keyringrc.cfg"), encoding="utf-8")
             name = rc.get("backend", "default-keyring", fallback="").strip()
-        _chosen = keyring.core.load_keyring(name) if name else \
-            max(keyring.backend.get_all_keyring(), key=keyring.backend.by_priority)
+        _chosen = (
+            keyring.core.load_keyring(name)
+            if name
+            else max(keyring.backend.get_all_keyring(), key=keyring.backend.by_priority)
+        )
     return _chosen
 
 
@@ -327,8 +342,11 @@ class KeyringSource:
             await self.tidy()  # best effort now; the next unlock retries
             raise
         faults.point("rotate:after-keystore")
-        return {"key_account": new_account.encode(), "stale_key_account": old_account.encode(),
-                "pending_key_account": None}
+        return {
+            "key_account": new_account.encode(),
+            "stale_key_account": old_account.encode(),
+            "pending_key_account": None,
+        }
 
     async def retire(self) -> None:
         await self.tidy()
@@ -345,7 +363,6 @@ class KeyringSource:
                 try:
                     await delete_key(account.decode(), self.deadline)
                 except errors.KeystoreUnavailable as e:
-                    log.warning("could not delete an old keystore entry (%s); will retry at the next unlock",
-                                e.message)
+                    log.warning("could not delete an old keystore entry (%s); will retry at the next unlock", e.message)
                     continue
             await self.meta.drop(name)

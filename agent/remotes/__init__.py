@@ -27,12 +27,27 @@ from client import config
 from client.config import ConfigError
 from client.validation import check_name
 
-__all__ = ["AppRole", "Hooks", "NO_REMOTES", "RemoteOptions", "Secret", "SecretMeta", "TokenInfo", "parse",
-           "parse_duration", "DEFAULTS"]
+__all__ = [
+    "AppRole",
+    "Hooks",
+    "NO_REMOTES",
+    "RemoteOptions",
+    "Secret",
+    "SecretMeta",
+    "TokenInfo",
+    "parse",
+    "parse_duration",
+    "DEFAULTS",
+]
 
 # seconds; refresh and max_stale as docs/team-vault.md's example, a call's timeout well under a client's 15 s
 DEFAULTS: Final[dict[str, Any]] = {
-    "mount": "secret", "prefix": "", "refresh": 300.0, "max_stale": 86400.0, "timeout": 4.0, "deadline": 10.0,
+    "mount": "secret",
+    "prefix": "",
+    "refresh": 300.0,
+    "max_stale": 86400.0,
+    "timeout": 4.0,
+    "deadline": 10.0,
 }
 _KNOWN: Final = ("url", "mount", "prefix", "refresh", "max_stale", "ca_file", "timeout", "deadline")
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_.-]+")
@@ -110,7 +125,7 @@ def parse_duration(value: Any, where: str) -> float:
         with contextlib.suppress(ValueError):
             seconds = config.parse_duration(value)
     if seconds is None:
-        raise ConfigError(f"{where} must be a number of seconds or a duration such as \"24h\", got {value!r}")
+        raise ConfigError(f'{where} must be a number of seconds or a duration such as "24h", got {value!r}')
     if not 0 <= seconds < float("inf"):
         raise ConfigError(f"{where} must be 0 or more seconds")
     return seconds
@@ -130,14 +145,21 @@ def check_url(url: Any, where: str) -> str:
         raise ConfigError(f"{where}: 'url' must be a string or a list of strings")
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
-    if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment or \
-            parts.path not in ("", "/"):
+    if (
+        parts.scheme not in ("https", "http")
+        or not host
+        or parts.query
+        or parts.fragment
+        or parts.path not in ("", "/")
+    ):
         raise ConfigError(f"{where}: {url!r} is not a node address such as https://bao-1:8200")
     if parts.username or parts.password:
         raise ConfigError(f"{where}: a node address carries no user or password; use `agent remote login`")
     if parts.scheme == "http" and not _loopback(host):
-        raise ConfigError(f"{where}: {url!r} is plain http to a host that is not loopback; use https:// "
-                          "(TLS verification is always on)")
+        raise ConfigError(
+            f"{where}: {url!r} is plain http to a host that is not loopback; use https:// "
+            "(TLS verification is always on)"
+        )
     return str(url).rstrip("/")
 
 

@@ -45,9 +45,16 @@ def _entry(r: team.Remote, platform: str, ctype: str) -> dict[str, Any]:
         check_metadata(metadata)
     except errors.BadRequest:
         metadata = {}  # more than one listing page may carry (Vault allows 64 x 512 bytes)
-    return {"platform": platform, "credential_type": ctype, "created": secret.created,
-            "updated": secret.updated, "expires_at": team.expires(secret.custom), "metadata": metadata,
-            "source": r.name, "version": secret.version}
+    return {
+        "platform": platform,
+        "credential_type": ctype,
+        "created": secret.created,
+        "updated": secret.updated,
+        "expires_at": team.expires(secret.custom),
+        "metadata": metadata,
+        "source": r.name,
+        "version": secret.version,
+    }
 
 
 def status(remotes: team.Remotes) -> list[dict[str, Any]]:
@@ -59,27 +66,29 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
         age = r.cache.age(now)
         meta = remotes.agent.meta
         stored = meta.get(sealed.token_meta(r.name)) is not None
-        out.append({
-            "remote": r.name,
-            "urls": list(r.options.urls),
-            "logged_in": r.token is not None,
-            "token_stored": stored,
-            "reachable": r.reachable,  # None: not asked since the agent started
-            "last_node": nodes.last_node if nodes else None,
-            "last_error": r.last_error,
-            "last_answer_age_s": None if r.last_ok is None else round(now - r.last_ok, 3),
-            "cache_age_s": None if age is None else round(age, 3),
-            "cached_secrets": len(r.cache.secrets),
-            "stale": age is not None and age > r.options.refresh,
-            "past_max_stale": age is not None and age > r.options.max_stale,  # cached values refused
-            "token_ttl_s": None if r.token_expires is None else round(max(0.0, r.token_expires - now), 3),
-            "token_never_expires": r.token is not None and r.token_ttl is not None and r.token_expires is None,
-            "renewable": r.renewable,
-            "renewals": r.renewals,
-            "auth": None if not stored else "approle" if meta.get(sealed.approle_meta(r.name)) else "token",
-            "relogins": r.relogins,  # AppRole logins made by the agent itself (its token had reached its end)
-            "calls": nodes.calls if nodes else 0,
-            "refresh": r.options.refresh,
-            "max_stale": r.options.max_stale,
-        })
+        out.append(
+            {
+                "remote": r.name,
+                "urls": list(r.options.urls),
+                "logged_in": r.token is not None,
+                "token_stored": stored,
+                "reachable": r.reachable,  # None: not asked since the agent started
+                "last_node": nodes.last_node if nodes else None,
+                "last_error": r.last_error,
+                "last_answer_age_s": None if r.last_ok is None else round(now - r.last_ok, 3),
+                "cache_age_s": None if age is None else round(age, 3),
+                "cached_secrets": len(r.cache.secrets),
+                "stale": age is not None and age > r.options.refresh,
+                "past_max_stale": age is not None and age > r.options.max_stale,  # cached values refused
+                "token_ttl_s": None if r.token_expires is None else round(max(0.0, r.token_expires - now), 3),
+                "token_never_expires": r.token is not None and r.token_ttl is not None and r.token_expires is None,
+                "renewable": r.renewable,
+                "renewals": r.renewals,
+                "auth": None if not stored else "approle" if meta.get(sealed.approle_meta(r.name)) else "token",
+                "relogins": r.relogins,  # AppRole logins made by the agent itself (its token had reached its end)
+                "calls": nodes.calls if nodes else 0,
+                "refresh": r.options.refresh,
+                "max_stale": r.options.max_stale,
+            }
+        )
     return out

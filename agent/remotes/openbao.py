@@ -36,9 +36,15 @@ logging.getLogger("urllib3").setLevel(logging.WARNING)  # its debug lines name e
 T = TypeVar("T")
 # answers after which another node may do better: down, sealed, standby without forwarding, overloaded
 _NEXT_NODE = (
-    requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown, hvac.exceptions.InternalServerError,
-    hvac.exceptions.BadGateway, hvac.exceptions.RateLimitExceeded, hvac.exceptions.PreconditionFailed,
-    hvac.exceptions.VaultNotInitialized, hvac.exceptions.UnexpectedError,
+    requests.ConnectionError,
+    requests.Timeout,
+    hvac.exceptions.VaultDown,
+    hvac.exceptions.InternalServerError,
+    hvac.exceptions.BadGateway,
+    hvac.exceptions.RateLimitExceeded,
+    hvac.exceptions.PreconditionFailed,
+    hvac.exceptions.VaultNotInitialized,
+    hvac.exceptions.UnexpectedError,
 )
 
 
@@ -141,7 +147,8 @@ class Nodes:
                 self._answered(url, index)
                 raise errors.RemoteDenied(
                     f"remote {name!r} denied {what} (its policy does not allow it, or the token is no longer "
-                    f"valid: `agent remote login {name}`)") from None
+                    f"valid: `agent remote login {name}`)"
+                ) from None
             except hvac.exceptions.InvalidRequest as e:
                 if "Waiting for the primary" in str(e):  # a standby while a new mount settles
                     seen.append(f"{url}: standby not ready")
@@ -151,7 +158,8 @@ class Nodes:
                 if "check-and-set" in str(e):
                     raise errors.Conflict(
                         f"{what} changed upstream since this agent read it; nothing was written "
-                        f"(`agent remote sync {name}`, then retry)") from None
+                        f"(`agent remote sync {name}`, then retry)"
+                    ) from None
                 raise errors.BadRequest(f"remote {name!r} refused {what} (a bad request)") from None
             except hvac.exceptions.VaultError as e:
                 self._answered(url, index)
@@ -170,81 +178,123 @@ class Nodes:
 
     def names(self, token: str, deadline: float) -> list[str]:
         """The secrets directly under the prefix (folders skipped)."""
+
         def fn(c: Any) -> list[str]:
             try:
                 reply = c.secrets.kv.v2.list_secrets(self.options.prefix, mount_point=self.options.mount)
             except hvac.exceptions.InvalidPath:
                 return []
             return [k for k in reply["data"].get("keys", []) if isinstance(k, str) and not k.endswith("/")]
+
         return self.run(f"the list of {self.options.mount}/metadata/{self.options.prefix}", token, fn, deadline)
 
     def meta(self, token: str, platform: str, deadline: float) -> SecretMeta | None:
         def fn(c: Any) -> SecretMeta | None:
             try:
-                reply = c.secrets.kv.v2.read_secret_metadata(self.options.path(platform),
-                                                             mount_point=self.options.mount)
+                reply = c.secrets.kv.v2.read_secret_metadata(
+                    self.options.path(platform), mount_point=self.options.mount
+                )
             except hvac.exceptions.InvalidPath:
                 return None
             data = reply["data"]
             version = int(data.get("current_version") or 0)
             current = (data.get("versions") or {}).get(str(version)) or {}
             deleted = bool(current.get("destroyed")) or bool(current.get("deletion_time"))
-            return SecretMeta(version, deleted, _strings(data.get("custom_metadata")),
-                              _time(data.get("created_time")), _time(data.get("updated_time")))
+            return SecretMeta(
+                version,
+                deleted,
+                _strings(data.get("custom_metadata")),
+                _time(data.get("created_time")),
+                _time(data.get("updated_time")),
+            )
+
         return self.run(f"the metadata of {self._where(platform)}", token, fn, deadline)
 
     def read(self, token: str, platform: str, deadline: float) -> Secret | None:
         """The current version, or None where there is none (never written, or deleted)."""
+
         def fn(c: Any) -> Secret | None:
             try:
-                reply = c.secrets.kv.v2.read_secret_version(self.options.path(platform),
-                                                            mount_point=self.options.mount,
-                                                            raise_on_deleted_version=True)
+                reply = c.secrets.kv.v2.read_secret_version(
+                    self.options.path(platform), mount_point=self.options.mount, raise_on_deleted_version=True
+                )
             except hvac.exceptions.InvalidPath:
                 return None
             data, meta = reply["data"].get("data") or {}, reply["data"].get("metadata") or {}
             custom = _strings(meta.get("custom_metadata"))
             created = _time(meta.get("created_time"))
             return Secret(int(meta.get("version") or 0), _strings(data), custom, created, created)
+
         return self.run(f"a read of {self._where(platform)}", token, fn, deadline)
 
-    def write(self, token: str, platform: str, values: dict[str, str], custom: dict[str, str] | None,
-              cas: int, deadline: float) -> int:
+    def write(
+        self,
+        token: str,
+        platform: str,
+        values: dict[str, str],
+        custom: dict[str, str] | None,
+        cas: int,
+        deadline: float,
+    ) -> int:
         """Write a new version if the current one is still ``cas`` (0: none yet); its number."""
+
         def fn(c: Any) -> int:
-            reply = c.secrets.kv.v2.create_or_update_secret(self.options.path(platform), secret=values, cas=cas,
-                                                            mount_point=self.options.mount)
+            reply = c.secrets.kv.v2.create_or_update_secret(
+                self.options.path(platform), secret=values, cas=cas, mount_point=self.options.mount
+            )
             return int(reply["data"]["version"])
+
         version = self.run(f"{self._where(platform)} (version {cas})", token, fn, deadline)
         if custom is not None:
-            self.run(f"the metadata of {self._where(platform)}", token, lambda c: c.secrets.kv.v2.update_metadata(
-                self.options.path(platform), custom_metadata=custom, mount_point=self.options.mount), deadline)
+            self.run(
+                f"the metadata of {self._where(platform)}",
+                token,
+                lambda c: c.secrets.kv.v2.update_metadata(
+                    self.options.path(platform), custom_metadata=custom, mount_point=self.options.mount
+                ),
+                deadline,
+            )
         return version
 
     def delete_version(self, token: str, platform: str, version: int, deadline: float) -> None:
         """Delete (reversibly) exactly ``version``: a newer one written meanwhile stays current."""
-        self.run(f"a delete of {self._where(platform)}", token, lambda c: c.secrets.kv.v2.delete_secret_versions(
-            self.options.path(platform), versions=[version], mount_point=self.options.mount), deadline)
+        self.run(
+            f"a delete of {self._where(platform)}",
+            token,
+            lambda c: c.secrets.kv.v2.delete_secret_versions(
+                self.options.path(platform), versions=[version], mount_point=self.options.mount
+            ),
+            deadline,
+        )
 
     # --- tokens ------------------------------------------------------------------------------
     def lookup_self(self, token: str, deadline: float) -> TokenInfo:
         def fn(c: Any) -> TokenInfo:
             data = c.auth.token.lookup_self()["data"]
-            return TokenInfo(float(data.get("ttl") or 0), bool(data.get("renewable")),
-                             tuple(data.get("policies") or ()), float(data.get("creation_ttl") or 0))
+            return TokenInfo(
+                float(data.get("ttl") or 0),
+                bool(data.get("renewable")),
+                tuple(data.get("policies") or ()),
+                float(data.get("creation_ttl") or 0),
+            )
+
         return self.run("a token lookup", token, fn, deadline)
 
     def renew_self(self, token: str, deadline: float) -> float:
         """Renew the token; its new TTL in seconds."""
+
         def fn(c: Any) -> float:
             return float(c.auth.token.renew_self()["auth"]["lease_duration"] or 0)
+
         return self.run("a token renewal", token, fn, deadline)
 
     def approle_login(self, role_id: str, secret_id: str, deadline: float) -> str:
         """A token for the AppRole (role_id, secret_id)."""
+
         def fn(c: Any) -> str:
             token: str = c.auth.approle.login(role_id, secret_id, use_token=False)["auth"]["client_token"]
             return token
+
         return self.run("an AppRole login", None, fn, deadline)
 
 

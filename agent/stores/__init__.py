@@ -40,8 +40,9 @@ class Row:
 # command). `count` identical events (same caller, op, name and result) between ts and last_ts;
 # caller: a Python caller's script or `-m module`; command: what `agent exec`/`run` started.
 # Never a value.
-AuditRow = tuple[float, str, str | None, str | None, int | None, int | None, str | None, str, int, float,
-                 str | None, str | None]
+AuditRow = tuple[
+    float, str, str | None, str | None, int | None, int | None, str | None, str, int, float, str | None, str | None
+]
 
 
 class Store(Protocol):
@@ -75,7 +76,10 @@ class Store(Protocol):
         ...
 
     def rename(
-        self, moves: list[tuple[tuple[str, str], Row]], before_commit: Callable[[], None] | None = None, *,
+        self,
+        moves: list[tuple[tuple[str, str], Row]],
+        before_commit: Callable[[], None] | None = None,
+        *,
         replace: bool = False,
     ) -> None:
         """Replace each row named by the first item of a move with the second (a new

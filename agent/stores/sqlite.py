@@ -99,10 +99,14 @@ def _last_part(value: str | None) -> str | None:
     return value[3:] if value.startswith("-m ") else value.rpartition("/")[2]
 
 
-_INSERT = ("INSERT INTO credentials(platform, credential_type, value, metadata, created, updated, expires) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?)")
-_INSERT_OR_REPLACE = ("INSERT OR REPLACE INTO credentials(platform, credential_type, value, metadata, created, "
-                      "updated, expires) VALUES (?, ?, ?, ?, ?, ?, ?)")
+_INSERT = (
+    "INSERT INTO credentials(platform, credential_type, value, metadata, created, updated, expires) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_OR_REPLACE = (
+    "INSERT OR REPLACE INTO credentials(platform, credential_type, value, metadata, created, "
+    "updated, expires) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SqliteStore:
@@ -236,7 +240,10 @@ class SqliteStore:
                 before_commit()
 
     def rename(
-        self, moves: list[tuple[tuple[str, str], Row]], before_commit: Callable[[], None] | None = None, *,
+        self,
+        moves: list[tuple[tuple[str, str], Row]],
+        before_commit: Callable[[], None] | None = None,
+        *,
         replace: bool = False,
     ) -> None:
         """Rows under new names, in one transaction (``agent mv``, the canonical platform names).
@@ -251,8 +258,15 @@ class SqliteStore:
                 try:
                     self._db.execute(
                         _INSERT_OR_REPLACE if replace else _INSERT,
-                        (row.platform, row.credential_type, row.value, row.metadata, row.created, row.updated,
-                         row.expires),
+                        (
+                            row.platform,
+                            row.credential_type,
+                            row.value,
+                            row.metadata,
+                            row.created,
+                            row.updated,
+                            row.expires,
+                        ),
                     )
                 except sqlite3.IntegrityError:
                     raise errors.AlreadyExists(

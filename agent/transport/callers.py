@@ -49,10 +49,10 @@ def from_argv(argv: list[str]) -> str | None:
             if letter == "c":
                 return "-c"
             if letter == "m":
-                module = arg[j + 1:] or (argv[i + 1] if i + 1 < len(argv) else "")
+                module = arg[j + 1 :] or (argv[i + 1] if i + 1 < len(argv) else "")
                 return f"-m {module}" if module else None
             if letter in _TAKES_VALUE:
-                i += 0 if arg[j + 1:] else 1  # the value is the next argument
+                i += 0 if arg[j + 1 :] else 1  # the value is the next argument
                 break
         i += 1
     return None

@@ -28,8 +28,15 @@ from typing import Any, cast
 from agent.transport import NO_PEER, Listener, Peer, Serving
 from client import config, errors, protocol
 
-__all__ = ["Server", "Connection", "Dispatch", "MAX_CONNECTIONS", "CONNECTION_IDLE_TIMEOUT", "FRAME_TIMEOUT",
-           "PLAIN_RESULTS"]
+__all__ = [
+    "Server",
+    "Connection",
+    "Dispatch",
+    "MAX_CONNECTIONS",
+    "CONNECTION_IDLE_TIMEOUT",
+    "FRAME_TIMEOUT",
+    "PLAIN_RESULTS",
+]
 
 log = logging.getLogger("agent.server")
 
@@ -78,8 +85,18 @@ def _reply_ok(result: Any, op: str) -> bytes:
 
 
 class Connection(asyncio.Protocol):
-    __slots__ = ("buf", "closing", "frame_started", "last_active", "peer", "pending", "pending_op", "server",
-                 "transport", "write_paused")
+    __slots__ = (
+        "buf",
+        "closing",
+        "frame_started",
+        "last_active",
+        "peer",
+        "pending",
+        "pending_op",
+        "server",
+        "transport",
+        "write_paused",
+    )
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -104,8 +121,11 @@ class Connection(asyncio.Protocol):
             transport.abort()
             return
         if len(self.server.connections) >= self.server.max_connections and not self.server.make_room(self.peer):
-            log.warning("connection cap (%d) reached; refusing a connection of pid %s", self.server.max_connections,
-                        self.peer.pid)
+            log.warning(
+                "connection cap (%d) reached; refusing a connection of pid %s",
+                self.server.max_connections,
+                self.peer.pid,
+            )
             transport.write(protocol.encode_error(errors.TooManyConnections()))
             transport.close()
             return
@@ -145,8 +165,11 @@ class Connection(asyncio.Protocol):
         # the peer is done sending; finish what is in flight, then close
         if self.pending is None:
             return None
-        if self.pending_op in _CANCEL_ON_CLOSE and self.transport is not None \
-                and self.server.listener.hung_up(self.transport):
+        if (
+            self.pending_op in _CANCEL_ON_CLOSE
+            and self.transport is not None
+            and self.server.listener.hung_up(self.transport)
+        ):
             return None  # gone, not half-closed: connection_lost cancels what it left
         self.closing = True
         return True
@@ -249,13 +272,19 @@ class Server:
         if len(hog) <= mine + 1:
             return False
         # idle: nothing in flight, nothing received and not yet answered
-        idle = [c for c in hog if c.pending is None and c.transport is not None and not len(c.buf)
-                and not c.write_paused]
+        idle = [
+            c for c in hog if c.pending is None and c.transport is not None and not len(c.buf) and not c.write_paused
+        ]
         if not idle:
             return False
         victim = min(idle, key=lambda c: c.last_active)
-        log.warning("connection cap (%d) reached: closing the longest-idle of the %d connections of pid %s "
-                    "for pid %s", self.max_connections, len(hog), hog_pid, peer.pid)
+        log.warning(
+            "connection cap (%d) reached: closing the longest-idle of the %d connections of pid %s for pid %s",
+            self.max_connections,
+            len(hog),
+            hog_pid,
+            peer.pid,
+        )
         self.remove(victim)
         assert victim.transport is not None
         victim.transport.close()
@@ -278,10 +307,17 @@ class Server:
                 if conn.pending is not None or conn.transport is None:
                     continue
                 started = conn.frame_started
-                if self.frame_timeout > 0 and started is not None and not conn.write_paused \
-                        and started < now - self.frame_timeout:
-                    log.warning("closing a connection of pid %s: a frame did not arrive whole within %g s",
-                                conn.peer.pid, self.frame_timeout)
+                if (
+                    self.frame_timeout > 0
+                    and started is not None
+                    and not conn.write_paused
+                    and started < now - self.frame_timeout
+                ):
+                    log.warning(
+                        "closing a connection of pid %s: a frame did not arrive whole within %g s",
+                        conn.peer.pid,
+                        self.frame_timeout,
+                    )
                     conn.transport.close()
                 elif self.idle_timeout > 0 and conn.last_active < now - self.idle_timeout:
                     log.debug("closing a connection idle for %.0f s", self.idle_timeout)

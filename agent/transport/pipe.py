@@ -44,8 +44,10 @@ class AlreadyRunning(Exception):
 
 
 def _taken(address: str) -> ListenError:
-    return ListenError(f"the pipe {address} exists already (another agent of this user, or a process of "
-                       "another user that took the name first); refusing to share it")
+    return ListenError(
+        f"the pipe {address} exists already (another agent of this user, or a process of "
+        "another user that took the name first); refusing to share it"
+    )
 
 
 if sys.platform == "win32":
@@ -198,4 +200,3 @@ else:
     class PipeListener:
         def __init__(self, address: str) -> None:
             raise ListenError(f"named pipes exist on Windows only; cannot serve {address}")
-

@@ -41,8 +41,15 @@ from client import paths, transport
 # POSIX only (the Windows agent serves agent.transport.pipe); mypy skips the rest on win32
 assert sys.platform != "win32", "Unix sockets: POSIX only"
 
-__all__ = ["UnixListener", "AlreadyRunning", "systemd_socket", "single_instance", "bind_socket", "peer_of",
-           "SD_LISTEN_FDS_START"]
+__all__ = [
+    "UnixListener",
+    "AlreadyRunning",
+    "systemd_socket",
+    "single_instance",
+    "bind_socket",
+    "peer_of",
+    "SD_LISTEN_FDS_START",
+]
 
 log = logging.getLogger("agent.transport.unix")
 
@@ -149,8 +156,10 @@ def single_instance(lock_file: Path, wait: float = 0.0, fallback: Path | None = 
             lock_file = fallback
             fd, writable = _open_lock(lock_file)
     except OSError as e:
-        raise ListenError(f"cannot open the lock file {lock_file}: {e.strerror}"
-                          + (" (a symbolic link: refusing to follow it)" if e.errno == errno.ELOOP else "")) from None
+        raise ListenError(
+            f"cannot open the lock file {lock_file}: {e.strerror}"
+            + (" (a symbolic link: refusing to follow it)" if e.errno == errno.ELOOP else "")
+        ) from None
     try:
         st = os.fstat(fd)
         if st.st_uid != os.getuid() or not stat.S_ISREG(st.st_mode):
