@@ -65,6 +65,7 @@ log "installing the project and its test tools into $VENV"
 
 log "ruff"
 "$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check agent client
 log "mypy --strict"
 "$VENV/bin/mypy" --strict agent client
 
