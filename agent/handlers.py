@@ -199,7 +199,8 @@ def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
-    new = (args["new_platform"], args.get("new_credential_type", DEFAULT_TYPE))
+    # the new name is made canonical as every other name is: `HF` is huggingface's row
+    new = (canonical_platform(args["new_platform"]), args.get("new_credential_type", DEFAULT_TYPE))
     return a.rename(_key(args), new, replace=args.get("replace", False))
 
 

@@ -7,7 +7,9 @@ Rules of this package:
   (in memory, while unlocked), ``openbao`` is the only module that imports hvac;
 - this module only parses options: the agent loads it at start whatever the config,
   so it imports neither hvac nor the agent's state;
-- TLS verification is always on; ``http://`` is accepted for loopback hosts only.
+- TLS verification is always on; ``http://`` is accepted for loopback hosts only, and
+  used only once the kernel says the listener is this user's (``agent.remotes.http``);
+  ``unix://`` names OpenBao's Unix-socket listener, checked the same way.
 """
 
 from __future__ import annotations
@@ -49,7 +51,17 @@ DEFAULTS: Final[dict[str, Any]] = {
     "timeout": 4.0,
     "deadline": 10.0,
 }
-_KNOWN: Final = ("url", "mount", "prefix", "refresh", "max_stale", "ca_file", "timeout", "deadline")
+_KNOWN: Final = (
+    "url",
+    "mount",
+    "prefix",
+    "refresh",
+    "max_stale",
+    "ca_file",
+    "timeout",
+    "deadline",
+    "listener_user",
+)
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_.-]+")
 RESERVED: Final = frozenset({"local"})  # the SOURCE of the local vault's entries
 
@@ -65,6 +77,8 @@ class RemoteOptions:
     refresh: float = DEFAULTS["refresh"]  # seconds between background refreshes
     max_stale: float = DEFAULTS["max_stale"]  # cached values are served this long while no node answers
     ca_file: Path | None = None  # else the system's CA bundle
+    # besides this user and root: who may own a loopback or Unix-socket listener (agent.remotes.http)
+    listener_uids: tuple[int, ...] = ()
     timeout: float = DEFAULTS["timeout"]  # one HTTP request to one node
     deadline: float = DEFAULTS["deadline"]  # one operation, every node tried
 
@@ -144,6 +158,10 @@ def check_url(url: Any, where: str) -> str:
     if not isinstance(url, str):
         raise ConfigError(f"{where}: 'url' must be a string or a list of strings")
     parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix":  # OpenBao's Unix-socket listener, or a tunnel's: unix:///run/openbao/bao.sock
+        if parts.netloc or not parts.path.startswith("/") or parts.query or parts.fragment:
+            raise ConfigError(f"{where}: {url!r} is not a socket address such as unix:///run/openbao/bao.sock")
+        return url
     host = parts.hostname or ""
     if (
         parts.scheme not in ("https", "http")
@@ -152,7 +170,9 @@ def check_url(url: Any, where: str) -> str:
         or parts.fragment
         or parts.path not in ("", "/")
     ):
-        raise ConfigError(f"{where}: {url!r} is not a node address such as https://bao-1:8200")
+        raise ConfigError(
+            f"{where}: {url!r} is not a node address such as https://bao-1:8200 or unix:///run/openbao/bao.sock"
+        )
     if parts.username or parts.password:
         raise ConfigError(f"{where}: a node address carries no user or password; use `agent remote login`")
     if parts.scheme == "http" and not _loopback(host):
@@ -161,6 +181,22 @@ def check_url(url: Any, where: str) -> str:
             "(TLS verification is always on)"
         )
     return str(url).rstrip("/")
+
+
+def _uid(value: Any, where: str) -> int:
+    """A user name or uid whose loopback or Unix-socket listener is trusted besides this user's and root's."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value:
+        try:
+            import pwd
+        except ImportError:
+            raise ConfigError(f"{where}: user names are not known on this platform; give a uid") from None
+        try:
+            return pwd.getpwnam(value).pw_uid
+        except KeyError:
+            raise ConfigError(f"{where}: no user named {value!r} on this machine") from None
+    raise ConfigError(f"{where}: must be a user name or a uid, got {value!r}")
 
 
 def _segments(value: Any, key: str, where: str, allow_empty: bool) -> str:
@@ -194,6 +230,8 @@ def _one(name: str, table: Mapping[str, Any], where: str) -> RemoteOptions:
     for key in ("timeout", "deadline"):
         if key in kw and kw[key] <= 0:
             raise ConfigError(f"{where}: {key!r} must be more than 0 seconds")
+    if "listener_user" in table:
+        kw["listener_uids"] = (_uid(table["listener_user"], f"{where}: 'listener_user'"),)
     if "mount" in table:
         kw["mount"] = _segments(table["mount"], "mount", where, allow_empty=False)
     if "prefix" in table:

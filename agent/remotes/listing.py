@@ -87,6 +87,9 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "auth": None if not stored else "approle" if meta.get(sealed.approle_meta(r.name)) else "token",
                 "relogins": r.relogins,  # AppRole logins made by the agent itself (its token had reached its end)
                 "calls": nodes.calls if nodes else 0,
+                # background tries (lookup, renewal, refresh) failed in a row, and when the next one is
+                "failures": r.failures,
+                "next_try_s": round(max(0.0, r.retry_at - now), 3) if r.failures else None,
                 "refresh": r.options.refresh,
                 "max_stale": r.options.max_stale,
             }

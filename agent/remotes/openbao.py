@@ -2,14 +2,18 @@
 lookup and renewal, AppRole login, trying the next node when one fails.
 
 Rules of this module:
-- it is the only module that imports hvac (and requests); their exceptions are
-  translated here: a connection error, a timeout, a 5xx, a sealed or standby answer
-  -> the next node; 403 -> ``RemoteDenied`` naming the remote and path; a lost
-  check-and-set -> ``Conflict``; none of them carries a token or a value;
+- it is the only module that imports hvac; its exceptions and requests' are
+  translated here: a connection error, a timeout, a 5xx, a sealed or standby answer,
+  a listener that is not this user's, a redirect off the remote's nodes -> the next
+  node; 403 -> ``RemoteDenied`` naming the remote and path; a lost check-and-set ->
+  ``Conflict``; none of them carries a token or a value;
+- every request goes through ``agent.remotes.http``'s session: who may receive it,
+  and where it may be redirected, is checked there;
 - every function here blocks: ``agent.remotes.team`` runs each in a worker thread
   under a deadline. Each HTTP request has its own timeout, and a call gives up on
   the nodes left once its deadline has passed;
-- the token is an argument of each call, never kept here.
+- the token is an argument of each call, set on the thread's client for that call
+  only: after it, no client holds it (a lock leaves no copy behind here).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from agent.remotes import RemoteOptions, Secret, SecretMeta, TokenInfo
+from agent.remotes import RemoteOptions, Secret, SecretMeta, TokenInfo, http
 from client import errors
 
 __all__ = ["Nodes"]
@@ -45,6 +49,7 @@ _NEXT_NODE = (
     hvac.exceptions.PreconditionFailed,
     hvac.exceptions.VaultNotInitialized,
     hvac.exceptions.UnexpectedError,
+    http.UntrustedListener,
 )
 
 
@@ -81,14 +86,31 @@ class Nodes:
     def __repr__(self) -> str:
         return f"Nodes({self.options.name!r}, {len(self.options.urls)} nodes)"
 
-    def _client(self, url: str, token: str | None) -> Any:
+    def _client(self, url: str) -> Any:
         clients: dict[str, Any] = self._local.__dict__.setdefault("clients", {})
         client = clients.get(url)
         if client is None:
             verify: str | bool = str(self.options.ca_file) if self.options.ca_file else True
-            client = clients[url] = hvac.Client(url=url, verify=verify, timeout=self.options.timeout)
-        client.token = token
+            session = http.session(self.options.urls, self.options.listener_uids)
+            client = clients[url] = hvac.Client(
+                url=http.base_url(url), verify=verify, timeout=self.options.timeout, session=session
+            )
         return client
+
+    def _send(self, url: str, token: str | None, fn: Callable[[Any], T]) -> T:
+        """``fn`` with the thread's client of ``url`` holding ``token`` for this call only."""
+        client = self._client(url)
+        client.token = token
+        try:
+            return fn(client)
+        except requests.RequestException as e:
+            if isinstance(e, _NEXT_NODE):
+                raise
+            # a request that could not be made (a header no token may hold, a bad URL): its
+            # text may quote the request, so only its kind goes on
+            raise errors.RemoteUnavailable(f"remote {self.options.name!r}: {_why(e)}") from None
+        finally:
+            client.token = None
 
     def _find_active(self, deadline: float, seen: list[str], epoch: int) -> bool:
         """Point ``_first`` at the active node: a standby that lost its leader may answer
@@ -102,7 +124,7 @@ class Nodes:
                 raise errors.Locked()
             self.calls += 1
             try:
-                status = self._client(urls[index], None).sys.read_leader_status()
+                status = self._send(urls[index], None, lambda c: c.sys.read_leader_status())
             except (*_NEXT_NODE, hvac.exceptions.VaultError) as e:
                 seen.append(f"{urls[index]}: {_why(e)}")
                 continue
@@ -138,7 +160,7 @@ class Nodes:
                 raise errors.Locked()
             self.calls += 1
             try:
-                result = fn(self._client(url, token))
+                result = self._send(url, token, fn)
             except _NEXT_NODE as e:
                 seen.append(f"{url}: {_why(e)}")
                 self._stale, self._first = True, (index + 1) % len(urls)
@@ -298,8 +320,28 @@ class Nodes:
         return self.run("an AppRole login", None, fn, deadline)
 
 
+def _found(e: BaseException, kind: type[BaseException], depth: int = 0) -> BaseException | None:
+    """``kind`` in ``e`` or in what it wraps (requests wraps urllib3, which wraps the socket's error)."""
+    if isinstance(e, kind):
+        return e
+    if depth > 6:
+        return None
+    inner = [*e.args, getattr(e, "reason", None), e.__cause__, e.__context__]
+    for x in inner:
+        if isinstance(x, BaseException) and (found := _found(x, kind, depth + 1)) is not None:
+            return found
+    return None
+
+
 def _why(e: BaseException) -> str:
     """What went wrong, without the text of the exception (it may quote a request)."""
+    untrusted = _found(e, http.UntrustedListener)
+    if untrusted is not None:
+        return str(untrusted)  # made by agent.remotes.http: names a host, a port or a path, and a uid
+    if isinstance(e, http.RefusedRedirect):
+        return "redirected to a URL that is not one of this remote's (not followed)"
+    if isinstance(e, requests.exceptions.InvalidHeader):
+        return "the token has characters no token has (spaces or control characters)"
     if isinstance(e, requests.exceptions.SSLError):
         return "TLS verification failed (see ca_file)"
     if isinstance(e, requests.Timeout):

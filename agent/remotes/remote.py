@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -26,10 +27,15 @@ from client import errors
 if TYPE_CHECKING:
     from agent.remotes.openbao import Nodes
 
-__all__ = ["Remote", "WORKERS"]
+__all__ = ["Remote", "WORKERS", "BACKOFF_FIRST", "BACKOFF_MAX"]
 
 T = TypeVar("T")
 WORKERS: Final = 4  # concurrent calls per remote (a refresh reads secrets in parallel)
+# after a failed lookup, renewal or refresh the next try waits 1, 2, 4 ... s (with jitter),
+# up to a minute or the remote's refresh if that is shorter: an unreachable node or a dead
+# token costs a few requests a minute, not a retry storm (Vault's own agent backs off so)
+BACKOFF_FIRST: Final = 1.0
+BACKOFF_MAX: Final = 60.0
 
 
 class Remote:
@@ -57,6 +63,9 @@ class Remote:
         self.creation_ttl = 0.0  # what a renewal gives back until the token's max TTL caps it
         self.needs_lookup = False
         self.next_sync = 0.0
+        self.failures = 0  # background tries failed in a row
+        self.last_failure: str | None = None  # its message, logged again only when it changes
+        self.retry_at = 0.0  # monotonic: no background try before it
 
     def __repr__(self) -> str:
         return f"Remote({self.name!r}, token={'held' if self.token else 'none'}, {self.cache!r})"
@@ -89,6 +98,20 @@ class Remote:
             self._nodes.epoch += 1  # a call under way sends no further request
         self.cache.clear()
         self.token_expires = self.token_ttl = self.renew_at = None
+        self.failures, self.retry_at = 0, 0.0
+
+    def failed(self, now: float) -> float:
+        """A background try failed: the next waits longer (capped, with jitter); the wait."""
+        self.failures += 1
+        cap = min(BACKOFF_MAX, max(BACKOFF_FIRST, self.options.refresh))
+        step: float = BACKOFF_FIRST * 2.0 ** min(self.failures - 1, 16)
+        wait = min(cap, step) * random.uniform(0.5, 1.0)
+        self.retry_at = now + wait
+        self.next_sync = min(self.next_sync, self.retry_at)  # a failed refresh is tried again then
+        return wait
+
+    def succeeded(self) -> None:
+        self.failures, self.retry_at = 0, 0.0
 
     # --- calls ----------------------------------------------------------------------------
     def token_for(self) -> str:
@@ -111,11 +134,15 @@ class Remote:
             return fn(deadline)
 
         future = asyncio.get_running_loop().run_in_executor(self.pool, guarded, deadline)
-        try:
-            result = await asyncio.wait_for(future, limit)
-        except TimeoutError:
+        # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # comes as the call ends (gh-86296), and the agent would not stop
+        done, _ = await asyncio.wait({future}, timeout=limit)
+        if not done:
+            future.cancel()
             self.reachable, self.last_error = False, f"no answer within {limit:g} s"
-            raise errors.RemoteUnavailable(f"remote {self.name!r}: no node answered within {limit:g} s") from None
+            raise errors.RemoteUnavailable(f"remote {self.name!r}: no node answered within {limit:g} s")
+        try:
+            result = future.result()
         except errors.RemoteUnavailable as e:
             self.reachable, self.last_error = False, e.message
             raise

@@ -33,6 +33,7 @@ from client.validation import check_key, check_name
 __all__ = ["Remote", "Remotes", "EXPIRES_KEY", "legal", "expires"]
 
 log = logging.getLogger("agent.remotes")
+CLOSE_WAIT: Final = 2.0  # seconds `agent stop` waits for the background loop, at most
 EXPIRES_KEY: Final = "expires_at"  # in custom_metadata: the agent's expiry, a Unix time
 _MISS, _FETCH = object(), object()
 
@@ -46,6 +47,7 @@ class Remotes:
         self.by_name = {r.name: r for r in self.remotes}
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"Remotes({[r.name for r in self.remotes]!r})"
@@ -60,9 +62,14 @@ class Remotes:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def close(self) -> None:
+        """Stop the background loop, in a bounded time whatever it is waiting on."""
+        self._closed = True
+        self.forget()  # a call under way is dropped when it returns, and no other starts
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            done, _ = await asyncio.wait({self._task}, timeout=CLOSE_WAIT)
+            if not done:
+                log.warning("the team vaults' background task did not end within %g s; stopping anyway", CLOSE_WAIT)
         for r in self.remotes:
             r.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -79,22 +86,31 @@ class Remotes:
         if self._wake is not None:
             self._wake.set()
 
+    @staticmethod
+    def _due(r: Remote, now: float) -> float:
+        """When ``r`` next needs its token looked up or renewed, or its cache refreshed."""
+        if r.retry_at > now:
+            return r.retry_at
+        due = [r.next_sync, now if r.needs_lookup else r.next_sync]
+        return min(due + ([r.renew_at] if r.renew_at is not None else []))
+
     def _next_due(self, now: float) -> float:
-        due = [r.next_sync for r in self.remotes if r.token]
-        due += [r.renew_at for r in self.remotes if r.token and r.renew_at is not None]
-        due += [now for r in self.remotes if r.token and r.needs_lookup]
+        due = [self._due(r, now) for r in self.remotes if r.token]
         return max(0.0, min(due) - now) if due else 3600.0
 
     async def _loop(self) -> None:
         assert self._wake is not None
-        while True:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            # a timer that sets the event, not wait_for (which can swallow a cancellation)
+            timer = loop.call_later(self._next_due(time.monotonic()), self._wake.set)
             try:
-                await asyncio.wait_for(self._wake.wait(), self._next_due(time.monotonic()))
-            except TimeoutError:
-                pass
+                await self._wake.wait()
+            finally:
+                timer.cancel()
             self._wake.clear()
             for r in self.remotes:
-                if self.agent.locked or r.token is None:
+                if self._closed or self.agent.locked or r.token is None:
                     continue
                 try:
                     await self._tend(r)
@@ -102,8 +118,11 @@ class Remotes:
                     log.exception("remote %s: the background refresh failed", r.name)
 
     async def _tend(self, r: Remote) -> None:
-        """A lookup after unlock, a renewal when due, a refresh when due; failures are logged."""
-        now = time.monotonic()
+        """A lookup after unlock, a renewal when due, a refresh when due; a failure backs off
+        (``Remote.failed``) and is logged when it is new or its count reaches a power of two."""
+        now, epoch = time.monotonic(), r.epoch
+        if now < r.retry_at:
+            return
         try:
             if r.needs_lookup:
                 await tokens.lookup(r)
@@ -112,10 +131,14 @@ class Remotes:
             if now >= r.next_sync:
                 await self.sync_one(r)
         except errors.AgentError as e:
-            log.warning("remote %s: %s", r.name, e.message)
-            r.next_sync = time.monotonic() + min(r.options.refresh, 5.0)  # retry soon, not in a tight loop
-            if r.renew_at is not None and r.renew_at <= time.monotonic():
-                r.renew_at = time.monotonic() + 1.0
+            if r.epoch != epoch or self._closed:
+                return  # a lock or a stop meanwhile: not a failure of the remote
+            wait = r.failed(time.monotonic())
+            if r.failures & (r.failures - 1) == 0 or e.message != r.last_failure:
+                log.warning("remote %s: %s (try %d; the next in %.0f s)", r.name, e.message, r.failures, wait)
+            r.last_failure = e.message
+        else:
+            r.succeeded()
 
     # --- reads ----------------------------------------------------------------------------
     def _lookup_cached(self, r: Remote, key: Key, now: float) -> Any:

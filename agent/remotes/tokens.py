@@ -121,10 +121,23 @@ async def sign_in(r: Remote, token: str | None, approle: AppRole | None) -> Toke
     return info
 
 
+def _checked(value: str | None, what: str) -> str | None:
+    """A token or id as given, less surrounding whitespace; refused if anything is left that
+    no OpenBao token or id holds (it would go into an HTTP header, and its error into a log)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or not all(0x21 <= ord(ch) <= 0x7E for ch in value):
+        raise errors.BadRequest(f"that {what} is empty or has spaces or control characters inside; no {what} has")
+    return value
+
+
 async def login(r: Remote, token: str | None, role_id: str | None, secret_id: str | None) -> dict[str, Any]:
     """``agent remote login``: a token, or an AppRole's role and secret ids (exactly one of them)."""
     if (token is None) == (role_id is None) or (role_id is not None) != (secret_id is not None):
         raise errors.BadRequest("give a token, or an AppRole's role_id and secret_id")
+    token, role_id = _checked(token, "token"), _checked(role_id, "role id")
+    secret_id = _checked(secret_id, "secret id")
     approle = AppRole(role_id, secret_id) if role_id is not None and secret_id is not None else None
     info = await sign_in(r, token, approle)
     r.next_sync = 0.0  # a refresh now, with what this token may read

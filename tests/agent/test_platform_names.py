@@ -215,3 +215,18 @@ def test_a_renamed_entry_keeps_its_times(unlocked_agent: AgentProcess) -> None:
         entry = c.metadata("huggingface")
     assert (entry["created"], entry["updated"]) == (3000.0, 3000.0)
     b.stop()
+
+
+def test_a_rename_to_an_alias_lands_on_the_canonical_name(unlocked_agent: AgentProcess) -> None:
+    """`mv x HF` is `mv x huggingface`: no row `HF` that a later `rm HF` or unlock would confuse."""
+    with unlocked_agent.client() as c:
+        c.store("scratch", "hf_" + "a" * 30, validate=False)
+        c.store("huggingface", "hf_" + "b" * 30)
+        with pytest.raises(errors.AlreadyExists):
+            c.rename("scratch", "HF")
+        c.rename("scratch", "HF", replace=True)
+        names = [(e["platform"], e["credential_type"]) for e in c.list()]
+        assert names == [("huggingface", "api-key")]
+        assert c.get("huggingface") == "hf_" + "a" * 30
+        c.delete("HF")
+        assert c.list() == []

@@ -88,6 +88,7 @@ class Bao:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.token = ROOT_TOKEN
         self.unseal_key = ""  # a cluster's one key share (dev nodes unseal themselves)
+        self.unix_socket = ""  # a dev node's Unix-socket listener, when its test gives it one
 
     def _spawn(self, addr: str, args: list[str], log: str) -> None:
         with open(self.dir / log, "ab") as out:
@@ -103,12 +104,13 @@ class Bao:
     def live(self) -> list[str]:
         return [a for a in self.addrs if self.procs[a].poll() is None]
 
-    def start_dev(self) -> Bao:
+    def start_dev(self, extra: list[str] | None = None) -> Bao:
+        """A dev node on a free loopback port; ``extra`` arguments (e.g. ``-config`` of another listener)."""
         port = free_port()
         addr = f"http://127.0.0.1:{port}"
         self.addrs = [addr]
         self._spawn(addr, ["server", "-dev", f"-dev-root-token-id={ROOT_TOKEN}",
-                           f"-dev-listen-address=127.0.0.1:{port}"], "dev.log")
+                           f"-dev-listen-address=127.0.0.1:{port}", *(extra or [])], "dev.log")
         _wait_http(addr)
         until(lambda: self.client().sys.read_health_status(method="GET").get("initialized"), 30, "dev node up")
         return self
@@ -280,6 +282,47 @@ class Silent:
             conn.close()
 
 
+class Recorder:
+    """An HTTP listener on loopback that keeps every byte it is sent and answers each
+    request with ``reply`` (raw HTTP), except ``GET /v1/sys/leader``, answered as a single
+    node: the node an attacker or a broken proxy would be."""
+
+    LEADER = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 21\r\n\r\n{"ha_enabled": false}'
+
+    def __init__(self, reply: bytes = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n") -> None:
+        self.reply = reply
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.connections = 0
+        self.received = b""
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        with contextlib.suppress(OSError), conn:
+            while data := conn.recv(65536):
+                self.received += data
+                if b"\r\n\r\n" in data:
+                    conn.sendall(self.LEADER if data.startswith(b"GET /v1/sys/leader ") else self.reply)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
 class Relay:
     """A TCP relay in front of a node, cut at will: behind it the node is unreachable
     (connections refused), while the node itself goes on serving the other tests."""
@@ -294,6 +337,7 @@ class Relay:
         self.open: list[socket.socket] = []
         self._lock = threading.Lock()  # cut() against a connection being set up
         self._cut = False
+        self._hung = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -302,6 +346,9 @@ class Relay:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            if self._hung:
+                self.open.append(conn)  # held open, never answered
+                continue
             try:
                 node = socket.create_connection(self.upstream, timeout=5)
             except OSError:
@@ -324,6 +371,10 @@ class Relay:
                 dst.sendall(data)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+
+    def hang(self) -> None:
+        """From now on accept connections and forward nothing: a node that never answers."""
+        self._hung = True
 
     def cut(self) -> None:
         """Refuse new connections and drop the open ones."""
