@@ -24,6 +24,7 @@ __all__ = [
     "check_name",
     "check_key",
     "check_credential",
+    "check_characters",
     "check_metadata",
     "is_valid_credential",
     "canonical_platform",
@@ -183,16 +184,25 @@ def check_credential(platform: str, value: object, credential_type: str = DEFAUL
     ``RULES``. Every value gets the generic rule: non-empty, no control characters
     but tabs and line breaks (a PEM key, a service-account JSON, a phrase).
     """
+    check_characters(platform, value, credential_type)
+    assert isinstance(value, str)  # check_characters refused anything else
+    rules = rules_for(platform, credential_type)
+    if rules and not any(r.matches(value) for r in rules):
+        raise _refuse("; or ".join(r.hint for r in rules), " or ".join(r.name for r in rules))
+
+
+def check_characters(platform: str, value: object, credential_type: str = DEFAULT_TYPE) -> None:
+    """The part of ``check_credential`` no value may fail, whatever its format: non-empty,
+    no control characters but tabs and line breaks, and no whitespace in an API key of a
+    platform with rules (a value fetched from a team vault must pass it too)."""
     if not isinstance(value, str) or not value:
         raise errors.InvalidCredential("the credential is empty")
     rules = rules_for(platform, credential_type)
-    names = " or ".join(r.name for r in rules)
     if rules and _BAD_CHARS_RE.search(value):
+        names = " or ".join(r.name for r in rules)
         raise _refuse(f"{canonical_platform(platform)} keys contain no whitespace or control characters", names)
     if _CONTROL_RE.search(value):
         raise _refuse("the credential contains control characters (other than tabs and line breaks)", "generic")
-    if rules and not any(r.matches(value) for r in rules):
-        raise _refuse("; or ".join(r.hint for r in rules), names)
 
 
 def is_valid_credential(platform: str, value: object) -> bool:

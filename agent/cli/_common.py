@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from client import Client
 
 __all__ = [
+    "shown",
     "Exit",
     "CliError",
     "Parser",
@@ -246,6 +247,12 @@ def print_json(data: Any) -> None:
     import json
 
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def shown(text: object) -> str:
+    """``text`` for a terminal: what is not printable (an escape sequence in a team's
+    metadata, a caller's path) is written as ``\\x1b``, never sent to the screen as is."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
 
 
 def format_time(ts: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:

@@ -6,7 +6,16 @@ from __future__ import annotations
 import argparse
 import time
 
-from agent.cli._common import Exit, Subcommands, add_command, display_names, format_time, parse_duration, print_json
+from agent.cli._common import (
+    Exit,
+    Subcommands,
+    add_command,
+    display_names,
+    format_time,
+    parse_duration,
+    print_json,
+    shown,
+)
 from client import Client
 
 TYPE_CHECKING = False
@@ -23,7 +32,7 @@ def _caller(row: dict[str, Any]) -> str:
         words.append(row["caller"])
     if row.get("command"):
         words.append(f"-> {row['command']}")
-    return " ".join(words)
+    return shown(" ".join(words))  # a path or a module name may hold anything, escapes included
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

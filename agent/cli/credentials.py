@@ -33,6 +33,7 @@ from agent.cli._common import (
     platform_arg,
     print_json,
     read_secret,
+    shown,
     type_arg,
     unlock_on_demand,
 )
@@ -188,7 +189,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"updated:   {format_time(entry['updated'])}")
     print(f"expires:   {format_time(entry['expires_at'])}")
     for key, value in sorted((entry.get("metadata") or {}).items()):
-        print(f"meta.{key}: {value}")
+        print(f"meta.{shown(key)}: {shown(value)}")
     return Exit.OK
 
 

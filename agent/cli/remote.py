@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from agent.cli._common import Exit, Subcommands, add_command, add_group, name_arg, print_json, read_secret
+from agent.cli._common import Exit, Subcommands, add_command, add_group, name_arg, print_json, read_secret, shown
 from client import Client, config
 
 TYPE_CHECKING = False
@@ -30,7 +30,7 @@ def cmd_login(args: argparse.Namespace) -> int:
             result = c.remote_login(args.remote, token)
     ttl = "never expires" if not result["ttl_s"] else f"TTL {config.format_duration(result['ttl_s'])}"
     renew = ", renewed by the agent" if result["renewable"] else ""
-    print(f"logged in to {args.remote} ({ttl}{renew}; policies: {', '.join(result['policies']) or '-'})")
+    print(f"logged in to {args.remote} ({ttl}{renew}; policies: {shown(', '.join(result['policies'])) or '-'})")
     return Exit.OK
 
 
@@ -60,7 +60,7 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
             f"{r['cached_secrets']:<7} {held}"
         )
         if r["last_error"]:
-            print(f"  last error: {r['last_error']}")
+            print(f"  last error: {shown(r['last_error'])}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from agent.state import Key
 from agent.state.credentials import missing
 from agent.state.lockstate import LockState
 from client import errors
-from client.validation import check_key, check_name
+from client.validation import check_characters, check_key, check_name
 
 __all__ = ["Remote", "Remotes", "EXPIRES_KEY", "legal", "expires"]
 
@@ -168,6 +168,13 @@ class Remotes:
         return missing(key, f" (local vault, remotes: {names})")
 
     def _shaped(self, r: Remote, key: Key, value: str, expiry: bool) -> Any:
+        try:  # what the local rules would refuse to store (a terminal escape, say) is not served either
+            check_characters(key[0], value, key[1])
+        except errors.InvalidCredential:
+            raise errors.InvalidCredential(
+                f"remote {r.name!r} holds a value of {key[0]}/{key[1]} with characters no stored value may have "
+                "(control characters, or whitespace in an API key); it is not served: fix it upstream"
+            ) from None
         self.agent.autolock.last_use = time.monotonic()
         if not expiry:
             return value

@@ -117,3 +117,18 @@ def test_a_vault_of_the_old_schema_gains_the_columns_and_keeps_its_log(unlocked_
     db = sqlite3.connect(vault)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()
+
+
+def test_a_callers_path_with_terminal_escapes_is_shown_escaped(unlocked_agent: AgentProcess) -> None:
+    """A script named to repaint the screen (an ESC sequence in its path) is shown as text."""
+    a = unlocked_agent
+    with a.client() as c:
+        c.store("runpod", RP)
+    work = a.home / "work\x1b[2J\x1b]0;owned\x07"
+    work.mkdir()
+    (work / "train.py").write_text(GET)
+    run_caller(a, [sys.executable, "train.py"], work)
+    table = a.cli("audit")
+    assert table.returncode == 0
+    assert "\x1b" not in table.stdout and "\x07" not in table.stdout
+    assert "work\\x1b[2J\\x1b]0;owned\\x07/train.py" in table.stdout

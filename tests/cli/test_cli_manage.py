@@ -256,3 +256,13 @@ def test_mv_at_a_terminal_unlocks_first(stocked: AgentProcess) -> None:
     t = a.terminal("mv", "runpod", "runpod-old")
     t.answer("Passphrase: ", PASSPHRASE)
     assert t.wait() == 0 and "moved runpod/api-key to runpod-old/api-key" in t.output
+
+
+def test_show_writes_terminal_escapes_in_metadata_as_text(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    with a.client() as c:
+        c.store("runpod", RP, metadata={"owner": "ops\x1b]0;owned\x07", "note\x1b[2J": "x"})
+    show = a.cli("show", "runpod")
+    assert show.returncode == 0, show.stderr
+    assert "\x1b" not in show.stdout and "\x07" not in show.stdout
+    assert "meta.owner: ops\\x1b]0;owned\\x07" in show.stdout and "meta.note\\x1b[2J: x" in show.stdout

@@ -281,3 +281,13 @@ def test_agent_stop_ends_while_a_call_hangs(bao: Bao, team_agent: TeamAgent) -> 
         again.stop()
     finally:
         relay.cut()
+
+
+def test_a_team_value_with_terminal_escapes_is_not_served(bao: Bao, team_agent: TeamAgent) -> None:
+    """OpenBao refuses such metadata itself; a value it takes, and the agent does not serve."""
+    bao.client().secrets.kv.v2.create_or_update_secret("ml-team/painter", secret={"api-key": "k" * 20 + "\x1b[2J"})
+    a = team_agent(bao.addrs, login=member_token(bao))
+    with a.client() as c, pytest.raises(errors.InvalidCredential, match="it is not served: fix it upstream"):
+        c.get("painter")
+    got = a.cli("get", "painter")
+    assert got.returncode != 0 and "\x1b" not in got.stdout + got.stderr
