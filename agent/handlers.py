@@ -75,6 +75,8 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
         "unlock_failures": failures,
         "unlock_delay_s": delay,
         "unlocks_waiting": a.unlocks_waiting,  # passphrase attempts running or waiting their turn
+        "recover_failures": a.recover_failures,  # wrong recovery codes in a row
+        "recover_delay_s": passphrase.delay_after(a.recover_failures),
     }
 
 

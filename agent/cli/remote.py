@@ -1,9 +1,8 @@
 """``agent remote login | status | sync``: the team vaults named in the config file.
 
-The token (or an AppRole's secret id) is read like any secret: a hidden prompt, or
-the first line of stdin; never argv. The agent checks it against the remote and
-keeps it sealed in the local vault.
-"""
+The token (or an AppRole's role and secret ids) is read like any secret: a hidden
+prompt, or the first lines of stdin; never argv (a role id may still be given there).
+The agent checks it against the remote and keeps it sealed in the local vault."""
 
 from __future__ import annotations
 
@@ -20,10 +19,12 @@ __all__ = ["register"]
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    if args.approle:
+    if args.approle is not None:
+        # the role id as the secret id: a prompt or stdin (an argument would show in the process list)
+        role_id = args.approle or read_secret(f"AppRole role id for {args.remote}: ")
         secret_id = read_secret(f"AppRole secret id for {args.remote}: ")
         with Client() as c:
-            result = c.remote_login(args.remote, role_id=args.approle, secret_id=secret_id)
+            result = c.remote_login(args.remote, role_id=role_id, secret_id=secret_id)
     else:
         token = read_secret(f"Token for {args.remote}: ")
         with Client() as c:
@@ -92,7 +93,14 @@ def register(sub: Subcommands) -> None:
     )
     p = add_command(group, "login", cmd_login, "give the agent a token for a remote (hidden prompt or stdin)")
     p.add_argument("remote", type=name_arg)
-    p.add_argument("--approle", metavar="ROLE_ID", help="log in with this AppRole (its secret id from stdin)")
+    p.add_argument(
+        "--approle",
+        nargs="?",
+        const="",
+        metavar="ROLE_ID",
+        help="log in with an AppRole: its role id, then its secret id, from a prompt or stdin's first two lines "
+        "(a role id given here shows in the process list)",
+    )
     p = add_command(group, "status", cmd_status, "reachable, last node, cache age and token TTL per remote")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add_command(group, "sync", cmd_sync, "refresh the cache of one remote (or all) now")

@@ -84,6 +84,10 @@ class LockState:
         self._unlock_lock: asyncio.Lock | None = None
         self._lock_epoch = 0  # counts explicit locks: an unlock in flight yields to a later lock
         self.unlocks_waiting = 0
+        # wrong recovery codes in a row: each costs a growing delay, one attempt at a time
+        self.recover_failures = 0
+        self.recovers_waiting = 0
+        self.recover_turn = asyncio.Lock()
         self.on_stop: Callable[[], None] = lambda: None
         self.remotes: Hooks = NO_REMOTES  # team vaults (agent.remotes.team); local names shadow theirs
 

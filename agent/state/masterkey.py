@@ -51,8 +51,9 @@ from typing import Any, Final
 
 from agent import crypto, faults, keys
 from agent.crypto import seal
+from agent.keys import passphrase
 from agent.state import resealing
-from agent.state.lockstate import LockState
+from agent.state.lockstate import MAX_WAITING_UNLOCKS, LockState
 from client import errors, protocol
 
 __all__ = [
@@ -239,16 +240,34 @@ async def drop_recovery_code(s: LockState) -> bool:
     return True
 
 
+async def _guess(s: LockState, code: str, wrapped: bytes, params: crypto.KdfParams) -> bytes:
+    """The key the code unwraps. As with passphrases: one attempt at a time, a growing delay
+    after each wrong code, and a bounded queue, so a flood of guesses slows itself, not the
+    agent (the code's 160 bits need no more, but a guess should cost the guesser)."""
+    if s.recovers_waiting >= MAX_WAITING_UNLOCKS:
+        raise errors.Busy(f"{MAX_WAITING_UNLOCKS} recovery attempts are already waiting; try again later")
+    s.recovers_waiting += 1
+    try:
+        async with s.recover_turn:
+            await asyncio.sleep(passphrase.delay_after(s.recover_failures))
+            try:
+                key = await asyncio.to_thread(crypto.unwrap_key, wrapped, _normal(code), params)
+            except errors.BadPassphrase:
+                s.recover_failures += 1
+                raise errors.BadPassphrase("that is not this vault's recovery code") from None
+    finally:
+        s.recovers_waiting -= 1
+    s.recover_failures = 0
+    return key
+
+
 async def recover(s: LockState, code: str, name: str, new_passphrase: str | None) -> dict[str, Any]:
     """Open the vault with its recovery code, give the key a new home, and unlock."""
     _check_target(name, new_passphrase)
     raw_kdf, wrapped = s.meta.get(RECOVERY[0]), s.meta.get(RECOVERY[1])
     if raw_kdf is None or wrapped is None:
         raise errors.NotFound("this vault has no recovery code")
-    try:
-        key = await asyncio.to_thread(crypto.unwrap_key, wrapped, _normal(code), crypto.unpack_kdf(raw_kdf))
-    except errors.BadPassphrase:
-        raise errors.BadPassphrase("that is not this vault's recovery code") from None
+    key = await _guess(s, code, wrapped, crypto.unpack_kdf(raw_kdf))
     try:
         s.check_key(crypto.SecureStorage(key))
     except errors.IntegrityError:

@@ -10,7 +10,7 @@ Rules of this module:
 - no connection holds the agent hostage: a frame must arrive whole within
   ``frame_timeout`` of its first byte, a silent connection closes after
   ``idle_timeout``, at the connection cap a process holding fewer connections
-  takes the longest-idle one of the process holding the most, and a closed
+  takes one (with no request in flight) of the process holding the most, and a closed
   connection's pending read or unlock is cancelled (writes run to their end: a
   write cut short could leave the cache and the vault apart).
 """
@@ -264,22 +264,23 @@ class Server:
                 del self.by_pid[conn.peer.pid]
 
     def make_room(self, peer: Peer) -> bool:
-        """At the cap: close the longest-idle connection of the process holding the most,
-        if that is not ``peer``'s own process and holds more than ``peer``'s would.
-        So one process (a leaking connector, a flood) cannot lock the others out."""
+        """At the cap: close a connection of the process holding the most, if that is not
+        ``peer``'s own process and holds more than ``peer``'s would: one with no request in
+        flight, idle ones first. So one process (a leaking connector, a flood, a client
+        that sends half a frame on each of hundreds) cannot lock the others out."""
         mine = len(self.by_pid.get(peer.pid, ()))
         hog_pid, hog = max(self.by_pid.items(), key=lambda item: len(item[1]), default=(None, set()))
         if len(hog) <= mine + 1:
             return False
-        # idle: nothing in flight, nothing received and not yet answered
-        idle = [
-            c for c in hog if c.pending is None and c.transport is not None and not len(c.buf) and not c.write_paused
-        ]
-        if not idle:
+        # nothing in flight: idle ones first (longest idle), then those holding an unfinished
+        # frame or unread replies (oldest first): a process that keeps hundreds of requests
+        # half-sent holds no slot against another process's whole one
+        waiting = [c for c in hog if c.pending is None and c.transport is not None]
+        if not waiting:
             return False
-        victim = min(idle, key=lambda c: c.last_active)
+        victim = min(waiting, key=lambda c: (bool(len(c.buf)) or c.write_paused, c.last_active))
         log.warning(
-            "connection cap (%d) reached: closing the longest-idle of the %d connections of pid %s for pid %s",
+            "connection cap (%d) reached: closing the longest-waiting of the %d connections of pid %s for pid %s",
             self.max_connections,
             len(hog),
             hog_pid,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from client import errors
 from support import PASSPHRASE, AgentProcess, SecretService, vault_store
 
 NEW = "a new passphrase, longer"
@@ -95,6 +96,20 @@ def test_a_wrong_code_is_refused_and_the_agent_keeps_serving(unlocked_agent: Age
     with a.client() as c:
         assert not c.status()["locked"]
     assert a.cli("lock").returncode == 0 and a.cli("unlock", input=PASSPHRASE + "\n").returncode == 0
+
+
+def test_wrong_codes_are_counted_and_each_costs_more(unlocked_agent: AgentProcess) -> None:
+    """As wrong passphrases: the agent counts wrong codes and delays the next attempt; the right code resets it."""
+    a = unlocked_agent
+    code = _code(a.cli("recovery-code", input=PASSPHRASE + "\n").stdout)
+    with a.client(timeout=60) as c:
+        for n in range(1, 4):
+            with pytest.raises(errors.BadPassphrase):
+                c.recover("AAAA-" * 7 + "AAAA", "passphrase", NEW)
+            status = c.status()
+            assert status["recover_failures"] == n and status["recover_delay_s"] == pytest.approx(0.1 * n)
+        c.recover(code, "passphrase", NEW)
+        assert c.status()["recover_failures"] == 0
 
 
 def test_rotating_the_key_drops_the_recovery_code(unlocked_agent: AgentProcess) -> None:

@@ -203,6 +203,25 @@ class LimitedAgent(AgentProcess):
 
 
 @linux_only
+def test_half_sent_frames_on_every_slot_lock_no_other_process_out() -> None:
+    """One process fills the cap with connections that each sent half a frame (and would
+    re-open them as they close): another process's request is still served."""
+    cap = 30
+    a = AgentProcess(env={"CREDENTIAL_AGENT_MAX_CONNECTIONS": str(cap)}).start()
+    try:
+        with flood(a.socket, cap) as socks:
+            for s in socks:
+                s.sendall(b"\x00\x00")  # two of the four bytes of a frame's length
+            time.sleep(0.3)
+            assert sum(not closed_by_agent(s)[0] for s in socks) == cap  # every slot is held
+            other = a.cli("status", "--short")  # another process
+            assert other.returncode == 0 and other.stdout.strip() == "uninitialized", other.stderr
+            assert sum(closed_by_agent(s)[0] for s in socks) >= 1  # a half-sent one made room
+    finally:
+        a.cleanup()
+
+
+@linux_only
 def test_flood_of_idle_connections_cap_and_idle_deadline_hold(capsys: pytest.CaptureFixture[str]) -> None:
     cap, idle = 50, 1.5
     a = AgentProcess(env={"CREDENTIAL_AGENT_MAX_CONNECTIONS": str(cap),

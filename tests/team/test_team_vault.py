@@ -227,9 +227,18 @@ def role_ids(approle: Any, role: str, **options: Any) -> tuple[str, str]:
 
 
 def approle_login(a: AgentProcess, role_id: str, secret_id: str) -> subprocess.CompletedProcess[str]:
-    done = a.cli("remote", "login", "team", "--approle", role_id, input=secret_id + "\n")
+    """Both ids from stdin, as CI would pipe them (no id in argv)."""
+    done = a.cli("remote", "login", "team", "--approle", input=f"{role_id}\n{secret_id}\n")
     assert done.returncode == 0, done.stderr
     return done
+
+
+def test_a_role_id_given_as_an_argument_still_logs_in(bao: Bao, approle: Any, team_agent: TeamAgent) -> None:
+    role_id, secret_id = role_ids(approle, "ci-arg", token_ttl="1h")
+    a = team_agent(bao.addrs)
+    done = a.cli("remote", "login", "team", "--approle", role_id, input=secret_id + "\n")
+    assert done.returncode == 0, done.stderr
+    assert a.client().remote_status()[0]["auth"] == "approle"
 
 
 def test_an_approle_login_reads_team_keys_and_shows_no_secret(bao: Bao, approle: Any,
