@@ -70,8 +70,20 @@ else:
         return info.si_signo, info.si_code == SI_KERNEL
 
 
+def _one_place() -> bool:
+    """Whether our stdout and stderr are the same file (a terminal, one log): then the
+    command's two streams are shown interleaved, and are masked as one, in the order
+    they were written (a value half on each is still one value on the screen)."""
+    try:
+        out, err = os.fstat(1), os.fstat(2)
+    except OSError:
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+
+
 def run_masked(command: Sequence[str], env: Mapping[str, str], values: Iterable[str]) -> int:
     secrets = list(values)
+    merged = _one_place()
     waited = FORWARDED | {signal.SIGCHLD}
     sys.stdout.flush()
     sys.stderr.flush()
@@ -81,7 +93,7 @@ def run_masked(command: Sequence[str], env: Mapping[str, str], values: Iterable[
             list(command),
             env=dict(env),
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merged else subprocess.PIPE,
             preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old),
         )
     except FileNotFoundError:
@@ -92,12 +104,10 @@ def run_masked(command: Sequence[str], env: Mapping[str, str], values: Iterable[
     except OSError as e:
         print(f"agent: cannot run {command[0]}: {e.strerror or type(e).__name__}", file=sys.stderr)
         return 126
-    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout is not None and (merged or child.stderr is not None)
+    streams = [(child.stdout, 1)] if merged or child.stderr is None else [(child.stdout, 1), (child.stderr, 2)]
     # the threads inherit the blocked mask, so every signal comes to _next_signal below
-    pumps = [
-        threading.Thread(target=_pump, args=(pipe, fd, Masker(secrets)), daemon=True)
-        for pipe, fd in ((child.stdout, 1), (child.stderr, 2))
-    ]
+    pumps = [threading.Thread(target=_pump, args=(pipe, fd, Masker(secrets)), daemon=True) for pipe, fd in streams]
     for t in pumps:
         t.start()
     while child.poll() is None:

@@ -117,6 +117,37 @@ def test_masker_holds_back_only_what_could_start_a_value() -> None:
     assert "hf_" not in repr(m)
 
 
+def test_masker_conceals_encoded_forms_and_values_with_escapes_inside() -> None:
+    import base64
+    import urllib.parse
+
+    value = "hf_" + "Qx9/+" * 6
+    for shown in (
+        urllib.parse.quote(value, safe="").encode(),
+        b"Authorization: Basic " + base64.b64encode(b"user:" + value.encode()),
+        b"X" + base64.urlsafe_b64encode(b"ab" + value.encode()),
+        value[:5].encode() + b"\x1b[1;31m" + value[5:20].encode() + b"\x1b[0m" + value[20:].encode(),
+    ):
+        for cut in range(0, len(shown) + 1, 3):  # the form split across two reads anywhere
+            m = Masker([value])
+            out = m.feed(shown[:cut]) + m.feed(shown[cut:]) + m.flush()
+            assert CONCEALED in out, (shown, cut)
+            assert value.encode() not in out and value[10:20].encode() not in out, (shown, cut)
+    m = Masker([value])
+    assert m.feed(b"plain \x1b[1mbold\x1b[0m text\n") == b"plain \x1b[1mbold\x1b[0m text\n"
+
+
+def test_mask_takes_stdout_and_stderr_on_one_terminal_as_one_stream(filled: AgentProcess) -> None:
+    """A value written half to stdout, half to stderr is one value on the screen."""
+    a = filled
+    path = env_file(a, "e.env", "HF_TOKEN=agent://huggingface\n")
+    code = ("import os, time; hf = os.environ['HF_TOKEN']; os.write(1, ('[' + hf[:12]).encode()); "
+            "time.sleep(0.2); os.write(2, (hf[12:] + ']\\n').encode())")
+    p = a.terminal("run", "--mask", "--env-file", path, "--", sys.executable, "-c", code)
+    assert p.wait() == OK
+    assert f"[{MASK}]" in p.output and HF[:12] not in p.output and HF[12:] not in p.output
+
+
 def test_mask_is_on_by_default_on_a_terminal(filled: AgentProcess) -> None:
     a = filled
     path = env_file(a, "e.env", "HF_TOKEN=agent://huggingface\n")
