@@ -113,7 +113,7 @@ if sys.platform == "win32":
                     0,
                     _winapi.NULL,
                     _winapi.OPEN_EXISTING,
-                    _winapi.FILE_FLAG_OVERLAPPED,
+                    _winapi.FILE_FLAG_OVERLAPPED | win32.SECURITY_SQOS_PRESENT | win32.SECURITY_IDENTIFICATION,
                     _winapi.NULL,
                 )
                 break

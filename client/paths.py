@@ -203,7 +203,7 @@ def _default_socket() -> str:
         from client import win32
 
         app_name()  # the profile's rule, checked as everywhere
-        return win32.pipe_name(win32.user_name(), profile())
+        return win32.pipe_name(win32.current_sid(), profile())
     return os.path.join(_runtime_dir(), "agent.sock")
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "PIPE_MODE",
     "PIPE_REJECT_REMOTE_CLIENTS",
     "FILE_FLAG_FIRST_PIPE_INSTANCE",
+    "SECURITY_SQOS_PRESENT",
+    "SECURITY_IDENTIFICATION",
     "PeerCheckFailed",
 ]
 
@@ -46,6 +48,11 @@ FILE_FLAG_FIRST_PIPE_INSTANCE: Final = 0x00080000
 PIPE_TYPE_BYTE: Final = 0x0  # a byte stream, as the Unix socket: the frames carry their length
 PIPE_READMODE_BYTE: Final = 0x0
 PIPE_WAIT: Final = 0x0
+# A client opens the pipe at identification level: the process at the other end may
+# learn who it is, but never act as it (impersonate it), even before the client has
+# checked whose pipe it reached.
+SECURITY_SQOS_PRESENT: Final = 0x00100000
+SECURITY_IDENTIFICATION: Final = 0x00010000  # SecurityIdentification << 16
 # SMB clients from other machines are refused by the kernel, before any check of ours.
 PIPE_REJECT_REMOTE_CLIENTS: Final = 0x00000008
 PIPE_MODE: Final = PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS
@@ -67,12 +74,12 @@ def is_pipe(address: str) -> bool:
     return address.startswith(PIPE_PREFIX)
 
 
-def pipe_name(user: str, profile: str = "") -> str:
-    """``\\\\.\\pipe\\credential-agent-<user>[-<profile>]``; characters other than ASCII
-    letters, digits, ``.``, ``_`` and ``-`` of the user name become ``_``."""
-    if not user:
-        raise ValueError("a pipe name needs the user's name")
-    name = f"{PIPE_PREFIX}credential-agent-{_UNSAFE_RE.sub('_', user)}" + (f"-{profile}" if profile else "")
+def pipe_name(sid: str, profile: str = "") -> str:
+    """``\\\\.\\pipe\\credential-agent-<SID>[-<profile>]``: named after the user's SID, not
+    the user's name (``CORP\\alice`` and a local ``alice`` are two users, with two pipes)."""
+    if not _SID_RE.fullmatch(sid):
+        raise ValueError(f"a pipe name needs the user's SID, not {sid!r}")
+    name = f"{PIPE_PREFIX}credential-agent-{sid}" + (f"-{_UNSAFE_RE.sub('_', profile)}" if profile else "")
     if len(name) > MAX_PIPE_NAME:
         raise ValueError(f"the pipe name would be {len(name)} characters, over the {MAX_PIPE_NAME} Windows allows")
     return name
@@ -97,7 +104,6 @@ if sys.platform == "win32":
 
     __all__ += [
         "current_sid",
-        "user_name",
         "sid_of_process",
         "client_pid",
         "server_pid",
@@ -182,7 +188,6 @@ if sys.platform == "win32":
         ctypes.POINTER(wintypes.LPVOID),
         ctypes.POINTER(wintypes.ULONG),
     )
-    _GetUserNameW = _fn(_advapi32, "GetUserNameW", wintypes.BOOL, wintypes.LPWSTR, ctypes.POINTER(wintypes.DWORD))
 
     def _fail(what: str) -> PeerCheckFailed:
         err = ctypes.get_last_error()
@@ -218,13 +223,6 @@ if sys.platform == "win32":
         if _own_sid is None:
             _own_sid = _token_sid(_GetCurrentProcess())
         return _own_sid
-
-    def user_name() -> str:
-        size = wintypes.DWORD(257)  # UNLEN + 1
-        buf = ctypes.create_unicode_buffer(size.value)
-        if not _GetUserNameW(buf, ctypes.byref(size)):
-            raise _fail("GetUserNameW")
-        return buf.value
 
     def sid_of_process(pid: int) -> str:
         process = _OpenProcess(_PROCESS_QUERY_LIMITED_INFORMATION, False, pid)

@@ -19,6 +19,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import sys
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -188,10 +189,10 @@ def _uid(value: Any, where: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str) and value:
-        try:
-            import pwd
-        except ImportError:
-            raise ConfigError(f"{where}: user names are not known on this platform; give a uid") from None
+        if sys.platform == "win32":
+            raise ConfigError(f"{where}: user names and uids are POSIX's; there is no such listener owner on Windows")
+        import pwd
+
         try:
             return pwd.getpwnam(value).pw_uid
         except KeyError:

@@ -127,6 +127,8 @@ class _UnixConnection(HTTPConnection):
     trusted: frozenset[int] = frozenset()
 
     def connect(self) -> None:
+        if sys.platform == "win32":
+            raise UntrustedListener("unix:// node addresses are for Linux and macOS")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout if isinstance(self.timeout, (int, float)) else None)

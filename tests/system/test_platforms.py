@@ -29,20 +29,22 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX uids and 
 
 
 # --- the Windows named pipe ---------------------------------------------------------------
-def test_pipe_name_is_per_user_and_profile() -> None:
-    assert win32.pipe_name("alice") == "\\\\.\\pipe\\credential-agent-alice"
-    assert win32.pipe_name("alice", "work") == "\\\\.\\pipe\\credential-agent-alice-work"
-    # a domain\\user or a name with spaces cannot make the name mean another pipe
-    assert win32.pipe_name("CORP\\Bob Smith") == "\\\\.\\pipe\\credential-agent-CORP_Bob_Smith"
+def test_pipe_name_is_per_user_sid_and_profile() -> None:
+    assert win32.pipe_name(SID) == f"\\\\.\\pipe\\credential-agent-{SID}"
+    assert win32.pipe_name(SID, "work") == f"\\\\.\\pipe\\credential-agent-{SID}-work"
+    # a domain user and a local user of the same name have two SIDs, so two pipes
+    other = SID.rsplit("-", 1)[0] + "-1002"
+    assert win32.pipe_name(other) != win32.pipe_name(SID)
+    for not_a_sid in ("alice", "CORP\\alice", "", "S-1-5-21-x"):
+        with pytest.raises(ValueError, match="SID"):
+            win32.pipe_name(not_a_sid)
     with pytest.raises(ValueError, match="256"):
-        win32.pipe_name("u" * 300)
-    with pytest.raises(ValueError):
-        win32.pipe_name("")
+        win32.pipe_name(SID, "p" * 300)
 
 
 def test_pipe_addresses_are_told_apart_from_socket_paths() -> None:
-    assert transport.is_pipe(win32.pipe_name("alice"))
-    assert win32.is_pipe(win32.pipe_name("alice"))
+    assert transport.is_pipe(win32.pipe_name(SID))
+    assert win32.is_pipe(win32.pipe_name(SID))
     assert not transport.is_pipe("/run/user/1000/credential-agent/agent.sock")
     assert not transport.is_pipe("C:\\Users\\alice\\agent.sock")
 
@@ -91,7 +93,7 @@ def test_a_plain_client_never_loads_the_pipe_code() -> None:
 def test_a_pipe_address_outside_windows_is_no_agent() -> None:
     from client import Client
 
-    with pytest.raises(errors.AgentUnavailable), Client(win32.pipe_name("alice"), autostart=False) as c:
+    with pytest.raises(errors.AgentUnavailable), Client(win32.pipe_name(SID), autostart=False) as c:
         c.hello()
 
 
