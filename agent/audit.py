@@ -8,8 +8,13 @@ Rules of this module:
   argv) and the result code; never a value, a passphrase or metadata;
 - recording is a dict update on the event loop: the hot ``get`` path does no I/O.
   Identical events in one batch (same caller, op, name, result: a connector calling
-  ``get`` in a loop) become one row with a count and first/last times, so a busy
-  loop neither costs a row each nor pushes the rest of the history out;
+  ``get`` in a loop) become one row with a count and first/last times, and so do one
+  caller's failed lookups whatever names they tried (``SEVERAL``, ``*``, names the
+  row when there were more than one), so neither a busy loop nor a flood of guesses
+  costs a row each or pushes the rest of the history out;
+- pid, uid and executable are what the kernel says; a Python caller's script and the
+  ``command`` are what the caller says of itself (argv can be rewritten in place, a
+  working directory changed, a field sent): ``agent audit`` shows them as claims;
 - rows are written in batches on the storage thread, ``FLUSH_INTERVAL`` after the
   first pending one, when ``MAX_PENDING`` pile up, before ``audit`` reads, and at
   shutdown. A ``kill -9`` loses at most the last interval's rows;
@@ -32,7 +37,7 @@ from client import config, errors
 from client.names import canonical_platform
 from client.validation import DEFAULT_TYPE, check_name
 
-__all__ = ["AUDITED", "AuditLog", "DEFAULT_KEEP", "FLUSH_INTERVAL", "MAX_PENDING"]
+__all__ = ["AUDITED", "AuditLog", "DEFAULT_KEEP", "FLUSH_INTERVAL", "MAX_PENDING", "SEVERAL"]
 
 log = logging.getLogger("agent.audit")
 
@@ -66,6 +71,9 @@ DEFAULT_KEEP: Final[int] = config.KEYS["audit_keep"].default
 FLUSH_INTERVAL: Final = 1.0
 MAX_PENDING: Final = 1_000
 MAX_COMMAND: Final = 255  # a file name
+# the name of a row that counts failed lookups of more than one name
+SEVERAL: Final = "*"
+_FAILED: Final = object()  # the names of a failed lookup, in a pending row's key
 
 
 def _command(value: Any) -> str | None:
@@ -92,8 +100,8 @@ class AuditLog:
         self.store = store
         self.executor = executor
         self.keep = keep
-        # (op, platform, type, pid, uid, exe, result, caller, command) -> [first ts, last ts, count],
-        # in arrival order
+        # (op, platform, type, pid, uid, exe, result, caller, command) -> [first ts, last ts, count,
+        # (platform, type)], in arrival order; a failed lookup's key has _FAILED for its names
         self.pending: dict[tuple[Any, ...], list[Any]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
@@ -114,13 +122,20 @@ class AuditLog:
             if op == "get":
                 command = _command(args.get("command"))
         now = time.time()
+        names = (platform, ctype)
+        if op in _NAMED and result != "ok":
+            # failed lookups of one caller are one row a batch, whatever names it tried: a
+            # flood of guesses counts up one row instead of pushing the history out
+            platform = ctype = _FAILED
         key = (op, platform, ctype, peer.pid, peer.uid, peer.exe, result, peer.caller, command)
         seen = self.pending.get(key)
         if seen is not None:
             seen[1] = now
             seen[2] += 1
+            if seen[3] != names:
+                seen[3] = (SEVERAL, SEVERAL)
             return
-        self.pending[key] = [now, now, 1]
+        self.pending[key] = [now, now, 1, names]
         if len(self.pending) >= MAX_PENDING:
             self.flush()
         elif self._timer is None:
@@ -134,7 +149,8 @@ class AuditLog:
         if not self.pending:
             return None
         rows: list[AuditRow] = [
-            (first, *key[:7], count, last, *key[7:]) for key, (first, last, count) in self.pending.items()
+            (first, key[0], *names, *key[3:7], count, last, *key[7:])
+            for key, (first, last, count, names) in self.pending.items()
         ]
         self.pending = {}
         fut = self.executor.submit(self.store.add_audit, rows, self.keep)

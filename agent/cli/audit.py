@@ -26,13 +26,13 @@ __all__ = ["register"]
 
 
 def _caller(row: dict[str, Any]) -> str:
-    """``/usr/bin/python3.11 /srv/train.py``, ``... -m sweeps.agent``, ``... -> torchrun``."""
-    words = [row["exe"] or "-"]
-    if row.get("caller"):
-        words.append(row["caller"])
+    """``/usr/bin/python3.11 [says: /srv/train.py]``, ``... [says: -m sweeps.agent -> torchrun]``:
+    the executable as the kernel knows it, then what the caller says of itself."""
+    claims = [row["caller"]] if row.get("caller") else []
     if row.get("command"):
-        words.append(f"-> {row['command']}")
-    return shown(" ".join(words))  # a path or a module name may hold anything, escapes included
+        claims.append(f"-> {row['command']}")
+    said = f" [says: {' '.join(claims)}]" if claims else ""
+    return shown((row["exe"] or "-") + said)  # a path or a module name may hold anything, escapes included
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -50,6 +50,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         when = format_time(r["time"], "%Y-%m-%d %H:%M:%S")
         if r["platform"] is None:
             name = "-"
+        elif r["platform"] == "*":  # agent.audit.SEVERAL: one caller's failed lookups of several names
+            name = "(several names)"
         else:
             name = "/".join(display_names({"platform": r["platform"], "credential_type": r["credential_type"]}))
         pid = "-" if r["pid"] is None else str(r["pid"])

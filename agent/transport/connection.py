@@ -279,9 +279,15 @@ class Server:
         if not waiting:
             return False
         victim = min(waiting, key=lambda c: (bool(len(c.buf)) or c.write_paused, c.last_active))
+        which = (
+            "one holding a half-sent request or unread replies"
+            if len(victim.buf) or victim.write_paused
+            else "the longest-idle"
+        )
         log.warning(
-            "connection cap (%d) reached: closing the longest-waiting of the %d connections of pid %s for pid %s",
+            "connection cap (%d) reached: closing %s of the %d connections of pid %s for pid %s",
             self.max_connections,
+            which,
             len(hog),
             hog_pid,
             peer.pid,

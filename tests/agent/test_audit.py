@@ -82,6 +82,25 @@ def test_repeated_events_become_one_row_with_a_count(unlocked_agent: AgentProces
     assert " 501 " in a.cli("audit").stdout
 
 
+def test_a_flood_of_failed_lookups_is_one_row_and_pushes_no_history_out(unlocked_agent: AgentProcess) -> None:
+    """10,000 gets of names that are not there, from one caller: one row a batch that
+    counts them (named ``*``), and the history before it is all still there."""
+    a = unlocked_agent
+    with a.client(timeout=120) as c:
+        c.store("runpod", "r" * 25)
+        c.get("runpod")
+        before = c.audit()
+        for start in range(0, 10_000, 2_000):  # pipelined, in batches a socket buffer holds
+            replies = c.call_many([("get", {"platform": f"guess{i}"}) for i in range(start, start + 2_000)])
+            assert all(isinstance(r, errors.NotFound) for r in replies)
+        rows = c.audit(limit=10_000)
+    flood = [r for r in rows if r["op"] == "get" and r["result"] == "not_found"]
+    assert sum(r["count"] for r in flood) == 10_000
+    assert len(flood) <= 20 and all(r["platform"] == "*" for r in flood)  # a row a batch, not a row a guess
+    assert rows[: len(before)] == before
+    assert "(several names)" in a.cli("audit").stdout
+
+
 def test_filters_since_and_platform(unlocked_agent: AgentProcess) -> None:
     a = unlocked_agent
     with a.client() as c:
@@ -129,8 +148,11 @@ def test_the_log_is_bounded_to_the_newest_rows() -> None:
         a.init_passphrase()
         with a.client() as c:
             c.store("runpod", "r" * 25)
-            results = c.call_many([("get", {"platform": f"p{i}"}) for i in range(120)])  # 120 distinct events
-            assert all(isinstance(r, errors.NotFound) for r in results)
+            # 120 distinct events (failed lookups would be one row: they are counted per caller)
+            results = c.call_many(
+                [("store", {"platform": f"p{i}", "value": "v" * 25, "validate": False}) for i in range(120)]
+            )
+            assert not any(isinstance(r, errors.AgentError) for r in results)
             rows = c.call("audit", {"limit": 1000})
             c.store("wandb", "w" * 40)
             newest = c.call("audit", {"limit": 1000})

@@ -208,23 +208,25 @@ async def test_nothing_of_a_value_or_passphrase_is_held_after_lock(tmp_path: Pat
     agent = Agent(Options(socket=sock, vault=tmp_path / "vault.sqlite3"))
     server = Server(make_dispatch(agent), UnixListener.bind(sock))
     await server.start()
-    # each secret is the last frame its connection sent; both connections stay open
-    unlocker, writer, locker = (Client(sock, timeout=60, autostart=False) for _ in range(3))
+    # each secret is the last frame its connection sent; the connections stay open
+    unlocker, writer, locker, recoverer = (Client(sock, timeout=60, autostart=False) for _ in range(4))
     try:
         await asyncio.to_thread(unlocker.init, "passphrase", passphrase)
         await asyncio.to_thread(locker.lock)
         await asyncio.to_thread(unlocker.unlock, passphrase)
         await asyncio.to_thread(writer.store, "leak", value, validate=False)
         assert agent.entries[("leak", "api-key")].value == value  # held while unlocked, as it must be
+        code = await asyncio.to_thread(recoverer.recovery_code, passphrase)  # the passphrase once more
         await asyncio.to_thread(locker.lock)
         await asyncio.sleep(0.1)
-        assert len(server.connections) == 3, "the connections are still open"
+        assert len(server.connections) == 4, "the connections are still open"
+        assert code.count("-") == 7  # a real recovery code was made, with the passphrase checked
         found = [type(o).__name__ for o in _held(agent, server)
                  if isinstance(o, (str, bytes, bytearray)) and mark.encode() in (o.encode() if isinstance(o, str)
                                                                                  else bytes(o))]
         assert found == [], f"after lock the agent still holds {found}"
     finally:
-        for c in (unlocker, writer, locker):
+        for c in (unlocker, writer, locker, recoverer):
             c.close()
         await server.close()
         server.listener.close()
