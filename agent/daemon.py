@@ -51,6 +51,9 @@ log = logging.getLogger("agent.daemon")
 # that is stopping because its socket was taken over (it checks every second and
 # lets in-flight requests finish).
 ADOPTED_LOCK_WAIT = 15.0
+# How often the agent checks that its vault file is still the one at its path (a stat):
+# a `rm -rf` of the data directory locks the agent within this, and no write lands in it.
+VAULT_CHECK = 2.0
 # Descriptors kept back from the connection cap: the vault and its WAL/SHM, the log,
 # the listening socket, the event loop's own, keystore D-Bus connections, threads.
 _FD_RESERVE = 64
@@ -134,13 +137,20 @@ async def _run(options: Options, listener: Listener, report: dict[str, bool], lo
         await listener.taken_over()
         stop.set()
 
+    async def watch_vault() -> None:  # a vault file deleted or replaced: lock, whatever else happens
+        while True:
+            await asyncio.sleep(VAULT_CHECK)
+            agent.check_vault()
+
     watcher = asyncio.create_task(watch())
+    vault_watcher = asyncio.create_task(watch_vault())
     try:
         await stop.wait()
         log.info("stopping")
         await server.close()
     finally:
         watcher.cancel()
+        vault_watcher.cancel()
         await remotes.close()
         agent.close()
 

@@ -61,6 +61,7 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
         "key_source": a.key_source,
         "credentials": len(a.entries),
         "vault_read_only": a.store.read_only,  # why writes fail, or None
+        "vault_replaced": a.store.replaced,  # the vault file deleted, moved or replaced under the agent, or None
         "uptime_s": round(time.monotonic() - a.started, 3),
         "idle_timeout": options.idle_timeout,
         "max_unlocked": options.max_unlocked,

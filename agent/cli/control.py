@@ -195,6 +195,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"socket:      {st['socket']}")
     print(f"vault:       {st['vault']} ({st['credentials']} credentials, key source {st['key_source'] or '-'})")
     print(f"state:       {state}")
+    if st.get("vault_replaced"):
+        print(f"VAULT:       the file was {st['vault_replaced']} under this agent: it writes nothing and stays locked;")
+        print("             `agent stop`, then `agent start`, to use what is at that path now")
+    elif st.get("vault_read_only"):
+        print(f"vault:       read-only ({st['vault_read_only']}): stored credentials can be read, not changed")
     print(f"auto-lock:   {_autolock_line(st)}")
     if st.get("socket_activated"):
         print("started by:  systemd socket activation")

@@ -144,6 +144,17 @@ class LockState:
         """A use of the credentials: the idle timer starts again."""
         self.autolock.last_use = time.monotonic()
 
+    def check_vault(self) -> None:
+        """The vault file is still the one at its path; else the agent locks (once) and stays
+        locked: what it holds came from a file the user deleted or replaced."""
+        if self.store.replaced is None:
+            try:
+                self.store.check_in_place()
+            except errors.StorageError as e:
+                log.warning("%s", e.message)
+        if self.store.replaced is not None and not (self.locked and self.locked_by_user):
+            self.lock(explicit=True, reason=f"the vault file was {self.store.replaced}")
+
     def close(self) -> None:
         self.lock(explicit=False, reason="shutdown")
         self.audit.flush()  # queued before the shutdown below, so written before exit
@@ -233,6 +244,7 @@ class LockState:
         log.info("unlocked (%s)", self.key_source)
 
     async def unlock(self, passphrase: str | None = None) -> None:
+        self.store.check_in_place()  # never unlock into a file that is no longer the vault
         source = self.source()
         epoch = self._lock_epoch  # a lock (request, SIGUSR1) from now on wins over this unlock
         _, unlock_lock = self._locks()

@@ -48,8 +48,16 @@ AuditRow = tuple[
 class Store(Protocol):
     # why the store cannot be written (a read-only data directory), else None
     read_only: str | None
+    # why its file is no longer the one at its path (deleted, moved, replaced), else None
+    replaced: str | None
 
     def close(self) -> None: ...
+
+    def check_in_place(self) -> None:
+        """``StorageError`` once the store's file is no longer the one at its path (deleted,
+        moved or replaced while the agent ran); every write checks it first, so nothing is
+        acknowledged that would be gone at the next start."""
+        ...
 
     # --- meta: key source, wrapped key, key check, vault id
     def meta(self) -> dict[str, bytes]: ...

@@ -4,7 +4,10 @@ Rules of this module (on top of ``agent.stores``'):
 - file 0600 in a 0700 directory; every write is one transaction, and WAL with
   ``synchronous=FULL`` makes a write durable once it is acknowledged;
 - a data directory that cannot be written leaves the vault readable: writes say why
-  they fail, and the first write after it became writable again reopens it.
+  they fail, and the first write after it became writable again reopens it;
+- the file opened is the file at the path, or no write happens: each write first
+  checks that the path still names the file opened (a ``rm -rf`` of the data dir, a
+  restore copied over it, a move), and refuses with one line if not (``replaced``).
 """
 
 from __future__ import annotations
@@ -71,6 +74,11 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def _columns(db: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
 
@@ -114,6 +122,8 @@ class SqliteStore:
         self.path = path
         # why the vault is open read-only (a read-only or unwritable data directory), else None
         self.read_only: str | None = None
+        # why the file at the path is no longer the one opened (deleted, moved, replaced), else None
+        self.replaced: str | None = None
         paths.ensure_private_dir(path.parent)
         try:
             self._db = self._open_rw()
@@ -123,6 +133,7 @@ class SqliteStore:
             # keep serving what is stored: reads work, writes say why they cannot
             self.read_only = e.__cause__.strerror or "not writable"
             self._db = self._open_ro()
+        self._identity = _identity(path)
 
     def _open_rw(self) -> sqlite3.Connection:
         db = None
@@ -160,8 +171,24 @@ class SqliteStore:
                 failure = e
         raise errors.StorageError(f"cannot open the read-only vault at {self.path}: {failure}") from failure
 
+    def check_in_place(self) -> None:
+        if self.replaced is None:
+            try:
+                now = _identity(self.path)
+            except OSError:
+                now = None
+            if now != self._identity:
+                self.replaced = "deleted or moved" if now is None else "replaced by another file"
+        if self.replaced is not None:
+            raise errors.StorageError(
+                f"the vault file {self.path} was {self.replaced} while the agent ran; nothing was written "
+                "(restart the agent to use what is at that path now: `agent stop`, then `agent start`)"
+            )
+
     def _writable(self) -> None:
-        """Before a write: reopen read-write if the directory became writable again."""
+        """Before a write: the file is still the one at the path, and can be written (reopened
+        read-write if the directory became writable again)."""
+        self.check_in_place()
         if self.read_only is None:
             return
         try:
@@ -172,6 +199,7 @@ class SqliteStore:
             ) from None
         self._db.close()
         self._db, self.read_only = db, None
+        self._identity = _identity(self.path)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"

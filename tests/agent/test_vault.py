@@ -332,3 +332,60 @@ def test_metadata_holds_any_msgpack_map(unlocked_agent: AgentProcess) -> None:
     with unlocked_agent.client() as c:
         c.store("m", "v", metadata=meta, validate=False)
         assert c.metadata("m")["metadata"] == meta
+
+
+def _until(check: object, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{what} did not happen within {timeout} s")
+
+
+def test_a_deleted_data_dir_gets_no_write_and_locks_the_agent(unlocked_agent: AgentProcess) -> None:
+    """README's "delete for good" done while the agent runs: no write is acknowledged into
+    the unlinked file, status says so, the agent locks, and a restart starts afresh."""
+    import shutil
+
+    a = unlocked_agent
+    with a.client() as c:
+        c.store("runpod", "r" * 25)
+    shutil.rmtree(vault_file(a).parent)
+    done = a.cli("set", "wandb", input="w" * 40 + "\n")
+    assert done.returncode == 1
+    assert "was deleted or moved while the agent ran; nothing was written" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    with a.client() as c:
+        _until(lambda: c.status()["locked"], "the agent locking")
+        st = c.status()
+        assert st["vault_replaced"] == "deleted or moved" and st["locked_by_user"]
+        with pytest.raises(errors.AgentError, match="deleted or moved"):
+            c.unlock(PASSPHRASE)
+    status = a.cli("status")
+    assert "VAULT:" in status.stdout and "deleted or moved" in status.stdout
+    a.stop()
+    a.start()
+    with a.client() as c:
+        assert not c.status()["initialized"]  # what is at the path now: nothing
+
+
+def test_a_vault_file_replaced_under_the_agent_gets_no_write(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    with a.client() as c:
+        c.store("runpod", "r" * 25)
+    path = vault_file(a)
+    copy = path.with_name("restored.sqlite3")
+    db = sqlite3.connect(path)
+    db.execute("VACUUM INTO ?", (str(copy),))
+    db.close()
+    os.replace(copy, path)  # a restore copied over it
+    with a.client() as c:
+        with pytest.raises(errors.AgentError, match="was replaced by another file while the agent ran"):
+            c.store("wandb", "w" * 40)
+        assert c.status()["vault_replaced"] == "replaced by another file"
+    a.stop()
+    a.start()
+    with a.client() as c:  # the restored file is the vault now, with what it held
+        c.unlock(PASSPHRASE)
+        assert [e["platform"] for e in c.list()] == ["runpod"]

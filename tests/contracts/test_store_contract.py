@@ -166,6 +166,20 @@ class TestSqliteStore(StoreContract):
         self.opened.append(again)
         return again
 
+    def test_a_file_no_longer_at_its_path_takes_no_write(self, store: Store) -> None:
+        assert isinstance(store, SqliteStore)
+        store.put(row("runpod"))
+        store.check_in_place()  # still the file at its path
+        moved = store.path.with_name("elsewhere.sqlite3")
+        store.path.rename(moved)
+        with pytest.raises(errors.StorageError, match="deleted or moved while the agent ran"):
+            store.put(row("wandb"))
+        assert store.replaced == "deleted or moved"
+        moved.rename(store.path)  # back again: a store that saw it go stays refused (a restart decides)
+        with pytest.raises(errors.StorageError):
+            store.delete("runpod", "api-key")
+        assert [r.platform for r in self.reopen(store).rows()] == ["runpod"]
+
     def test_file_and_directory_are_private(self, store: Store) -> None:
         assert isinstance(store, SqliteStore)
         assert store.path.stat().st_mode & 0o777 == 0o600
