@@ -1,9 +1,9 @@
 """The profile and the config file's place: what every other path and setting starts from.
 
 Rules of this module:
-- it imports nothing of this project, so ``client.paths`` (where the runtime files
-  live) and ``client.config`` (what the config file says) both build on it and
-  neither imports the other's way back;
+- it imports nothing of this project but ``client.errors`` (which imports nothing of
+  it), so ``client.paths`` (where the runtime files live) and ``client.config`` (what
+  the config file says) both build on it and neither imports the other's way back;
 - the config file's location cannot come from the config file, so it is decided
   here, by the environment and the platform alone;
 - stdlib only, and on Linux nothing beyond ``os``: the socket path, which every
@@ -32,8 +32,10 @@ def profile() -> str:
 
 def app_name() -> str:
     p = profile()
-    if p and not all(c.isalnum() or c in "-_" for c in p):
-        raise ValueError("CREDENTIAL_AGENT_PROFILE may hold only letters, digits, '-' and '_'")
+    if p and not all(c.isascii() and (c.isalnum() or c in "-_") for c in p):
+        from client.errors import ConfigError
+
+        raise ConfigError(f"CREDENTIAL_AGENT_PROFILE may hold only ASCII letters, digits, '-' and '_', not {p!r}")
     return f"{APP}-{p}" if p else APP
 
 

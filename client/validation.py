@@ -87,7 +87,8 @@ class Rule:
 
 
 # Every platform rule, as data; a platform (by its canonical name) not here has the
-# generic rule only. W&B issues 86-character keys now; 40-character ones are legacy.
+# generic rule only. W&B issues 86-character keys now; 40-character ones are legacy;
+# a W&B Server (self-hosted) key is 'local-' and 40 characters.
 RULES: Final = (
     Rule("huggingface", "huggingface", "Hugging Face tokens start with 'hf_'", prefix="hf_"),
     Rule(
@@ -100,6 +101,15 @@ RULES: Final = (
         chars="A-Za-z0-9_",
     ),
     Rule("wandb-legacy", "wandb", "legacy W&B keys are 40 characters", min_length=40, max_length=40),
+    Rule(
+        "wandb-server",
+        "wandb",
+        "W&B Server keys are 'local-' and 40 letters or digits",
+        prefix="local-",
+        min_length=46,
+        max_length=46,
+        chars="A-Za-z0-9",
+    ),
     Rule("runpod", "runpod", "RunPod keys are at least 20 characters long", min_length=20),
     Rule("lambdalabs", "lambdalabs", "Lambda Labs keys are at least 20 characters long", min_length=20),
     Rule("vastai", "vastai", "Vast.ai keys are at least 20 characters long", min_length=20),

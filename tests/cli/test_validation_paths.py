@@ -44,7 +44,7 @@ def test_a_refusal_at_the_cli_names_the_rule_and_no_validate(unlocked_agent: Age
     for args in (("set", "wandb"), ("validate", "wandb")):
         done = a.cli(*args, input=bad)
         assert done.returncode == 1
-        assert "rule wandb-v1 or wandb-legacy" in done.stderr and "--no-validate" in done.stderr
+        assert "rule wandb-v1 or wandb-legacy or wandb-server" in done.stderr and "--no-validate" in done.stderr
         assert bad not in done.stderr + done.stdout
     source = a.home / "bad.json"
     source.write_text(json.dumps({"huggingface": "not-hf"}))

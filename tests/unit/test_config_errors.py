@@ -81,6 +81,24 @@ def test_the_cli_says_it_in_one_line(tmp_path: Path, command: list[str]) -> None
                            f"(known: {', '.join(sorted(config.KEYS))})\n")
 
 
+@pytest.mark.parametrize("command", [["status"], ["get", "runpod"]])
+def test_a_bad_profile_is_one_line_and_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    env = {k: v for k, v in AgentProcess(home=tmp_path).env.items() if k != "CREDENTIAL_AGENT_SOCK"}
+    done = subprocess.run([sys.executable, "-m", "agent", *command],
+                          env={**env, "CREDENTIAL_AGENT_PROFILE": "work/../x"}, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == (
+        "agent: CREDENTIAL_AGENT_PROFILE may hold only ASCII letters, digits, '-' and '_', not 'work/../x'\n"
+    )
+    monkeypatch.delenv("CREDENTIAL_AGENT_SOCK", raising=False)
+    monkeypatch.setenv("CREDENTIAL_AGENT_PROFILE", "a b")
+    with pytest.raises(client.ConfigError, match="CREDENTIAL_AGENT_PROFILE"):
+        client.Client(autostart=False)
+
+
 # --- durations --------------------------------------------------------------------------------
 @pytest.mark.parametrize(("text", "seconds"), [
     ("90", 90.0), ("1.5", 1.5), ("0", 0.0), (" 900 ", 900.0), ("90s", 90.0), ("15m", 900.0), ("2h", 7200.0),

@@ -69,6 +69,8 @@ SAMPLES: dict[str, tuple[str, list[str], list[str]]] = {
     "wandb-v1": ("wandb", [WANDB_V1, "wandb_v1_" + "9" * 77],
                  [WANDB_V1[:-1], WANDB_V1 + "y", "wandb_v1_" + "a-b." * 19 + "x", "wandb_v2_" + "a" * 77]),
     "wandb-legacy": ("wandb", ["0123456789abcdef" * 2 + "01234567", "w" * 40], ["a" * 39, "a" * 41]),
+    "wandb-server": ("wandb", ["local-" + "0123456789abcdef" * 2 + "01234567"],
+                     ["local-" + "a" * 39, "local-" + "a" * 41, "local-" + "a-b_" * 10]),
     "runpod": ("runpod", ["r" * 20, "rpa_" + "R" * 40], ["r" * 19]),
     "lambdalabs": ("lambdalabs", ["l" * 20], ["l" * 19]),
     "vastai": ("vastai", ["v" * 64], ["v" * 19]),
@@ -98,15 +100,17 @@ def test_each_rule_accepts_and_refuses_its_samples(name: str) -> None:
         assert value not in message
 
 
-def test_both_wandb_formats_are_valid_and_a_refusal_names_both() -> None:
-    assert [r.name for r in rules_for("wandb")] == ["wandb-v1", "wandb-legacy"]
+def test_every_wandb_format_is_valid_and_a_refusal_names_each() -> None:
+    assert [r.name for r in rules_for("wandb")] == ["wandb-v1", "wandb-legacy", "wandb-server"]
     assert is_valid_credential("wandb", WANDB_V1) and is_valid_credential("wandb", "f" * 40)
+    assert is_valid_credential("wandb", "local-" + "f" * 40)  # W&B Server, which wandb accepts
     assert is_valid_credential("weights-and-biases", WANDB_V1)  # an alias has its platform's rules
     with pytest.raises(errors.InvalidCredential) as info:
         check_credential("wandb", "x" * 50)
     assert info.value.message == (
         "W&B keys are 'wandb_v1_' and 77 letters, digits or '_' (86 characters); "
-        "or legacy W&B keys are 40 characters (rule wandb-v1 or wandb-legacy); "
+        "or legacy W&B keys are 40 characters; or W&B Server keys are 'local-' and 40 letters or digits "
+        "(rule wandb-v1 or wandb-legacy or wandb-server); "
         "to store it anyway: --no-validate (validate=False from Python)"
     )
 
