@@ -26,7 +26,7 @@ from agent.state import KEEP, Agent, Key
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
 from client import errors, protocol
-from client.names import canonical_platform
+from client.names import canonical_platform, canonical_type
 from client.validation import DEFAULT_TYPE, check_credential, check_key, check_name
 
 __all__ = ["HANDLERS", "make_dispatch"]
@@ -37,7 +37,7 @@ Handler = Callable[[Agent, Args, Peer], Any]
 
 def _key(args: Args) -> Key:
     # names are canonical from here on: the vault holds no other (client.names)
-    return (canonical_platform(args["platform"]), args.get("credential_type", DEFAULT_TYPE))
+    return (canonical_platform(args["platform"]), canonical_type(args.get("credential_type", DEFAULT_TYPE)))
 
 
 def op_hello(a: Agent, args: Args, peer: Peer) -> Any:
@@ -128,7 +128,7 @@ def _named(a: Agent, args: Args) -> team.Remotes:
 
 def _write(a: Agent, args: Args, *, must_exist: bool) -> Any:
     if "remote" in args:
-        key = check_key(canonical_platform(args["platform"]), args.get("credential_type", DEFAULT_TYPE))
+        key = check_key(*_key(args))
         if len(args["value"]) > protocol.MAX_VALUE:
             raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
         if args.get("validate", True):
@@ -196,14 +196,14 @@ async def _get_locked(a: Agent, key: Key, expiry: bool) -> Any:
 
 def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
     if "remote" in args:
-        key = check_key(canonical_platform(args["platform"]), args.get("credential_type", DEFAULT_TYPE))
+        key = check_key(*_key(args))
         return writes.delete(_named(a, args), args["remote"], key)
     return a.delete(_key(args))
 
 
 def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
     # the new name is made canonical as every other name is: `HF` is huggingface's row
-    new = (canonical_platform(args["new_platform"]), args.get("new_credential_type", DEFAULT_TYPE))
+    new = (canonical_platform(args["new_platform"]), canonical_type(args.get("new_credential_type", DEFAULT_TYPE)))
     return a.rename(_key(args), new, replace=args.get("replace", False))
 
 

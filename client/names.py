@@ -7,7 +7,8 @@ agent's handlers when it arrives), so the vault holds canonical names only.
 - a name is lower-cased (``HF`` is ``hf``); ``ALIASES`` then maps a known alias to
   its platform's canonical name (``hf`` and ``hugging-face`` are ``huggingface``);
   any other name is only lower-cased;
-- credential types are kept as given;
+- credential types are kept as given, but for the default type's other spellings
+  (``api_key``, ``API-KEY``), which are ``api-key`` (``canonical_type``);
 - a name that is not ASCII is left alone, for ``check_name`` to refuse (lower-casing
   could turn it into a legal one: ``"\\u212a"``, the Kelvin sign, lowers to ``k``).
 
@@ -17,7 +18,7 @@ the keyring backend's names pass through unchanged.
 
 from __future__ import annotations
 
-__all__ = ["ALIASES", "CANONICAL", "canonical_platform"]
+__all__ = ["ALIASES", "CANONICAL", "canonical_platform", "canonical_type"]
 
 # alias -> canonical name; the canonical names are those of docs/cli.md (Platform names) and the validation rules
 # (no typing import: the client loads this module for its first request)
@@ -49,3 +50,10 @@ def canonical_platform(name: str) -> str:
         return name  # for check_name to refuse with its own message
     lowered = name.lower()
     return ALIASES.get(lowered, lowered)
+
+
+def canonical_type(name: str) -> str:
+    """``api_key`` and ``API-KEY`` -> ``api-key`` (the default type); any other type as given."""
+    if type(name) is str and name.isascii() and name.lower().replace("_", "-") == "api-key":
+        return "api-key"
+    return name

@@ -121,9 +121,31 @@ def cmd_set(args: argparse.Namespace) -> int:
             clear_expiry=clear_expiry,
             remote=args.remote,
         )
+        near = _near_name(c, args.platform) if result.get("created") and not args.remote else None
     done = "stored" if result.get("created", True) else "replaced"
     print(f"{done} {args.platform}/{args.type}" + (f" in {args.remote}" if args.remote else ""))
+    if near is not None:  # a typo makes a new platform: say so while it is cheap to undo
+        print(
+            f"agent: note: {args.platform} is a new platform; did you mean {near}? "
+            f"(`agent mv {args.platform} {near}` moves it)",
+            file=sys.stderr,
+        )
     return Exit.OK
+
+
+def _near_name(c: Client, platform: str) -> str | None:
+    """A known or stored platform close to a new one (``huggingfase``: ``huggingface``)."""
+    import difflib
+
+    from client.names import CANONICAL
+
+    if platform in CANONICAL:
+        return None
+    others = set(CANONICAL)
+    if c.status()["credentials"] <= 2_000:  # the stored names too, where listing them is quick
+        others |= {e["platform"] for e in c.list() if e["platform"] != platform}
+    close = difflib.get_close_matches(platform, sorted(others), n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def cmd_get(args: argparse.Namespace) -> int:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from agent.crypto import seal
@@ -57,6 +58,8 @@ class Keep:
 
 
 KEEP: Final = Keep()
+# names a "did you mean" looks through, at most: a miss in a huge vault stays cheap
+MAX_SUGGEST: Final = 5_000
 
 
 def check_expires(expires: float) -> None:
@@ -65,9 +68,20 @@ def check_expires(expires: float) -> None:
         raise errors.BadRequest(f"expires_at must be a Unix time between 0 and {protocol.MAX_EXPIRES:.0f} (year 9999)")
 
 
-def missing(key: Key, where: str = "") -> errors.NotFound:
-    """The one way to say a credential is not there; ``where`` adds where it was looked for."""
-    return errors.NotFound(f"no credential {key[0]}/{key[1]}{where}")
+def missing(key: Key, where: str = "", among: Iterable[Key] = ()) -> errors.NotFound:
+    """The one way to say a credential is not there; ``where`` adds where it was looked for,
+    and a name of ``among`` close to it (a typo: ``huggingfase``) is suggested."""
+    return errors.NotFound(f"no credential {key[0]}/{key[1]}{where}{_nearest(key, among)}")
+
+
+def _nearest(key: Key, among: Iterable[Key]) -> str:
+    names = [f"{p}/{t}" for p, t in itertools.islice(among, MAX_SUGGEST)]
+    if not names:
+        return ""
+    import difflib
+
+    close = difflib.get_close_matches(f"{key[0]}/{key[1]}", names, n=1, cutoff=0.8)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def kept_fields(
@@ -110,7 +124,7 @@ def get_cached(s: LockState, key: Key) -> str:
         check_key(*key)
         if entry is not None and entry.corrupt:
             raise errors.IntegrityError()
-        raise missing(key)
+        raise missing(key, among=s.entries)
     s.autolock.last_use = time.monotonic()
     return value
 
@@ -151,7 +165,7 @@ async def metadata(s: LockState, key: Key) -> dict[str, Any]:
     await s.storage()
     entry = s.entries.get(key)
     if entry is None:
-        raise missing(key)
+        raise missing(key, among=s.entries)
     if entry.corrupt:
         raise errors.IntegrityError()
     return describe(s, key)
@@ -218,7 +232,7 @@ async def delete(s: LockState, key: Key) -> None:
     check_key(*key)
     async with s.writing():
         if not await s.db(s.store.delete, *key):
-            raise missing(key)
+            raise missing(key, among=s.entries)
         s.entries.pop(key, None)
     s.touch()
 

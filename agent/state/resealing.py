@@ -30,7 +30,7 @@ from agent import crypto, faults
 from agent.crypto import seal, unseal
 from agent.stores import Row, Store
 from client import errors, keyring_names
-from client.names import canonical_platform
+from client.names import canonical_platform, canonical_type
 from client.protocol import MAX_NAME
 
 __all__ = ["canonical_name", "migrate", "reseal_all"]
@@ -68,7 +68,7 @@ def _readable(storage: crypto.SecureStorage, r: Row) -> tuple[str, object] | Non
 def _plan(storage: crypto.SecureStorage, rows: Iterable[Row]) -> list[tuple[Key, Row]]:
     by_target: dict[Key, list[Row]] = {}
     for r in rows:
-        by_target.setdefault((canonical_name(r.platform), r.credential_type), []).append(r)
+        by_target.setdefault((canonical_name(r.platform), canonical_type(r.credential_type)), []).append(r)
     groups: dict[Key, list[tuple[Row, tuple[str, object]]]] = {}
     taken: set[Key] = set()  # names that stay: canonical and alone, or unreadable
     for target, members in by_target.items():

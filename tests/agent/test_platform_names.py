@@ -230,3 +230,21 @@ def test_a_rename_to_an_alias_lands_on_the_canonical_name(unlocked_agent: AgentP
         assert c.get("huggingface") == "hf_" + "a" * 30
         c.delete("HF")
         assert c.list() == []
+
+
+def test_a_row_stored_as_api_key_with_an_underscore_is_renamed_at_unlock(unlocked_agent: AgentProcess) -> None:
+    """A vault written before `api_key` meant `api-key`: the row moves to the default type."""
+    a = unlocked_agent
+    a.stop()
+    with vault_store(a.home) as store:
+        storage = _storage(store)
+        store.put(Row("runpod", "api_key", crypto.seal(storage, "runpod", "api_key", "value", "r" * 25),
+                      crypto.seal(storage, "runpod", "api_key", "metadata", {}), 1000.0, 1000.0, None))
+    b = AgentProcess(home=a.home).start()
+    try:
+        with b.client(timeout=30) as c:
+            c.unlock(PASSPHRASE)
+            assert [(e["platform"], e["credential_type"]) for e in c.list()] == [("runpod", "api-key")]
+            assert c.get("runpod") == "r" * 25
+    finally:
+        b.stop()

@@ -266,3 +266,24 @@ def test_show_writes_terminal_escapes_in_metadata_as_text(unlocked_agent: AgentP
     assert show.returncode == 0, show.stderr
     assert "\x1b" not in show.stdout and "\x07" not in show.stdout
     assert "meta.owner: ops\\x1b]0;owned\\x07" in show.stdout and "meta.note\\x1b[2J: x" in show.stdout
+
+
+def test_a_typo_is_named_and_api_key_is_the_default_type(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    with a.client() as c:
+        c.store("huggingface", "hf_" + "t" * 30)
+        with pytest.raises(errors.NotFound, match="did you mean huggingface/api-key"):
+            c.get("huggingfase")
+        assert c.get("huggingface", "api_key") == c.get("huggingface", "API-KEY") == "hf_" + "t" * 30
+    got = a.cli("get", "huggingfase")
+    assert got.returncode == 1 and "did you mean huggingface/api-key?" in got.stderr
+    made = a.cli("set", "runpood", input="r" * 25 + "\n")
+    assert made.returncode == 0
+    assert "runpood is a new platform; did you mean runpod?" in made.stderr
+    assert "agent mv runpood runpod" in made.stderr
+    again = a.cli("set", "runpood", input="r" * 25 + "\n")  # replacing: no note
+    assert again.returncode == 0 and "new platform" not in again.stderr
+    typed = a.cli("set", "wandb", "--type", "api_key", input="w" * 40 + "\n")
+    assert typed.returncode == 0, typed.stderr
+    assert [(e["platform"], e["credential_type"]) for e in a.client().list()] == [
+        ("huggingface", "api-key"), ("runpood", "api-key"), ("wandb", "api-key")]
