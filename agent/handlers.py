@@ -76,6 +76,7 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
         "unlock_failures": failures,
         "unlock_delay_s": delay,
         "unlocks_waiting": a.unlocks_waiting,  # passphrase attempts running or waiting their turn
+        "recovery_code": a.has_recovery_code,  # whether one was made (and not dropped by a rotation)
         "recover_failures": a.recover_failures,  # wrong recovery codes in a row
         "recover_delay_s": passphrase.delay_after(a.recover_failures),
     }

@@ -54,7 +54,12 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     with Client(timeout=TIMEOUT) as c:
         st = c.status()
         if st["key_source"] == args.key_source:
-            raise CliError(f"the master key is in {args.key_source} already")
+            change = (
+                "; to change the passphrase: `agent rotate-key --new-passphrase`"
+                if args.key_source == PASSPHRASE
+                else ""
+            )
+            raise CliError(f"the master key is in {args.key_source} already{change}")
         passphrase = _current_passphrase(st)
         result = c.rekey(args.key_source, passphrase, _new_passphrase(args.key_source))
     _report(result)
@@ -70,12 +75,33 @@ def cmd_recovery_code(args: argparse.Namespace) -> int:
 
 def cmd_recover(args: argparse.Namespace) -> int:
     with Client(timeout=TIMEOUT) as c:
-        key_source = args.key_source or c.status()["key_source"]
+        st = c.status()
+        if st.get("recovery_code") is False:  # an older agent does not say: it is asked below
+            raise CliError("this vault has no recovery code (`agent recovery-code` makes one, while you can unlock)")
+        key_source = args.key_source or st["key_source"]
         code = read_secret("Recovery code: ")
-        result = c.recover(code, key_source, _new_passphrase(key_source))
+        if not _looks_like_a_code(code):  # before a new passphrase is asked for, twice
+            raise CliError("that is not a recovery code: 32 letters A-Z and digits 2-7, in groups of four")
+        try:
+            new = _new_passphrase(key_source)
+        except CliError:
+            if sys.stdin.isatty():
+                raise
+            raise CliError(
+                "recovering into a passphrase vault needs the new passphrase on the line after the code "
+                "(or --key-source keyring)"
+            ) from None
+        result = c.recover(code, key_source, new)
     _report(result)
     print("unlocked")
     return Exit.OK
+
+
+def _looks_like_a_code(code: str) -> bool:
+    """32 base32 characters once spaces and dashes go, in any case (as the agent reads it)."""
+    import re
+
+    return re.fullmatch(r"[A-Z2-7]{32}", "".join(code.split()).replace("-", "").upper()) is not None
 
 
 def register(sub: Subcommands) -> None:

@@ -109,6 +109,10 @@ class Agent(LockState):
     def rekey_unfinished(self) -> bool:
         return masterkey.unfinished(self)
 
+    @property
+    def has_recovery_code(self) -> bool:
+        return masterkey.has_recovery_code(self)
+
     # --- the original SecureStorage API ----------------------------------------------------
     async def encrypt(self, data: str) -> bytes:
         return await secure_storage.encrypt(self, data)

@@ -65,6 +65,7 @@ __all__ = [
     "drop_recovery_code",
     "finish",
     "unfinished",
+    "has_recovery_code",
 ]
 
 log = logging.getLogger("agent.keyswitch")
@@ -203,6 +204,10 @@ async def finish(s: LockState, old: keys.KeySource | None = None) -> bool:
 
 def unfinished(s: LockState) -> bool:
     return s.meta.get(RETIRED) is not None
+
+
+def has_recovery_code(s: LockState) -> bool:
+    return s.meta.get(RECOVERY[1]) is not None
 
 
 async def rekey(s: LockState, name: str, passphrase: str | None, new_passphrase: str | None) -> dict[str, Any]:

@@ -98,6 +98,17 @@ def test_a_wrong_code_is_refused_and_the_agent_keeps_serving(unlocked_agent: Age
     assert a.cli("lock").returncode == 0 and a.cli("unlock", input=PASSPHRASE + "\n").returncode == 0
 
 
+def test_recover_says_what_is_wrong_before_it_asks_for_a_new_passphrase(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    code = _code(a.cli("recovery-code", input=PASSPHRASE + "\n").stdout)
+    garbage = a.cli("recover", input="not-a-code\n")  # no new passphrase on stdin: the code is refused first
+    assert garbage.returncode == 1 and "that is not a recovery code" in garbage.stderr
+    alone = a.cli("recover", input=code + "\n")
+    assert alone.returncode == 1 and "needs the new passphrase on the line after the code" in alone.stderr
+    same = a.cli("rekey", "--key-source", "passphrase", input=PASSPHRASE + "\n")
+    assert same.returncode == 1 and "agent rotate-key --new-passphrase" in same.stderr
+
+
 def test_wrong_codes_are_counted_and_each_costs_more(unlocked_agent: AgentProcess) -> None:
     """As wrong passphrases: the agent counts wrong codes and delays the next attempt; the right code resets it."""
     a = unlocked_agent
