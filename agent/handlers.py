@@ -122,7 +122,8 @@ def _named(a: Agent, args: Args) -> team.Remotes:
     remotes = _team(a)
     if remotes is None:
         raise errors.BadRequest(
-            f"no remote named {args.get('remote', '')!r}: the config file names none ([remote.NAME] tables)"
+            f"no remote named {args.get('remote', '')!r}: the config file named none ([remote.NAME] tables) when "
+            "this agent started; after adding one, restart the agent (`agent stop`, then `agent start`)"
         )
     return remotes
 

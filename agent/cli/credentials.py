@@ -225,14 +225,48 @@ def entry_name(text: str) -> tuple[str, str | None]:
     return platform_arg(platform), type_arg(ctype) if slash else None
 
 
+_GLOB = frozenset("*?[")
+
+
+def _rm_names(args: argparse.Namespace) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """The names given to ``rm``, and its patterns (``hf*``, ``*/api-secret``, as ``ls`` takes)."""
+    names, patterns = [], []
+    for text in args.names:
+        if _GLOB & set(text):
+            patterns.append(text)
+            continue
+        try:
+            names.append(entry_name(text))
+        except argparse.ArgumentTypeError as e:
+            raise CliError(f"argument PLATFORM[/TYPE]: {e}", Exit.USAGE) from None
+    return names, patterns
+
+
+def _globbed(c: Client, patterns: list[str]) -> list[tuple[str, str]]:
+    """The local credentials the patterns match; each pattern must match one."""
+    local = [e for e in c.list() if e.get("source", "local") == "local"]
+    found = []
+    for pattern in patterns:
+        hits = [(e["platform"], e["credential_type"]) for e in local if _matches(e, [pattern])]
+        if not hits:
+            raise errors.NotFound(f"no credential matches {pattern}; nothing was deleted")
+        found += hits
+    return found
+
+
 def _rm_targets(c: Client, args: argparse.Namespace) -> list[tuple[str, str]]:
-    """The credentials ``rm`` means: the names given, or with ``--all-types`` each type
-    the listing has of each platform (a platform with none fails before anything goes)."""
+    """The credentials ``rm`` means: the names given and what its patterns match, or with
+    ``--all-types`` each type the listing has of each platform (a platform with none, or a
+    pattern that matches nothing, fails before anything goes)."""
+    names, patterns = _rm_names(args)
     if not args.all_types:
-        return list(dict.fromkeys((p, t or args.type) for p, t in args.names))
-    if any(t is not None for _, t in args.names):
+        given = [(p, t or args.type) for p, t in names]
+        return list(dict.fromkeys(given + (_globbed(c, patterns) if patterns else [])))
+    if patterns:
+        raise CliError("--all-types takes platforms, not patterns", Exit.USAGE)
+    if any(t is not None for _, t in names):
         raise CliError("--all-types takes platforms, not PLATFORM/TYPE", Exit.USAGE)
-    platforms = {p for p, _ in args.names}
+    platforms = {p for p, _ in names}
     found = [(e["platform"], e["credential_type"]) for e in c.list() if e["platform"] in platforms]
     missing = platforms - {p for p, _ in found}
     if missing:
@@ -240,14 +274,29 @@ def _rm_targets(c: Client, args: argparse.Namespace) -> list[tuple[str, str]]:
     return found
 
 
+def _in_a_remote(c: Client, name: tuple[str, str]) -> None:
+    """A name ``ls`` lists from a team vault is not deleted locally: say how it is."""
+    for e in c.list():
+        if (e["platform"], e["credential_type"]) == name and e.get("source", "local") != "local":
+            raise CliError(
+                f"{name[0]}/{name[1]} is in the team vault {e['source']}, not the local one: "
+                f"`agent rm {name[0]}/{name[1]} --remote {e['source']}` deletes it there"
+            )
+
+
 def cmd_rm(args: argparse.Namespace) -> int:
     if args.remote:
         return _rm_remote(args)
     with Client() as c:
         targets = _rm_targets(c, args)
-        if len(targets) == 1 and not args.all_types:  # one name: as it always was, no question
+        # one name: as it always was, no question (a pattern always asks, whatever it matched)
+        if len(targets) == 1 and not args.all_types and not any(_GLOB & set(n) for n in args.names):
             unlock_on_demand(c)
-            c.delete(*targets[0])
+            try:
+                c.delete(*targets[0])
+            except errors.NotFound:
+                _in_a_remote(c, targets[0])
+                raise
             deleted, failed = targets, []
         else:
             names = ", ".join(f"{p}/{t}" for p, t in targets)
@@ -283,9 +332,10 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def _rm_remote(args: argparse.Namespace) -> int:
-    if len(args.names) != 1 or args.all_types:
+    names, patterns = _rm_names(args)
+    if len(names) != 1 or patterns or args.all_types:
         raise CliError("--remote deletes one credential at a time", Exit.USAGE)
-    platform, ctype = args.names[0][0], args.names[0][1] or args.type
+    platform, ctype = names[0][0], names[0][1] or args.type
     with Client() as c:
         unlock_on_demand(c)
         c.delete(platform, ctype, remote=args.remote)
@@ -369,7 +419,7 @@ def register(sub: Subcommands) -> None:
     add_name(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add_command(sub, "rm", cmd_rm, "delete credentials (asks first when more than one)")
-    p.add_argument("names", nargs="+", type=entry_name, metavar="PLATFORM[/TYPE]")
+    p.add_argument("names", nargs="+", metavar="PLATFORM[/TYPE]", help="a name, or a pattern as ls takes (hf*)")
     p.add_argument(
         "--type",
         type=type_arg,

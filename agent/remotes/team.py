@@ -261,7 +261,10 @@ class Remotes:
         r = self.by_name.get(name)
         if r is None:
             known = ", ".join(self.by_name) or "none"
-            raise errors.BadRequest(f"no remote named {name!r} in the config file (remotes: {known})")
+            raise errors.BadRequest(
+                f"no remote named {name!r} in the config file as this agent read it at start (remotes: {known}); "
+                "after a change, restart the agent (`agent stop`, then `agent start`)"
+            )
         return r
 
     async def login(self, name: str, token: str | None, role_id: str | None, secret_id: str | None) -> dict[str, Any]:

@@ -287,3 +287,24 @@ def test_a_typo_is_named_and_api_key_is_the_default_type(unlocked_agent: AgentPr
     assert typed.returncode == 0, typed.stderr
     assert [(e["platform"], e["credential_type"]) for e in a.client().list()] == [
         ("huggingface", "api-key"), ("runpood", "api-key"), ("wandb", "api-key")]
+
+
+def test_rm_takes_the_patterns_ls_takes_and_asks_first(stocked: AgentProcess) -> None:
+    a = stocked
+    nothing = a.cli("rm", "nomatch*", "--yes")
+    assert nothing.returncode == 1 and "no credential matches nomatch*; nothing was deleted" in nothing.stderr
+    unasked = a.cli("rm", "h*")  # a pattern always asks, and there is no terminal to ask at
+    assert unasked.returncode == 2 and "needs --yes" in unasked.stderr
+    done = a.cli("rm", "h*", "*/api-secret", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == [
+        "deleted hf-mirror/api-key", "deleted huggingface/api-key", "deleted lambdalabs/api-secret",
+        "deleted runpod/api-secret"]
+    assert _names(a.cli("ls", "--json").stdout) == [("runpod", "api-key")]
+
+
+def test_remote_login_without_remotes_says_the_config_is_read_at_start(unlocked_agent: AgentProcess) -> None:
+    done = unlocked_agent.cli("remote", "login", "team", input="s." + "x" * 24 + "\n")
+    assert done.returncode != 0
+    assert "named none ([remote.NAME] tables) when this agent started" in done.stderr
+    assert "`agent stop`, then `agent start`" in done.stderr

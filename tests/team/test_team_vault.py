@@ -417,3 +417,19 @@ def test_no_hvac_without_remotes(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert client.__name__ == "client"
+
+
+def test_rm_of_a_team_key_points_at_remote(bao: Bao, team_agent: TeamAgent) -> None:
+    put(bao, "deepgram", {"api-key": "d" * 32})
+    a = team_agent(bao.addrs, login=member_token(bao))
+    done = a.cli("rm", "deepgram")
+    assert done.returncode == 1
+    assert "deepgram/api-key is in the team vault team, not the local one" in done.stderr
+    assert "`agent rm deepgram/api-key --remote team`" in done.stderr
+
+
+def test_a_remote_added_to_the_config_after_start_says_restart(bao: Bao, team_agent: TeamAgent) -> None:
+    a = team_agent(bao.addrs)
+    done = a.cli("remote", "login", "other", input="s." + "x" * 24 + "\n")
+    assert done.returncode != 0
+    assert "as this agent read it at start (remotes: team)" in done.stderr and "agent stop" in done.stderr
