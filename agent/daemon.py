@@ -187,7 +187,10 @@ else:
         paths.ensure_private_dir(lock.parent)
         try:
             with single_instance(
-                lock, wait=ADOPTED_LOCK_WAIT if passed else 0.0, fallback=paths.runtime_dir() / "agent.lock"
+                lock,
+                wait=ADOPTED_LOCK_WAIT if passed else 0.0,
+                fallback=paths.runtime_dir() / "agent.lock",
+                socket=str(options.socket),
             ):
                 if passed is not None:
                     listener = UnixListener(passed, options.socket, activated=True)
@@ -203,11 +206,18 @@ else:
                             runner.run(_run(options, listener, report, loop_name))
                 finally:
                     listener.close()
-        except AlreadyRunning:
+        except AlreadyRunning as held:
             if passed is not None:
                 print(
                     f"another agent holds {lock} and did not stop within {ADOPTED_LOCK_WAIT:g} s; "
                     "stop it (`agent stop`) so that the socket-activated agent can start",
+                    file=sys.stderr,
+                )
+                return 1
+            if held.socket and held.socket != str(options.socket):  # the same vault, reached elsewhere
+                print(
+                    f"an agent (pid {held.pid or '?'}) already runs on this vault, listening at {held.socket}, not "
+                    f"at {options.socket}: set CREDENTIAL_AGENT_SOCK={held.socket} to reach it, or stop it first",
                     file=sys.stderr,
                 )
                 return 1

@@ -59,7 +59,21 @@ _WATCH_PERIOD = 1.0
 
 
 class AlreadyRunning(Exception):
-    pass
+    """Another agent holds the lock: ``pid`` and ``socket`` as it wrote them there, if it did."""
+
+    def __init__(self, pid: int | None = None, socket: str | None = None) -> None:
+        super().__init__(pid, socket)
+        self.pid, self.socket = pid, socket
+
+
+def _holder(fd: int) -> AlreadyRunning:
+    """What the agent holding the lock wrote in it: its pid, then its socket."""
+    try:
+        lines = os.pread(fd, 4096, 0).decode(errors="replace").splitlines()
+        pid = int(lines[0]) if lines and lines[0].isdigit() else None
+    except OSError:
+        return AlreadyRunning()
+    return AlreadyRunning(pid, lines[1] if len(lines) > 1 and lines[1] else None)
 
 
 # --- peer credentials ------------------------------------------------------------------
@@ -141,10 +155,13 @@ def _open_lock(lock_file: Path) -> tuple[int, bool]:
 
 
 @contextlib.contextmanager
-def single_instance(lock_file: Path, wait: float = 0.0, fallback: Path | None = None) -> Iterator[int]:
+def single_instance(
+    lock_file: Path, wait: float = 0.0, fallback: Path | None = None, socket: str = ""
+) -> Iterator[int]:
     """Hold the lock; ``wait`` > 0 retries that long before giving up. ``fallback`` is
     locked instead where ``lock_file`` can be neither created nor opened (a read-only
-    vault directory that never held one)."""
+    vault directory that never held one). The holder writes its pid and ``socket`` in
+    it, so that a second agent can say where the first one listens."""
     try:
         try:
             fd, writable = _open_lock(lock_file)
@@ -171,11 +188,11 @@ def single_instance(lock_file: Path, wait: float = 0.0, fallback: Path | None = 
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise AlreadyRunning() from None
+                    raise _holder(fd) from None
                 time.sleep(0.05)
         if writable:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.pwrite(fd, f"{os.getpid()}\n{socket}\n".encode(), 0)
         yield fd
     finally:
         os.close(fd)
