@@ -28,8 +28,9 @@ def unavailable_message(path: object) -> str:
     )
 
 
-def start_agent(timeout: float) -> bool:
-    """Run ``agent start``; True when it reports a serving agent."""
+def start_agent(timeout: float) -> str | None:
+    """Run ``agent start``; None when it reports a serving agent, else why not (its last
+    line on stderr: a full disk, a bad config file)."""
     import subprocess
 
     from client import spawn
@@ -40,12 +41,17 @@ def start_agent(timeout: float) -> bool:
             spawn.agent_command("start", "--quiet"),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             timeout=timeout,
             check=False,
             cwd="/",
             env=spawn.clean_env(),
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+    except subprocess.TimeoutExpired:
+        return f"`agent start` did not finish within {timeout:g} s"
+    except OSError as e:
+        return f"`agent start` could not run: {e.strerror or type(e).__name__}"
+    if done.returncode == 0:
+        return None
+    said = [line for line in done.stderr.decode(errors="replace").splitlines() if line.strip()]
+    return said[-1].removeprefix("agent: ") if said else f"`agent start` exited with status {done.returncode}"

@@ -158,8 +158,9 @@ class AsyncClient(_ops.AsyncOperations):
 
             if not _autostart.enabled(self._autostart):
                 raise errors.AgentUnavailable(_autostart.unavailable_message(self.path)) from None
-        if not await asyncio.to_thread(_autostart.start_agent, max(self.timeout, 10.0)):
-            raise errors.AgentUnavailable(f"could not start a credential agent at {self.path}")
+        why = await asyncio.to_thread(_autostart.start_agent, max(self.timeout, 10.0))
+        if why is not None:
+            raise errors.AgentUnavailable(f"could not start a credential agent at {self.path}: {why}")
         try:
             return await transport.connect_async(str(self.path), _Connection)
         except (FileNotFoundError, ConnectionRefusedError) as e:

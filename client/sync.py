@@ -107,8 +107,9 @@ class Client(_ops.SyncOperations):
 
             if not _autostart.enabled(self._autostart):
                 raise errors.AgentUnavailable(_autostart.unavailable_message(self._path)) from None
-        if not _autostart.start_agent(max(self.timeout, 10.0)):
-            raise errors.AgentUnavailable(f"could not start a credential agent at {self._path}")
+        why = _autostart.start_agent(max(self.timeout, 10.0))
+        if why is not None:
+            raise errors.AgentUnavailable(f"could not start a credential agent at {self._path}: {why}")
         try:
             return transport.connect(self._path, self.timeout)
         except (FileNotFoundError, ConnectionRefusedError) as e:

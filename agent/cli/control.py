@@ -57,6 +57,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return daemon.serve(load_options(args))
 
 
+# less free space than this where the vault or the log lives: a start that logged nothing failed for it
+FULL_DISK: Final = 64 * 1024
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -70,6 +74,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     log_file = paths.log_path()
     paths.ensure_private_dir(log_file.parent)
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    offset = os.fstat(fd).st_size  # what this start adds to the log is read back on failure
     # isolated, in /, with a short list of variables: nothing of the caller's directory
     # runs in the agent and none of its secrets (LISTEN_* of a socket-activated parent
     # included) lives on in it
@@ -93,9 +98,31 @@ def cmd_start(args: argparse.Namespace) -> int:
             return Exit.OK
         code = child.poll()
         if code not in (None, 0):
-            raise CliError(f"the agent exited with status {code}; see {log_file}")
+            raise CliError(f"the agent exited with status {code}: {_why_not_started(log_file, offset)}")
         time.sleep(0.02)
     raise CliError(f"the agent did not answer within {START_TIMEOUT:g} s; see {log_file}", Exit.NO_AGENT)
+
+
+def _why_not_started(log_file: Path, offset: int) -> str:
+    """The last line the agent wrote to its log, or, where it could write none, why (a full disk)."""
+    import shutil
+
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(offset)
+            lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    if lines:
+        return f"{lines[-1].strip()} (see {log_file})"
+    for where in (paths.data_dir(), log_file.parent):
+        try:
+            free = shutil.disk_usage(where).free
+        except OSError:
+            continue
+        if free < FULL_DISK:
+            return f"the disk holding {where} is full ({free} bytes free), so it could not even write its log"
+    return f"it wrote nothing to its log ({log_file})"
 
 
 def _detached() -> dict[str, Any]:

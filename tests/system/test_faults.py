@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -271,5 +272,25 @@ def test_read_only_data_dir_serves_reads_and_says_why_writes_fail() -> None:
             with a.client(timeout=30) as c:
                 c.unlock(PASSPHRASE)
                 assert [c.get(k) for k in ("alpha", "beta", "gamma")] == ["alpha-value", "beta-value", "gamma-value"]
+        finally:
+            a.cleanup()
+
+
+def test_a_full_disk_at_the_first_start_is_named() -> None:
+    """No vault can be made and no log line written: `agent start` and a client's autostart say why."""
+    with small_tmpfs("1m") as fs:
+        a = AgentProcess(env={"XDG_DATA_HOME": str(fs / "data"), "XDG_STATE_HOME": str(fs / "state")})
+        try:
+            (fs / "data").mkdir(mode=0o700)
+            (fs / "state").mkdir(mode=0o700)
+            fill(fs)
+            done = a.cli("start")
+            assert done.returncode != 0
+            assert "is full" in done.stderr and "bytes free" in done.stderr, done.stderr
+            probe = subprocess.run([sys.executable, "-c", "import client\nwith client.Client() as c: c.status()"],
+                                   env={k: v for k, v in a.env.items() if k != "CREDENTIAL_AGENT_NO_AUTOSTART"},
+                                   capture_output=True, text=True, timeout=60)
+            assert probe.returncode != 0
+            assert "could not start a credential agent" in probe.stderr and "is full" in probe.stderr
         finally:
             a.cleanup()
