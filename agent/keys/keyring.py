@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -76,6 +77,23 @@ _FIX = (
     "start a Secret Service (gnome-keyring, KeePassXC) in this session, or use "
     "`agent init --key-source passphrase` on headless machines"
 )
+# Linux: an agent started outside the desktop session (ssh, cron, a tmux server started
+# before login) has no session bus, so it reaches no Secret Service however many run
+_NO_BUS = (
+    "this agent has no session D-Bus, so it reaches no Secret Service: where a desktop session runs one, the "
+    "agent was started outside it (ssh, cron, an old tmux server): restart it from that session (`agent stop`, "
+    "then `agent start` in one of its terminals) or have the session start it (`agent service install`); on a "
+    "headless machine use `agent init --key-source passphrase`"
+)
+
+
+def _fix() -> str:
+    """What to do when the keystore cannot be reached: the missing session bus, if that is why."""
+    if sys.platform.startswith("linux") and not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        if not runtime or not os.path.exists(os.path.join(runtime, "bus")):
+            return _NO_BUS
+    return _FIX
 
 
 def _translate(e: BaseException) -> errors.AgentError:
@@ -85,9 +103,9 @@ def _translate(e: BaseException) -> errors.AgentError:
     if isinstance(e, kerr.KeyringLocked):
         return errors.KeystoreLocked()
     if isinstance(e, kerr.NoKeyringError):
-        return errors.KeystoreUnavailable(f"no OS keystore backend is available; {_FIX}")
+        return errors.KeystoreUnavailable(f"no OS keystore backend is available; {_fix()}")
     if isinstance(e, (kerr.KeyringError, RuntimeError, OSError, ValueError)):
-        return errors.KeystoreUnavailable(f"the OS keystore failed ({name}); {_FIX}")
+        return errors.KeystoreUnavailable(f"the OS keystore failed ({name}); {_fix()}")
     return errors.KeystoreUnavailable(f"the OS keystore failed unexpectedly ({name})")
 
 
@@ -115,7 +133,7 @@ def _best_real_backend() -> Any:
             and kr.priority > 0
         ]
         if not candidates:
-            raise errors.KeystoreUnavailable(f"no OS keystore backend is available; {_FIX}")
+            raise errors.KeystoreUnavailable(f"no OS keystore backend is available; {_fix()}")
         _real_backend = max(candidates, key=lambda kr: kr.priority)
     return _real_backend
 
@@ -158,7 +176,7 @@ def _backend() -> Any:
         kr = _best_real_backend()
     module = type(kr).__module__
     if isinstance(kr, keyring.backends.fail.Keyring) or module.startswith("keyring.backends.null"):
-        raise errors.KeystoreUnavailable(f"no OS keystore backend is available; {_FIX}")
+        raise errors.KeystoreUnavailable(f"no OS keystore backend is available; {_fix()}")
     if module.startswith("keyrings.alt"):
         # keyrings.alt stores secrets in plain or weakly protected files: refusing is
         # the only way to keep "the master key never touches disk in the clear"

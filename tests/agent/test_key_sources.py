@@ -153,3 +153,15 @@ class TestKeyringSource(KeySourceContract):
             with pytest.raises(errors.IntegrityError) as info:
                 c.get("runpod")
             assert "does not open this vault" in info.value.message
+
+
+def test_an_agent_without_the_session_bus_says_so_and_how_to_fix_it() -> None:
+    """Started outside the desktop session (no DBUS_SESSION_BUS_ADDRESS, no $XDG_RUNTIME_DIR/bus)."""
+    a = AgentProcess(env={"PYTHON_KEYRING_BACKEND": "keyring.backends.SecretService.Keyring"}).start()
+    try:
+        done = a.cli("init", "--key-source", "keyring")
+        assert done.returncode != 0
+        assert "this agent has no session D-Bus" in done.stderr
+        assert "`agent start` in one of its terminals" in done.stderr and "--key-source passphrase" in done.stderr
+    finally:
+        a.cleanup()
