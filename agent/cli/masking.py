@@ -10,7 +10,9 @@ What it conceals, each replaced by ``CONCEALED``:
   base64 (standard and URL-safe, at each of the three alignments a value can have in
   a longer encoded text: the groups made of the value's bytes alone);
 - a value with terminal escape sequences (colours, cursor moves) between its
-  characters: it looks whole on a screen, so it is matched whole.
+  characters: it looks whole on a screen, so it is matched whole;
+- a value shorter than ``SHORT`` characters only where it stands as a word of its own,
+  not inside a longer word.
 
 A value may arrive split across two reads, so ``Masker.feed`` holds back the end of
 what it was given for as long as it could still be the start of a value (escape
@@ -37,6 +39,9 @@ _ESCAPES: Final = re.compile(_ESCAPE)
 _OPEN_ESCAPE: Final = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*)?\Z")
 # a base64 form shorter than this is not masked: it could stand in ordinary text
 MIN_ENCODED: Final = 12
+# a value shorter than this is masked only as a whole word: inside a longer word it is
+# most likely that word's own letters (``hello`` is not the value ``ell``)
+SHORT: Final = 8
 
 
 def _base64_cores(value: bytes) -> set[bytes]:
@@ -59,13 +64,20 @@ def forms(value: str) -> set[bytes]:
     return found | _base64_cores(raw)
 
 
+def _alternative(form: bytes) -> bytes:
+    """The pattern of one form: escape sequences may sit between any two of its bytes; a
+    short form (``hello``) only as a whole word, not inside one (``othello``)."""
+    body = (_ESCAPE + b"*").join(re.escape(bytes([c])) for c in form)
+    return body if len(form) >= SHORT else rb"(?<![A-Za-z0-9_])" + body + rb"(?![A-Za-z0-9_])"
+
+
 class Masker:
     def __init__(self, values: Iterable[str]) -> None:
         secrets = sorted({f for v in values if v for f in forms(v)}, key=len, reverse=True)
         self._secrets = secrets
         # longest first: at one position, the longest form that matches is taken; escape
         # sequences may sit between any two of its bytes
-        alternatives = [(_ESCAPE + b"*").join(re.escape(bytes([c])) for c in s) for s in secrets]
+        alternatives = [_alternative(s) for s in secrets]
         self._pattern = re.compile(b"|".join(alternatives)) if secrets else None
         self._longest = len(secrets[0]) if secrets else 0
         # how far back an unfinished form can begin: its bytes, and escape sequences between them

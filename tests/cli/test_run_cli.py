@@ -137,6 +137,12 @@ def test_masker_conceals_encoded_forms_and_values_with_escapes_inside() -> None:
     assert m.feed(b"plain \x1b[1mbold\x1b[0m text\n") == b"plain \x1b[1mbold\x1b[0m text\n"
 
 
+def test_a_short_value_is_masked_only_as_a_word_of_its_own() -> None:
+    m = Masker(["ell", "pin42"])
+    out = m.feed(b"hello yellow, ell; spin42 pin42\n") + m.flush()
+    assert out == b"hello yellow, " + CONCEALED + b"; spin42 " + CONCEALED + b"\n"
+
+
 def test_mask_takes_stdout_and_stderr_on_one_terminal_as_one_stream(filled: AgentProcess) -> None:
     """A value written half to stdout, half to stderr is one value on the screen."""
     a = filled
