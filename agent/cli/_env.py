@@ -23,17 +23,20 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
-__all__ = ["refuse_nesting", "fetch", "set_command", "child_env", "exec_command"]
+__all__ = ["refuse_inside", "fetch", "set_command", "child_env", "exec_command"]
 
 # (platform, credential type) of one credential
 Name = tuple[str, str]
 
 
-def refuse_nesting(how: str) -> None:
+def refuse_inside(how: str) -> None:
+    """``agent exec``/``agent run`` nest (the inner one adds its keys, and its variables win);
+    what reads this environment as the user's own (``agent import env``) is refused inside
+    one: the keys it would find are the ones the agent put there."""
     if os.environ.get(EXEC_GUARD):
         raise CliError(
-            f"already inside `agent exec` or `agent run` ({EXEC_GUARD} is set); "
-            f"unset {EXEC_GUARD} to nest `agent {how}` on purpose"
+            f"inside `agent exec` or `agent run` ({EXEC_GUARD} is set), the environment holds keys the agent "
+            f"injected, not yours: run `agent {how}` outside it (or unset {EXEC_GUARD} if it really is yours)"
         )
 
 

@@ -51,7 +51,6 @@ def cmd_exec(args: argparse.Namespace) -> int:
     wanted = _wanted(args)
     if not wanted:
         raise CliError("name at least one credential with --env VAR=PLATFORM or --platform NAME", Exit.USAGE)
-    _env.refuse_nesting("exec")
     values = _env.fetch(wanted, command[0], refuse_expired=args.refuse_expired)
     return _env.exec_command(command, _env.child_env(os.environ, values))
 

@@ -110,7 +110,10 @@ def cmd_import_dotenv(args: argparse.Namespace) -> int:
 
 
 def cmd_import_env(args: argparse.Namespace) -> int:
+    from agent.cli import _env
     from client import migrate
+
+    _env.refuse_inside("import env")
 
     wanted = [(check_platform(p), check_variable(v)) for p, v in pairs(args.pairs, "PLATFORM=VAR")]
     records = migrate.records_from_env(os.environ, wanted or None)

@@ -74,7 +74,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise CliError("name the command to run: agent run --env-file FILE -- CMD [ARGS...]", Exit.USAGE)
-    _env.refuse_nesting("run")
     env, refs = environment(args.env_file, os.environ)
     wanted = {var: _reference(var, ref) for var, ref in refs.items()}
     values = _env.fetch(wanted, command[0], refs, refuse_expired=args.refuse_expired)

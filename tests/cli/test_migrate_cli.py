@@ -378,6 +378,19 @@ def test_exec_sets_variables_and_returns_the_exit_code(unlocked_agent: AgentProc
     assert wandb.returncode == OK
 
 
+def test_exec_and_run_nest_and_import_env_inside_them_is_refused(unlocked_agent: AgentProcess) -> None:
+    """The inner one adds its keys to the outer one's; `agent import env` inside either
+    would take the injected keys for the user's own, so it says so."""
+    a = unlocked_agent
+    fill(a)
+    inner = (f"{sys.executable} -m agent exec --platform wandb -- "
+             "sh -c 'test \"$HF_TOKEN\" = \"$1\" && test \"$WANDB_API_KEY\" = \"$2\"' sh \"$0\" \"$1\"")
+    nested = a.cli("exec", "--platform", "huggingface", "--", "sh", "-c", inner, HF, WB)
+    assert nested.returncode == OK, nested.stderr
+    inside = a.cli("exec", "--platform", "huggingface", "--", sys.executable, "-m", "agent", "import", "env")
+    assert inside.returncode == ERROR and "holds keys the agent injected, not yours" in inside.stderr
+
+
 def test_exec_fails_before_the_command_starts(unlocked_agent: AgentProcess) -> None:
     a = unlocked_agent
     fill(a)
@@ -387,8 +400,6 @@ def test_exec_fails_before_the_command_starts(unlocked_agent: AgentProcess) -> N
     assert missing.returncode == ERROR
     assert "no credential openai/api-key" in missing.stderr and "agent set openai" in missing.stderr
     assert "touch was not started" in missing.stderr
-    nested = a.cli("exec", "--platform", "wandb", *cmd, env={"CREDENTIAL_AGENT_EXEC": "1"})
-    assert nested.returncode == ERROR and "already inside `agent exec`" in nested.stderr
     with a.client() as c:
         c.lock()
     locked = a.cli("exec", "--platform", "wandb", *cmd)
