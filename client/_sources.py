@@ -75,6 +75,7 @@ class Record:
     origin: str | None = None  # where it came from: a variable, a line
     skip: str | None = None  # set: nothing to import, for this reason
     error: str | None = None  # set: cannot be imported, for this reason
+    source: str | None = None  # the team vault it was exported from (`agent export --include-team`)
 
 
 # --- reading ------------------------------------------------------------------------
@@ -243,7 +244,9 @@ def _record(key: object, record: object, position: str, *, from_list: bool) -> R
         expires = _expiry(record.get("expires_at"))
     except (ValueError, OverflowError, OSError):
         return Record(name, platform, ctype, error='"expires_at" must be a number (epoch seconds) or an ISO 8601 time')
-    return Record(name, platform, ctype, value, metadata, expires)
+    source = record.get("source")
+    team = source if isinstance(source, str) and source != "local" else None
+    return Record(name, platform, ctype, value, metadata, expires, source=team)
 
 
 def records_from_json(data: Any, label: str) -> list[Record]:

@@ -113,16 +113,31 @@ def counts(items: Iterable[Item]) -> dict[str, int]:
 
 # --- into and out of the agent -----------------------------------------------------------
 def import_records(
-    client: Client, records: Sequence[Record], *, replace: bool = True, validate: bool = True, dry_run: bool = False
+    client: Client,
+    records: Sequence[Record],
+    *,
+    replace: bool = True,
+    validate: bool = True,
+    dry_run: bool = False,
+    as_local: bool = False,
 ) -> list[Item]:
     """Store each record; one item per record. An error that concerns the whole agent
-    (locked, no vault, no agent) is raised if it comes before anything was stored."""
+    (locked, no vault, no agent) is raised if it comes before anything was stored.
+    A record exported from a team vault is skipped unless ``as_local``: stored here, it
+    would shadow the team's key for good."""
     existing: set[tuple[str, str]] = set()
     if dry_run or not replace:
         existing = {(e["platform"], e["credential_type"]) for e in client.list()}
     items: list[Item] = []
     stored = False
     for r in records:
+        if r.source is not None and not as_local:
+            reason = (
+                f"a key of the team vault {r.source}, which serves it; stored here it would shadow the team's "
+                "for good (--as-local stores it anyway)"
+            )
+            items.append(Item(r.name, "skipped", r.platform, r.credential_type, reason, r.origin))
+            continue
         item = _import_one(
             client, r, existing, replace=replace, validate=validate, dry_run=dry_run, raise_global=not stored
         )
@@ -182,10 +197,15 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat()
 
 
-def export_records(client: Client, include_values: bool = False) -> tuple[dict[str, Any], list[Item]]:
+def export_records(
+    client: Client, include_values: bool = False, include_team: bool = False
+) -> tuple[dict[str, Any], list[Item]]:
     """Every credential's record, keyed ``platform`` or ``platform:type`` (the shape
-    ``records_from_json`` reads back), and one item per credential."""
-    entries = client.list()
+    ``records_from_json`` reads back), and one item per credential. A team vault's keys
+    are left out unless ``include_team``, and then marked with their ``source``."""
+    listed = client.list()
+    team = {(e["platform"], e["credential_type"]): e["source"] for e in listed if e.get("source", "local") != "local"}
+    entries = [e for e in listed if include_team or (e["platform"], e["credential_type"]) not in team]
     names = [(e["platform"], e["credential_type"]) for e in entries]
     args = [("metadata", {"platform": p, "credential_type": t}) for p, t in names]
     metas = client.call_many(args) if args else []
@@ -210,7 +230,14 @@ def export_records(client: Client, include_values: bool = False) -> tuple[dict[s
         }
         if include_values:
             record["value"] = value
+        if (platform, ctype) in team:
+            record["source"] = team[(platform, ctype)]
         name = platform if ctype == DEFAULT_TYPE else f"{platform}:{ctype}"
         data[name] = record
         items.append(Item(name, "exported", platform, ctype))
+    for (platform, ctype), remote in team.items():
+        if not include_team:
+            name = platform if ctype == DEFAULT_TYPE else f"{platform}:{ctype}"
+            why = f"a key of the team vault {remote}: left out (--include-team exports it, marked)"
+            items.append(Item(name, "skipped", platform, ctype, why))
     return data, items

@@ -84,7 +84,12 @@ def _import(args: argparse.Namespace, source: str, records: list[migrate.Record]
 
     with Client() as c:
         items = migrate.import_records(
-            c, records, replace=not args.no_replace, validate=not args.no_validate, dry_run=args.dry_run
+            c,
+            records,
+            replace=not args.no_replace,
+            validate=not args.no_validate,
+            dry_run=args.dry_run,
+            as_local=getattr(args, "as_local", False),
         )
     return _report(args, source, items)
 
@@ -135,7 +140,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.file != "-" and not args.force and os.path.lexists(args.file):  # before any value is read
         raise CliError(f"{args.file} already exists; nothing was written (--force replaces it)")
     with Client() as c:
-        data, items = migrate.export_records(c, args.include_values)
+        data, items = migrate.export_records(c, args.include_values, args.include_team)
     if args.file == "-":
         print_json(data)
     else:
@@ -193,6 +198,11 @@ def register(sub: Subcommands) -> None:
         '"credential_type": ...}} or a list of records with a "platform" field',
     )
     q.add_argument("file", metavar="FILE")
+    q.add_argument(
+        "--as-local",
+        action="store_true",
+        help="store keys exported from a team vault as local ones (they then shadow the team's)",
+    )
     _import_options(q)
     q = add_command(
         kinds,
@@ -217,6 +227,9 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "export", cmd_export, "write every credential's name and metadata to a new 0600 JSON file")
     p.add_argument("file", metavar="FILE", help="the file to write ('-' for stdout)")
     p.add_argument("--include-values", action="store_true", help="include the values (plain text!)")
+    p.add_argument(
+        "--include-team", action="store_true", help="include team vault keys, marked with their source (left out)"
+    )
     p.add_argument(
         "--force", action="store_true", help="replace FILE if it exists (a symlink there is replaced, not followed)"
     )

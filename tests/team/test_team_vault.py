@@ -433,3 +433,28 @@ def test_a_remote_added_to_the_config_after_start_says_restart(bao: Bao, team_ag
     done = a.cli("remote", "login", "other", input="s." + "x" * 24 + "\n")
     assert done.returncode != 0
     assert "as this agent read it at start (remotes: team)" in done.stderr and "agent stop" in done.stderr
+
+
+def test_team_keys_stay_out_of_an_export_and_an_import_says_so(bao: Bao, team_agent: TeamAgent,
+                                                               unlocked_agent: AgentProcess) -> None:
+    put(bao, "cohere", {"api-key": "c" * 32})
+    a = team_agent(bao.addrs, login=member_token(bao))
+    with a.client() as c:
+        c.store("runpod", "r" * 25)
+        assert c.get("cohere") == "c" * 32
+    plain = a.home / "plain.json"
+    done = a.cli("export", "--include-values", str(plain))
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(plain.read_text())) == {"runpod"}
+    assert "skipped   cohere: a key of the team vault team: left out (--include-team" in done.stdout
+    marked = a.home / "marked.json"
+    assert a.cli("export", "--include-values", "--include-team", str(marked)).returncode == 0
+    data = json.loads(marked.read_text())
+    assert data["cohere"]["source"] == "team" and "source" not in data["runpod"]
+    b = unlocked_agent  # a teammate's machine
+    imported = b.cli("import", "json", str(marked))
+    assert imported.returncode == 0, imported.stderr
+    assert "skipped   cohere: a key of the team vault team, which serves it" in imported.stdout
+    assert [e["platform"] for e in b.client().list()] == ["runpod"]
+    forced = b.cli("import", "json", "--as-local", str(marked))
+    assert forced.returncode == 0 and b.client().get("cohere") == "c" * 32
