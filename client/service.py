@@ -226,14 +226,18 @@ class CredentialMigrationTool:
 
 
 def write_private_json(path: Path, data: Any, *, replace: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically, created 0600 from the first byte, through a
+    """``data`` as JSON, written as ``write_private_text`` writes."""
+    write_private_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", replace=replace)
+
+
+def write_private_text(path: Path, text: str, *, replace: bool = True) -> None:
+    """Write ``text`` to ``path`` atomically, created 0600 from the first byte, through a
     temporary file in the same directory: a symlink at ``path`` is replaced, never
     followed. ``replace`` false: ``FileExistsError`` if anything (a link too) is there."""
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         if replace:

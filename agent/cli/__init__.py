@@ -21,7 +21,20 @@ import sys
 from collections.abc import Sequence
 
 import agent
-from agent.cli import audit, completion, control, credentials, execute, migration, recovery, remote, run, service, vault
+from agent.cli import (
+    audit,
+    completion,
+    control,
+    credentials,
+    execute,
+    inject,
+    migration,
+    recovery,
+    remote,
+    run,
+    service,
+    vault,
+)
 from agent.cli._common import CliError, Exit, Parser, platform_arg, type_arg
 from client import errors, paths
 from client.validation import DEFAULT_TYPE
@@ -46,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     migration.register(sub)
     execute.register(sub)
     run.register(sub)
+    inject.register(sub)
     service.register(sub)
     audit.register(sub)
     remote.register(sub)

@@ -41,7 +41,12 @@ def refuse_inside(how: str) -> None:
 
 
 def fetch(
-    wanted: Mapping[str, Name], command: str, refs: Mapping[str, str] | None = None, *, refuse_expired: bool = False
+    wanted: Mapping[str, Name],
+    command: str,
+    refs: Mapping[str, str] | None = None,
+    *,
+    refuse_expired: bool = False,
+    stopped: str = "",
 ) -> dict[str, str]:
     """``{VAR: value}`` for ``{VAR: (platform, type)}``, pipelined in one round trip.
 
@@ -50,6 +55,7 @@ def fetch(
     names = list(dict.fromkeys(wanted.values()))
     if not names:
         return {}
+    stopped = stopped or f"{command} was not started"
     with Client() as c:
         unlock_on_demand(c)  # at a terminal, a locked passphrase vault asks here
         refuse = refuse_expired or c.on_expired == "refuse"
@@ -59,12 +65,12 @@ def fetch(
     values: dict[Name, str] = {}
     for (platform, ctype), reply in zip(names, replies, strict=True):
         if isinstance(reply, errors.AgentError):
-            raise _failure(reply, (platform, ctype), wanted, command, refs) from None
-        values[(platform, ctype)] = _value(platform, ctype, reply, refuse, command)
+            raise _failure(reply, (platform, ctype), wanted, stopped, refs) from None
+        values[(platform, ctype)] = _value(platform, ctype, reply, refuse, stopped)
     return {var: values[name] for var, name in wanted.items()}
 
 
-def _value(platform: str, ctype: str, reply: Any, refuse: bool, command: str) -> str:
+def _value(platform: str, ctype: str, reply: Any, refuse: bool, stopped: str) -> str:
     """The value of a ``get`` reply; an expired one is refused or warned about, by name only."""
     if isinstance(reply, str):  # an agent that predates expiry
         return reply
@@ -73,7 +79,7 @@ def _value(platform: str, ctype: str, reply: Any, refuse: bool, command: str) ->
         if refuse:
             raise errors.Expired(
                 f"{platform}/{ctype} expired on {when}; store a new one with "
-                f"`{set_command(platform, ctype)}`; {command} was not started"
+                f"`{set_command(platform, ctype)}`; {stopped}"
             )
         print(
             f"agent: warning: {platform}/{ctype} expired on {when}; store a new one with "
@@ -90,13 +96,13 @@ def set_command(platform: str, ctype: str) -> str:
 
 
 def _failure(
-    reply: errors.AgentError, name: Name, wanted: Mapping[str, Name], command: str, refs: Mapping[str, str] | None
+    reply: errors.AgentError, name: Name, wanted: Mapping[str, Name], stopped: str, refs: Mapping[str, str] | None
 ) -> errors.AgentError:
     users = [var for var, n in wanted.items() if n == name]
     who = ", ".join(f"{v}={refs[v]}" if refs else v for v in users)
     hint = f"store it with `{set_command(*name)}`; " if isinstance(reply, errors.NotFound) else ""
     # the agent's own error class, so that main gives it its exit code (locked: 3)
-    return type(reply)(f"{who}: {reply.message}; {hint}{command} was not started")
+    return type(reply)(f"{who}: {reply.message}; {hint}{stopped}")
 
 
 def child_env(base: Mapping[str, str], values: Mapping[str, str]) -> dict[str, str]:
