@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import random
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -77,8 +78,13 @@ class Remote:
     @property
     def nodes(self) -> Nodes:
         if self._nodes is None:
-            from agent.remotes.openbao import Nodes
-
+            try:
+                from agent.remotes.openbao import Nodes
+            except ImportError as e:  # the agent was installed (or started from a venv) without the extra
+                raise errors.RemoteUnavailable(
+                    f"remote {self.name!r}: this agent's Python ({sys.executable}) lacks {e.name or 'hvac'}, which "
+                    "team vaults need: pip install 'credential-agent[team]' into it, then restart the agent"
+                ) from None
             self._nodes = Nodes(self.options)
         return self._nodes
 

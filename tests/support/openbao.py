@@ -235,16 +235,19 @@ def remote_config(name: str, urls: list[str], **options: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_team_agent(urls: list[str], login: str | None = None, init: bool = True, **options: Any) -> AgentProcess:
+def start_team_agent(
+    urls: list[str], login: str | None = None, init: bool = True, env: dict[str, str] | None = None, **options: Any
+) -> AgentProcess:
     """An agent whose config names one remote, ``team``, on ``urls`` (under the prefix
     ``ml-team`` unless ``options`` say otherwise): started, given a passphrase vault
-    unless ``init`` is false, then logged in with the token ``login`` when given.
+    unless ``init`` is false, then logged in with the token ``login`` when given;
+    ``env`` adds to the agent's environment.
     The tests' ``team_agent`` fixture and the team benchmark both make theirs here."""
     home = short_tmpdir()
     config = home / "config.toml"
     options.setdefault("prefix", "ml-team")
     config.write_text(remote_config("team", urls, **options))
-    a = AgentProcess(home=home, env={"CREDENTIAL_AGENT_CONFIG": str(config)}).start()
+    a = AgentProcess(home=home, env={"CREDENTIAL_AGENT_CONFIG": str(config), **(env or {})}).start()
     try:
         if init:
             a.init_passphrase()

@@ -458,3 +458,14 @@ def test_team_keys_stay_out_of_an_export_and_an_import_says_so(bao: Bao, team_ag
     assert [e["platform"] for e in b.client().list()] == ["runpod"]
     forced = b.cli("import", "json", "--as-local", str(marked))
     assert forced.returncode == 0 and b.client().get("cohere") == "c" * 32
+
+
+def test_an_agent_without_the_team_extra_names_it(bao: Bao, team_agent: TeamAgent) -> None:
+    """Installed (or started from a venv) without hvac: one line naming the extra, not "internal"."""
+    shadow = short_tmpdir("ca-nohvac-")
+    (shadow / "hvac.py").write_text("raise ImportError(\"No module named 'hvac'\", name='hvac')\n")
+    a = team_agent(bao.addrs, env={"PYTHONPATH": f"{shadow}:{ROOT}"})
+    done = a.cli("remote", "login", "team", input=member_token(bao) + "\n")
+    assert done.returncode != 0
+    assert "lacks hvac, which team vaults need: pip install 'credential-agent[team]'" in done.stderr
+    assert "internal" not in done.stderr and "Traceback" not in a.log()
