@@ -1,5 +1,9 @@
 """Running a command as a child whose output is masked (``agent run --mask``).
 
+Where our stdout is a terminal, the command writes to a pseudo-terminal of its own
+(live, line-buffered, coloured output, our window's size, SIGWINCH passed on), and
+what it writes is masked on its way to ours; otherwise it writes to pipes.
+
 Signals: SIGINT, SIGTERM, SIGHUP and SIGCHLD are blocked in this process and taken
 with ``sigwaitinfo``, so none is lost between starting the child and waiting for it.
 One sent to this process (``kill``) is passed on to the child; one the terminal sent
@@ -9,13 +13,14 @@ to the whole foreground process group (Ctrl-C, a hangup: ``si_code`` is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import IO, Final
+from typing import Final
 
 from agent.cli._common import CliError
 from agent.cli.masking import Masker
@@ -40,16 +45,42 @@ def _write_all(fd: int, data: bytes) -> bool:
     return True
 
 
-def _pump(src: IO[bytes], dst: int, masker: Masker) -> None:
+def _pump(src: int, dst: int, masker: Masker) -> None:
     writing = True
     try:
-        while data := os.read(src.fileno(), READ_SIZE):
+        while True:
+            try:
+                data = os.read(src, READ_SIZE)
+            except OSError:  # EIO: a pty whose other end every holder has closed
+                break
+            if not data:
+                break
             out = masker.feed(data)
             writing = writing and _write_all(dst, out)
         if writing:
             _write_all(dst, masker.flush())
     finally:
-        src.close()
+        os.close(src)
+
+
+def _terminal() -> tuple[int, int] | None:
+    """A pseudo-terminal for the command when our output is a terminal: its output then
+    comes live, line by line and in colour, as at the terminal itself (a pipe makes most
+    programs buffer it and drop colours). The pty gets our window's size."""
+    if not (os.isatty(1) and _one_place()):
+        return None
+    master, slave = os.openpty()
+    _copy_size(slave)
+    return master, slave
+
+
+def _copy_size(slave: int) -> None:
+    import fcntl
+    import termios
+
+    with contextlib.suppress(OSError):
+        size = fcntl.ioctl(1, termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
 
 
 if sys.platform == "darwin":
@@ -84,7 +115,8 @@ def _one_place() -> bool:
 def run_masked(command: Sequence[str], env: Mapping[str, str], values: Iterable[str]) -> int:
     secrets = list(values)
     merged = _one_place()
-    waited = FORWARDED | {signal.SIGCHLD}
+    pty = _terminal()
+    waited = FORWARDED | {signal.SIGCHLD, signal.SIGWINCH}
     sys.stdout.flush()
     sys.stderr.flush()
     old = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
@@ -92,8 +124,8 @@ def run_masked(command: Sequence[str], env: Mapping[str, str], values: Iterable[
         child = subprocess.Popen(  # the user's own command; the child restores the signal mask
             list(command),
             env=dict(env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+            stdout=pty[1] if pty else subprocess.PIPE,
+            stderr=pty[1] if pty else subprocess.STDOUT if merged else subprocess.PIPE,
             preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old),
         )
     except FileNotFoundError:
@@ -104,15 +136,28 @@ def run_masked(command: Sequence[str], env: Mapping[str, str], values: Iterable[
     except OSError as e:
         print(f"agent: cannot run {command[0]}: {e.strerror or type(e).__name__}", file=sys.stderr)
         return 126
-    assert child.stdout is not None and (merged or child.stderr is not None)
-    streams = [(child.stdout, 1)] if merged or child.stderr is None else [(child.stdout, 1), (child.stderr, 2)]
+    if pty:
+        os.close(pty[1])  # the command holds it: its exit ends the stream
+        streams = [(pty[0], 1)]
+    else:
+        assert child.stdout is not None
+        streams = [(os.dup(child.stdout.fileno()), 1)]
+        if child.stderr is not None:
+            streams.append((os.dup(child.stderr.fileno()), 2))
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
     # the threads inherit the blocked mask, so every signal comes to _next_signal below
     pumps = [threading.Thread(target=_pump, args=(pipe, fd, Masker(secrets)), daemon=True) for pipe, fd in streams]
     for t in pumps:
         t.start()
     while child.poll() is None:
         signo, from_terminal = _next_signal(waited)
-        if signo != signal.SIGCHLD and not from_terminal:
+        if signo == signal.SIGWINCH:  # our window changed: the command's pty follows, and says so
+            if pty:
+                _copy_size(pty[0])
+                child.send_signal(signal.SIGWINCH)
+        elif signo != signal.SIGCHLD and not from_terminal:
             child.send_signal(signo)
     for t in pumps:
         t.join()

@@ -143,6 +143,24 @@ def test_a_short_value_is_masked_only_as_a_word_of_its_own() -> None:
     assert out == b"hello yellow, " + CONCEALED + b"; spin42 " + CONCEALED + b"\n"
 
 
+def test_masked_output_at_a_terminal_is_live_and_on_a_terminal(filled: AgentProcess) -> None:
+    """At a terminal the command gets a pty of its own: it sees a tty (colours, line
+    buffering), its first line shows while it still runs, and values are masked."""
+    a = filled
+    path = env_file(a, "e.env", "HF_TOKEN=agent://huggingface\n")
+    go = a.home / "go"
+    code = ("import os, sys, time\n"
+            "print('first', sys.stdout.isatty(), sys.stderr.isatty())\n"  # print: buffered unless a tty
+            f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
+            "print('then', os.environ['HF_TOKEN'])\n")
+    p = a.terminal("run", "--env-file", path, "--", sys.executable, "-c", code)
+    p.expect("first True True")  # before the command ends: live
+    go.touch()
+    p.expect("then ")
+    assert p.wait() == OK
+    assert MASK in p.output and HF not in p.output
+
+
 def test_mask_takes_stdout_and_stderr_on_one_terminal_as_one_stream(filled: AgentProcess) -> None:
     """A value written half to stdout, half to stderr is one value on the screen."""
     a = filled
