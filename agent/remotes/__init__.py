@@ -242,6 +242,8 @@ def _one(name: str, table: Mapping[str, Any], where: str) -> RemoteOptions:
         if not isinstance(ca, str) or not Path(os.path.expanduser(ca)).is_absolute():
             raise ConfigError(f"{where}: 'ca_file' must be an absolute path (or start with ~)")
         kw["ca_file"] = Path(os.path.expanduser(ca))
+        if not kw["ca_file"].is_file():
+            raise ConfigError(f"{where}: 'ca_file' {kw['ca_file']} is not a file that can be read")
     return RemoteOptions(**kw)
 
 

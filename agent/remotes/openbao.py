@@ -79,7 +79,7 @@ class Nodes:
         self.last_error: str | None = None
         self.calls = 0  # HTTP requests sent (status reports it: a locked agent sends none)
         self._first = 0
-        self._stale = True  # find the active node before the next call
+        self._stale = True  # find the active node before the next call (again after a failure, and each refresh)
         self.epoch = 0  # bumped at each lock: a call under way stops before its next request
         self._local = threading.local()  # one hvac client (and HTTP session) per thread and node
 
@@ -130,13 +130,13 @@ class Nodes:
                 continue
             leader = str(status.get("leader_address") or "").rstrip("/")
             if not status.get("ha_enabled") or status.get("is_self"):
-                self._first = index  # a single node, or the active one
+                self._first, self._stale = index, False  # a single node, or the active one
                 return True
             if leader in urls:
-                self._first = urls.index(leader)
+                self._first, self._stale = urls.index(leader), False
                 return True
             if leader:  # behind a load balancer: this node forwards to the active one
-                self._first = index
+                self._first, self._stale = index, False
                 return True
             seen.append(f"{urls[index]}: no active node known (an election?)")
         return False
@@ -199,7 +199,10 @@ class Nodes:
         return f"{self.options.mount}/data/{self.options.path(platform)}"
 
     def names(self, token: str, deadline: float) -> list[str]:
-        """The secrets directly under the prefix (folders skipped)."""
+        """The secrets directly under the prefix (folders skipped). A refresh starts here, so
+        the active node is asked for again here: once a refresh, not before every request
+        (a failed node makes the next call ask at once)."""
+        self._stale = True
 
         def fn(c: Any) -> list[str]:
             try:

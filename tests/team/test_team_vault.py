@@ -469,3 +469,17 @@ def test_an_agent_without_the_team_extra_names_it(bao: Bao, team_agent: TeamAgen
     assert done.returncode != 0
     assert "lacks hvac, which team vaults need: pip install 'credential-agent[team]'" in done.stderr
     assert "internal" not in done.stderr and "Traceback" not in a.log()
+
+
+def test_a_refresh_asks_for_the_leader_once_not_before_every_request(bao: Bao, team_agent: TeamAgent) -> None:
+    """The agent counts the HTTP requests it sends: a refresh with nothing changed is one
+    leader lookup, one listing and one metadata read per secret (not a lookup before each)."""
+    a = team_agent(bao.addrs, login=bao.token, prefix="refresh-count")  # the root token: any path
+    for name in ("one", "two", "three"):
+        bao.client().secrets.kv.v2.create_or_update_secret(f"refresh-count/{name}", secret={"api-key": "k" * 24})
+    with a.client() as c:
+        c.remote_sync("team")  # everything cached
+        before = c.remote_status()[0]["calls"]
+        c.remote_sync("team")  # nothing changed
+        after = c.remote_status()[0]["calls"]
+    assert after - before == 1 + 1 + 3, (before, after)

@@ -162,3 +162,12 @@ def test_expires_wants_a_unit() -> None:
     with pytest.raises(_common.CliError, match="90d for days"):
         _common.expires_at("90")
     assert _common.expires_at("1h30m", now=0.0) == 5400.0
+
+
+def test_a_missing_ca_file_is_named_at_start(tmp_path: Path) -> None:
+    missing = tmp_path / "team-ca.pem"
+    with pytest.raises(client.ConfigError, match=r"\[remote.team\]: 'ca_file' .*team-ca.pem is not a file"):
+        remotes.parse({"team": {"url": "https://bao:8200", "ca_file": str(missing)}}, "f")
+    missing.write_text("-----BEGIN CERTIFICATE-----\n")
+    (team,) = remotes.parse({"team": {"url": "https://bao:8200", "ca_file": str(missing)}}, "f")
+    assert team.ca_file == missing
