@@ -51,6 +51,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "max_stale": 86400.0,
     "timeout": 4.0,
     "deadline": 10.0,
+    "denied_grace": 60.0,
 }
 _KNOWN: Final = (
     "url",
@@ -62,6 +63,7 @@ _KNOWN: Final = (
     "timeout",
     "deadline",
     "listener_user",
+    "denied_grace",
 )
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_.-]+")
 RESERVED: Final = frozenset({"local"})  # the SOURCE of the local vault's entries
@@ -82,6 +84,8 @@ class RemoteOptions:
     listener_uids: tuple[int, ...] = ()
     timeout: float = DEFAULTS["timeout"]  # one HTTP request to one node
     deadline: float = DEFAULTS["deadline"]  # one operation, every node tried
+    # how long cached values are still served after the remote refused the token itself
+    denied_grace: float = DEFAULTS["denied_grace"]
 
     def path(self, platform: str) -> str:
         """The secret's path below the mount."""
@@ -225,7 +229,7 @@ def _one(name: str, table: Mapping[str, Any], where: str) -> RemoteOptions:
     if not isinstance(urls, list) or not urls:
         raise ConfigError(f"{where}: 'url' must be a node address or a list of them")
     kw: dict[str, Any] = {"name": name, "urls": tuple(check_url(u, where) for u in urls)}
-    for key in ("refresh", "max_stale", "timeout", "deadline"):
+    for key in ("refresh", "max_stale", "timeout", "deadline", "denied_grace"):
         if key in table:
             kw[key] = parse_duration(table[key], f"{where}: {key!r}")
     for key in ("timeout", "deadline"):

@@ -89,6 +89,8 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "calls": nodes.calls if nodes else 0,
                 # background tries (lookup, renewal, refresh) failed in a row, and when the next one is
                 "failures": r.failures,
+                # seconds since a node refused the token itself (revoked, expired), else None
+                "token_denied_s": None if r.denied_at is None else round(now - r.denied_at, 3),
                 "next_try_s": round(max(0.0, r.retry_at - now), 3) if r.failures else None,
                 "refresh": r.options.refresh,
                 "max_stale": r.options.max_stale,

@@ -64,6 +64,7 @@ class Remote:
         self.creation_ttl = 0.0  # what a renewal gives back until the token's max TTL caps it
         self.needs_lookup = False
         self.next_sync = 0.0
+        self.denied_at: float | None = None  # monotonic: when a node refused the token itself (revoked, expired)
         self.failures = 0  # background tries failed in a row
         self.last_failure: str | None = None  # its message, logged again only when it changes
         self.retry_at = 0.0  # monotonic: no background try before it
@@ -105,6 +106,16 @@ class Remote:
         self.cache.clear()
         self.token_expires = self.token_ttl = self.renew_at = None
         self.failures, self.retry_at = 0, 0.0
+        self.denied_at = None
+
+    def refused(self, now: float) -> errors.RemoteDenied | None:
+        """Past the grace after the token was refused: the refusal that replaces every cached value."""
+        if self.denied_at is None or now - self.denied_at < self.options.denied_grace:
+            return None
+        return errors.RemoteDenied(
+            f"remote {self.name!r} refused this agent's token (revoked or expired) {now - self.denied_at:.0f} s ago; "
+            f"its cached values are no longer served: `agent remote login {self.name}`"
+        )
 
     def failed(self, now: float) -> float:
         """A background try failed: the next waits longer (capped, with jitter); the wait."""

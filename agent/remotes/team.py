@@ -133,6 +133,8 @@ class Remotes:
         except errors.AgentError as e:
             if r.epoch != epoch or self._closed:
                 return  # a lock or a stop meanwhile: not a failure of the remote
+            if isinstance(e, errors.RemoteDenied) and not r.needs_lookup:
+                r.needs_lookup = True  # a 403: is it the path's policy, or the token itself? ask next time
             wait = r.failed(time.monotonic())
             if r.failures & (r.failures - 1) == 0 or e.message != r.last_failure:
                 log.warning("remote %s: %s (try %d; the next in %.0f s)", r.name, e.message, r.failures, wait)
@@ -142,7 +144,11 @@ class Remotes:
 
     # --- reads ----------------------------------------------------------------------------
     def _lookup_cached(self, r: Remote, key: Key, now: float) -> Any:
-        """The value, ``_MISS`` (not in this remote) or ``_FETCH`` (ask the remote)."""
+        """The value, ``_MISS`` (not in this remote) or ``_FETCH`` (ask the remote); past the
+        grace after the token was refused, that refusal."""
+        refused = r.refused(now)
+        if refused is not None:
+            raise refused
         cached = r.cache.usable(key[0], now)
         if cached is not None:
             value = cached.secret.values.get(key[1])

@@ -48,15 +48,24 @@ def open_sealed(r: Remote, storage: SecureStorage) -> bool:
 
 
 async def lookup(r: Remote) -> None:
-    """After an unlock: what the token may still do (its TTL), or a new AppRole login."""
+    """After an unlock, or a refusal: what the token may still do (its TTL), or a new
+    AppRole login; a token the node refuses itself is marked denied (``Remote.refused``)."""
     token, epoch = r.token_for(), r.epoch
     try:
         info = await r.call(epoch, lambda d: r.nodes.lookup_self(token, d))
     except errors.RemoteDenied:
         if r.approle is None:
+            if r.denied_at is None and r.epoch == epoch:
+                r.denied_at = time.monotonic()
+                log.warning(
+                    "remote %s: the token was refused (revoked or expired); cached values stop after %g s",
+                    r.name,
+                    r.options.denied_grace,
+                )
             raise
         await _relogin(r, "its token is no longer valid")
         return
+    r.denied_at = None
     if info.ttl <= 0 < info.creation_ttl and r.approle is not None:  # at its very end
         await _relogin(r, "its token expires now")
         return
@@ -117,6 +126,7 @@ async def sign_in(r: Remote, token: str | None, approle: AppRole | None) -> Toke
     if state.locked or r.epoch != epoch:
         raise errors.Locked("the agent was locked during the login; the token is kept for the next unlock")
     r.token, r.approle, r.needs_lookup, r.creation_ttl = given, approle, False, info.creation_ttl
+    r.denied_at = None
     r.set_ttl(info.ttl, info.renewable, time.monotonic())
     return info
 

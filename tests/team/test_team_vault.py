@@ -483,3 +483,20 @@ def test_a_refresh_asks_for_the_leader_once_not_before_every_request(bao: Bao, t
         c.remote_sync("team")  # nothing changed
         after = c.remote_status()[0]["calls"]
     assert after - before == 1 + 1 + 3, (before, after)
+
+
+def test_a_revoked_token_stops_the_cached_values_after_the_grace(bao: Bao, team_agent: TeamAgent) -> None:
+    """A cluster that answers "denied" is an answer, unlike one that does not answer:
+    after the grace (0 here) no cached value of that remote is served, and status says why."""
+    put(bao, "togetherai", {"api-key": "t" * 32})
+    token = member_token(bao)
+    a = team_agent(bao.addrs, login=token, denied_grace="0", refresh="1s")
+    with a.client() as c:
+        assert c.get("togetherai") == "t" * 32  # cached now
+        bao.client().auth.token.revoke(token)
+        # the next background refresh is refused, then the token's lookup: denied
+        until(lambda: c.remote_status()[0]["token_denied_s"] is not None, 30, "the refusal seen")
+        with pytest.raises(errors.RemoteDenied, match="refused this agent's token .* no longer served"):
+            c.get("togetherai")
+        c.remote_login("team", member_token(bao))
+        assert c.get("togetherai") == "t" * 32 and c.remote_status()[0]["token_denied_s"] is None
