@@ -496,7 +496,7 @@ def test_a_revoked_token_stops_the_cached_values_after_the_grace(bao: Bao, team_
         bao.client().auth.token.revoke(token)
         # the next background refresh is refused, then the token's lookup: denied
         until(lambda: c.remote_status()[0]["token_denied_s"] is not None, 30, "the refusal seen")
-        with pytest.raises(errors.RemoteDenied, match="refused this agent's token .* no longer served"):
+        with pytest.raises(errors.RemoteDenied, match=r"refused this agent's token .* no longer served"):
             c.get("togetherai")
         c.remote_login("team", member_token(bao))
         assert c.get("togetherai") == "t" * 32 and c.remote_status()[0]["token_denied_s"] is None
