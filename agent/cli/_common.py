@@ -18,6 +18,7 @@ Rules of this package (every command module follows them):
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import re
 import sys
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "shown",
+    "matches",
     "Exit",
     "CliError",
     "Parser",
@@ -280,6 +282,19 @@ def display_names(entry: dict[str, Any]) -> tuple[str, str]:
     service = meta.get("keyring_service", keyring_names.decode_platform(platform))
     user = meta.get("keyring_username", keyring_names.decode_type(ctype))
     return (platform if service is None else KEYRING_SHOWN + service, ctype if user is None else USER_SHOWN + user)
+
+
+def matches(entry: dict[str, Any], patterns: Sequence[str]) -> bool:
+    """``hf*`` globs the platform, ``*/api-secret`` the platform and type, either as
+    stored or as shown (``keyring:...``); names compare case-insensitively."""
+    names = {(entry["platform"], entry["credential_type"]), display_names(entry)}
+    for pattern in patterns:
+        pattern = pattern.lower()
+        for platform, ctype in names:
+            name = f"{platform}/{ctype}" if "/" in pattern else platform
+            if fnmatch.fnmatchcase(name.lower(), pattern):
+                return True
+    return False
 
 
 # --- durations and dates ------------------------------------------------------------------
