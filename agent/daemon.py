@@ -216,11 +216,11 @@ else:
                 return 1
             if held.socket and held.socket != str(options.socket):  # the same vault, reached elsewhere
                 print(
-                    f"an agent (pid {held.pid or '?'}) already runs on this vault, listening at {held.socket}, not "
-                    f"at {options.socket}: set CREDENTIAL_AGENT_SOCK={held.socket} to reach it, or stop it first",
+                    f"an agent is already running on this vault (pid {held.pid or '?'}), listening at {held.socket}, "
+                    f"not at {options.socket}: set CREDENTIAL_AGENT_SOCK={held.socket} to reach it",
                     file=sys.stderr,
                 )
-                return 1
+                return 0
             print(f"an agent is already running for {options.socket}", file=sys.stderr)
             return 0
         log.info("stopped")

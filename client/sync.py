@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["Client", "DEFAULT_TIMEOUT"]
 
 _RECV = 65536
+# how long to look for the agent's last frame on a connection it closed under our write
+REFUSAL_WAIT = 1.0
 _SLOW_OPS = protocol.SLOW_OPS  # for call(), the hot path: the common op needs no timeout_for
 
 
@@ -134,6 +136,19 @@ class Client(_ops.SyncOperations):
                 raise ConnectionResetError("the agent closed the connection")
             buf.feed(chunk)
 
+    def _refusal(self, sock: transport.Stream) -> errors.AgentError | None:
+        """What the agent said before it closed a connection our write then failed on: at its
+        connection cap it answers a new connection with one error frame and closes it, and
+        that frame, still in our receive buffer, says why better than a broken pipe."""
+        try:
+            transport.set_timeout(sock, REFUSAL_WAIT)
+            protocol.decode_reply(self._read_body(sock))
+        except errors.AgentError as e:
+            return e
+        except (OSError, ValueError):
+            return None
+        return None
+
     def _exchange(self, frames: bytes, count: int, ops: Iterable[str], timeout: float) -> list[bytes]:
         """Send ``frames`` and read ``count`` replies. On a connection that fails
         before any reply arrives, resend once on a new one if ``retry_allowed``.
@@ -159,7 +174,10 @@ class Client(_ops.SyncOperations):
                 self._drop()
                 raise errors.AgentTimeout(f"the credential agent did not answer within {timeout:g} s") from None
             except OSError as e:
+                refusal = None if sent else self._refusal(sock)
                 self._drop()
+                if refusal is not None:
+                    raise refusal from None
                 if bodies or attempt or not protocol.retry_allowed(ops, sent):
                     raise errors.AgentUnavailable(f"lost the connection to the agent: {e.strerror or e}") from None
             except errors.BadRequest:

@@ -77,9 +77,10 @@ def test_a_second_agent_on_the_vault_through_another_socket_names_the_first_ones
     other = agent.home / "run" / "other.sock"
     done = subprocess.run(agent.command("serve"), env={**agent.env, "CREDENTIAL_AGENT_SOCK": str(other)},
                           capture_output=True, text=True, timeout=30)
-    assert done.returncode == 1
-    assert f"already runs on this vault, listening at {agent.socket}, not at {other}" in done.stderr
-    assert f"CREDENTIAL_AGENT_SOCK={agent.socket}" in done.stderr and str(agent.pid) in done.stderr
+    assert done.returncode == 0  # as every second agent: one vault, one agent, nothing wrong
+    said = f"already running on this vault (pid {agent.pid}), listening at {agent.socket}, not at {other}"
+    assert said in done.stderr
+    assert f"CREDENTIAL_AGENT_SOCK={agent.socket}" in done.stderr
     with agent.client() as c:  # the first one is untouched
         assert c.hello()
 
