@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from client import errors
-from support import PASSPHRASE, AgentProcess
+from support import PASSPHRASE, AgentProcess, until
 
 HF = "hf_" + "A" * 34
 RUNPOD = "rp_" + "B" * 30
@@ -334,15 +334,6 @@ def test_metadata_holds_any_msgpack_map(unlocked_agent: AgentProcess) -> None:
         assert c.metadata("m")["metadata"] == meta
 
 
-def _until(check: object, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    pytest.fail(f"{what} did not happen within {timeout} s")
-
-
 def test_a_deleted_data_dir_gets_no_write_and_locks_the_agent(unlocked_agent: AgentProcess) -> None:
     """README's "delete for good" done while the agent runs: no write is acknowledged into
     the unlinked file, status says so, the agent locks, and a restart starts afresh."""
@@ -357,7 +348,7 @@ def test_a_deleted_data_dir_gets_no_write_and_locks_the_agent(unlocked_agent: Ag
     assert "was deleted or moved while the agent ran; nothing was written" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     with a.client() as c:
-        _until(lambda: c.status()["locked"], "the agent locking")
+        until(lambda: c.status()["locked"], 30, "the agent locking")
         st = c.status()
         assert st["vault_replaced"] == "deleted or moved" and st["locked_by_user"]
         with pytest.raises(errors.AgentError, match="deleted or moved"):

@@ -99,6 +99,21 @@ def vault_store(home: Path) -> Iterator[Any]:
         store.close()
 
 
+def until(check: Any, timeout: float, what: str, step: float = 0.1) -> Any:
+    """Poll ``check()`` until it returns something true (exceptions count as not yet)."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:
+            last = e
+        time.sleep(step)
+    raise AssertionError(f"{what} did not happen within {timeout} s (last error: {last!r})")
+
+
 def raw_request(op: str, args: Mapping[str, Any] | None = None, v: int = 1) -> bytes:
     body = msgpack.packb({"v": v, "op": op, "args": dict(args or {})}, use_bin_type=True)
     return len(body).to_bytes(4, "big") + body

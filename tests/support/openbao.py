@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from support import AgentProcess, short_tmpdir
+from support import AgentProcess, short_tmpdir, until
 
 ROOT_TOKEN = "root"
 # the type of the team_agent fixture (tests/team/conftest.py): start_team_agent, stopped after the test
@@ -58,21 +58,6 @@ def _wait_http(url: str, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"no answer at {url}")
-
-
-def until(check: Any, timeout: float, what: str, step: float = 0.1) -> Any:
-    """Poll ``check()`` until it returns something true (exceptions count as not yet)."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as e:
-            last = e
-        time.sleep(step)
-    raise AssertionError(f"{what} did not happen within {timeout} s (last error: {last!r})")
 
 
 class Bao:
