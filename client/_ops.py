@@ -13,7 +13,7 @@ Rules of this module:
   transport: ``call`` and ``call_many``;
 - what the operations keep of their client (the expiry policy, and the expired
   credentials already warned about) is set by ``Operations.__init__`` and read here only;
-- adding an op: its ``OPS`` entry in ``client.protocol``, its agent handler, and
+- adding an op: its ``OPS`` entry in ``client.vocabulary``, its agent handler, and
   one definition in ``Operations`` below; never a client by hand;
 - no typing at run time (see ``client._op``).
 """

@@ -10,7 +10,7 @@ import math
 import msgpack
 import pytest
 
-from client import AsyncClient, CredentialService, errors, protocol, validation
+from client import AsyncClient, CredentialService, errors, protocol, validation, vocabulary
 from client.messages import ListPages
 from support import AgentProcess
 
@@ -37,11 +37,11 @@ def test_a_page_of_the_largest_entries_fits_one_frame() -> None:
     # most 15 bytes (a scalar: 9; a msgpack Timestamp: 15) or a header of at most 3,
     # under a key whose header is at most 3; every character 4 bytes of UTF-8
     bound = 5 + validation.MAX_METADATA_ITEMS * (15 + 3) + 4 * validation.MAX_METADATA_BYTES
-    assert bound == protocol._METADATA_MAX
+    assert bound == vocabulary._METADATA_MAX
     fields = len(msgpack.packb(entry("p" * 64, {}), use_bin_type=True))
-    assert fields <= protocol._ENTRY_FIELDS_MAX
+    assert fields <= vocabulary._ENTRY_FIELDS_MAX
     assert protocol.LIST_PAGE >= 10  # few round trips for a listing
-    assert protocol.LIST_PAGE * (protocol._ENTRY_FIELDS_MAX + bound) + 64 <= protocol.MAX_FRAME
+    assert protocol.LIST_PAGE * (vocabulary._ENTRY_FIELDS_MAX + bound) + 64 <= protocol.MAX_FRAME
     # and a real page of near-worst entries: within the frame, which a page more is not
     meta = largest_metadata(0)
     assert len(msgpack.packb(meta, use_bin_type=True)) <= bound
