@@ -37,6 +37,8 @@ class Options:
     connection_idle_timeout: float = _default("connection_idle_timeout")  # a silent connection's life; 0 = off
     frame_timeout: float = _default("frame_timeout")  # a request's first byte to its last; 0 = off
     audit_keep: int = _default("audit_keep")  # newest audit rows kept; 0 = no audit log
+    history_keep: int = _default("history_keep")  # previous values kept per credential; 0 = none
+    history_max_age: float = _default("history_max_age")  # seconds a previous value is kept; 0 = no limit
     remotes: tuple[remotes.RemoteOptions, ...] = ()  # team vaults, in resolution order
 
 
@@ -52,5 +54,7 @@ def load_options(args: argparse.Namespace) -> Options:
         connection_idle_timeout=setting("connection_idle_timeout"),
         frame_timeout=setting("frame_timeout"),
         audit_keep=setting("audit_keep"),
+        history_keep=setting("history_keep"),
+        history_max_age=setting("history_max_age"),
         remotes=remotes.parse(setting("remote"), str(paths.config_path())),
     )

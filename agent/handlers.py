@@ -23,6 +23,7 @@ from agent import audit, autolock
 from agent.keys import passphrase
 from agent.remotes import listing, team, writes
 from agent.state import KEEP, Agent, Key
+from agent.stores import Who
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
 from client import errors, protocol
@@ -128,7 +129,7 @@ def _named(a: Agent, args: Args) -> team.Remotes:
     return remotes
 
 
-def _write(a: Agent, args: Args, *, must_exist: bool) -> Any:
+def _write(a: Agent, args: Args, peer: Peer, *, must_exist: bool) -> Any:
     if "remote" in args:
         key = check_key(*_key(args))
         if len(args["value"]) > protocol.MAX_VALUE:
@@ -153,15 +154,22 @@ def _write(a: Agent, args: Args, *, must_exist: bool) -> Any:
         must_exist=must_exist,
         keep=args.get("keep", False),
         merge=args.get("merge_metadata", False),
+        by=_by(peer),
     )
 
 
+def _by(peer: Peer) -> Who:
+    """Who replaced a value, for its history: the executable the kernel names, and the
+    script or module the caller says it runs (as the audit log keeps them)."""
+    return peer.exe, peer.caller
+
+
 def op_store(a: Agent, args: Args, peer: Peer) -> Any:
-    return _write(a, args, must_exist=False)
+    return _write(a, args, peer, must_exist=False)
 
 
 def op_update(a: Agent, args: Args, peer: Peer) -> Any:
-    return _write(a, args, must_exist=True)
+    return _write(a, args, peer, must_exist=True)
 
 
 def op_get(a: Agent, args: Args, peer: Peer) -> Any:
@@ -200,13 +208,13 @@ def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
     if "remote" in args:
         key = check_key(*_key(args))
         return writes.delete(_named(a, args), args["remote"], key)
-    return a.delete(_key(args))
+    return a.delete(_key(args), _by(peer))
 
 
 def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
     # the new name is made canonical as every other name is: `HF` is huggingface's row
     new = (canonical_platform(args["new_platform"]), canonical_type(args.get("new_credential_type", DEFAULT_TYPE)))
-    return a.rename(_key(args), new, replace=args.get("replace", False))
+    return a.rename(_key(args), new, replace=args.get("replace", False), by=_by(peer))
 
 
 def op_list(a: Agent, args: Args, peer: Peer) -> Any:
@@ -317,6 +325,19 @@ def op_recover(a: Agent, args: Args, peer: Peer) -> Any:
     return a.recover(args["code"], args["key_source"], args.get("new_passphrase"))
 
 
+def op_history(a: Agent, args: Args, peer: Peer) -> Any:
+    key = None if "platform" not in args else _key(args)
+    return a.history(key, args.get("limit"))
+
+
+def op_history_value(a: Agent, args: Args, peer: Peer) -> Any:
+    return a.history_value(_key(args), args["version"])
+
+
+def op_history_restore(a: Agent, args: Args, peer: Peer) -> Any:
+    return a.history_restore(_key(args), args["version"], _by(peer))
+
+
 def op_encrypt(a: Agent, args: Args, peer: Peer) -> Any:
     return a.encrypt(args["data"])
 
@@ -350,6 +371,9 @@ HANDLERS: Mapping[str, Handler] = {
     "remote_login": op_remote_login,
     "remote_status": op_remote_status,
     "remote_sync": op_remote_sync,
+    "history": op_history,
+    "history_value": op_history_value,
+    "history_restore": op_history_restore,
 }
 
 

@@ -308,6 +308,31 @@ class Operations:
         """Refresh the cache of one team vault (or all) now; each remote's status after it."""
         return self._send("remote_sync", given(remote=remote), reply_rows)
 
+    @single
+    def history(
+        self, platform: str | None = None, credential_type: str | None = None, *, limit: int | None = None
+    ) -> Sent[list[dict[str, Any]]]:
+        """Previous values of a credential (of every one without ``platform``), newest
+        first: version, when it was set and replaced, why (``replaced``, ``deleted``) and by
+        which program; never values."""
+        args = given(platform=platform, credential_type=credential_type, limit=limit)
+        return self._send("history", args, reply_rows)
+
+    @single
+    def history_value(
+        self, platform: str, version: int = 1, credential_type: str = DEFAULT_TYPE
+    ) -> Sent[dict[str, Any]]:
+        """One previous value (``version`` 1: the last before the current one, or before it
+        was deleted) with its metadata, expiry and times."""
+        return self._send("history_value", {**name_args(platform, credential_type), "version": version}, reply_map)
+
+    @single
+    def history_restore(
+        self, platform: str, version: int = 1, credential_type: str = DEFAULT_TYPE
+    ) -> Sent[dict[str, Any]]:
+        """Make a previous value current again (the value it replaces joins the history)."""
+        return self._send("history_restore", {**name_args(platform, credential_type), "version": version}, reply_map)
+
     @plan
     def credentials_for(self, platform: str) -> Plan[dict[str, str]]:
         """Every credential of ``platform`` keyed by type: ``{"api_key": ...}`` (two round trips)."""

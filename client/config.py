@@ -128,6 +128,18 @@ KEYS: Final[dict[str, Key]] = {
     "audit_keep": Key(
         "count", "CREDENTIAL_AGENT_AUDIT_KEEP", 10_000, "newest audit-log rows kept in the vault (0 = no audit log)"
     ),
+    "history_keep": Key(
+        "count",
+        "CREDENTIAL_AGENT_HISTORY_KEEP",
+        10,
+        "previous values kept per credential after an overwrite or a deletion (0 = none)",
+    ),
+    "history_max_age": Key(
+        "seconds",
+        "CREDENTIAL_AGENT_HISTORY_MAX_AGE",
+        90 * 86400.0,
+        "how long a previous value is kept after it was replaced or deleted (0 = no limit)",
+    ),
     "key_source": Key(
         "choice", "CREDENTIAL_AGENT_KEY_SOURCE", None, "the key source `agent init` uses by default", KEY_SOURCES
     ),

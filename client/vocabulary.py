@@ -148,6 +148,12 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     ),
     "remote_status": (),
     "remote_sync": (_REMOTE,),
+    # previous values (newest first, version 1 the last before the current one): a listing
+    # without values, of one name or (no platform) of every name; one version's value; a
+    # version made current again
+    "history": (_name("platform", required=False), _TYPE, Arg("limit", (int,), required=False)),
+    "history_value": (_PLATFORM, _TYPE, Arg("version", (int,))),
+    "history_restore": (_PLATFORM, _TYPE, Arg("version", (int,))),
 }
 
 # Ops a client may send again when the connection died after the request went out
@@ -157,7 +163,8 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
 # (the same state again), encrypt (another token, as good) and decrypt qualify.
 # Not these: delete (the replay says NotFound), init (already_exists), rotate_key
 # (a second rotation), stop (stops a restarted agent), rename (not_found), rekey
-# (already there), recovery_code (a second code), recover.
+# (already there), recovery_code (a second code), recover, history_restore (each
+# restore adds a version, so version N names another value the second time).
 RETRY_SAFE: Final = frozenset(
     {
         "hello",
@@ -175,6 +182,8 @@ RETRY_SAFE: Final = frozenset(
         "decrypt",
         "remote_status",
         "remote_sync",
+        "history",
+        "history_value",
     }
 )
 # Ops that run scrypt, maybe after the wrong-passphrase delay, maybe after a

@@ -27,6 +27,7 @@ from agent.cli import (
     control,
     credentials,
     execute,
+    history,
     inject,
     migration,
     recovery,
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote.register(sub)
     vault.register_rotation(sub)  # after the commands `agent --help` always listed, in their order
     recovery.register(sub)
+    history.register(sub)
     completion.register(sub)
     return parser
 

@@ -35,7 +35,7 @@ from agent.crypto import unseal
 from agent.remotes import NO_REMOTES, Hooks
 from agent.state import resealing
 from agent.state.entry import Entry, Key, open_entries
-from agent.stores import Row, Store, VaultMeta
+from agent.stores import HistoryLimits, Row, Store, VaultMeta
 from client import errors
 
 __all__ = ["LockState", "MAX_WAITING_UNLOCKS"]
@@ -67,6 +67,7 @@ class LockState:
 
             store = SqliteStore(options.vault)
         self.store = store
+        store.history_limits = HistoryLimits(options.history_keep, options.history_max_age)
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vault")
         self.audit = audit.AuditLog(self.store, self._db, options.audit_keep)
         self.entries: dict[Key, Entry] = {

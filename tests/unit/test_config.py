@@ -34,6 +34,8 @@ max_connections = 64
 connection_idle_timeout = 30
 frame_timeout = 5
 audit_keep = 500
+history_keep = 3
+history_max_age = "30d"
 
 [remote.team]
 url = "http://127.0.0.1:8200"
@@ -51,6 +53,8 @@ url = "http://127.0.0.1:8200"
         "connection_idle_timeout": 30.0,
         "frame_timeout": 5.0,
         "audit_keep": 500,
+        "history_keep": 3,
+        "history_max_age": 30 * 86400.0,
         "remote": {"team": {"url": "http://127.0.0.1:8200"}},
     }
     assert set(data) == set(config.KEYS)
