@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from support import AgentProcess
 
@@ -58,3 +59,30 @@ def test_mistakes_get_one_clear_line(unlocked_agent: AgentProcess) -> None:
     assert missing.returncode == 1
     assert missing.stderr == "agent: huggingface/api-key has no version 3 in its history (0 previous values kept)\n"
     assert "Traceback" not in no_name.stderr + bad.stderr + missing.stderr
+
+
+def test_export_leaves_history_out_unless_asked(unlocked_agent: AgentProcess, tmp_path: Path) -> None:
+    a = unlocked_agent
+    a.cli("set", "runpod", "--no-validate", input="rp_old_value\n")
+    a.cli("set", "runpod", "--no-validate", "--meta", "env=prod", input="rp_new_value\n")
+    plain = json.loads(a.cli("export", "-", "--include-values").stdout)
+    assert "history" not in plain["runpod"]
+    names = json.loads(a.cli("export", "-", "--include-history").stdout)
+    [old] = names["runpod"]["history"]
+    assert (old["version"], old["reason"]) == (1, "replaced") and "value" not in old
+    assert old["set_at"].startswith("20") and old["replaced_at"].startswith("20")
+    full = tmp_path / "full.json"
+    assert a.cli("export", str(full), "--include-values", "--include-history").returncode == 0
+    data = json.loads(full.read_text())
+    assert data["runpod"]["value"] == "rp_new_value"
+    assert data["runpod"]["history"][0]["value"] == "rp_old_value"
+    assert data["runpod"]["history"][0]["metadata"] == {}
+    # the file imports as before: the current values (previous ones are not made current)
+    fresh = AgentProcess().start()
+    try:
+        fresh.init_passphrase()
+        imported = fresh.cli("import", "json", str(full), "--no-validate")
+        assert imported.returncode == 0, imported.stderr
+        assert fresh.cli("get", "runpod").stdout == "rp_new_value\n"
+    finally:
+        fresh.cleanup()
