@@ -35,6 +35,7 @@ from agent.cli import (
     run,
     service,
     vault,
+    versions,
 )
 from agent.cli._common import CliError, Exit, Parser, platform_arg, type_arg
 from client import errors, paths
@@ -121,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             completion.complete(parser)
         args = parser.parse_args(argv)
     try:
+        # argv[0]: the command (exec and run keep their own `command` in args)
+        if argv[0] not in versions.SKIP:
+            versions.ensure_current()
         code = int(args.fn(args))
         sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
         return code

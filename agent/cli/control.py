@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+import agent
 from agent.cli._common import CliError, Exit, Subcommands, add_command, duration_arg, print_json
 from client import Client, config, errors, paths
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, Final
 
-__all__ = ["register"]
+__all__ = ["register", "cmd_start", "gone", "START_TIMEOUT"]
 
 # how long `agent start` waits for the new agent to answer, and `agent stop` for it to exit
 START_TIMEOUT: Final = 10.0
@@ -137,7 +138,7 @@ def _detached() -> dict[str, Any]:
     return {"start_new_session": True}
 
 
-def _gone(pid: int, timeout: float) -> bool:
+def gone(pid: int, timeout: float) -> bool:
     """Whether process ``pid`` exits within ``timeout`` seconds."""
     if sys.platform == "win32":
         from client import win32
@@ -164,7 +165,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     except errors.AgentUnavailable:
         print("no agent is running", file=sys.stderr)
         return Exit.OK
-    _gone(pid, START_TIMEOUT)
+    gone(pid, START_TIMEOUT)
     print(f"agent (pid {pid}) stopped")
     return Exit.OK
 
@@ -219,6 +220,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         else ("locked" + (" (by request)" if st["locked_by_user"] else "") if st["locked"] else "unlocked")
     )
     print(f"agent {st['version']} (protocol {st['protocol']}), pid {st['pid']}, up {st['uptime_s']:.0f} s")
+    if st["version"] != agent.__version__:
+        from agent.cli import versions
+
+        if versions.older(st["version"], agent.__version__):
+            print(f"VERSION:     this command is {agent.__version__}: any other command replaces this older agent")
+        else:
+            print(f"VERSION:     this command is {agent.__version__}, older: the agent is left as it is")
     print(f"socket:      {st['socket']}")
     print(f"vault:       {st['vault']} ({st['credentials']} credentials, key source {st['key_source'] or '-'})")
     print(f"state:       {state}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from agent.cli._common import (
     CliError,
@@ -27,6 +26,10 @@ from agent.cli._common import (
 from agent.cli.removal import entry_name
 from client import Client
 from client.validation import DEFAULT_TYPE
+
+TYPE_CHECKING = False  # as agent.cli: typing is not loaded by `agent get`
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["register"]
 
