@@ -63,6 +63,8 @@ AUDITED: Final = frozenset(
         "remote_login",
         "history_value",
         "history_restore",
+        "approve",
+        "approval_pin",
     }
 )
 # recorded under the name they were sent (rename: the old one)

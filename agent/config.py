@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from agent import remotes
+from agent import access, remotes
 from client import paths
 from client.config import KEYS, ConfigError, setting
 
@@ -40,6 +40,8 @@ class Options:
     history_keep: int = _default("history_keep")  # previous values kept per credential; 0 = none
     history_max_age: float = _default("history_max_age")  # seconds a previous value is kept; 0 = no limit
     remotes: tuple[remotes.RemoteOptions, ...] = ()  # team vaults, in resolution order
+    access: tuple[access.Rule, ...] = ()  # which programs may read which credentials, in file order
+    confirm_timeout: float = _default("confirm_timeout")  # a read waiting for approval; then denied
 
 
 def load_options(args: argparse.Namespace) -> Options:
@@ -57,4 +59,6 @@ def load_options(args: argparse.Namespace) -> Options:
         history_keep=setting("history_keep"),
         history_max_age=setting("history_max_age"),
         remotes=remotes.parse(setting("remote"), str(paths.config_path())),
+        access=access.parse(setting("access"), str(paths.config_path())),
+        confirm_timeout=setting("confirm_timeout"),
     )

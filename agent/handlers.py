@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
-from agent import audit, autolock
+from agent import access, audit, autolock, consent
 from agent.keys import passphrase
 from agent.remotes import listing, team, writes
 from agent.state import KEEP, Agent, Key
@@ -80,6 +80,9 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
         "recovery_code": a.has_recovery_code,  # whether one was made (and not dropped by a rotation)
         "recover_failures": a.recover_failures,  # wrong recovery codes in a row
         "recover_delay_s": passphrase.delay_after(a.recover_failures),
+        "access_rules": len(options.access),  # [access] tables in force
+        "approvals_pending": len(a.approvals.pending),  # reads waiting for `agent approve`
+        "approval_pin": a.has_approval_pin,  # a keystore vault's proof of presence is set
     }
 
 
@@ -174,6 +177,14 @@ def op_update(a: Agent, args: Args, peer: Peer) -> Any:
 
 def op_get(a: Agent, args: Args, peer: Peer) -> Any:
     key = _key(args)
+    if a.options.access:  # no [access] rules: the fast path, as always
+        action, rule = access.decide(a.options.access, key, peer)
+        if action != "allow":
+            return consent.approved_then(a, key, peer, action, rule, lambda: _get(a, key, args))
+    return _get(a, key, args)
+
+
+def _get(a: Agent, key: Key, args: Args) -> Any:
     if a.locked:
         return _get_locked(a, key, args.get("expiry", False))
     return _resolve(a, key, args)
@@ -331,7 +342,12 @@ def op_history(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_history_value(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.history_value(_key(args), args["version"])
+    key = _key(args)
+    if a.options.access:  # a previous value is read under the same rules as the current one
+        action, rule = access.decide(a.options.access, key, peer)
+        if action != "allow":
+            return consent.approved_then(a, key, peer, action, rule, lambda: a.history_value(key, args["version"]))
+    return a.history_value(key, args["version"])
 
 
 def op_history_restore(a: Agent, args: Args, peer: Peer) -> Any:
@@ -374,6 +390,9 @@ HANDLERS: Mapping[str, Handler] = {
     "history": op_history,
     "history_value": op_history_value,
     "history_restore": op_history_restore,
+    "approvals": consent.op_approvals,
+    "approve": consent.op_approve,
+    "approval_pin": consent.op_approval_pin,
 }
 
 

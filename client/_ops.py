@@ -333,6 +333,32 @@ class Operations:
         """Make a previous value current again (the value it replaces joins the history)."""
         return self._send("history_restore", {**name_args(platform, credential_type), "version": version}, reply_map)
 
+    @single
+    def approvals(self) -> Sent[list[dict[str, Any]]]:
+        """Reads waiting for the user's approval ([access] rules): id, name, the program asking."""
+        return self._send("approvals", {}, reply_rows)
+
+    @single
+    def approve(
+        self,
+        request: int,
+        secret: str | None = None,
+        *,
+        allow: bool = True,
+        remember: str | None = None,
+        for_s: float | None = None,
+    ) -> Sent[dict[str, Any]]:
+        """Answer a waiting read: allowing needs ``secret`` (the vault's passphrase, or a
+        keystore vault's approval PIN); ``remember`` ``once``, ``process`` (the default) or
+        ``program``, or ``for_s`` seconds for any caller."""
+        args = given(request=request, allow=allow, secret=secret, remember=remember, for_s=for_s)
+        return self._send("approve", args, reply_map)
+
+    @single
+    def approval_pin(self, pin: str, current: str | None = None) -> Sent[None]:
+        """Set a keystore vault's approval PIN (``current``: the one it replaces)."""
+        return self._send("approval_pin", given(pin=pin, current=current), reply_none)
+
     @plan
     def credentials_for(self, platform: str) -> Plan[dict[str, str]]:
         """Every credential of ``platform`` keyed by type: ``{"api_key": ...}`` (two round trips)."""

@@ -143,6 +143,14 @@ KEYS: Final[dict[str, Key]] = {
     "key_source": Key(
         "choice", "CREDENTIAL_AGENT_KEY_SOURCE", None, "the key source `agent init` uses by default", KEY_SOURCES
     ),
+    # [access."PATTERN"] tables: which programs may read which credentials; agent.access checks them
+    "access": Key("tables", None, None, 'rules per credential: allow, confirm, deny, only ([access."PATTERN"] tables)'),
+    "confirm_timeout": Key(
+        "seconds",
+        "CREDENTIAL_AGENT_CONFIRM_TIMEOUT",
+        12.0,  # under a client's default 15 s timeout, so the caller gets Denied, not a timeout
+        "how long a read that needs approval waits for `agent approve` before it is denied",
+    ),
     # [remote.NAME] tables: team vaults (OpenBao / Vault KV v2); agent.remotes checks their keys
     "remote": Key("tables", None, None, "team vaults the agent reads through, in order ([remote.NAME] tables)"),
     # the environment variable is the negative one, as it always was: NO_AUTOSTART=1 turns it off

@@ -154,6 +154,19 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "history": (_name("platform", required=False), _TYPE, Arg("limit", (int,), required=False)),
     "history_value": (_PLATFORM, _TYPE, Arg("version", (int,))),
     "history_restore": (_PLATFORM, _TYPE, Arg("version", (int,))),
+    # reads waiting for the user's approval ([access] rules), and the user's answer: allow
+    # needs the secret (the vault's passphrase, or a keystore vault's approval PIN);
+    # remember: "once", "process" or "program", or for_s seconds for any caller
+    "approvals": (),
+    "approve": (
+        Arg("request", (int,)),
+        Arg("allow", (bool,)),
+        Arg("secret", (str,), required=False),
+        _name("remember", required=False),
+        Arg("for_s", (int, float), required=False),
+    ),
+    # a keystore vault's approval PIN (current: the one it replaces, or a passphrase vault's passphrase)
+    "approval_pin": (Arg("pin", (str,)), Arg("current", (str,), required=False)),
 }
 
 # Ops a client may send again when the connection died after the request went out
@@ -184,13 +197,25 @@ RETRY_SAFE: Final = frozenset(
         "remote_sync",
         "history",
         "history_value",
+        "approvals",
     }
 )
 # Ops that run scrypt, maybe after the wrong-passphrase delay, maybe after a
 # keystore round trip, or several team-vault round trips: a client waits longer
 # for them than for the others.
 SLOW_OPS: Final = frozenset(
-    {"init", "unlock", "rotate_key", "rekey", "recovery_code", "recover", "remote_login", "remote_sync"}
+    {
+        "init",
+        "unlock",
+        "rotate_key",
+        "rekey",
+        "recovery_code",
+        "recover",
+        "remote_login",
+        "remote_sync",
+        "approve",
+        "approval_pin",
+    }
 )
 
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import agent
 from agent.cli import (
+    approve,
     audit,
     completion,
     control,
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     vault.register_rotation(sub)  # after the commands `agent --help` always listed, in their order
     recovery.register(sub)
     history.register(sub)
+    approve.register(sub)
     completion.register(sub)
     return parser
 

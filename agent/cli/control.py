@@ -13,7 +13,7 @@ import sys
 import time
 
 import agent
-from agent.cli._common import CliError, Exit, Subcommands, add_command, duration_arg, print_json
+from agent.cli._common import CliError, Exit, Subcommands, add_command, duration_arg, older, print_json
 from client import Client, config, errors, paths
 
 TYPE_CHECKING = False
@@ -221,9 +221,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     print(f"agent {st['version']} (protocol {st['protocol']}), pid {st['pid']}, up {st['uptime_s']:.0f} s")
     if st["version"] != agent.__version__:
-        from agent.cli import versions
-
-        if versions.older(st["version"], agent.__version__):
+        if older(st["version"], agent.__version__):
             print(f"VERSION:     this command is {agent.__version__}: any other command replaces this older agent")
         else:
             print(f"VERSION:     this command is {agent.__version__}, older: the agent is left as it is")

@@ -12,32 +12,17 @@ command must not downgrade it): the message says which ``agent`` is out of date.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
 import agent
+from agent.cli._common import older
 from client import Client, errors, paths
 
-__all__ = ["SKIP", "ensure_current", "older"]
+__all__ = ["SKIP", "ensure_current"]
 
 # commands that do not ask: they run no agent (serve is one), stop it, only look
 # (`status`, whose --short never starts or stops anything), or need none
 SKIP = frozenset({"serve", "stop", "status", "completion", "man", "service"})
-
-
-def _parts(version: str) -> tuple[int, ...] | None:
-    found = re.fullmatch(r"(\d+(?:\.\d+)*)(.*)", version)
-    if found is None:
-        return None
-    numbers = tuple(int(n) for n in found.group(1).split("."))
-    # 1.2.0.dev3 and 1.2.0rc1 come before 1.2.0
-    return numbers + ((-1,) if found.group(2) else (0,))
-
-
-def older(theirs: str, ours: str) -> bool | None:
-    """Whether version ``theirs`` comes before ``ours``; None when either cannot be read."""
-    a, b = _parts(theirs), _parts(ours)
-    return None if a is None or b is None else a < b
 
 
 def ensure_current() -> None:

@@ -14,6 +14,7 @@ this package, and each change lives in the one module of its concept:
 - ``masterkey``: the master key's life (init, rotate, rekey, recover, the recovery
   code), with the orders that make each crash-safe;
 - ``secure_storage``: the original ``SecureStorage`` API's encrypt and decrypt;
+- ``presence``: proof that the user is there (the passphrase, a keystore vault's PIN);
 - ``resealing``: what runs on the storage thread over every row (a rotation's
   re-seal, the canonical-name migration).
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agent.state import credentials, history, masterkey, secure_storage
+from agent.state import credentials, history, masterkey, presence, secure_storage
 from agent.state.credentials import KEEP, Keep, check_expires
 from agent.state.entry import Entry, Key
 from agent.state.lockstate import LockState
@@ -128,6 +129,17 @@ class Agent(LockState):
     @property
     def has_recovery_code(self) -> bool:
         return masterkey.has_recovery_code(self)
+
+    # --- proof that the user is there --------------------------------------------------
+    async def prove_presence(self, secret: str | None) -> None:
+        await presence.prove(self, secret)
+
+    async def set_approval_pin(self, pin: str, current: str | None) -> None:
+        await presence.set_pin(self, pin, current)
+
+    @property
+    def has_approval_pin(self) -> bool:
+        return presence.has_pin(self)
 
     # --- the original SecureStorage API ----------------------------------------------------
     async def encrypt(self, data: str) -> bytes:

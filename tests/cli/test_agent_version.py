@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import agent as agent_package
-from agent.cli import versions
+from agent.cli import _common as versions
 from support import PASSPHRASE, AgentProcess, until
 
 ROOT = Path(__file__).resolve().parents[2]

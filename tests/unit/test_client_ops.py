@@ -44,6 +44,9 @@ SAMPLE_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "history": (("runpod",), {"limit": 5}),
     "history_value": (("runpod", 2), {}),
     "history_restore": (("runpod", 1, "api-secret"), {}),
+    "approvals": ((), {}),
+    "approve": ((3, "pw"), {"remember": "program"}),
+    "approval_pin": (("1234",), {"current": "0000"}),
 }
 
 

@@ -36,9 +36,13 @@ frame_timeout = 5
 audit_keep = 500
 history_keep = 3
 history_max_age = "30d"
+confirm_timeout = 30
 
 [remote.team]
 url = "http://127.0.0.1:8200"
+
+[access.openai]
+rule = "confirm"
 """)
     data = config.read(path)
     assert data == {
@@ -55,6 +59,8 @@ url = "http://127.0.0.1:8200"
         "audit_keep": 500,
         "history_keep": 3,
         "history_max_age": 30 * 86400.0,
+        "confirm_timeout": 30.0,
+        "access": {"openai": {"rule": "confirm"}},
         "remote": {"team": {"url": "http://127.0.0.1:8200"}},
     }
     assert set(data) == set(config.KEYS)
