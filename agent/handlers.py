@@ -92,7 +92,7 @@ def op_stop(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_init(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.init(args.get("key_source"), args.get("passphrase"))
+    return a.init(args.get("key_source"), args.get("passphrase"), args.get("recovery_code", False))
 
 
 def op_unlock(a: Agent, args: Args, peer: Peer) -> Any:

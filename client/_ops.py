@@ -90,9 +90,13 @@ class Operations:
         return self._send("stop", {}, reply_none)
 
     @single
-    def init(self, key_source: str | None = None, passphrase: str | None = None) -> Sent[dict[str, Any]]:
-        """Create the vault and its master key (``key_source``: keyring or passphrase)."""
-        return self._send("init", given(key_source=key_source, passphrase=passphrase), reply_map)
+    def init(
+        self, key_source: str | None = None, passphrase: str | None = None, *, recovery_code: bool = False
+    ) -> Sent[dict[str, Any]]:
+        """Create the vault and its master key (``key_source``: keyring or passphrase); with
+        ``recovery_code``, its first recovery code too (the result's ``recovery_code``)."""
+        args = given(key_source=key_source, passphrase=passphrase, recovery_code=recovery_code or None)
+        return self._send("init", args, reply_map)
 
     @single
     def unlock(self, passphrase: str | None = None, lock_after: float | None = None) -> Sent[None]:

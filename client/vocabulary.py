@@ -94,7 +94,12 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "hello": (),
     "status": (),
     "stop": (),
-    "init": (_name("key_source", required=False), Arg("passphrase", (str,), required=False)),
+    # recovery_code: make the vault's first recovery code too (the result's "recovery_code")
+    "init": (
+        _name("key_source", required=False),
+        Arg("passphrase", (str,), required=False),
+        Arg("recovery_code", (bool,), required=False),
+    ),
     # lock_after: lock again this many seconds after unlocking, whatever the use
     "unlock": (Arg("passphrase", (str,), required=False), Arg("lock_after", (int, float), required=False)),
     "lock": (),
@@ -128,13 +133,15 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     # the original SecureStorage API, run in the agent: text in, a token (bytes) out, and back
     "encrypt": (Arg("data", (str,)),),
     "decrypt": (Arg("token", (bytes,)),),
-    # the same master key under another key source (passphrase: the current one, for a passphrase vault)
+    # the same master key under another key source (passphrase: the current one, for a passphrase
+    # vault; a keystore vault's approval PIN)
     "rekey": (
         _name("key_source"),
         Arg("passphrase", (str,), required=False),
         Arg("new_passphrase", (str,), required=False),
     ),
-    # a new recovery code: the result's "code" is its only copy
+    # a new recovery code: the result's "code" is its only copy; passphrase: the vault's, or a
+    # keystore vault's approval PIN (proof that the user is there)
     "recovery_code": (Arg("passphrase", (str,), required=False),),
     # open with the recovery code, give the key a new home (key_source), unlock
     "recover": (Arg("code", (str,)), _name("key_source"), Arg("new_passphrase", (str,), required=False)),

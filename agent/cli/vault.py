@@ -87,28 +87,35 @@ def new_passphrase() -> str:
 
 def cmd_init(args: argparse.Namespace) -> int:
     key_source = config.setting("key_source", args.key_source)
-    passphrase = None
     with Client() as c:
+        # the first recovery code comes with the vault: made later, it needs proof that you
+        # are there (a keystore vault's approval PIN)
         if _asks_passphrase(key_source):
-            passphrase = new_passphrase()
-            result = c.init(PASSPHRASE, passphrase)
+            result = c.init(PASSPHRASE, new_passphrase(), recovery_code=_wants_code(args))
         else:
+            code = _wants_code(args)
             try:
-                result = c.init(key_source)
+                result = c.init(key_source, recovery_code=code)
             except errors.KeystoreUnavailable as e:
                 if key_source == KEYRING:  # named by the flag, environment or config file: no fallback
                     raise
                 print(f"no working OS keystore ({e.message}); protecting the vault with a passphrase", file=sys.stderr)
-                passphrase = new_passphrase()
-                result = c.init(PASSPHRASE, passphrase)
+                result = c.init(PASSPHRASE, new_passphrase(), recovery_code=code)
         where = f" ({result['backend']})" if result.get("backend") else ""
         print(f"vault created at {result['vault']}; master key in: {result['key_source']}{where}")
-        if args.recovery_code or (
+        if result.get("recovery_code"):
+            show_recovery_code(result["recovery_code"])
+    return Exit.OK
+
+
+def _wants_code(args: argparse.Namespace) -> bool:
+    return bool(
+        args.recovery_code
+        or (
             interactive()
             and confirm("Print a recovery code, the way back in if the passphrase or keystore entry is lost?")
-        ):
-            show_recovery_code(c.recovery_code(passphrase))
-    return Exit.OK
+        )
+    )
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:

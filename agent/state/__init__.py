@@ -100,8 +100,8 @@ class Agent(LockState):
         return await history.restore(self, key, version, by)
 
     # --- the master key --------------------------------------------------------------------
-    async def init(self, key_source: str | None, passphrase: str | None) -> dict[str, Any]:
-        return await masterkey.init(self, key_source, passphrase)
+    async def init(self, key_source: str | None, passphrase: str | None, recovery_code: bool = False) -> dict[str, Any]:
+        return await masterkey.init(self, key_source, passphrase, recovery_code)
 
     async def rotate_key(self, passphrase: str | None = None, new_passphrase: str | None = None) -> dict[str, Any]:
         return await masterkey.rotate_key(self, passphrase, new_passphrase)
