@@ -65,6 +65,7 @@ AUDITED: Final = frozenset(
         "history_restore",
         "approve",
         "approval_pin",
+        "grant",
     }
 )
 # recorded under the name they were sent (rename: the old one)

@@ -1,10 +1,11 @@
-"""Reads under the config file's ``[access]`` rules: the wait for approval, and the approval ops.
+"""Reads under the config file's ``[access]`` rules and scoped grants: what a read gets,
+the wait for approval, and the ops ``approvals``, ``approve``, ``approval_pin`` and ``grant``.
 
-``agent.handlers`` asks ``agent.access.decide`` before a value leaves the agent (``get``,
-``history_value``); a read that is not simply allowed goes through ``approved_then``
-here: denied with the rule's name, or held until the user approves it
-(``agent.approvals``). The ops ``approvals``, ``approve`` and ``approval_pin`` are the
-user's side of it (``agent approve``).
+``agent.handlers`` asks ``check`` before a value leaves the agent (``get``,
+``history_value``) when there are rules or grants; a read that is not simply allowed goes
+through ``approved_then``: denied with what denies it, or held until the user approves
+it (``agent.approvals``). Inside a granted process tree the granted keys are read
+without a question and any other needs approval; a rule's ``deny`` holds everywhere.
 """
 
 from __future__ import annotations
@@ -18,26 +19,62 @@ from agent import access, approvals
 from agent.state import Agent, Key
 from agent.transport import Peer
 from client import errors
+from client.names import canonical_platform, canonical_type
 from client.validation import check_key
 
-__all__ = ["approved_then", "op_approvals", "op_approve", "op_approval_pin"]
+__all__ = ["MAX_GRANTED", "check", "approved_then", "op_approvals", "op_approve", "op_approval_pin", "op_grant"]
+
+MAX_GRANTED = 256  # keys in one grant
 
 Args = Mapping[str, Any]
 
 
-async def approved_then(
-    a: Agent, key: Key, peer: Peer, action: str, rule: access.Rule | None, read: Callable[[], Any]
-) -> Any:
-    """``read()``'s result once a rule lets ``peer`` read ``key``; else ``Denied``, naming the rule."""
-    assert rule is not None
-    if action == "deny":
-        raise errors.Denied(
-            f"{key[0]}/{key[1]} may not be read by {access.describe_caller(peer)}: {rule.names()} in the config file"
-        )
-    check_key(*key)
-    await a.approvals.ask(key, peer, rule)
+def check(a: Agent, key: Key, peer: Peer) -> tuple[str, str] | None:
+    """None when ``peer`` reads ``key`` as always; else ("deny" or "confirm", why)."""
+    action, rule = access.decide(a.options.access, key, peer) if a.options.access else ("allow", None)
+    if action == "deny" and rule is not None:
+        return "deny", f"{rule.names()} in the config file"
+    tree = a.approvals.tree_of(peer)
+    if tree is not None:
+        if key in tree.keys:
+            return None
+        return "confirm", f"not granted to the process tree of pid {tree.root[0]}"
+    if action == "allow" or rule is None:
+        return None
+    return action, rule.names()
+
+
+async def approved_then(a: Agent, key: Key, peer: Peer, action: str, why: str, read: Callable[[], Any]) -> Any:
+    """``read()``'s result once ``peer`` may read ``key``; else ``Denied``, saying why."""
+    await _approved(a, key, peer, action, why)
     result = read()
     return await result if inspect.isawaitable(result) else result
+
+
+async def _approved(a: Agent, key: Key, peer: Peer, action: str, why: str) -> None:
+    if action == "deny":
+        raise errors.Denied(f"{key[0]}/{key[1]} may not be read by {access.describe_caller(peer)}: {why}")
+    check_key(*key)
+    await a.approvals.ask(key, peer, why)
+
+
+async def op_grant(a: Agent, args: Args, peer: Peer) -> Any:
+    """Grant ``keys`` to the caller's own process tree: each one the caller may read itself
+    (a rule's confirmation is asked for now, once), so a grant never widens access."""
+    raw = args["keys"]
+    if not 0 < len(raw) <= MAX_GRANTED or not all(_is_name(k) for k in raw):
+        raise errors.BadRequest(f"keys must be 1 to {MAX_GRANTED} [platform, credential_type] pairs")
+    keys = [check_key(canonical_platform(p), canonical_type(t)) for p, t in raw]
+    for key in keys:
+        verdict = check(a, key, peer)
+        if verdict is not None:
+            await _approved(a, key, peer, *verdict)
+    a.approvals.add_tree(peer.pid, frozenset(keys))
+    return {"granted": [list(k) for k in keys], "pid": peer.pid}
+
+
+def _is_name(item: Any) -> bool:
+    return isinstance(item, list) and len(item) == 2 and all(isinstance(n, str) for n in item)
 
 
 def op_approvals(a: Agent, args: Args, peer: Peer) -> Any:

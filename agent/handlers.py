@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
-from agent import access, audit, autolock, consent
+from agent import audit, autolock, consent
 from agent.keys import passphrase
 from agent.remotes import listing, team, writes
 from agent.state import KEEP, Agent, Key
@@ -177,10 +177,10 @@ def op_update(a: Agent, args: Args, peer: Peer) -> Any:
 
 def op_get(a: Agent, args: Args, peer: Peer) -> Any:
     key = _key(args)
-    if a.options.access:  # no [access] rules: the fast path, as always
-        action, rule = access.decide(a.options.access, key, peer)
-        if action != "allow":
-            return consent.approved_then(a, key, peer, action, rule, lambda: _get(a, key, args))
+    if a.options.access or a.approvals.trees:  # no rules, no grants: the fast path, as always
+        verdict = consent.check(a, key, peer)
+        if verdict is not None:
+            return consent.approved_then(a, key, peer, *verdict, lambda: _get(a, key, args))
     return _get(a, key, args)
 
 
@@ -343,10 +343,10 @@ def op_history(a: Agent, args: Args, peer: Peer) -> Any:
 
 def op_history_value(a: Agent, args: Args, peer: Peer) -> Any:
     key = _key(args)
-    if a.options.access:  # a previous value is read under the same rules as the current one
-        action, rule = access.decide(a.options.access, key, peer)
-        if action != "allow":
-            return consent.approved_then(a, key, peer, action, rule, lambda: a.history_value(key, args["version"]))
+    if a.options.access or a.approvals.trees:  # a previous value is read as the current one is
+        verdict = consent.check(a, key, peer)
+        if verdict is not None:
+            return consent.approved_then(a, key, peer, *verdict, lambda: a.history_value(key, args["version"]))
     return a.history_value(key, args["version"])
 
 
@@ -393,6 +393,7 @@ HANDLERS: Mapping[str, Handler] = {
     "approvals": consent.op_approvals,
     "approve": consent.op_approve,
     "approval_pin": consent.op_approval_pin,
+    "grant": consent.op_grant,
 }
 
 

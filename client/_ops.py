@@ -363,6 +363,12 @@ class Operations:
         """Set a keystore vault's approval PIN (``current``: the one it replaces)."""
         return self._send("approval_pin", given(pin=pin, current=current), reply_none)
 
+    @single
+    def grant(self, names: Iterable[str | tuple[str, str]]) -> Sent[dict[str, Any]]:
+        """Grant these credentials to this process and its descendants: they read them
+        without a question, and any other credential only with the user's approval."""
+        return self._send("grant", {"keys": [list(name_pair(n)) for n in names]}, reply_map)
+
     @plan
     def credentials_for(self, platform: str) -> Plan[dict[str, str]]:
         """Every credential of ``platform`` keyed by type: ``{"api_key": ...}`` (two round trips)."""

@@ -174,6 +174,9 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     ),
     # a keystore vault's approval PIN (current: the one it replaces, or a passphrase vault's passphrase)
     "approval_pin": (Arg("pin", (str,)), Arg("current", (str,), required=False)),
+    # keys: [[platform, credential_type], ...] granted to the caller's own process tree (agent
+    # exec/run --grant); other keys asked for from inside it need the user's approval
+    "grant": (Arg("keys", (list,)),),
 }
 
 # Ops a client may send again when the connection died after the request went out

@@ -39,7 +39,7 @@ def _who(r: dict[str, Any]) -> str:
 def _line(r: dict[str, Any]) -> str:
     return (
         f"request {r['id']}: {_who(r)}, pid {r['pid']}, asks for {shown(r['platform'])}/{shown(r['credential_type'])} "
-        f'(rule [access."{shown(r["rule"])}"]; waits {r["waits_s"]:g} s more)'
+        f"({shown(r['why'])}; waits {r['waits_s']:g} s more)"
     )
 
 

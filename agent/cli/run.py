@@ -76,6 +76,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError("name the command to run: agent run --env-file FILE -- CMD [ARGS...]", Exit.USAGE)
     env, refs = environment(args.env_file, os.environ)
     wanted = {var: _reference(var, ref) for var, ref in refs.items()}
+    if args.grant:  # the references are granted, not resolved: their variables stay unset
+        _env.grant(wanted, command[0])
+        return _env.exec_command(command, {k: v for k, v in env.items() if k not in refs})
     values = _env.fetch(wanted, command[0], refs, refuse_expired=args.refuse_expired)
     child = _env.child_env(env, values)
     mask = sys.stdout.isatty() if args.mask is None else args.mask
@@ -103,6 +106,12 @@ def register(sub: Subcommands) -> None:
         default=[],
         metavar="FILE",
         help=f"a file in .env syntax whose values may be {REFERENCE}PLATFORM[/TYPE] references (repeatable)",
+    )
+    p.add_argument(
+        "--grant",
+        action="store_true",
+        help="grant the referenced credentials to the command and its children instead of setting them "
+        "(they read them through the client library; any other credential needs your approval)",
     )
     p.add_argument(
         "--mask",

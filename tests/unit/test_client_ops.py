@@ -47,6 +47,7 @@ SAMPLE_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "approvals": ((), {}),
     "approve": ((3, "pw"), {"remember": "program"}),
     "approval_pin": (("1234",), {"current": "0000"}),
+    "grant": ((["huggingface", ("runpod", "api-secret")],), {}),
 }
 
 
