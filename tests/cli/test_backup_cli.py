@@ -402,3 +402,60 @@ def test_the_passphrase_comes_from_a_private_file_or_stdin_never_argv(seeded: Ag
             assert not any(v in log for v in VALUES.values())
     finally:
         b.cleanup()
+
+
+# --- the documented schedule ----------------------------------------------------------------------
+def _unit_lines(doc: str, unit: str) -> dict[str, str]:
+    """The ``Key=value`` lines of the ini block that follows ``unit``'s name in the doc."""
+    after = doc[doc.index(f"`~/.config/systemd/user/{unit}`"):]
+    block = after[after.index("```ini\n") + 7:]
+    block = block[:block.index("```")]
+    return dict(line.split("=", 1) for line in block.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_the_documented_timer_backs_up_and_a_locked_agent_fails_it(seeded: AgentProcess) -> None:
+    """docs/backup.md's service, run as systemd would run it (its specifiers %h, %% and
+    $$ expanded): a dated file, old ones pruned; a locked vault: exit 3 and no file."""
+    import re
+    import shlex
+    import sys
+
+    a = seeded
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "backup.md").read_text()
+    service = _unit_lines(doc, "credential-agent-backup.service")
+    timer = _unit_lines(doc, "credential-agent-backup.timer")
+    assert service["Type"] == "oneshot" and timer["OnCalendar"] == "daily"
+
+    def run(key: str) -> subprocess.CompletedProcess[str]:
+        line = service[key].replace("%h", str(a.home)).replace("%%", "%").replace("$$", "$")
+        return subprocess.run(shlex.split(line), env=a.env, capture_output=True, text=True, timeout=120)
+
+    bin_dir = a.home / ".local" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "agent").write_text(f"#!/bin/sh\nexec {sys.executable} -m agent \"$@\"\n")
+    (bin_dir / "agent").chmod(0o755)
+    (a.home / "backups").mkdir()
+    (a.home / ".config" / "credential-agent").mkdir(parents=True)
+    secret = a.home / ".config" / "credential-agent" / "backup.pass"
+    secret.write_text(PASS + "\n")
+    secret.chmod(0o600)
+    old = a.home / "backups" / "credentials-2000-01-01.backup"
+    old.write_text("an old backup")
+    os.utime(old, (time.time() - 40 * 86400,) * 2)
+
+    done = run("ExecStart")
+    assert done.returncode == OK, done.stderr
+    made = {p.name for p in (a.home / "backups").iterdir()} - {old.name}
+    assert len(made) == 1 and re.fullmatch(r"credentials-\d{4}-\d{2}-\d{2}\.backup", made.pop())
+    today = next(p for p in (a.home / "backups").iterdir() if p != old)
+    assert today.read_bytes().startswith(b"credential-agent backup 1\n")
+    assert run("ExecStartPost").returncode == OK
+    assert sorted(p.name for p in (a.home / "backups").iterdir()) == [today.name]
+
+    today.unlink()
+    with a.client() as c:
+        c.lock()
+    done = run("ExecStart")
+    assert done.returncode == LOCKED
+    assert done.stderr == "agent: the agent is locked; run `agent unlock`\n"
+    assert not today.exists()
