@@ -277,10 +277,11 @@ def unwrap_key(wrapped: bytes, passphrase: str, params: KdfParams) -> bytes:
 # --- backup files ---------------------------------------------------------------------
 # 2**18 x 8 x 128 B = 256 MiB per try: age's default for passphrase-encrypted files
 # (work factor 18), twice the vault's DEFAULT_KDF because a backup is made to leave the
-# machine and meet offline guessing on the attacker's hardware. 0.9 s on one idle core
-# of the 2-core development VM; a 24 GiB GPU holds fewer than 100 tries at once, so a
-# guess costs the attacker memory, not just cycles. Stored in each file's header: a
-# later default only affects new backups, and restore reads any file made before.
+# machine and meet offline guessing on the attacker's hardware. 0.8 s a guess on one
+# core of the 2-core development VM, 1.9x the vault's (benchmarks/kdf_guess_rate.py);
+# a 24 GiB GPU holds fewer than 100 tries at once, so a guess costs memory, not just
+# cycles. Stored in each file's header: a later default only affects new backups, and
+# restore reads any file made before.
 BACKUP_KDF: Final = (2**18, 8, 1)
 # The most a backup file's header may make a restore hold for its scrypt: four times
 # BACKUP_KDF, so the parameters can grow, while a crafted file cannot take the machine.
