@@ -211,6 +211,42 @@ def test_a_wrong_passphrase_or_a_damaged_file_changes_nothing(seeded: AgentProce
     refused(heavy, "MiB, more than the 1024 MiB this agent allows")
 
 
+def test_an_unreadable_credential_is_named_left_out_and_restorable(seeded: AgentProcess) -> None:
+    """A row that fails its integrity check: the backup names it and keeps the rest
+    (exit 1); a restore from an earlier backup replaces it with --overwrite."""
+    import sqlite3
+
+    from support import PASSPHRASE
+
+    a = seeded
+    good = a.home / "before.backup"
+    assert backup(a, good).returncode == OK
+    backed = content(a)
+    a.stop()
+    db = sqlite3.connect(a.home / "data" / "credential-agent" / "vault.sqlite3")
+    db.execute("UPDATE credentials SET value = (SELECT value FROM credentials WHERE platform = ?) "
+               "WHERE platform = ?", (GAMMA, ALPHA))  # a token from another row
+    db.commit()
+    db.close()
+    a.start()
+    with a.client(timeout=30) as c:
+        c.unlock(PASSPHRASE)
+
+    done = backup(a, a.home / "after.backup", "--json")
+    assert done.returncode == ERROR
+    assert json.loads(done.stdout)["credentials"] == 2
+    assert json.loads(done.stdout)["failed"] == [f"{ALPHA}/api-key"]
+    assert done.stderr.startswith(f"agent: {ALPHA}/api-key was left out: ") and done.stderr.count("\n") == 1
+
+    done = restore(a, good)
+    assert done.returncode == OK, done.stderr
+    assert f"kept      {ALPHA}/api-key  (the vault's copy cannot be read" in done.stdout
+    done = restore(a, good, "--overwrite")
+    assert done.returncode == OK, done.stderr
+    assert f"replaced  {ALPHA}/api-key  (the vault's copy cannot be read" in done.stdout
+    assert content(a) == backed
+
+
 # --- merge, --overwrite, --replace, --dry-run --------------------------------------------------
 def test_merge_overwrite_replace_and_dry_run(seeded: AgentProcess) -> None:
     a = seeded
