@@ -249,8 +249,8 @@ def parse(data: bytes) -> Sealed:
                 f"this backup is format {version}; this agent reads format {FORMAT} (a newer agent made it)"
             )
         raise not_ours
-    try:
-        text = data.decode("ascii")
+    try:  # a copy that went through Windows or a mail client may have CRLF line ends
+        text = data.decode("ascii").replace("\r\n", "\n")
     except UnicodeDecodeError:
         raise BackupError("the backup is damaged (a byte that is not text)") from None
     lines = text.split("\n")

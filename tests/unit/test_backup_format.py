@@ -42,6 +42,11 @@ def test_the_header_is_four_lines_and_the_rest_is_base64() -> None:
     assert all(len(line) <= 76 for line in lines[4:])
 
 
+def test_a_copy_with_crlf_line_ends_still_opens() -> None:
+    text = sealed().replace("\n", "\r\n")
+    assert backup.open_sealed(backup.parse(text.encode()), PASS).credentials == (A, B)
+
+
 def test_two_backups_of_the_same_vault_share_no_bytes_past_the_magic() -> None:
     one, two = sealed().splitlines(), sealed().splitlines()
     assert one[0] == two[0]
