@@ -195,7 +195,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     try:
         with open(args.file, "rb") as f:
-            data = f.read()
+            data = f.read(len(backup.MAGIC))
+            if data == backup.MAGIC.encode():  # only a backup is read whole (not a disk image by mistake)
+                data += f.read()
     except OSError as e:
         raise CliError(f"cannot read {args.file}: {e.strerror or type(e).__name__}") from None
     try:

@@ -206,6 +206,8 @@ def test_a_wrong_passphrase_or_a_damaged_file_changes_nothing(seeded: AgentProce
     refused(raw[: len(raw) - 40], "damaged")
     refused(raw[:60], "truncated")
     refused(b"{}", "not a credential-agent backup")
+    done = restore(a, Path("/dev/zero"))  # not read whole: it has no end
+    assert done.returncode == ERROR and "not a credential-agent backup" in done.stderr
     refused(raw.replace(b"backup 1\n", b"backup 9\n", 1), "this backup is format 9")
     heavy = raw.replace(b"n=262144", b"n=268435456", 1)
     refused(heavy, "MiB, more than the 1024 MiB this agent allows")
