@@ -18,7 +18,7 @@ Rules of this module:
   ``agent_version`` and ``credentials``, each with ``platform``, ``credential_type``,
   ``value``, ``metadata``, ``expires_at``, ``created``, ``updated`` and, for a vault
   that keeps previous values, an optional ``history`` list (none is written yet; a
-  restore accepts one and leaves it). Unknown keys are ignored: a newer agent may add some;
+  restore accepts one and writes the current values only). Unknown keys are ignored: a newer agent may add some;
 - the cryptography is ``agent.crypto``'s; this module does no I/O and talks to no
   agent (``agent.cli.backup`` does both);
 - what cannot be opened raises ``BackupError``: one line naming no credential and no
@@ -92,7 +92,7 @@ class Credential:
     expires_at: float | None
     created: float | None = None
     updated: float | None = None
-    # previous values, for a vault that keeps them: reserved, restored by no one yet
+    # previous values: reserved in the payload; no backup writes them yet, no restore reads them
     history: tuple[Any, ...] = dataclasses.field(default=(), repr=False)
 
     @property
@@ -332,9 +332,9 @@ class Step:
         return f"{self.platform}/{self.credential_type}"
 
 
-def _differences(have: Credential | None, want: Credential) -> str:
-    if have is None:
-        return "the vault's copy cannot be read (it fails its integrity check)"
+def _differences(have: Credential | str | None, want: Credential) -> str:
+    if not isinstance(have, Credential):
+        return f"the vault's copy cannot be read ({have or 'unknown'})"
     what = [
         field
         for field, differs in (
@@ -349,14 +349,15 @@ def _differences(have: Credential | None, want: Credential) -> str:
 
 def plan(
     backup: Sequence[Credential],
-    local: Mapping[Key, Credential | None],
+    local: Mapping[Key, Credential | str | None],
     team: Mapping[Key, str],
     *,
     overwrite: bool,
     replace: bool,
 ) -> list[Step]:
     """What a restore of ``backup`` does to a vault holding ``local`` (a credential whose
-    value cannot be read: None), in name order. ``team``: the team vault keys listed
+    value could not be read: why, as a string; one only the vault names, which was not
+    read: None), in name order. ``team``: the team vault keys listed
     beside them, which a restore never touches, but which a local key shadows."""
     steps = []
     for c in sorted(backup, key=lambda c: c.key):
@@ -365,7 +366,11 @@ def plan(
             steps.append(Step(c.platform, c.credential_type, "add", shadows))
             continue
         have = local[c.key]
-        if have is not None and (have.value, have.metadata, have.expires_at) == (c.value, c.metadata, c.expires_at):
+        if isinstance(have, Credential) and (have.value, have.metadata, have.expires_at) == (
+            c.value,
+            c.metadata,
+            c.expires_at,
+        ):
             steps.append(Step(c.platform, c.credential_type, "same"))
         elif overwrite or replace:
             steps.append(Step(c.platform, c.credential_type, "replace", _differences(have, c)))

@@ -79,6 +79,11 @@ def _opened(args: argparse.Namespace, sealed: backup.Sealed) -> backup.Backup:
     raise AssertionError("unreachable")
 
 
+def _why(problem: object) -> str:
+    """Why one credential could not be read: the agent's one line (never a value)."""
+    return problem.message if isinstance(problem, errors.AgentError) else type(problem).__name__
+
+
 # --- backup ---------------------------------------------------------------------------------
 def cmd_backup(args: argparse.Namespace) -> int:
     import time
@@ -107,8 +112,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CliError(f"cannot write {args.file}: {e.strerror or type(e).__name__}") from None
     for (platform, ctype), problem in sorted(failed.items()):
-        message = problem.message if isinstance(problem, errors.AgentError) else type(problem).__name__
-        print(f"agent: {platform}/{ctype} was left out: {message}", file=sys.stderr)
+        print(f"agent: {platform}/{ctype} was left out: {_why(problem)}", file=sys.stderr)
     if args.json:
         print_json(
             {
@@ -134,16 +138,16 @@ def cmd_backup(args: argparse.Namespace) -> int:
 _DONE: Final = {"add": "added", "replace": "replaced", "delete": "deleted", "keep": "kept", "same": "unchanged"}
 
 
-def _local(c: Client, keys: Iterable[Key]) -> tuple[dict[Key, backup.Credential | None], dict[Key, str]]:
+def _local(c: Client, keys: Iterable[Key]) -> tuple[dict[Key, backup.Credential | str | None], dict[Key, str]]:
     """What a plan compares the backup with: every local credential (the backup's names
-    with their values; others by name only, for ``--replace``), an unreadable one as None."""
+    with their values, or why one cannot be read, an access rule's denial included;
+    others by name only, for ``--replace``), and the team keys."""
     from agent import backup
 
     read, listed, team = _snapshot.read_vault(c, keys)
-    local: dict[Key, backup.Credential | None] = dict.fromkeys(listed)
+    local: dict[Key, backup.Credential | str | None] = dict.fromkeys(listed)
     for key, value in read.items():
-        if isinstance(value, backup.Credential):
-            local[key] = value
+        local[key] = value if isinstance(value, backup.Credential) else _why(value)
     return local, team
 
 
@@ -258,7 +262,7 @@ def _report(
             note = failures.get(s.key) or s.note
             print(f"  {word:<9} {s.name}" + (f"  ({note})" if note else ""))
     if n := opened.history:
-        print(f"history: {n} previous value{'s' if n != 1 else ''} in the backup, not restored (this agent keeps none)")
+        print(f"history: {n} previous value{'s' if n != 1 else ''} in the backup, not restored (current values only)")
     shown_counts = ", ".join(f"{n} {word}" for word, n in counts.items() if n) or "nothing to do"
     print(("would be: " if args.dry_run else "restored: ") + shown_counts)
     return int(Exit.ERROR if counts["failed"] else Exit.OK)

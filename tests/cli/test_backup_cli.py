@@ -249,6 +249,44 @@ def test_an_unreadable_credential_is_named_left_out_and_restorable(seeded: Agent
     assert content(a) == backed
 
 
+def test_access_rules_hold_for_a_backup_and_a_restore() -> None:
+    """`agent backup` reads values as any program does: a key an access rule denies it
+    is named and left out (exit 1), and a restore reports the vault's copy as unread."""
+    from support import short_tmpdir
+
+    home = short_tmpdir()
+    config = home / "config.toml"
+    config.write_text(f'[access."{ALPHA}"]\nrule = "deny"\n')
+    a = AgentProcess(home=home, env={"CREDENTIAL_AGENT_CONFIG": str(config)}).start()
+    try:
+        a.init_passphrase()
+        seed(a)
+        path = a.home / "ruled.backup"
+        done = backup(a, path, "--json")
+        assert done.returncode == ERROR
+        assert json.loads(done.stdout)["credentials"] == 2
+        assert done.stderr.startswith(f"agent: {ALPHA}/api-key was left out: ") and "access" in done.stderr
+        done = restore(a, path, "--dry-run")
+        assert done.returncode == OK, done.stderr
+        assert f"delete    {ALPHA}" not in done.stdout  # not in the backup, and not asked to replace
+        done = restore(a, path, "--dry-run", "--replace")
+        assert f"delete    {ALPHA}/api-key  (not in the backup)" in done.stdout
+
+        b = fresh_agent()  # a machine without the rule
+        try:
+            seed(b)
+            full = a.home / "full.backup"
+            assert backup(b, full).returncode == OK
+        finally:
+            b.cleanup()
+        done = restore(a, full, "--dry-run")
+        assert done.returncode == OK, done.stderr
+        kept = next(line for line in done.stdout.splitlines() if ALPHA in line)
+        assert kept.startswith(f"  keep      {ALPHA}/api-key  (the vault's copy cannot be read (") and "access" in kept
+    finally:
+        a.cleanup()
+
+
 # --- merge, --overwrite, --replace, --dry-run --------------------------------------------------
 def test_merge_overwrite_replace_and_dry_run(seeded: AgentProcess) -> None:
     a = seeded
@@ -314,6 +352,12 @@ def test_merge_overwrite_replace_and_dry_run(seeded: AgentProcess) -> None:
     assert "restored: 1 deleted, 3 unchanged" in done.stdout
     assert content(a) == backed
 
+    # what a restore replaced or deleted is in the history (docs/history.md): undoable
+    with a.client() as c:
+        assert [r["reason"] for r in c.history(DELTA)] == ["deleted"]
+        assert c.history_value(DELTA, 1)["value"] == "delta-value-only-local"
+        assert c.history_value(GAMMA, 1)["value"] == "gamma-changed-value-xyz"
+
 
 def test_a_restore_takes_a_backup_that_holds_history(unlocked_agent: AgentProcess) -> None:
     """The payload's ``history`` is reserved for a vault that keeps previous values: a
@@ -328,7 +372,7 @@ def test_a_restore_takes_a_backup_that_holds_history(unlocked_agent: AgentProces
     path.write_text(fmt.seal(fmt.pack([cred], "0.2.0", time.time()), PASS, cost=(2**12, 8, 1)))
     done = restore(a, path)
     assert done.returncode == OK, done.stderr
-    assert "history: 1 previous value in the backup, not restored (this agent keeps none)" in done.stdout
+    assert "history: 1 previous value in the backup, not restored (current values only)" in done.stdout
     with a.client() as c:
         assert c.get(ALPHA) == "current-value-Canary-H1"
 

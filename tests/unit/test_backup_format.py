@@ -127,8 +127,11 @@ def test_the_plan_of_each_mode() -> None:
         "svc-b/token": added,
         "svc-c/api-key": ("delete", "not in the backup"),
     }
-    local = {A.key: _changed(A, metadata={}, expires_at=None), B.key: None}  # B unreadable in the vault
-    steps = {s.name: (s.action, s.note) for s in backup.plan([A, B], local, {}, overwrite=True, replace=False)}
+    unreadable: dict[tuple[str, str], backup.Credential | str | None] = {
+        A.key: _changed(A, metadata={}, expires_at=None),
+        B.key: "denied by an access rule",  # why the vault's copy could not be read
+    }
+    steps = {s.name: (s.action, s.note) for s in backup.plan([A, B], unreadable, {}, overwrite=True, replace=False)}
     assert steps["svc-a/api-key"] == ("replace", "metadata, expiry differ")
-    assert steps["svc-b/token"] == ("replace", "the vault's copy cannot be read (it fails its integrity check)")
+    assert steps["svc-b/token"] == ("replace", "the vault's copy cannot be read (denied by an access rule)")
     assert [s.action for s in backup.plan([A], {A.key: A}, {}, overwrite=True, replace=True)] == ["same"]
