@@ -24,6 +24,7 @@ import agent
 from agent.cli import (
     approve,
     audit,
+    backup,
     completion,
     control,
     credentials,
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     vault.register(sub)
     credentials.register(sub)
     migration.register(sub)
+    backup.register(sub)
     execute.register(sub)
     run.register(sub)
     inject.register(sub)
