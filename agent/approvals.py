@@ -27,6 +27,7 @@ import dataclasses
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from agent.access import describe_caller
@@ -113,6 +114,8 @@ class Approvals:
         self.pending: dict[int, Pending] = {}
         self.grants: list[Grant] = []
         self.trees: dict[tuple[int, int], Tree] = {}
+        # the terminal `agent approve --here` named, where a pinentry asks
+        self.prompt_tty: str | None = None
         self._ids = itertools.count(1)
 
     # --- scoped grants -----------------------------------------------------------------------
@@ -155,8 +158,9 @@ class Approvals:
         started = start_time(peer.pid)
         return any(g.covers(key, peer, started, now) for g in self.grants)
 
-    async def ask(self, key: Key, peer: Peer, why: str) -> None:
-        """Return once the user approves this read; ``Denied`` if they deny it or do not answer in time."""
+    async def ask(self, key: Key, peer: Peer, why: str, prompt: Callable[[int], Awaitable[None]] | None = None) -> None:
+        """Return once the user approves this read; ``Denied`` if they deny it or do not answer
+        in time. ``prompt(request)`` asks the user itself (a pinentry), while the read waits."""
         if self.granted(key, peer):
             return
         who = describe_caller(peer)
@@ -173,11 +177,14 @@ class Approvals:
         )
         self.pending[pending.id] = pending
         log.info("%s/%s: waiting for approval of %s (request %d)", *key, who, pending.id)
+        asking = None if prompt is None else asyncio.ensure_future(prompt(pending.id))
         try:
             # asyncio.wait, not wait_for: a cancellation (the client went away) is never swallowed
             await asyncio.wait([pending.answer], timeout=self.timeout)
         finally:
             self.pending.pop(pending.id, None)
+            if asking is not None:
+                asking.cancel()  # the pinentry goes when the question does
         if not pending.answer.done():
             pending.answer.cancel()
             raise errors.Denied(

@@ -42,6 +42,7 @@ class Options:
     remotes: tuple[remotes.RemoteOptions, ...] = ()  # team vaults, in resolution order
     access: tuple[access.Rule, ...] = ()  # which programs may read which credentials, in file order
     confirm_timeout: float = _default("confirm_timeout")  # a read waiting for approval; then denied
+    pinentry: Path | None = None  # a pinentry program that asks for approvals
 
 
 def load_options(args: argparse.Namespace) -> Options:
@@ -61,4 +62,5 @@ def load_options(args: argparse.Namespace) -> Options:
         remotes=remotes.parse(setting("remote"), str(paths.config_path())),
         access=access.parse(setting("access"), str(paths.config_path())),
         confirm_timeout=setting("confirm_timeout"),
+        pinentry=setting("pinentry"),
     )

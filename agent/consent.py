@@ -11,20 +11,34 @@ without a question and any other needs approval; a rule's ``deny`` holds everywh
 from __future__ import annotations
 
 import inspect
+import logging
 import math
+import os
+import stat
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent import access, approvals
+from agent import access, approvals, pinentry
 from agent.state import Agent, Key
 from agent.transport import Peer
 from client import errors
 from client.names import canonical_platform, canonical_type
 from client.validation import check_key
 
-__all__ = ["MAX_GRANTED", "check", "approved_then", "op_approvals", "op_approve", "op_approval_pin", "op_grant"]
+__all__ = [
+    "MAX_GRANTED",
+    "check",
+    "approved_then",
+    "op_approvals",
+    "op_approve",
+    "op_approval_pin",
+    "op_approve_here",
+    "op_grant",
+]
 
 MAX_GRANTED = 256  # keys in one grant
+
+log = logging.getLogger("agent.approvals")
 
 Args = Mapping[str, Any]
 
@@ -55,7 +69,65 @@ async def _approved(a: Agent, key: Key, peer: Peer, action: str, why: str) -> No
     if action == "deny":
         raise errors.Denied(f"{key[0]}/{key[1]} may not be read by {access.describe_caller(peer)}: {why}")
     check_key(*key)
-    await a.approvals.ask(key, peer, why)
+    prompt = None
+    if a.options.pinentry is not None and (a.approvals.prompt_tty or os.environ.get("DISPLAY")):
+
+        async def prompt(request: int) -> None:
+            await _pinentry(a, request, key, peer, why)
+
+    await a.approvals.ask(key, peer, why, prompt)
+
+
+async def _pinentry(a: Agent, request: int, key: Key, peer: Peer, why: str) -> None:
+    """Ask through the configured pinentry; the secret typed must prove presence. Three
+    tries; Cancel, or no answer, denies. A pinentry that cannot run leaves `agent approve`."""
+    program = str(a.options.pinentry)
+    description = (
+        f"{access.describe_caller(peer)} (pid {peer.pid}) asks for {key[0]}/{key[1]} ({why}).\n"
+        "Enter the vault's passphrase, or its approval PIN, to let this process read it; Cancel denies."
+    )
+    error = None
+    for _ in range(3):
+        try:
+            typed = await pinentry.ask(
+                program,
+                description,
+                "Passphrase or PIN:",
+                tty=a.approvals.prompt_tty,
+                error=error,
+                timeout=a.approvals.timeout,
+            )
+        except (OSError, ConnectionError) as e:
+            log.warning("the pinentry %s could not ask (%s); `agent approve` still can", program, type(e).__name__)
+            return
+        if request not in a.approvals.pending:
+            return  # answered elsewhere meanwhile
+        if typed is None:
+            a.approvals.answer(request, "denied")
+            return
+        try:
+            await a.prove_presence(typed)
+        except (errors.BadPassphrase, errors.IntegrityError):
+            error = "That is not the vault's passphrase or approval PIN."
+            continue
+        if request in a.approvals.pending:
+            a.approvals.answer(request, "process")
+        return
+    if request in a.approvals.pending:
+        a.approvals.answer(request, "denied")
+
+
+async def op_approve_here(a: Agent, args: Args, peer: Peer) -> Any:
+    """Name the terminal where the pinentry asks: the caller's own, one of this user's."""
+    tty = args["tty"]
+    try:
+        st = os.stat(tty)
+    except OSError:
+        raise errors.BadRequest(f"{tty} is not a terminal this agent can open") from None
+    if not tty.startswith("/dev/") or not stat.S_ISCHR(st.st_mode) or st.st_uid != os.getuid():
+        raise errors.BadRequest(f"{tty} is not a terminal of this user")
+    a.approvals.prompt_tty = tty
+    return {"tty": tty, "pinentry": None if a.options.pinentry is None else str(a.options.pinentry)}
 
 
 async def op_grant(a: Agent, args: Args, peer: Peer) -> Any:

@@ -394,6 +394,7 @@ HANDLERS: Mapping[str, Handler] = {
     "approve": consent.op_approve,
     "approval_pin": consent.op_approval_pin,
     "grant": consent.op_grant,
+    "approve_here": consent.op_approve_here,
 }
 
 

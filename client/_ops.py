@@ -369,6 +369,11 @@ class Operations:
         without a question, and any other credential only with the user's approval."""
         return self._send("grant", {"keys": [list(name_pair(n)) for n in names]}, reply_map)
 
+    @single
+    def approve_here(self, tty: str) -> Sent[dict[str, Any]]:
+        """Name this user's terminal ``tty`` as where the configured pinentry asks for approvals."""
+        return self._send("approve_here", {"tty": tty}, reply_map)
+
     @plan
     def credentials_for(self, platform: str) -> Plan[dict[str, str]]:
         """Every credential of ``platform`` keyed by type: ``{"api_key": ...}`` (two round trips)."""

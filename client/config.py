@@ -145,6 +145,12 @@ KEYS: Final[dict[str, Key]] = {
     ),
     # [access."PATTERN"] tables: which programs may read which credentials; agent.access checks them
     "access": Key("tables", None, None, 'rules per credential: allow, confirm, deny, only ([access."PATTERN"] tables)'),
+    "pinentry": Key(
+        "path",
+        "CREDENTIAL_AGENT_PINENTRY",
+        None,
+        "a pinentry program that asks for approvals itself (on `agent approve --here`'s terminal, or the display)",
+    ),
     "confirm_timeout": Key(
         "seconds",
         "CREDENTIAL_AGENT_CONFIRM_TIMEOUT",

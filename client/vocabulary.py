@@ -177,6 +177,8 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     # keys: [[platform, credential_type], ...] granted to the caller's own process tree (agent
     # exec/run --grant); other keys asked for from inside it need the user's approval
     "grant": (Arg("keys", (list,)),),
+    # the terminal (the caller's own) where the configured pinentry asks for approvals
+    "approve_here": (Arg("tty", (str,)),),
 }
 
 # Ops a client may send again when the connection died after the request went out
@@ -208,6 +210,7 @@ RETRY_SAFE: Final = frozenset(
         "history",
         "history_value",
         "approvals",
+        "approve_here",
     }
 )
 # Ops that run scrypt, maybe after the wrong-passphrase delay, maybe after a

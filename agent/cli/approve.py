@@ -47,6 +47,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
     with Client() as c:
         if args.set_pin:
             return _set_pin(c)
+        if args.here:
+            return _here(c)
         waiting = c.approvals()
         if args.request is None:
             if args.json:
@@ -83,6 +85,23 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def _here(c: Client) -> int:
+    import os
+
+    if not sys.stdin.isatty():
+        raise CliError("--here names this terminal: run it at one")
+    tty = os.ttyname(sys.stdin.fileno())
+    result = c.approve_here(tty)
+    if result["pinentry"] is None:
+        print(
+            f"{tty} noted, but the config file names no pinentry (pinentry = \"/usr/bin/pinentry-tty\"): "
+            "answer with `agent approve` meanwhile"
+        )
+    else:
+        print(f"reads that need approval will ask here, on {tty}, through {result['pinentry']}")
+    return Exit.OK
+
+
 def _set_pin(c: Client) -> int:
     if not sys.stdin.isatty():
         raise CliError("--set-pin asks at a terminal (a PIN is not read from a pipe)")
@@ -107,4 +126,5 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument("--for", dest="for_s", type=duration_arg, metavar="DURATION", help="any caller, for this long")
     p.add_argument("--set-pin", action="store_true", help="set a keystore vault's approval PIN")
+    p.add_argument("--here", action="store_true", help="let the configured pinentry ask on this terminal")
     p.add_argument("--json", action="store_true", help="list the waiting reads as JSON")

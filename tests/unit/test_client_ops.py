@@ -48,6 +48,7 @@ SAMPLE_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "approve": ((3, "pw"), {"remember": "program"}),
     "approval_pin": (("1234",), {"current": "0000"}),
     "grant": ((["huggingface", ("runpod", "api-secret")],), {}),
+    "approve_here": (("/dev/pts/3",), {}),
 }
 
 

@@ -37,6 +37,7 @@ audit_keep = 500
 history_keep = 3
 history_max_age = "30d"
 confirm_timeout = 30
+pinentry = "/usr/bin/pinentry-tty"
 
 [remote.team]
 url = "http://127.0.0.1:8200"
@@ -60,6 +61,7 @@ rule = "confirm"
         "history_keep": 3,
         "history_max_age": 30 * 86400.0,
         "confirm_timeout": 30.0,
+        "pinentry": Path("/usr/bin/pinentry-tty"),
         "access": {"openai": {"rule": "confirm"}},
         "remote": {"team": {"url": "http://127.0.0.1:8200"}},
     }
