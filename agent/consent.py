@@ -28,6 +28,7 @@ from client.validation import check_key
 __all__ = [
     "MAX_GRANTED",
     "check",
+    "mark",
     "approved_then",
     "op_approvals",
     "op_approve",
@@ -41,6 +42,14 @@ MAX_GRANTED = 256  # keys in one grant
 log = logging.getLogger("agent.approvals")
 
 Args = Mapping[str, Any]
+
+
+def mark(a: Agent, entries: list[dict[str, Any]]) -> None:
+    """Add to each listed entry the rule that governs it (``access``: pattern, rule, only)."""
+    for entry in entries:
+        rule = access.rule_for(a.options.access, (entry["platform"], entry["credential_type"]))
+        if rule is not None:
+            entry["access"] = {"pattern": rule.pattern, "rule": rule.action, "only": list(rule.only)}
 
 
 def check(a: Agent, key: Key, peer: Peer) -> tuple[str, str] | None:

@@ -242,18 +242,23 @@ def op_list(a: Agent, args: Args, peer: Peer) -> Any:
         entries = entries[offset:] if limit is None else entries[offset : offset + limit]
     for entry in entries:
         entry.setdefault("source", "local")
+    if a.options.access:  # each entry's rule, as `agent ls` shows it
+        consent.mark(a, entries)
     return entries
 
 
 async def op_metadata(a: Agent, args: Args, peer: Peer) -> Any:
     key = _key(args)
     try:
-        return {**await a.metadata(key), "source": "local"}
+        entry = {**await a.metadata(key), "source": "local"}
     except errors.NotFound:
         remotes = _team(a)
         if remotes is None or key in a.entries:
             raise
-        return listing.describe(remotes, key)
+        entry = listing.describe(remotes, key)
+    if a.options.access:
+        consent.mark(a, [entry])
+    return entry
 
 
 def op_remote_login(a: Agent, args: Args, peer: Peer) -> Any:

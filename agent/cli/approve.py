@@ -94,7 +94,7 @@ def _here(c: Client) -> int:
     result = c.approve_here(tty)
     if result["pinentry"] is None:
         print(
-            f"{tty} noted, but the config file names no pinentry (pinentry = \"/usr/bin/pinentry-tty\"): "
+            f'{tty} noted, but the config file names no pinentry (pinentry = "/usr/bin/pinentry-tty"): '
             "answer with `agent approve` meanwhile"
         )
     else:

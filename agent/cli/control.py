@@ -234,6 +234,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     elif st.get("vault_read_only"):
         print(f"vault:       read-only ({st['vault_read_only']}): stored credentials can be read, not changed")
     print(f"auto-lock:   {_autolock_line(st)}")
+    if st.get("access_rules"):
+        waiting = st.get("approvals_pending", 0)
+        print(f"access:      {st['access_rules']} rules; {waiting} read(s) waiting for `agent approve`")
     if st.get("socket_activated"):
         print("started by:  systemd socket activation")
     hardening = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in sorted(st["hardening"].items()))

@@ -238,3 +238,44 @@ def test_bad_rules_are_one_line_at_start() -> None:
         assert "Traceback" not in started.stderr
     finally:
         a.cleanup()
+
+
+def test_ls_show_and_status_say_which_rule_holds() -> None:
+    a = with_rules('[access."openai"]\nrule = "confirm"\n[access."aws*"]\nonly = ["/usr/local/bin/aws"]\n')
+    try:
+        ls = a.cli("ls")
+        head, *rows = ls.stdout.splitlines()
+        assert head.split()[-1] == "ACCESS"
+        marks = {row.split()[0]: row.split()[-1] for row in rows}
+        assert marks == {"aws": "only+deny", "huggingface": "-", "openai": "confirm", "runpod": "-"}
+        show = a.cli("show", "aws")
+        assert 'access:    deny ([access."aws*"]; only /usr/local/bin/aws)' in show.stdout
+        status = a.cli("status")
+        assert "access:      2 rules; 0 read(s) waiting for `agent approve`" in status.stdout
+    finally:
+        a.cleanup()
+
+
+def test_no_side_door_the_original_api_and_the_keyring_backend_obey_the_rules() -> None:
+    a = with_rules('[access."openai"]\nrule = "deny"\n[access."keyring-*"]\nrule = "deny"\n')
+    try:
+        code = (
+            "from client import CredentialService\n"
+            "print(repr(CredentialService().get_credential('openai')))\n"
+            "print(repr(CredentialService().get_credential('runpod')))\n"
+        )
+        done = subprocess.run([REAL_PYTHON, "-c", code], env=python_env(a), capture_output=True, text=True, timeout=60)
+        assert done.stdout.splitlines() == ["None", "'runpod-secret-value'"], done.stderr
+        kr = (
+            "import keyring\n"
+            "from client.keyring_backend import AgentKeyring\n"
+            "keyring.set_keyring(AgentKeyring())\n"
+            "keyring.set_password('pypi.example.org', 'me', 'kr-secret')  # a write: no rule on writes\n"
+            "try:\n    print(keyring.get_password('pypi.example.org', 'me'))\n"
+            "except Exception as e:\n    print(type(e).__name__, e)\n"
+        )
+        done = subprocess.run([REAL_PYTHON, "-c", kr], env=python_env(a), capture_output=True, text=True, timeout=60)
+        assert done.stdout.startswith("KeyringError keyring-") and "may not be read by" in done.stdout, done.stdout
+        assert "kr-secret" not in done.stdout
+    finally:
+        a.cleanup()
