@@ -279,3 +279,27 @@ def test_no_side_door_the_original_api_and_the_keyring_backend_obey_the_rules() 
         assert "kr-secret" not in done.stdout
     finally:
         a.cleanup()
+
+
+def test_agent_approve_at_a_second_terminal_shows_the_request_and_asks_hidden(tmp_path: Path) -> None:
+    a = with_rules('[access."openai"]\nrule = "confirm"\n', env={"CREDENTIAL_AGENT_CONFIRM_TIMEOUT": "20"})
+    script = tmp_path / "job.py"
+    script.write_text(READ)
+    try:
+        out: dict[str, dict[str, str]] = {}
+        job = threading.Thread(target=lambda: out.update(r=run(a, [REAL_PYTHON, str(script)], "openai")))
+        job.start()
+        pending(a)
+        t = a.terminal("approve", "--remember", "program")
+        shown = t.expect("Passphrase or approval PIN (to approve): ")
+        assert f"{REAL_PYTHON} ({script})" in shown and "asks for openai/api-key" in shown
+        t.answer("", PASSPHRASE)
+        assert t.wait() == 0, t.output
+        assert "approved request" in t.output and "(for this program)" in t.output
+        assert PASSPHRASE not in t.output  # typed hidden
+        job.join(30)
+        assert out["r"] == {"openai": "openai-secret-value"}
+        # the same program, another process: remembered
+        assert run(a, [REAL_PYTHON, str(script)], "openai") == {"openai": "openai-secret-value"}
+    finally:
+        a.cleanup()
