@@ -97,6 +97,12 @@ KEYS: Final[dict[str, Key]] = {
         "the agent's Unix socket (default: <runtime dir>/credential-agent/agent.sock)",
     ),
     "log_level": Key("choice", "CREDENTIAL_AGENT_LOG_LEVEL", "info", "the agent's log level", LOG_LEVELS),
+    "log_max_bytes": Key(
+        "count",
+        "CREDENTIAL_AGENT_LOG_MAX_BYTES",
+        10 * 1024 * 1024,
+        "the agent's log file starts anew past this size, keeping one older file (0 = never)",
+    ),
     "idle_timeout": Key(
         "seconds", "CREDENTIAL_AGENT_IDLE_TIMEOUT", 0.0, "lock after this many seconds without credential use (0 = off)"
     ),

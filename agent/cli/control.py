@@ -43,11 +43,10 @@ def _answers(path: Path) -> bool:
 def _log_to_stderr(flag: str | None) -> None:
     import logging
 
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, config.setting("log_level", flag).upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from agent import logfile
+
+    level = getattr(logging, config.setting("log_level", flag).upper())
+    logfile.setup(level, paths.log_path(), config.setting("log_max_bytes"))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

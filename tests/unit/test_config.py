@@ -38,6 +38,7 @@ history_keep = 3
 history_max_age = "30d"
 confirm_timeout = 30
 pinentry = "/usr/bin/pinentry-tty"
+log_max_bytes = 4096
 
 [remote.team]
 url = "http://127.0.0.1:8200"
@@ -62,6 +63,7 @@ rule = "confirm"
         "history_max_age": 30 * 86400.0,
         "confirm_timeout": 30.0,
         "pinentry": Path("/usr/bin/pinentry-tty"),
+        "log_max_bytes": 4096,
         "access": {"openai": {"rule": "confirm"}},
         "remote": {"team": {"url": "http://127.0.0.1:8200"}},
     }
