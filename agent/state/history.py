@@ -20,7 +20,7 @@ from agent.crypto import unseal
 from agent.state import credentials
 from agent.state.entry import Key
 from agent.state.lockstate import LockState
-from agent.stores import HistoryRow, Who
+from agent.stores import Who
 from client import errors
 from client.validation import check_key
 
@@ -28,17 +28,6 @@ __all__ = ["MAX_LISTED", "listing", "value", "restore"]
 
 # rows one listing returns at most (the newest): a reply stays within one frame
 MAX_LISTED: Final = 500
-
-
-def _numbered(rows: list[HistoryRow]) -> list[tuple[int, HistoryRow]]:
-    """Each row with its version: its place among its name's rows, newest first, from 1."""
-    seen: dict[Key, int] = {}
-    numbered = []
-    for r in rows:
-        key = (r.platform, r.credential_type)
-        seen[key] = seen.get(key, 0) + 1
-        numbered.append((seen[key], r))
-    return numbered
 
 
 async def listing(s: LockState, key: Key | None, limit: int | None = None) -> list[dict[str, Any]]:
@@ -49,22 +38,21 @@ async def listing(s: LockState, key: Key | None, limit: int | None = None) -> li
     limit = MAX_LISTED if limit is None else limit
     if not 1 <= limit <= MAX_LISTED:
         raise errors.BadRequest(f"limit must be between 1 and {MAX_LISTED}")
-    # versions count within a name: every row of the names listed is needed to number them
-    rows = await s.db(s.store.history, key, limit if key is not None else 2**62)
+    rows = await s.db(s.store.history, key, limit)
     listed = [
         {
             "platform": r.platform,
             "credential_type": r.credential_type,
-            "version": n,
+            "version": r.version,
             "set_at": r.set_at,
             "replaced": r.replaced,
             "reason": r.reason,
             "by": r.by,  # the executable, as the kernel names it
             "caller": r.caller,  # the script or module it said it runs
         }
-        for n, r in _numbered(rows)
+        for r in rows
     ]
-    return listed[:limit]
+    return listed
 
 
 async def value(s: LockState, key: Key, version: int) -> dict[str, Any]:

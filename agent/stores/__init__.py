@@ -60,6 +60,7 @@ class HistoryRow:
     by: str | None  # the executable that replaced or deleted it, as the kernel named it
     caller: str | None  # the script or module that process said it runs
     id: int = 0  # the store's, once written; newest rows have the largest
+    version: int = 0  # as read: its place among its name's rows, newest first, from 1
 
     def __repr__(self) -> str:
         return f"HistoryRow({self.platform!r}, {self.credential_type!r}, {self.reason!r}, <sealed>)"

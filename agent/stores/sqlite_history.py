@@ -33,7 +33,13 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE INDEX IF NOT EXISTS history_name ON history(platform, credential_type, id);
 """
 
-_SELECT: Final = "SELECT id, platform, credential_type, sealed, set_at, replaced, reason, by, caller FROM history "
+# each row's version: its place among its name's rows, newest first, counted through the
+# (platform, credential_type, id) index, so a listing of the newest rows reads only those
+_SELECT: Final = (
+    "SELECT id, platform, credential_type, sealed, set_at, replaced, reason, by, caller, "
+    "(SELECT count(*) FROM history AS newer WHERE newer.platform = h.platform "
+    "AND newer.credential_type = h.credential_type AND newer.id >= h.id) FROM history AS h "
+)
 _ALL: Final = _SELECT + "ORDER BY id DESC LIMIT ?"
 _OF_NAME: Final = _SELECT + "WHERE platform = ? AND credential_type = ? ORDER BY id DESC LIMIT ?"
 
@@ -64,7 +70,7 @@ def prune(db: sqlite3.Connection, key: tuple[str, str], limits: HistoryLimits) -
 def select(db: sqlite3.Connection, key: tuple[str, str] | None, limit: int) -> list[HistoryRow]:
     """Newest first: one name's previous values, or every name's."""
     cur = db.execute(_ALL, (limit,)) if key is None else db.execute(_OF_NAME, (*key, limit))
-    return [HistoryRow(p, t, bytes(s), a, r, why, by, c, i) for i, p, t, s, a, r, why, by, c in cur]
+    return [HistoryRow(p, t, bytes(s), a, r, why, by, c, i, v) for i, p, t, s, a, r, why, by, c, v in cur]
 
 
 def reseal(db: sqlite3.Connection, rows: Sequence[HistoryRow]) -> None:

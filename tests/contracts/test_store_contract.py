@@ -141,6 +141,7 @@ class StoreContract:
         assert [h.sealed for h in kept] == [b"h2", b"h1"]
         assert (kept[0].reason, kept[0].by, kept[0].caller) == ("replaced", "/usr/bin/python3", "/srv/train.py")
         assert [h.sealed for h in reopened.history()] == [b"w1", b"h2", b"h1"]
+        assert [h.version for h in reopened.history()] == [1, 1, 2]  # counted within each name
         assert [h.sealed for h in reopened.history(None, limit=1)] == [b"w1"]
         assert [r.value for r in reopened.rows() if r.platform == "runpod"] == [b"v3"]
 
