@@ -234,6 +234,9 @@ async def op_metadata(a: Agent, args: Args, peer: Peer) -> Any:
         remotes = _team(a)
         if remotes is None or key in a.entries:
             raise
+        found = remotes.get(key, False)  # a team key no copy of is held yet is read through first
+        if inspect.isawaitable(found):
+            await found
         return listing.describe(remotes, key)
 
 

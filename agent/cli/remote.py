@@ -62,6 +62,21 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
         )
         if r["last_error"]:
             print(f"  last error: {shown(r['last_error'])}")
+        _print_names(r)
+
+
+def _print_names(r: dict[str, Any]) -> None:
+    """Upstream names not served as such: collisions, then the names the agent cannot use
+    (escaped: whoever may write the mount chose them)."""
+    for c in r.get("collisions", ()):
+        spellings = ", ".join(shown(repr(s)) for s in c["upstream"])
+        served = f"serving {shown(repr(c['served']))}" if c["served"] else "none served"
+        print(f"  collision: {spellings} all mean {shown(c['name'])} ({served})")
+    count = r.get("unusable_count", 0)
+    if count:
+        names = "; ".join(f"{shown(repr(u['name']))}: {u['why']}" for u in r["unusable"])
+        more = f"; and {count - len(r['unusable'])} more (--json)" if count > len(r["unusable"]) else ""
+        print(f"  not served ({count} upstream name{'s' if count != 1 else ''}): {names}{more}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from client.validation import check_name
 __all__ = [
     "AppRole",
     "Hooks",
+    "Mount",
     "NO_REMOTES",
     "RemoteOptions",
     "Secret",
@@ -121,6 +122,16 @@ class TokenInfo:
     renewable: bool
     policies: tuple[str, ...]
     creation_ttl: float = 0.0  # the TTL it was made with: what a renewal gives back, short of its max TTL
+
+
+@dataclasses.dataclass(frozen=True)
+class Mount:
+    """The secrets engine mounted where a path is, as ``sys/internal/ui/mounts/PATH`` says
+    (the one mount lookup a token with no ``sys/mounts`` capability may make)."""
+
+    path: str  # the mount's own path, with its trailing slash: "secret/"
+    kind: str  # "kv", "transit", ...; "" where the node has no such endpoint
+    version: str  # a kv mount's version: "1" or "2"
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from agent.remotes import sealed, team
+from agent.remotes import refresh, sealed, team
 from agent.state import Key
 from client import errors
 from client.validation import check_metadata
@@ -24,8 +24,8 @@ def entries(remotes: team.Remotes, local: Mapping[Key, Any]) -> list[dict[str, A
     out = []
     for r in remotes.remotes:
         for platform, cached in r.cache.secrets.items():
-            for ctype in cached.secret.values:
-                if (platform, ctype) not in seen and team.legal(ctype):
+            for ctype in cached.types:  # the agent's names for its keys (agent.remotes.upstream)
+                if (platform, ctype) not in seen:
                     seen.add((platform, ctype))
                     out.append(_entry(r, platform, ctype))
     return out
@@ -94,6 +94,7 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "next_try_s": round(max(0.0, r.retry_at - now), 3) if r.failures else None,
                 "refresh": r.options.refresh,
                 "max_stale": r.options.max_stale,
+                **refresh.status(r),
             }
         )
     return out

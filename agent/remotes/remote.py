@@ -18,7 +18,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from agent.remotes import AppRole, RemoteOptions
 from agent.remotes.cache import Cache
@@ -68,6 +68,11 @@ class Remote:
         self.failures = 0  # background tries failed in a row
         self.last_failure: str | None = None  # its message, logged again only when it changes
         self.retry_at = 0.0  # monotonic: no background try before it
+        self.mount_ok = False  # the mount was found KV v2 since the last unlock or login (agent.remotes.mounts)
+        self.inflight: dict[str, asyncio.Future[Any]] = {}  # a listing or a read under way, shared by its askers
+        self.refreshes = 0  # complete refreshes (agent.remotes.refresh)
+        self.last_refresh_requests: int | None = None
+        self.logged: set[str] = set()  # upstream names already logged as not served
 
     def __repr__(self) -> str:
         return f"Remote({self.name!r}, token={'held' if self.token else 'none'}, {self.cache!r})"
@@ -107,6 +112,8 @@ class Remote:
         self.token_expires = self.token_ttl = self.renew_at = None
         self.failures, self.retry_at = 0, 0.0
         self.denied_at = None
+        self.mount_ok = False
+        self.inflight = {}
 
     def refused(self, now: float) -> errors.RemoteDenied | None:
         """Past the grace after the token was refused: the refusal that replaces every cached value."""

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from agent.crypto import SecureStorage
-from agent.remotes import AppRole, TokenInfo
+from agent.remotes import AppRole, TokenInfo, mounts
 from agent.remotes.remote import Remote
 from agent.remotes.sealed import approle_meta, seal_approle, seal_token, token_meta, unseal_approle, unseal_token
 from client import errors
@@ -108,14 +108,17 @@ async def _relogin(r: Remote, why: str) -> None:
     log.info("remote %s: logged in again with its AppRole (%s)", r.name, why)
 
 
-async def sign_in(r: Remote, token: str | None, approle: AppRole | None) -> TokenInfo:
-    """Check the token (or get one for ``approle``), seal it in the vault, hold it."""
+async def sign_in(r: Remote, token: str | None, approle: AppRole | None, check_mount: bool = False) -> TokenInfo:
+    """Check the token (or get one for ``approle``) and, at a login, the mount; seal the
+    token in the vault, hold it."""
     epoch, state = r.epoch, r.state
     if approle is not None:
         token = await r.call(epoch, lambda d: r.nodes.approle_login(approle.role_id, approle.secret_id, d))
     assert token is not None
     given = token
     info = await r.call(epoch, lambda d: r.nodes.lookup_self(given, d))
+    if check_mount:  # a mount that is not KV v2 is refused before the token is kept
+        await mounts.check(r, given, epoch)
     async with state.writing() as storage:  # sealed under the key current then: a rotation waits
         sealed = {token_meta(r.name): seal_token(storage, r.name, given)}
         if approle is not None:
@@ -149,7 +152,7 @@ async def login(r: Remote, token: str | None, role_id: str | None, secret_id: st
     token, role_id = _checked(token, "token"), _checked(role_id, "role id")
     secret_id = _checked(secret_id, "secret id")
     approle = AppRole(role_id, secret_id) if role_id is not None and secret_id is not None else None
-    info = await sign_in(r, token, approle)
+    info = await sign_in(r, token, approle, check_mount=True)
     r.next_sync = 0.0  # a refresh now, with what this token may read
     how = "with its AppRole" if approle else "with a token"
     log.info("remote %s: logged in %s (policies %s)", r.name, how, ", ".join(info.policies))
