@@ -4,7 +4,9 @@ config file's ``[remote.NAME]`` tables.
 Rules of this package:
 - names resolve local first, then the remotes in config order (a personal key shadows
   the team's); ``team.Remotes`` does the resolving, ``cache`` holds what was fetched
-  (in memory, while unlocked), ``openbao`` is the only module that imports hvac;
+  (in memory, while unlocked), ``refresh`` keeps it current at a cost that grows with the
+  keys in use only, ``upstream`` maps upstream names to the agent's, ``mounts`` checks
+  the mount, ``openbao`` is the only module that imports hvac;
 - this module only parses options: the agent loads it at start whatever the config,
   so it imports neither hvac nor the agent's state;
 - TLS verification is always on; ``http://`` is accepted for loopback hosts only, and

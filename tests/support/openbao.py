@@ -317,7 +317,10 @@ class Recorder:
 
 class Relay:
     """A TCP relay in front of a node, cut at will: behind it the node is unreachable
-    (connections refused), while the node itself goes on serving the other tests."""
+    (connections refused), while the node itself goes on serving the other tests.
+    ``requests`` counts the HTTP requests it has passed on (their request lines)."""
+
+    REQUEST_LINE_END = b" HTTP/1.1\r\n"
 
     def __init__(self, upstream: str) -> None:
         host, _, port = upstream.rpartition("//")[2].partition(":")
@@ -330,6 +333,8 @@ class Relay:
         self._lock = threading.Lock()  # cut() against a connection being set up
         self._cut = False
         self._hung = False
+        self.requests = 0
+        self._counting = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -353,13 +358,17 @@ class Relay:
                     return
                 self.open += [conn, node]
             node.settimeout(None)
-            for a, b in ((conn, node), (node, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, counted in ((conn, node, True), (node, conn, False)):
+                threading.Thread(target=self._pump, args=(a, b, counted), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool = False) -> None:
+        mark, tail = self.REQUEST_LINE_END, b""
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
+                if counted:  # a request line split across two reads is counted once, in the second
+                    with self._counting:
+                        self.requests += (tail + data).count(mark)
+                    tail = (tail + data)[-(len(mark) - 1):]
                 dst.sendall(data)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
