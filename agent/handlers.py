@@ -241,7 +241,8 @@ async def op_metadata(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_remote_login(a: Agent, args: Args, peer: Peer) -> Any:
-    return _named(a, args).login(args["remote"], args.get("token"), args.get("role_id"), args.get("secret_id"))
+    jwt = {k: args.get(k) for k in ("jwt", "jwt_role", "jwt_file")}
+    return _named(a, args).login(args["remote"], args.get("token"), args.get("role_id"), args.get("secret_id"), **jwt)
 
 
 def op_remote_status(a: Agent, args: Args, peer: Peer) -> Any:

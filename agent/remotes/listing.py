@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.remotes import refresh, sealed, team
 from agent.state import Key
+from agent.stores import VaultMeta
 from client import errors
 from client.validation import check_metadata
 
@@ -57,6 +58,13 @@ def _entry(r: team.Remote, platform: str, ctype: str) -> dict[str, Any]:
     }
 
 
+def _auth(meta: VaultMeta, name: str) -> str:
+    """How the stored token was had: "approle", "jwt" (the agent logs in again so) or "token"."""
+    if meta.get(sealed.approle_meta(name)) is not None:
+        return "approle"
+    return "jwt" if meta.get(sealed.jwt_meta(name)) is not None else "token"
+
+
 def status(remotes: team.Remotes) -> list[dict[str, Any]]:
     """Per remote: reachable or not, the node that answered last, cache age, token TTL."""
     now = time.monotonic()
@@ -84,8 +92,8 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "token_never_expires": r.token is not None and r.token_ttl is not None and r.token_expires is None,
                 "renewable": r.renewable,
                 "renewals": r.renewals,
-                "auth": None if not stored else "approle" if meta.get(sealed.approle_meta(r.name)) else "token",
-                "relogins": r.relogins,  # AppRole logins made by the agent itself (its token had reached its end)
+                "auth": _auth(meta, r.name) if stored else None,
+                "relogins": r.relogins,  # AppRole or JWT logins made by the agent itself (its token had ended)
                 "calls": nodes.calls if nodes else 0,
                 # background tries (lookup, renewal, refresh) failed in a row, and when the next one is
                 "failures": r.failures,

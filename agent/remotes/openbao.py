@@ -344,6 +344,16 @@ class Nodes:
 
         return self.run("an AppRole login", None, fn, deadline)
 
+    def jwt_login(self, role: str, jwt: str, deadline: float) -> str:
+        """A token for ``jwt`` as ``role`` of the jwt auth method at ``auth/<jwt_path>``."""
+
+        def fn(c: Any) -> str:
+            reply = c.auth.jwt.jwt_login(role, jwt, use_token=False, path=self.options.jwt_path)
+            token: str = reply["auth"]["client_token"]
+            return token
+
+        return self.run(f"a JWT login as role {role!r} at auth/{self.options.jwt_path}", None, fn, deadline)
+
 
 def _found(e: BaseException, kind: type[BaseException], depth: int = 0) -> BaseException | None:
     """``kind`` in ``e`` or in what it wraps (requests wraps urllib3, which wraps the socket's error)."""

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from agent.remotes import AppRole, RemoteOptions
+from agent.remotes import Login, RemoteOptions
 from agent.remotes.cache import Cache
 from agent.state.lockstate import LockState
 from client import errors
@@ -50,7 +50,7 @@ class Remote:
         self.pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix=f"remote-{self.name}")
         self._nodes: Nodes | None = None
         self.token: str | None = None
-        self.approle: AppRole | None = None  # while unlocked, after an AppRole login: to log in again
+        self.login_as: Login | None = None  # while unlocked, after an AppRole or JWT login: to log in again
         self.epoch = 0  # counts locks: results of calls begun before one are dropped
         self.reachable: bool | None = None  # None: not asked yet
         self.last_ok: float | None = None  # monotonic time a node last answered
@@ -60,7 +60,7 @@ class Remote:
         self.renewable = False
         self.renew_at: float | None = None
         self.renewals = 0
-        self.relogins = 0  # AppRole logins the agent made by itself
+        self.relogins = 0  # AppRole or JWT logins the agent made by itself
         self.creation_ttl = 0.0  # what a renewal gives back until the token's max TTL caps it
         self.needs_lookup = False
         self.next_sync = 0.0
@@ -98,13 +98,13 @@ class Remote:
         self.token_ttl, self.renewable = ttl, renewable
         ends = ttl > 0 or self.creation_ttl > 0  # a TTL of 0 is "never", unless the token was made with one
         self.token_expires = now + ttl if ends else None
-        # renew (or, for an AppRole, log in again) at 2/3 of the TTL, as Vault's own agent
+        # renew (or, for an AppRole or a JWT, log in again) at 2/3 of the TTL, as Vault's own agent
         # does; never more often than every second
-        due = ttl > 0 and (renewable or self.approle is not None)
+        due = ttl > 0 and (renewable or self.login_as is not None)
         self.renew_at = now + max(1.0, ttl * 2 / 3) if due else None
 
     def forget(self) -> None:
-        self.token = self.approle = None
+        self.token = self.login_as = None
         self.epoch += 1
         if self._nodes is not None:
             self._nodes.epoch += 1  # a call under way sends no further request

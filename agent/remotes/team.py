@@ -259,9 +259,12 @@ class Remotes:
             )
         return r
 
-    async def login(self, name: str, token: str | None, role_id: str | None, secret_id: str | None) -> dict[str, Any]:
+    async def login(
+        self, name: str, token: str | None, role_id: str | None, secret_id: str | None, **jwt: str | None
+    ) -> dict[str, Any]:
+        """``agent remote login``; ``jwt``: ``jwt``, ``jwt_role``, ``jwt_file`` (``tokens.login``)."""
         await self.agent.storage()
-        result = await tokens.login(self.named(name), token, role_id, secret_id)
+        result = await tokens.login(self.named(name), token, role_id, secret_id, **jwt)
         self.wake()
         return result
 
