@@ -61,10 +61,17 @@ AUDITED: Final = frozenset(
         "encrypt",
         "decrypt",
         "remote_login",
+        "history_value",
+        "history_restore",
+        "approve",
+        "approval_pin",
+        "grant",
     }
 )
 # recorded under the name they were sent (rename: the old one)
-_NAMED: Final = frozenset({"get", "store", "update", "delete", "rename", "metadata"})
+_NAMED: Final = frozenset(
+    {"get", "store", "update", "delete", "rename", "metadata", "history_value", "history_restore"}
+)
 # ~100 bytes a row: 10 000 rows is ~1 MB of vault, weeks of a busy user's history
 DEFAULT_KEEP: Final[int] = config.KEYS["audit_keep"].default
 # how long a row may wait in memory; a crash loses at most this much history

@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
-from agent import audit, autolock
+from agent import audit, autolock, consent
 from agent.keys import passphrase
 from agent.remotes import listing, team, writes
 from agent.state import KEEP, Agent, Key
+from agent.stores import Who
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
 from client import errors, protocol
@@ -79,6 +80,9 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
         "recovery_code": a.has_recovery_code,  # whether one was made (and not dropped by a rotation)
         "recover_failures": a.recover_failures,  # wrong recovery codes in a row
         "recover_delay_s": passphrase.delay_after(a.recover_failures),
+        "access_rules": len(options.access),  # [access] tables in force
+        "approvals_pending": len(a.approvals.pending),  # reads waiting for `agent approve`
+        "approval_pin": a.has_approval_pin,  # a keystore vault's proof of presence is set
     }
 
 
@@ -88,7 +92,7 @@ def op_stop(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_init(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.init(args.get("key_source"), args.get("passphrase"))
+    return a.init(args.get("key_source"), args.get("passphrase"), args.get("recovery_code", False))
 
 
 def op_unlock(a: Agent, args: Args, peer: Peer) -> Any:
@@ -128,7 +132,7 @@ def _named(a: Agent, args: Args) -> team.Remotes:
     return remotes
 
 
-def _write(a: Agent, args: Args, *, must_exist: bool) -> Any:
+def _write(a: Agent, args: Args, peer: Peer, *, must_exist: bool) -> Any:
     if "remote" in args:
         key = check_key(*_key(args))
         if len(args["value"]) > protocol.MAX_VALUE:
@@ -153,19 +157,34 @@ def _write(a: Agent, args: Args, *, must_exist: bool) -> Any:
         must_exist=must_exist,
         keep=args.get("keep", False),
         merge=args.get("merge_metadata", False),
+        by=_by(peer),
     )
 
 
+def _by(peer: Peer) -> Who:
+    """Who replaced a value, for its history: the executable the kernel names, and the
+    script or module the caller says it runs (as the audit log keeps them)."""
+    return peer.exe, peer.caller
+
+
 def op_store(a: Agent, args: Args, peer: Peer) -> Any:
-    return _write(a, args, must_exist=False)
+    return _write(a, args, peer, must_exist=False)
 
 
 def op_update(a: Agent, args: Args, peer: Peer) -> Any:
-    return _write(a, args, must_exist=True)
+    return _write(a, args, peer, must_exist=True)
 
 
 def op_get(a: Agent, args: Args, peer: Peer) -> Any:
     key = _key(args)
+    if a.options.access or a.approvals.trees:  # no rules, no grants: the fast path, as always
+        verdict = consent.check(a, key, peer)
+        if verdict is not None:
+            return consent.approved_then(a, key, peer, *verdict, lambda: _get(a, key, args))
+    return _get(a, key, args)
+
+
+def _get(a: Agent, key: Key, args: Args) -> Any:
     if a.locked:
         return _get_locked(a, key, args.get("expiry", False))
     return _resolve(a, key, args)
@@ -200,13 +219,13 @@ def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
     if "remote" in args:
         key = check_key(*_key(args))
         return writes.delete(_named(a, args), args["remote"], key)
-    return a.delete(_key(args))
+    return a.delete(_key(args), _by(peer))
 
 
 def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
     # the new name is made canonical as every other name is: `HF` is huggingface's row
     new = (canonical_platform(args["new_platform"]), canonical_type(args.get("new_credential_type", DEFAULT_TYPE)))
-    return a.rename(_key(args), new, replace=args.get("replace", False))
+    return a.rename(_key(args), new, replace=args.get("replace", False), by=_by(peer))
 
 
 def op_list(a: Agent, args: Args, peer: Peer) -> Any:
@@ -223,13 +242,15 @@ def op_list(a: Agent, args: Args, peer: Peer) -> Any:
         entries = entries[offset:] if limit is None else entries[offset : offset + limit]
     for entry in entries:
         entry.setdefault("source", "local")
+    if a.options.access:  # each entry's rule, as `agent ls` shows it
+        consent.mark(a, entries)
     return entries
 
 
 async def op_metadata(a: Agent, args: Args, peer: Peer) -> Any:
     key = _key(args)
     try:
-        return {**await a.metadata(key), "source": "local"}
+        entry = {**await a.metadata(key), "source": "local"}
     except errors.NotFound:
         remotes = _team(a)
         if remotes is None or key in a.entries:
@@ -237,7 +258,10 @@ async def op_metadata(a: Agent, args: Args, peer: Peer) -> Any:
         found = remotes.get(key, False)  # a team key no copy of is held yet is read through first
         if inspect.isawaitable(found):
             await found
-        return listing.describe(remotes, key)
+        entry = listing.describe(remotes, key)
+    if a.options.access:
+        consent.mark(a, [entry])
+    return entry
 
 
 def op_remote_login(a: Agent, args: Args, peer: Peer) -> Any:
@@ -321,6 +345,24 @@ def op_recover(a: Agent, args: Args, peer: Peer) -> Any:
     return a.recover(args["code"], args["key_source"], args.get("new_passphrase"))
 
 
+def op_history(a: Agent, args: Args, peer: Peer) -> Any:
+    key = None if "platform" not in args else _key(args)
+    return a.history(key, args.get("limit"))
+
+
+def op_history_value(a: Agent, args: Args, peer: Peer) -> Any:
+    key = _key(args)
+    if a.options.access or a.approvals.trees:  # a previous value is read as the current one is
+        verdict = consent.check(a, key, peer)
+        if verdict is not None:
+            return consent.approved_then(a, key, peer, *verdict, lambda: a.history_value(key, args["version"]))
+    return a.history_value(key, args["version"])
+
+
+def op_history_restore(a: Agent, args: Args, peer: Peer) -> Any:
+    return a.history_restore(_key(args), args["version"], _by(peer))
+
+
 def op_encrypt(a: Agent, args: Args, peer: Peer) -> Any:
     return a.encrypt(args["data"])
 
@@ -354,6 +396,14 @@ HANDLERS: Mapping[str, Handler] = {
     "remote_login": op_remote_login,
     "remote_status": op_remote_status,
     "remote_sync": op_remote_sync,
+    "history": op_history,
+    "history_value": op_history_value,
+    "history_restore": op_history_restore,
+    "approvals": consent.op_approvals,
+    "approve": consent.op_approve,
+    "approval_pin": consent.op_approval_pin,
+    "grant": consent.op_grant,
+    "approve_here": consent.op_approve_here,
 }
 
 

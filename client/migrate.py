@@ -197,12 +197,38 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat()
 
 
+def _history(client: Client, platform: str, ctype: str, include_values: bool) -> list[dict[str, Any]]:
+    """One credential's previous values for its export record, newest first."""
+    rows = client.history(platform, ctype)
+    args = {"platform": platform, "credential_type": ctype}
+    olds = (
+        client.call_many([("history_value", {**args, "version": r["version"]}) for r in rows]) if include_values else []
+    )
+    kept = []
+    for i, r in enumerate(rows):
+        old: dict[str, Any] = {
+            "version": r["version"],
+            "set_at": _iso(r["set_at"]),
+            "replaced_at": _iso(r["replaced"]),
+            "reason": r["reason"],
+        }
+        if include_values:
+            reply = olds[i]
+            if isinstance(reply, errors.AgentError):
+                raise reply
+            old.update(value=reply["value"], metadata=reply["metadata"], expires_at=_iso(reply["expires_at"]))
+        kept.append(old)
+    return kept
+
+
 def export_records(
-    client: Client, include_values: bool = False, include_team: bool = False
+    client: Client, include_values: bool = False, include_team: bool = False, include_history: bool = False
 ) -> tuple[dict[str, Any], list[Item]]:
     """Every credential's record, keyed ``platform`` or ``platform:type`` (the shape
     ``records_from_json`` reads back), and one item per credential. A team vault's keys
-    are left out unless ``include_team``, and then marked with their ``source``."""
+    are left out unless ``include_team``, and then marked with their ``source``. With
+    ``include_history``, a local credential's record lists its previous values under
+    ``history`` (newest first; their values only with ``include_values``)."""
     listed = client.list()
     team = {(e["platform"], e["credential_type"]): e["source"] for e in listed if e.get("source", "local") != "local"}
     entries = [e for e in listed if include_team or (e["platform"], e["credential_type"]) not in team]
@@ -232,6 +258,8 @@ def export_records(
             record["value"] = value
         if (platform, ctype) in team:
             record["source"] = team[(platform, ctype)]
+        elif include_history:
+            record["history"] = _history(client, platform, ctype, include_values)
         name = platform if ctype == DEFAULT_TYPE else f"{platform}:{ctype}"
         data[name] = record
         items.append(Item(name, "exported", platform, ctype))

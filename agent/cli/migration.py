@@ -140,7 +140,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.file != "-" and not args.force and os.path.lexists(args.file):  # before any value is read
         raise CliError(f"{args.file} already exists; nothing was written (--force replaces it)")
     with Client() as c:
-        data, items = migrate.export_records(c, args.include_values, args.include_team)
+        data, items = migrate.export_records(c, args.include_values, args.include_team, args.include_history)
     if args.file == "-":
         print_json(data)
     else:
@@ -227,6 +227,11 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "export", cmd_export, "write every credential's name and metadata to a new 0600 JSON file")
     p.add_argument("file", metavar="FILE", help="the file to write ('-' for stdout)")
     p.add_argument("--include-values", action="store_true", help="include the values (plain text!)")
+    p.add_argument(
+        "--include-history",
+        action="store_true",
+        help="list each credential's previous values (their values too with --include-values)",
+    )
     p.add_argument(
         "--include-team", action="store_true", help="include team vault keys, marked with their source (left out)"
     )

@@ -466,6 +466,36 @@ def test_team_keys_stay_out_of_an_export_and_an_import_says_so(bao: Bao, team_ag
     assert forced.returncode == 0 and b.client().get("cohere") == "c" * 32
 
 
+def test_team_keys_stay_out_of_a_backup_and_a_restore_never_touches_them(
+        bao: Bao, team_agent: TeamAgent, unlocked_agent: AgentProcess) -> None:
+    """`agent backup` holds the local vault only; `agent restore --replace` neither
+    deletes nor lists a team key, and a restored local key that shadows one says so."""
+    put(bao, "cohere", {"api-key": "c" * 32})
+    a = team_agent(bao.addrs, login=member_token(bao))
+    with a.client() as c:
+        c.store("runpod", "r" * 25)
+        assert c.get("cohere") == "c" * 32
+    path = a.home / "team.backup"
+    passphrase = "a backup passphrase of some length\n"
+    done = a.cli("backup", "--json", str(path), input=passphrase, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (json.loads(done.stdout)["credentials"], json.loads(done.stdout)["team_left_out"]) == (1, 1)
+    done = a.cli("restore", "--dry-run", "--replace", "--json", str(path), input=passphrase, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [(i["name"], i["action"]) for i in json.loads(done.stdout)["items"]] == [("runpod/api-key", "same")]
+
+    b = unlocked_agent  # a machine where cohere is a local key
+    with b.client() as c:
+        c.store("cohere", "l" * 32)
+    local = b.home / "local.backup"
+    assert b.cli("backup", str(local), input=passphrase, timeout=120).returncode == 0
+    done = a.cli("restore", str(local), input=passphrase, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "added     cohere/api-key  (shadows the key of the team vault team)" in done.stdout
+    with a.client() as c:
+        assert c.get("cohere") == "l" * 32
+
+
 def test_an_agent_without_the_team_extra_names_it(bao: Bao, team_agent: TeamAgent) -> None:
     """Installed (or started from a venv) without hvac: one line naming the extra, not "internal"."""
     shadow = short_tmpdir("ca-nohvac-")
