@@ -255,6 +255,9 @@ async def op_metadata(a: Agent, args: Args, peer: Peer) -> Any:
         remotes = _team(a)
         if remotes is None or key in a.entries:
             raise
+        found = remotes.get(key, False)  # a team key no copy of is held yet is read through first
+        if inspect.isawaitable(found):
+            await found
         entry = listing.describe(remotes, key)
     if a.options.access:
         consent.mark(a, [entry])
@@ -262,7 +265,8 @@ async def op_metadata(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_remote_login(a: Agent, args: Args, peer: Peer) -> Any:
-    return _named(a, args).login(args["remote"], args.get("token"), args.get("role_id"), args.get("secret_id"))
+    jwt = {k: args.get(k) for k in ("jwt", "jwt_role", "jwt_file")}
+    return _named(a, args).login(args["remote"], args.get("token"), args.get("role_id"), args.get("secret_id"), **jwt)
 
 
 def op_remote_status(a: Agent, args: Args, peer: Peer) -> Any:

@@ -295,11 +295,28 @@ class Operations:
 
     @single
     def remote_login(
-        self, remote: str, token: str | None = None, *, role_id: str | None = None, secret_id: str | None = None
+        self,
+        remote: str,
+        token: str | None = None,
+        *,
+        role_id: str | None = None,
+        secret_id: str | None = None,
+        jwt: str | None = None,
+        jwt_role: str | None = None,
+        jwt_file: str | None = None,
     ) -> Sent[dict[str, Any]]:
-        """Give a team vault a token (or an AppRole's ``role_id`` and ``secret_id``): checked
-        there, then kept sealed in the local vault. The result names no secret."""
-        args = given(remote=remote, token=token, role_id=role_id, secret_id=secret_id)
+        """Give a team vault a token (or an AppRole's ``role_id`` and ``secret_id``, or a
+        ``jwt`` or the absolute path of a ``jwt_file`` for ``jwt_role`` of its jwt auth
+        method): checked there, then kept sealed in the local vault. The result names no secret."""
+        args = given(
+            remote=remote,
+            token=token,
+            role_id=role_id,
+            secret_id=secret_id,
+            jwt=jwt,
+            jwt_role=jwt_role,
+            jwt_file=jwt_file,
+        )
         return self._send("remote_login", args, reply_map)
 
     @single

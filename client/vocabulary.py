@@ -145,13 +145,16 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "recovery_code": (Arg("passphrase", (str,), required=False),),
     # open with the recovery code, give the key a new home (key_source), unlock
     "recover": (Arg("code", (str,)), _name("key_source"), Arg("new_passphrase", (str,), required=False)),
-    # team vaults: a token (or an AppRole's role and secret id) kept sealed in the local
+    # team vaults: a token (or an AppRole's role and secret id, or a JWT) kept sealed in the local
     # vault; status per remote; a refresh of the cache now
     "remote_login": (
         _name("remote"),
         Arg("token", (str,), required=False),
         Arg("role_id", (str,), required=False),
         Arg("secret_id", (str,), required=False),
+        Arg("jwt", (str,), required=False),  # a JWT for jwt_role of OpenBao's jwt auth method ...
+        Arg("jwt_role", (str,), required=False),
+        Arg("jwt_file", (str,), required=False),  # ... or the file the agent reads it from at each login
     ),
     "remote_status": (),
     "remote_sync": (_REMOTE,),

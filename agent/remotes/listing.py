@@ -10,8 +10,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from agent.remotes import sealed, team
+from agent.remotes import refresh, sealed, team
 from agent.state import Key
+from agent.stores import VaultMeta
 from client import errors
 from client.validation import check_metadata
 
@@ -24,8 +25,8 @@ def entries(remotes: team.Remotes, local: Mapping[Key, Any]) -> list[dict[str, A
     out = []
     for r in remotes.remotes:
         for platform, cached in r.cache.secrets.items():
-            for ctype in cached.secret.values:
-                if (platform, ctype) not in seen and team.legal(ctype):
+            for ctype in cached.types:  # the agent's names for its keys (agent.remotes.upstream)
+                if (platform, ctype) not in seen:
                     seen.add((platform, ctype))
                     out.append(_entry(r, platform, ctype))
     return out
@@ -57,6 +58,13 @@ def _entry(r: team.Remote, platform: str, ctype: str) -> dict[str, Any]:
     }
 
 
+def _auth(meta: VaultMeta, name: str) -> str:
+    """How the stored token was had: "approle", "jwt" (the agent logs in again so) or "token"."""
+    if meta.get(sealed.approle_meta(name)) is not None:
+        return "approle"
+    return "jwt" if meta.get(sealed.jwt_meta(name)) is not None else "token"
+
+
 def status(remotes: team.Remotes) -> list[dict[str, Any]]:
     """Per remote: reachable or not, the node that answered last, cache age, token TTL."""
     now = time.monotonic()
@@ -84,8 +92,8 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "token_never_expires": r.token is not None and r.token_ttl is not None and r.token_expires is None,
                 "renewable": r.renewable,
                 "renewals": r.renewals,
-                "auth": None if not stored else "approle" if meta.get(sealed.approle_meta(r.name)) else "token",
-                "relogins": r.relogins,  # AppRole logins made by the agent itself (its token had reached its end)
+                "auth": _auth(meta, r.name) if stored else None,
+                "relogins": r.relogins,  # AppRole or JWT logins made by the agent itself (its token had ended)
                 "calls": nodes.calls if nodes else 0,
                 # background tries (lookup, renewal, refresh) failed in a row, and when the next one is
                 "failures": r.failures,
@@ -94,6 +102,7 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "next_try_s": round(max(0.0, r.retry_at - now), 3) if r.failures else None,
                 "refresh": r.options.refresh,
                 "max_stale": r.options.max_stale,
+                **refresh.status(r),
             }
         )
     return out
