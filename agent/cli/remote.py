@@ -99,6 +99,12 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
         )
         if r["last_error"]:
             print(f"  last error: {shown(r['last_error'])}")
+        if r.get("offline_secrets"):
+            print(
+                f"  offline cache: {r['offline_secrets']} values served from it (sealed in the vault), confirmed "
+                f"by the remote {_age(r['offline_age_s'])} ago at the oldest; served up to max_stale "
+                f"({_age(r['max_stale'])})"
+            )
         _print_names(r)
 
 

@@ -4,7 +4,8 @@ config file's ``[remote.NAME]`` tables.
 Rules of this package:
 - names resolve local first, then the remotes in config order (a personal key shadows
   the team's); ``team.Remotes`` does the resolving, ``cache`` holds what was fetched
-  (in memory, while unlocked), ``refresh`` keeps it current at a cost that grows with the
+  (in memory, while unlocked; ``offline`` keeps the keys in use sealed in the vault),
+  ``refresh`` keeps it current at a cost that grows with the
   keys in use only, ``upstream`` maps upstream names to the agent's, ``mounts`` checks
   the mount, ``openbao`` is the only module that imports hvac;
 - this module only parses options: the agent loads it at start whatever the config,
@@ -53,6 +54,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "mount": "secret",
     "prefix": "",
     "refresh": 300.0,
+    "poll": 30.0,
     "max_stale": 86400.0,
     "timeout": 4.0,
     "deadline": 10.0,
@@ -64,6 +66,7 @@ _KNOWN: Final = (
     "mount",
     "prefix",
     "refresh",
+    "poll",
     "max_stale",
     "ca_file",
     "timeout",
@@ -84,7 +87,10 @@ class RemoteOptions:
     urls: tuple[str, ...]
     mount: str = DEFAULTS["mount"]  # a KV v2 mount
     prefix: str = DEFAULTS["prefix"]  # secrets live at <mount>/data/<prefix>/<platform>
-    refresh: float = DEFAULTS["refresh"]  # seconds between background refreshes
+    refresh: float = DEFAULTS["refresh"]  # seconds between background refreshes (the listing)
+    # seconds between checks of the keys in use (their metadata only), so a rotation is seen
+    # within it; 0: only at each refresh
+    poll: float = DEFAULTS["poll"]
     max_stale: float = DEFAULTS["max_stale"]  # cached values are served this long while no node answers
     ca_file: Path | None = None  # else the system's CA bundle
     # besides this user and root: who may own a loopback or Unix-socket listener (agent.remotes.http)
@@ -98,6 +104,11 @@ class RemoteOptions:
     def path(self, platform: str) -> str:
         """The secret's path below the mount."""
         return f"{self.prefix}/{platform}" if self.prefix else platform
+
+    @property
+    def check_every(self) -> float:
+        """Seconds between background checks of the keys in use: ``poll``, at most ``refresh``."""
+        return min(self.poll, self.refresh) if self.poll > 0 else self.refresh
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -264,7 +275,7 @@ def _one(name: str, table: Mapping[str, Any], where: str) -> RemoteOptions:
     if not isinstance(urls, list) or not urls:
         raise ConfigError(f"{where}: 'url' must be a node address or a list of them")
     kw: dict[str, Any] = {"name": name, "urls": tuple(check_url(u, where) for u in urls)}
-    for key in ("refresh", "max_stale", "timeout", "deadline", "denied_grace"):
+    for key in ("refresh", "poll", "max_stale", "timeout", "deadline", "denied_grace"):
         if key in table:
             kw[key] = parse_duration(table[key], f"{where}: {key!r}")
     for key in ("timeout", "deadline"):

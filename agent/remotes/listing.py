@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from agent.remotes import refresh, sealed, team
+from agent.remotes import offline, refresh, sealed, team
 from agent.state import Key
 from agent.stores import VaultMeta
 from client import errors
@@ -103,6 +103,7 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "refresh": r.options.refresh,
                 "max_stale": r.options.max_stale,
                 **refresh.status(r),
+                **offline.status(r),
             }
         )
     return out

@@ -63,16 +63,21 @@ class Remote:
         self.relogins = 0  # AppRole or JWT logins the agent made by itself
         self.creation_ttl = 0.0  # what a renewal gives back until the token's max TTL caps it
         self.needs_lookup = False
-        self.next_sync = 0.0
+        self.next_sync = 0.0  # the next background check of the keys in use (every ``poll``)
+        self.next_list = 0.0  # ... that lists the prefix too (every ``refresh``)
         self.denied_at: float | None = None  # monotonic: when a node refused the token itself (revoked, expired)
         self.failures = 0  # background tries failed in a row
         self.last_failure: str | None = None  # its message, logged again only when it changes
         self.retry_at = 0.0  # monotonic: no background try before it
         self.mount_ok = False  # the mount was found KV v2 since the last unlock or login (agent.remotes.mounts)
         self.inflight: dict[str, asyncio.Future[Any]] = {}  # a listing or a read under way, shared by its askers
-        self.refreshes = 0  # complete refreshes (agent.remotes.refresh)
+        self.refreshes = 0  # complete refreshes and checks (agent.remotes.refresh)
+        self.listings = 0  # of which listed the prefix
         self.last_refresh_requests: int | None = None
         self.logged: set[str] = set()  # upstream names already logged as not served
+        # the offline cache (agent.remotes.offline): what was last written of it, and when (monotonic)
+        self.offline_shape: tuple[Any, ...] = ()
+        self.offline_written = 0.0
 
     def __repr__(self) -> str:
         return f"Remote({self.name!r}, token={'held' if self.token else 'none'}, {self.cache!r})"
@@ -114,6 +119,7 @@ class Remote:
         self.denied_at = None
         self.mount_ok = False
         self.inflight = {}
+        self.next_list = 0.0
 
     def refused(self, now: float) -> errors.RemoteDenied | None:
         """Past the grace after the token was refused: the refusal that replaces every cached value."""

@@ -238,7 +238,7 @@ async def login(
     file it is in) for a role of the jwt auth method: exactly one of them."""
     token, how = _chosen(token, role_id, secret_id, jwt, jwt_role, jwt_file)
     info = await sign_in(r, token, how, check_mount=True)
-    r.next_sync = 0.0  # a refresh now, with what this token may read
+    r.next_sync = r.next_list = 0.0  # a refresh now, with what this token may read
     log.info("remote %s: logged in %s (policies %s)", r.name, _how(how), ", ".join(info.policies))
     return {
         "remote": r.name,
