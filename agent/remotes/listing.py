@@ -92,7 +92,8 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "token_never_expires": r.token is not None and r.token_ttl is not None and r.token_expires is None,
                 "renewable": r.renewable,
                 "renewals": r.renewals,
-                "auth": _auth(meta, r.name) if stored else None,
+                "kind": r.options.kind,
+                "auth": _auth(meta, r.name) if stored else "credential-chain" if r.token else None,
                 "relogins": r.relogins,  # AppRole or JWT logins made by the agent itself (its token had ended)
                 "calls": nodes.calls if nodes else 0,
                 # background tries (lookup, renewal, refresh) failed in a row, and when the next one is

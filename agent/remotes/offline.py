@@ -81,7 +81,7 @@ def _origin(r: Remote) -> list[Any]:
     """Where the secrets came from: a config pointing the remote elsewhere since (other
     nodes, mount or prefix) does not get them."""
     o = r.options
-    return [list(o.urls), o.mount, o.prefix]
+    return [o.kind, o.region, list(o.urls), o.mount, o.prefix]
 
 
 def _shape(payload: dict[str, Any]) -> tuple[Any, ...]:
@@ -160,8 +160,11 @@ def restore(r: Remote, storage: SecureStorage) -> int:
             if r.refused(now) is not None:
                 return 0
         for platform, s in payload["secrets"].items():
+            version = s["version"]
+            if not isinstance(version, (int, str)) or isinstance(version, bool):
+                raise TypeError
             secret = Secret(
-                int(s["version"]),
+                version,
                 {str(k): str(v) for k, v in s["values"].items()},
                 {str(k): str(v) for k, v in s["custom"].items()},
                 float(s["created"]),

