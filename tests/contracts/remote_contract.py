@@ -85,8 +85,12 @@ class RemoteContract:
             return dict(c.remote_status()[0])
 
     @staticmethod
-    def restart(a: AgentProcess) -> None:
-        a.stop()
+    def restart(a: AgentProcess, crash: bool = False) -> None:
+        """Stop ``a`` (``crash``: SIGKILL, nothing written on the way out), start it, unlock it."""
+        if crash:
+            a.kill()
+        else:
+            a.stop()
         a.start()
         with a.client() as c:
             c.unlock(PASSPHRASE)
@@ -242,7 +246,7 @@ class RemoteContract:
             message = until(refused, 30, "the restored copy refused past max_stale")
         assert f"cached copy of {p} is" in message and "past max_stale (3 s)" in message, message
 
-    def test_the_offline_cache_survives_a_key_rotation(self, upstream: Any, agent: Any) -> None:
+    def test_the_offline_cache_survives_a_key_rotation_and_a_crash(self, upstream: Any, agent: Any) -> None:
         p = self.name()
         self.put(upstream, p, {"api-key": value("o")})
         a, relay = agent(refresh=3600, max_stale="1h")
@@ -250,7 +254,7 @@ class RemoteContract:
         with a.client() as c:
             c.rotate_key(PASSPHRASE)
         relay.cut()
-        self.restart(a)
+        self.restart(a, crash=True)
         with a.client() as c:
             assert c.get(p) == value("o")
 
