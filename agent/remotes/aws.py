@@ -219,8 +219,13 @@ class Nodes:
                         rest = full[len(prefix) :]
                         found.add(rest.split("/")[0] + "/" if "/" in rest else rest)
                 token_next = page.get("NextToken")
-                if not token_next or time.monotonic() >= deadline:
+                if not token_next:
                     return sorted(found)
+                if time.monotonic() >= deadline:  # a part of a listing would drop the rest from the cache
+                    raise errors.RemoteUnavailable(
+                        f"remote {self.options.name!r}: the listing of {prefix or '(no prefix)'} did not end "
+                        "within the deadline"
+                    )
                 kw["NextToken"] = token_next
 
         return self.run(f"the list of secrets under {prefix or '(no prefix)'}", fn, deadline)

@@ -165,3 +165,18 @@ def test_boto3_only_for_an_aws_remote_and_only_in_one_module(tmp_path: Path) -> 
     )
     assert importers == ["agent/remotes/aws.py"]
 
+
+
+def test_a_listing_of_more_than_one_page(moto: Moto) -> None:
+    """ListSecrets pages at 100: every page is read (a part of a listing would drop the rest)."""
+    sm = moto.client("secretsmanager")
+    for i in range(130):
+        sm.create_secret(Name=f"paged/tool{i:03}", SecretString=f"k{i:03}-" + "p" * 20)
+    a = start_aws_agent(moto.url, moto.member(), prefix="paged", refresh=3600)
+    try:
+        with a.client() as c:
+            [status] = c.remote_sync("team")
+            assert status["upstream_secrets"] == 130, status
+            assert c.get("tool129") == "k129-" + "p" * 20
+    finally:
+        a.cleanup()
