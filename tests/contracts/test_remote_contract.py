@@ -91,7 +91,8 @@ class TestAwsSecretsManager(RemoteContract):
             sm.create_secret(Name=name, SecretString=text)
 
     def current(self, upstream: Moto, platform: str) -> dict[str, str]:
-        text = upstream.client("secretsmanager").get_secret_value(SecretId=f"contract/{platform}")["SecretString"]
+        sm = upstream.client("secretsmanager")  # by stage: see tests/team/test_team_aws.py's secret()
+        text = sm.get_secret_value(SecretId=f"contract/{platform}", VersionStage="AWSCURRENT")["SecretString"]
         return dict(json.loads(text)) if text.startswith("{") else {"api-key": text}
 
     def deny(self, upstream: Moto, agent: AgentProcess) -> None:

@@ -19,6 +19,7 @@ import pytest
 from client import errors
 from support import ROOT, AgentProcess, short_tmpdir
 from support.aws import Moto, aws_config, moto_available, start_aws_agent
+from support.openbao import Relay
 
 pytestmark = pytest.mark.skipif(not moto_available(), reason="no boto3 or moto (pip install 'boto3' 'moto[server]')")
 
@@ -40,7 +41,11 @@ def aws_agent(moto: Moto) -> Iterator[AgentProcess]:
 
 
 def secret(moto: Moto, name: str) -> str:
-    return str(moto.client("secretsmanager").get_secret_value(SecretId=f"ml-team/{name}")["SecretString"])
+    """The AWSCURRENT string: asked by stage, since moto (5.x) answers a read with no stage
+    from the version last written even after UpdateSecretVersionStage moved AWSCURRENT
+    (AWS answers AWSCURRENT's, as the agent asks)."""
+    sm = moto.client("secretsmanager")
+    return str(sm.get_secret_value(SecretId=f"ml-team/{name}", VersionStage="AWSCURRENT")["SecretString"])
 
 
 def test_a_plain_string_secret_is_one_api_key(moto: Moto, aws_agent: AgentProcess) -> None:
@@ -179,4 +184,33 @@ def test_a_listing_of_more_than_one_page(moto: Moto) -> None:
             assert status["upstream_secrets"] == 130, status
             assert c.get("tool129") == "k129-" + "p" * 20
     finally:
+        a.cleanup()
+
+
+def test_a_writer_between_the_check_and_the_write_keeps_its_version(moto: Moto) -> None:
+    """Secrets Manager has no check-and-set: another writer that comes in between the agent's
+    check of AWSCURRENT and its PutSecretValue (made to, on the wire, by the relay) keeps its
+    version current; the agent's write is a Conflict, and the agent then serves the other's."""
+    sm = moto.client("secretsmanager")
+    sm.create_secret(Name="ml-team/racing", SecretString="r1-" + "x" * 20)
+    relay = Relay(moto.url)
+    a = start_aws_agent(relay.url, moto.member(), refresh=3600)
+    try:
+        with a.client() as c:
+            assert c.get("racing") == "r1-" + "x" * 20
+            fired: list[bytes] = []
+
+            def other_writer(data: bytes) -> None:
+                if b"secretsmanager.PutSecretValue" in data and not fired:
+                    fired.append(data)
+                    sm.put_secret_value(SecretId="ml-team/racing", SecretString="other-" + "y" * 20)
+
+            relay.before = other_writer
+            with pytest.raises(errors.Conflict, match="changed upstream"):
+                c.store("racing", "mine-" + "z" * 20, remote="team")
+            assert fired  # the other writer did come in between
+            assert secret(moto, "racing") == "other-" + "y" * 20
+            assert c.get("racing") == "other-" + "y" * 20
+    finally:
+        relay.cut()
         a.cleanup()
