@@ -47,3 +47,14 @@ def test_aws_values_a_string_is_one_credential_a_json_object_one_per_key() -> No
     assert aws.values_of("{not json") == {"api-key": "{not json"}
     assert aws.string_of({"api-key": "a"}) == "a"
     assert aws.string_of({"api-key": "a", "org-id": "b"}) == '{"api-key": "a", "org-id": "b"}'
+
+
+def test_aws_variables_reach_a_new_agent_only_when_asked_for() -> None:
+    """boto3's chain reads AWS_*: `agent start` and autostart hand them on (``aws=True``); the
+    agent keeps them only when its config names an AWS remote (agent.daemon), else the
+    default clean environment, without them, is what it keeps."""
+    from client import spawn
+
+    environ = {"HOME": "/home/u", "AWS_PROFILE": "ml", "AWS_SECRET_ACCESS_KEY": "s", "OPENAI_API_KEY": "sk"}
+    assert spawn.clean_env(environ) == {"HOME": "/home/u"}
+    assert spawn.clean_env(environ, aws=True) == {"HOME": "/home/u", "AWS_PROFILE": "ml", "AWS_SECRET_ACCESS_KEY": "s"}
