@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from client import errors, validation
 from client._sources import (
@@ -59,6 +59,9 @@ __all__ = [
     "records_from_env",
     "import_records",
     "export_records",
+    "export_stream",
+    "record_name",
+    "EXPORT_BATCH",
     "variable_for",
     "valid_variable",
     "counts",
@@ -197,47 +200,79 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat()
 
 
+# credentials whose metadata (and value) one pipelined batch of an export fetches: what
+# an export holds at once, however many credentials there are
+EXPORT_BATCH: Final = 1_000
+
+
+def record_name(platform: str, credential_type: str) -> str:
+    """The key of a credential's record in an export: ``platform`` or ``platform:type``."""
+    return platform if credential_type == DEFAULT_TYPE else f"{platform}:{credential_type}"
+
+
+def export_stream(
+    client: Client, include_values: bool = False, include_team: bool = False
+) -> Iterator[tuple[dict[str, Any] | None, Item]]:
+    """``export_records`` a batch at a time: each credential's record (None for one that
+    failed or was skipped) and item, in the order of their names (the order of an
+    export file's keys), ``EXPORT_BATCH`` credentials fetched per round trip. An error
+    that concerns the whole agent is raised when its batch comes."""
+    listed = client.list()
+    team = {(e["platform"], e["credential_type"]): e["source"] for e in listed if e.get("source", "local") != "local"}
+    chosen = sorted(
+        (record_name(e["platform"], e["credential_type"]), e["platform"], e["credential_type"])
+        for e in listed
+        if include_team or (e["platform"], e["credential_type"]) not in team
+    )
+    del listed
+    for start in range(0, len(chosen), EXPORT_BATCH):
+        batch = chosen[start : start + EXPORT_BATCH]
+        args = [("metadata", {"platform": p, "credential_type": t}) for _, p, t in batch]
+        replies = client.call_many(args + [("get", a) for _, a in args] if include_values else args)
+        for reply in replies:
+            if isinstance(reply, _GLOBAL):
+                raise reply
+        metas, values = replies[: len(batch)], replies[len(batch) :] if include_values else [None] * len(batch)
+        for (name, platform, ctype), meta, value in zip(batch, metas, values, strict=True):
+            yield _exported(name, platform, ctype, meta, value, include_values, team.get((platform, ctype)))
+    if not include_team:
+        for (platform, ctype), remote in sorted(team.items()):
+            why = f"a key of the team vault {remote}: left out (--include-team exports it, marked)"
+            yield None, Item(record_name(platform, ctype), "skipped", platform, ctype, why)
+
+
+def _exported(
+    name: str, platform: str, ctype: str, meta: Any, value: Any, include_values: bool, source: str | None
+) -> tuple[dict[str, Any] | None, Item]:
+    problem = meta if isinstance(meta, errors.AgentError) else value
+    if isinstance(problem, errors.AgentError):
+        return None, Item(platform, "failed", platform, ctype, problem.message)
+    record: dict[str, Any] = {
+        "platform": platform,
+        "credential_type": ctype,
+        "metadata": meta.get("metadata") or {},
+        "created_at": _iso(meta["created"]),
+        "updated_at": _iso(meta["updated"]),
+        "expires_at": _iso(meta["expires_at"]),
+    }
+    if include_values:
+        record["value"] = value
+    if source is not None:
+        record["source"] = source
+    return record, Item(name, "exported", platform, ctype)
+
+
 def export_records(
     client: Client, include_values: bool = False, include_team: bool = False
 ) -> tuple[dict[str, Any], list[Item]]:
     """Every credential's record, keyed ``platform`` or ``platform:type`` (the shape
     ``records_from_json`` reads back), and one item per credential. A team vault's keys
-    are left out unless ``include_team``, and then marked with their ``source``."""
-    listed = client.list()
-    team = {(e["platform"], e["credential_type"]): e["source"] for e in listed if e.get("source", "local") != "local"}
-    entries = [e for e in listed if include_team or (e["platform"], e["credential_type"]) not in team]
-    names = [(e["platform"], e["credential_type"]) for e in entries]
-    args = [("metadata", {"platform": p, "credential_type": t}) for p, t in names]
-    metas = client.call_many(args) if args else []
-    values = client.call_many([("get", a) for _, a in args]) if args and include_values else [None] * len(args)
-    for reply in (*metas, *values):
-        if isinstance(reply, _GLOBAL):
-            raise reply
+    are left out unless ``include_team``, and then marked with their ``source``.
+    ``export_stream`` gives the same a batch at a time."""
     data: dict[str, Any] = {}
     items: list[Item] = []
-    for (platform, ctype), meta, value in zip(names, metas, values, strict=True):
-        problem = meta if isinstance(meta, errors.AgentError) else value
-        if isinstance(problem, errors.AgentError):
-            items.append(Item(platform, "failed", platform, ctype, problem.message))
-            continue
-        record: dict[str, Any] = {
-            "platform": platform,
-            "credential_type": ctype,
-            "metadata": meta.get("metadata") or {},
-            "created_at": _iso(meta["created"]),
-            "updated_at": _iso(meta["updated"]),
-            "expires_at": _iso(meta["expires_at"]),
-        }
-        if include_values:
-            record["value"] = value
-        if (platform, ctype) in team:
-            record["source"] = team[(platform, ctype)]
-        name = platform if ctype == DEFAULT_TYPE else f"{platform}:{ctype}"
-        data[name] = record
-        items.append(Item(name, "exported", platform, ctype))
-    for (platform, ctype), remote in team.items():
-        if not include_team:
-            name = platform if ctype == DEFAULT_TYPE else f"{platform}:{ctype}"
-            why = f"a key of the team vault {remote}: left out (--include-team exports it, marked)"
-            items.append(Item(name, "skipped", platform, ctype, why))
+    for record, item in export_stream(client, include_values, include_team):
+        if record is not None:
+            data[item.name] = record
+        items.append(item)
     return data, items
