@@ -22,7 +22,7 @@ import agent
 from agent import audit, autolock
 from agent.keys import passphrase
 from agent.remotes import listing, team, writes
-from agent.state import KEEP, Agent, Key
+from agent.state import KEEP, Agent, Key, check_page
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
 from client import errors, protocol
@@ -60,6 +60,9 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
         "locked_by_user": a.locked_by_user,
         "key_source": a.key_source,
         "credentials": len(a.entries),
+        # times the agent sorted every name for a listing (once per unlock and change of
+        # many, plus the team names once per listing; never once per page)
+        "listing_sorts": a.entries.sorts + (0 if (remotes := _team(a)) is None else remotes.listing_sorts),
         "vault_read_only": a.store.read_only,  # why writes fail, or None
         "vault_replaced": a.store.replaced,  # the vault file deleted, moved or replaced under the agent, or None
         "uptime_s": round(time.monotonic() - a.started, 3),
@@ -211,18 +214,13 @@ def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
 
 def op_list(a: Agent, args: Args, peer: Peer) -> Any:
     offset, limit = args.get("offset", 0), args.get("limit")
+    after = check_page(offset, limit, args.get("after"))
     remotes = _team(a)
-    if remotes is None:
-        entries = a.list(offset, limit)
-    elif offset < 0 or (limit is not None and limit < 0):
-        raise errors.BadRequest("list offset and limit must not be negative")
-    else:  # the whole listing, local and team keys in name order, then the page
-        entries = sorted(
-            a.list() + listing.entries(remotes, a.entries), key=lambda e: (e["platform"], e["credential_type"])
-        )
-        entries = entries[offset:] if limit is None else entries[offset : offset + limit]
+    if remotes is not None:  # local and team keys together, in name order
+        return listing.page(remotes, a, offset, limit, after)
+    entries = a.list(offset, limit, after)
     for entry in entries:
-        entry.setdefault("source", "local")
+        entry["source"] = "local"
     return entries
 
 

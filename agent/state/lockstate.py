@@ -34,7 +34,7 @@ from agent.config import Options
 from agent.crypto import unseal
 from agent.remotes import NO_REMOTES, Hooks
 from agent.state import resealing
-from agent.state.entry import Entry, Key, open_entries
+from agent.state.entry import Entries, Entry, open_entries
 from agent.stores import Row, Store, VaultMeta
 from client import errors
 
@@ -69,9 +69,9 @@ class LockState:
         self.store = store
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vault")
         self.audit = audit.AuditLog(self.store, self._db, options.audit_keep)
-        self.entries: dict[Key, Entry] = {
-            (r.platform, r.credential_type): Entry(r.created, r.updated, r.expires) for r in self.store.rows()
-        }
+        self.entries = Entries(
+            ((r.platform, r.credential_type), Entry(r.created, r.updated, r.expires)) for r in self.store.rows()
+        )
         self.meta = VaultMeta(self.store, self.db)
         self._source: keys.KeySource | None = None  # made on first need, from the vault's meta
         self._storage: crypto.SecureStorage | None = None
@@ -197,7 +197,7 @@ class LockState:
         self._storage = None
         if self._source is not None:
             self._source.forget()
-        self.entries = {key: entry.sealed() for key, entry in self.entries.items()}
+        self.entries = self.entries.sealed()
         self.remotes.forget()
         if explicit:
             self.locked_by_user = True
@@ -207,7 +207,7 @@ class LockState:
 
     def adopt(self, storage: crypto.SecureStorage, rows: list[Row]) -> None:
         """Unlocked with ``storage``: the rows' plaintext is held, the timers and the remotes start."""
-        self.entries = open_entries(storage, rows)
+        self.entries = open_entries(storage, rows, self.entries.sorts)
         self._storage = storage
         self.locked_by_user = False
         self.remotes.unlocked(storage)
