@@ -4,6 +4,7 @@
     .venv-test/bin/python benchmarks/scale.py            # N = 1,000 and 10,000 (a few minutes)
     .venv-test/bin/python benchmarks/scale.py --large    # and 100,000 (much longer)
     .venv-test/bin/python benchmarks/scale.py --quick    # N = 100 and 300, one round (a smoke run)
+    .venv-test/bin/python benchmarks/scale.py --sizes 100000 --rounds 1   # any N
 
 Method: one real agent per N (``python -m agent serve``, a passphrase vault), all of
 them running side by side, plus an empty one, so that every measurement of a round
@@ -236,10 +237,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="add N = 100,000 (slow)")
     parser.add_argument("--quick", action="store_true", help="N = 100 and 300, one round: a smoke run")
+    parser.add_argument("--sizes", type=lambda t: [int(n) for n in t.split(",")], help="N to measure, e.g. 100000")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600.0, help="give up a command after this long")
     args = parser.parse_args()
     sizes = [100, 300] if args.quick else [1_000, 10_000] + ([100_000] if args.large else [])
+    sizes = args.sizes or sizes
     rounds = 1 if args.quick else args.rounds
     started = time.time()
     load = os.getloadavg()

@@ -215,25 +215,36 @@ def export_stream(
 ) -> Iterator[tuple[dict[str, Any] | None, Item]]:
     """``export_records`` a batch at a time: each credential's record (None for one that
     failed or was skipped) and item, in the order of their names (the order of an
-    export file's keys), ``EXPORT_BATCH`` credentials fetched per round trip. An error
-    that concerns the whole agent is raised when its batch comes."""
+    export file's keys), the values of ``EXPORT_BATCH`` credentials fetched per round
+    trip. An error that concerns the whole agent is raised when its batch comes."""
     listed = client.list()
     team = {(e["platform"], e["credential_type"]): e["source"] for e in listed if e.get("source", "local") != "local"}
     chosen = sorted(
-        (record_name(e["platform"], e["credential_type"]), e["platform"], e["credential_type"])
-        for e in listed
-        if include_team or (e["platform"], e["credential_type"]) not in team
+        (
+            (record_name(e["platform"], e["credential_type"]), e)
+            for e in listed
+            if include_team or (e["platform"], e["credential_type"]) not in team
+        ),
+        key=lambda named: named[0],
     )
     del listed
     for start in range(0, len(chosen), EXPORT_BATCH):
         batch = chosen[start : start + EXPORT_BATCH]
-        args = [("metadata", {"platform": p, "credential_type": t}) for _, p, t in batch]
-        replies = client.call_many(args + [("get", a) for _, a in args] if include_values else args)
+        names = [{"platform": e["platform"], "credential_type": e["credential_type"]} for _, e in batch]
+        # the listing holds each entry's metadata while the agent is unlocked; an entry
+        # without (one that fails its integrity check) is asked for, to report its error
+        asked = [i for i, (_, e) in enumerate(batch) if e.get("metadata") is None]
+        requests = [("metadata", names[i]) for i in asked] + ([("get", a) for a in names] if include_values else [])
+        replies = client.call_many(requests) if requests else []
         for reply in replies:
             if isinstance(reply, _GLOBAL):
                 raise reply
-        metas, values = replies[: len(batch)], replies[len(batch) :] if include_values else [None] * len(batch)
-        for (name, platform, ctype), meta, value in zip(batch, metas, values, strict=True):
+        metas: list[Any] = [e for _, e in batch]
+        for i, reply in zip(asked, replies, strict=False):
+            metas[i] = reply
+        values = replies[len(asked) :] if include_values else [None] * len(batch)
+        for (name, _), a, meta, value in zip(batch, names, metas, values, strict=True):
+            platform, ctype = a["platform"], a["credential_type"]
             yield _exported(name, platform, ctype, meta, value, include_values, team.get((platform, ctype)))
     if not include_team:
         for (platform, ctype), remote in sorted(team.items()):

@@ -557,9 +557,9 @@ def test_export_streams_a_batch_at_a_time(unlocked_agent: AgentProcess) -> None:
         stream = migrate.export_stream(c, include_values=True)
         record, item = next(stream)
         assert record is not None and item.name == "s00000" and record["value"] == "value-00000-" + "v" * 20
-        assert c.batches == [2 * migrate.EXPORT_BATCH]  # a batch's metadata and values, no more yet
+        assert c.batches == [migrate.EXPORT_BATCH]  # a batch's values (the listing has their metadata), no more yet
         rest = list(stream)
-        assert len(rest) == n - 1 and c.batches == [2 * migrate.EXPORT_BATCH] * 2 + [2 * 7]
+        assert len(rest) == n - 1 and c.batches == [migrate.EXPORT_BATCH] * 2 + [7]
         data, items = migrate.export_records(c, include_values=True)
     assert len(data) == n and all(i.status == "exported" for i in items)
     out = a.home / "export.json"
@@ -569,3 +569,28 @@ def test_export_streams_a_batch_at_a_time(unlocked_agent: AgentProcess) -> None:
     assert out.read_text() == json.dumps(data, indent=2, sort_keys=True) + "\n"
     stdout = a.cli("export", "-", "--include-values", timeout=120)
     assert stdout.stdout == out.read_text()
+
+
+def test_export_reports_a_row_that_fails_its_check_and_exports_the_rest(unlocked_agent: AgentProcess) -> None:
+    import sqlite3
+
+    from support import PASSPHRASE
+
+    a = unlocked_agent
+    with a.client() as c:
+        c.store("runpod", "r" * 30, metadata={"team": "ml"})
+        c.store("wandb", "w" * 40)
+        c.lock()
+    db = sqlite3.connect(a.home / "data" / "credential-agent" / "vault.sqlite3")  # a token bound to another row
+    db.execute("UPDATE credentials SET metadata = (SELECT metadata FROM credentials WHERE platform = 'wandb') "
+               "WHERE platform = 'runpod'")
+    db.commit()
+    db.close()
+    with a.client() as c:
+        c.unlock(PASSPHRASE)
+        data, items = migrate.export_records(c, include_values=True)
+    assert list(data) == ["wandb"] and data["wandb"]["value"] == "w" * 40
+    failed = [i for i in items if i.status == "failed"]
+    assert [i.name for i in failed] == ["runpod"] and failed[0].reason and "r" * 30 not in failed[0].reason
+    done = a.cli("export", str(a.home / "out.json"), "--include-values")
+    assert done.returncode == ERROR and "failed" in done.stdout and "runpod" in done.stdout
