@@ -48,7 +48,7 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
     options = a.options
     idle_left, unlocked_left = (None, None) if a.locked else a.autolock.left()
     failures, delay = passphrase.failures_of(a.meta)
-    return {
+    status = {
         "version": agent.__version__,
         "protocol": protocol.PROTOCOL_VERSION,
         "pid": os.getpid(),
@@ -59,7 +59,9 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
         "locked": a.locked,
         "locked_by_user": a.locked_by_user,
         "key_source": a.key_source,
-        "credentials": len(a.entries),
+        "credentials": len(a.entries) if a.names_held else None,  # else counted below
+        # credentials whose entry the agent holds in memory: none while locked, until a listing
+        "entries_held": len(a.entries),
         # times the agent sorted every name for a listing (once per unlock and change of
         # many, plus the team names once per listing; never once per page)
         "listing_sorts": a.entries.sorts + (0 if (remotes := _team(a)) is None else remotes.listing_sorts),
@@ -83,6 +85,12 @@ def op_status(a: Agent, args: Args, peer: Peer) -> Any:
         "recover_failures": a.recover_failures,  # wrong recovery codes in a row
         "recover_delay_s": passphrase.delay_after(a.recover_failures),
     }
+    return status if a.names_held else _counted(a, status)
+
+
+async def _counted(a: Agent, status: dict[str, Any]) -> dict[str, Any]:
+    status["credentials"] = await a.count()
+    return status
 
 
 def op_stop(a: Agent, args: Args, peer: Peer) -> Any:
@@ -215,6 +223,17 @@ def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
 def op_list(a: Agent, args: Args, peer: Peer) -> Any:
     offset, limit = args.get("offset", 0), args.get("limit")
     after = check_page(offset, limit, args.get("after"))
+    if not a.names_held:  # a locked agent reads its names when first asked
+        return _list_when_held(a, offset, limit, after)
+    return _page(a, offset, limit, after)
+
+
+async def _list_when_held(a: Agent, offset: int, limit: int | None, after: Key | None) -> Any:
+    await a.hold_names()
+    return _page(a, offset, limit, after)
+
+
+def _page(a: Agent, offset: int, limit: int | None, after: Key | None) -> Any:
     remotes = _team(a)
     if remotes is not None:  # local and team keys together, in name order
         return listing.page(remotes, a, offset, limit, after)

@@ -94,12 +94,6 @@ class Entries(dict[Key, Entry]):
             else:
                 self._order = None
 
-    def sealed(self) -> Entries:
-        """The same names, each entry without its plaintext (the order kept)."""
-        out = Entries(((key, entry.sealed()) for key, entry in self.items()), self.sorts)
-        out._order = None if self._order is None else list(self._order)
-        return out
-
     # the other changes of a dict forget the order
     def clear(self) -> None:
         super().clear()

@@ -41,12 +41,14 @@ def test_a_listing_sorts_once_not_once_per_page(filled: AgentProcess) -> None:
         expected = sorted({*(f"p{i:03d}" for i in range(COUNT)), "a-first", "p020x", "zz-last"} - {"p005", "p010"})
         assert names(c.list()) == expected
         assert c.status()["listing_sorts"] - before == 1
-        # a lock and an unlock open every row again: one sort at the next listing
+        # a lock drops the entries and an unlock opens every row again: one sort at the
+        # next listing after each
         c.lock()
         assert names(c.list()) == expected  # names only, while locked
+        assert names(c.list()) == expected
         c.unlock("correct horse battery staple")
         assert names(c.list()) == expected
-        assert c.status()["listing_sorts"] - before == 2
+        assert c.status()["listing_sorts"] - before == 3
 
 
 def test_a_page_after_a_cursor_is_consistent_when_the_vault_changes(filled: AgentProcess) -> None:
@@ -86,3 +88,23 @@ def test_a_client_that_pages_by_offset_still_lists_everything(filled: AgentProce
                 break
         assert names(seen) == [f"p{i:03d}" for i in range(COUNT)]
         assert names(c.call("list")) == names(seen)  # and the whole listing in one reply, as before
+
+
+def test_a_locked_agent_holds_no_entry_until_a_listing_asks(filled: AgentProcess) -> None:
+    with filled.client() as c:
+        assert c.status()["entries_held"] == COUNT
+        c.lock()
+        status = c.status()
+        assert status["entries_held"] == 0 and status["credentials"] == COUNT  # counted by the vault
+        listed = c.list()  # names and times, read from the vault
+        assert names(listed) == [f"p{i:03d}" for i in range(COUNT)] and "metadata" not in listed[0]
+        assert c.status()["entries_held"] == COUNT
+    filled.stop()
+    filled.start()  # a restarted agent, locked, reads no row before it answers
+    with filled.client() as c:
+        status = c.status()
+        assert status["locked"] and status["entries_held"] == 0 and status["credentials"] == COUNT
+        c.unlock("correct horse battery staple")
+        assert c.status()["entries_held"] == COUNT
+        assert c.list()[0]["metadata"] == {}
+        assert c.get("p007") == "v" * 24
