@@ -61,15 +61,28 @@ AUDITED: Final = frozenset(
         "encrypt",
         "decrypt",
         "remote_login",
+        "history_value",
+        "history_restore",
+        "approve",
+        "approval_pin",
+        "grant",
     }
 )
 # recorded under the name they were sent (rename: the old one)
-_NAMED: Final = frozenset({"get", "store", "update", "delete", "rename", "metadata"})
+_NAMED: Final = frozenset(
+    {"get", "store", "update", "delete", "rename", "metadata", "history_value", "history_restore"}
+)
 # ~100 bytes a row: 10 000 rows is ~1 MB of vault, weeks of a busy user's history
 DEFAULT_KEEP: Final[int] = config.KEYS["audit_keep"].default
 # how long a row may wait in memory; a crash loses at most this much history
 FLUSH_INTERVAL: Final = 1.0
 MAX_PENDING: Final = 1_000
+# distinct credentials one caller's op has a row of, per batch: past this, its further
+# successes fold into one row of SEVERAL names (a count), as its failures always do, so a
+# program reading thousands of keys a second (an export) costs a few rows a second, not one
+# per key, and the audit's cost stays flat
+NAMED_PER_CALLER: Final = 64
+_FOLDED: Final = frozenset({"get", "metadata", "history_value"})  # reads; every change keeps its row
 MAX_COMMAND: Final = 255  # a file name
 # the name of a row that counts failed lookups of more than one name
 SEVERAL: Final = "*"
@@ -103,6 +116,8 @@ class AuditLog:
         # (op, platform, type, pid, uid, exe, result, caller, command) -> [first ts, last ts, count,
         # (platform, type)], in arrival order; a failed lookup's key has _FAILED for its names
         self.pending: dict[tuple[Any, ...], list[Any]] = {}
+        # (op, pid, uid, exe, result, caller, command) -> distinct names with a row in this batch
+        self._named: dict[tuple[Any, ...], int] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -128,6 +143,14 @@ class AuditLog:
             # flood of guesses counts up one row instead of pushing the history out
             platform = ctype = _FAILED
         key = (op, platform, ctype, peer.pid, peer.uid, peer.exe, result, peer.caller, command)
+        if op in _FOLDED and result == "ok" and key not in self.pending:
+            caller = (op, peer.pid, peer.uid, peer.exe, result, peer.caller, command)
+            count = self._named.get(caller, 0)
+            if count >= NAMED_PER_CALLER:
+                key = (op, SEVERAL, SEVERAL, *caller[1:5], caller[5], command)
+                names = (SEVERAL, SEVERAL)
+            else:
+                self._named[caller] = count + 1
         seen = self.pending.get(key)
         if seen is not None:
             seen[1] = now
@@ -153,6 +176,7 @@ class AuditLog:
             for key, (first, last, count, names) in self.pending.items()
         ]
         self.pending = {}
+        self._named = {}
         fut = self.executor.submit(self.store.add_audit, rows, self.keep)
         fut.add_done_callback(_report)
         return fut

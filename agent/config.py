@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from agent import remotes
+from agent import access, remotes
 from client import paths
 from client.config import KEYS, ConfigError, setting
 
@@ -37,7 +37,12 @@ class Options:
     connection_idle_timeout: float = _default("connection_idle_timeout")  # a silent connection's life; 0 = off
     frame_timeout: float = _default("frame_timeout")  # a request's first byte to its last; 0 = off
     audit_keep: int = _default("audit_keep")  # newest audit rows kept; 0 = no audit log
+    history_keep: int = _default("history_keep")  # previous values kept per credential; 0 = none
+    history_max_age: float = _default("history_max_age")  # seconds a previous value is kept; 0 = no limit
     remotes: tuple[remotes.RemoteOptions, ...] = ()  # team vaults, in resolution order
+    access: tuple[access.Rule, ...] = ()  # which programs may read which credentials, in file order
+    confirm_timeout: float = _default("confirm_timeout")  # a read waiting for approval; then denied
+    pinentry: Path | None = None  # a pinentry program that asks for approvals
 
 
 def load_options(args: argparse.Namespace) -> Options:
@@ -52,5 +57,10 @@ def load_options(args: argparse.Namespace) -> Options:
         connection_idle_timeout=setting("connection_idle_timeout"),
         frame_timeout=setting("frame_timeout"),
         audit_keep=setting("audit_keep"),
+        history_keep=setting("history_keep"),
+        history_max_age=setting("history_max_age"),
         remotes=remotes.parse(setting("remote"), str(paths.config_path())),
+        access=access.parse(setting("access"), str(paths.config_path())),
+        confirm_timeout=setting("confirm_timeout"),
+        pinentry=setting("pinentry"),
     )

@@ -1,4 +1,5 @@
-"""All cryptography of the agent: Fernet tokens, the row binding, the scrypt key wrap.
+"""All cryptography of the agent: Fernet tokens, the row binding, the scrypt key wrap,
+and the sealing of backup files (``agent.backup`` holds their format).
 
 Rules of this module:
 - it is the only module that imports ``cryptography``; its exceptions are
@@ -9,6 +10,9 @@ Rules of this module:
 - ``encrypt``/``decrypt`` tokens (the original ``SecureStorage`` API, served by the
   agent) are made under the vault's data key, itself sealed under the master key, and
   bound to the purpose ``secure-storage`` (see ``encrypt_data``);
+- a backup file's payload is sealed with AES-256-GCM under a key scrypt derives from
+  the backup's passphrase; a second key from the same derivation MACs the file's
+  header, so a wrong passphrase is told apart from a damaged file;
 - no key or plaintext appears in a repr or a message;
 - ``cryptography`` is imported on first use (the first unlock or ``init``): a
   locked or idle agent that never opened its vault does not carry its ~7 MiB.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import hmac
 import os
 from typing import TYPE_CHECKING, Any, Final
 
@@ -49,6 +54,17 @@ __all__ = [
     "wrap_key",
     "unwrap_key",
     "DEFAULT_KDF",
+    "BACKUP_KDF",
+    "MAX_KDF_MEMORY",
+    "NONCE_SIZE",
+    "MAC_SIZE",
+    "kdf_memory",
+    "BackupKeys",
+    "backup_keys",
+    "header_mac",
+    "check_header_mac",
+    "seal_backup",
+    "open_backup",
 ]
 
 
@@ -215,23 +231,30 @@ def unpack_kdf(raw: bytes) -> KdfParams:
     return KdfParams(salt, n, r, p)
 
 
-def _derive(passphrase: str, params: KdfParams) -> Fernet:
-    from cryptography.fernet import Fernet
-
+def _scrypt(passphrase: str, params: KdfParams, length: int) -> bytes:
     # hashlib's scrypt (OpenSSL, RFC 7914, same output as cryptography's) releases the
     # GIL; cryptography's holds it for the whole derivation (DEFAULT_KDF's time),
     # which would stall every other client of the agent while someone types a passphrase.
-    maxmem = 2 * 128 * params.r * params.n + 1024 * 1024
-    raw = hashlib.scrypt(
+    return hashlib.scrypt(
         passphrase.encode("utf-8", "surrogatepass"),
         salt=params.salt,
         n=params.n,
         r=params.r,
         p=params.p,
-        maxmem=maxmem,
-        dklen=32,
+        maxmem=2 * kdf_memory(params) + 1024 * 1024,  # OpenSSL counts more than V alone
+        dklen=length,
     )
-    return Fernet(base64.urlsafe_b64encode(raw))
+
+
+def kdf_memory(params: KdfParams) -> int:
+    """The memory one derivation under ``params`` fills: scrypt's V, 128 x r x n bytes."""
+    return 128 * params.r * params.n
+
+
+def _derive(passphrase: str, params: KdfParams) -> Fernet:
+    from cryptography.fernet import Fernet
+
+    return Fernet(base64.urlsafe_b64encode(_scrypt(passphrase, params, 32)))
 
 
 def wrap_key(master_key: bytes, passphrase: str, cost: tuple[int, int, int] = DEFAULT_KDF) -> tuple[KdfParams, bytes]:
@@ -249,3 +272,70 @@ def unwrap_key(wrapped: bytes, passphrase: str, params: KdfParams) -> bytes:
         return _derive(passphrase, params).decrypt(wrapped)
     except InvalidToken:
         raise errors.BadPassphrase() from None
+
+
+# --- backup files ---------------------------------------------------------------------
+# 2**18 x 8 x 128 B = 256 MiB per try: age's default for passphrase-encrypted files
+# (work factor 18), twice the vault's DEFAULT_KDF because a backup is made to leave the
+# machine and meet offline guessing on the attacker's hardware. 0.8 s a guess on one
+# core of the 2-core development VM, 1.9x the vault's (benchmarks/kdf_guess_rate.py);
+# a 24 GiB GPU holds fewer than 100 tries at once, so a guess costs memory, not just
+# cycles. Stored in each file's header: a later default only affects new backups, and
+# restore reads any file made before.
+BACKUP_KDF: Final = (2**18, 8, 1)
+# The most a backup file's header may make a restore hold for its scrypt: four times
+# BACKUP_KDF, so the parameters can grow, while a crafted file cannot take the machine.
+MAX_KDF_MEMORY: Final = 2**30
+NONCE_SIZE: Final = 12  # AES-GCM's standard nonce; random, under a key used once
+MAC_SIZE: Final = 32  # HMAC-SHA256
+
+
+class BackupKeys:
+    """The two keys one passphrase and salt give a backup: the payload's and the header's."""
+
+    __slots__ = ("cipher", "mac")
+
+    def __init__(self, cipher: bytes, mac: bytes) -> None:
+        self.cipher = cipher
+        self.mac = mac
+
+    def __repr__(self) -> str:
+        return "BackupKeys(<keys hidden>)"
+
+
+def backup_keys(passphrase: str, params: KdfParams) -> BackupKeys:
+    """Derive a backup's keys (64 bytes of scrypt, split); the slow step, ``params``' cost."""
+    if not passphrase:
+        raise errors.BadRequest("the passphrase is empty")
+    raw = _scrypt(passphrase, params, 64)
+    return BackupKeys(raw[:32], raw[32:])
+
+
+def header_mac(keys: BackupKeys, header: bytes) -> bytes:
+    return hmac.new(keys.mac, header, hashlib.sha256).digest()
+
+
+def check_header_mac(keys: BackupKeys, header: bytes, mac: bytes) -> None:
+    """``BadPassphrase`` unless ``mac`` is the header's under these keys: the passphrase
+    is wrong, or someone changed the header (the salt, the parameters)."""
+    if not hmac.compare_digest(header_mac(keys, header), mac):
+        raise errors.BadPassphrase("wrong passphrase for this backup (or its header was changed)")
+
+
+def seal_backup(keys: BackupKeys, nonce: bytes, payload: bytes, header: bytes) -> bytes:
+    """``payload`` encrypted and authenticated with ``header`` as associated data."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(keys.cipher).encrypt(nonce, payload, header)
+
+
+def open_backup(keys: BackupKeys, nonce: bytes, sealed: bytes, header: bytes) -> bytes:
+    """The payload ``seal_backup`` sealed; ``IntegrityError`` if a byte of it or of the
+    header changed, or some are missing."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    try:
+        return AESGCM(keys.cipher).decrypt(nonce, sealed, header)
+    except (InvalidTag, ValueError) as e:
+        raise errors.IntegrityError("the backup is damaged or truncated: its contents fail their check") from e

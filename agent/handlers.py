@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
-from agent import audit, autolock
-from agent.keys import passphrase
+from agent import audit, autolock, consent, status
 from agent.remotes import listing, team, writes
 from agent.state import KEEP, Agent, Key, check_page
+from agent.stores import Who
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
 from client import errors, protocol
@@ -45,52 +43,7 @@ def op_hello(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_status(a: Agent, args: Args, peer: Peer) -> Any:
-    options = a.options
-    idle_left, unlocked_left = (None, None) if a.locked else a.autolock.left()
-    failures, delay = passphrase.failures_of(a.meta)
-    status = {
-        "version": agent.__version__,
-        "protocol": protocol.PROTOCOL_VERSION,
-        "pid": os.getpid(),
-        "socket": str(options.socket),
-        "socket_activated": options.socket_activated,
-        "vault": str(options.vault),
-        "initialized": a.initialized,
-        "locked": a.locked,
-        "locked_by_user": a.locked_by_user,
-        "key_source": a.key_source,
-        "credentials": len(a.entries) if a.names_held else None,  # else counted below
-        # credentials whose entry the agent holds in memory: none while locked, until a listing
-        "entries_held": len(a.entries),
-        # times the agent sorted every name for a listing (once per unlock and change of
-        # many, plus the team names once per listing; never once per page)
-        "listing_sorts": a.entries.sorts + (0 if (remotes := _team(a)) is None else remotes.listing_sorts),
-        "vault_read_only": a.store.read_only,  # why writes fail, or None
-        "vault_replaced": a.store.replaced,  # the vault file deleted, moved or replaced under the agent, or None
-        "uptime_s": round(time.monotonic() - a.started, 3),
-        "idle_timeout": options.idle_timeout,
-        "max_unlocked": options.max_unlocked,
-        "idle_left_s": idle_left,
-        "unlocked_left_s": unlocked_left,
-        # when the agent locks itself: the nearest of the timers and an unlock's own bound
-        "locks_in_s": None if a.locked else a.autolock.locks_in(),
-        "unlock_bound_left_s": None if a.locked else a.autolock.bound_left(),
-        "hardening": a.hardening,
-        "loop": a.loop_name,
-        # what a wrong passphrase costs now, as the agent applies it (tests assert on this, not the clock)
-        "unlock_failures": failures,
-        "unlock_delay_s": delay,
-        "unlocks_waiting": a.unlocks_waiting,  # passphrase attempts running or waiting their turn
-        "recovery_code": a.has_recovery_code,  # whether one was made (and not dropped by a rotation)
-        "recover_failures": a.recover_failures,  # wrong recovery codes in a row
-        "recover_delay_s": passphrase.delay_after(a.recover_failures),
-    }
-    return status if a.names_held else _counted(a, status)
-
-
-async def _counted(a: Agent, status: dict[str, Any]) -> dict[str, Any]:
-    status["credentials"] = await a.count()
-    return status
+    return status.report(a)
 
 
 def op_stop(a: Agent, args: Args, peer: Peer) -> Any:
@@ -99,7 +52,7 @@ def op_stop(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_init(a: Agent, args: Args, peer: Peer) -> Any:
-    return a.init(args.get("key_source"), args.get("passphrase"))
+    return a.init(args.get("key_source"), args.get("passphrase"), args.get("recovery_code", False))
 
 
 def op_unlock(a: Agent, args: Args, peer: Peer) -> Any:
@@ -139,7 +92,7 @@ def _named(a: Agent, args: Args) -> team.Remotes:
     return remotes
 
 
-def _write(a: Agent, args: Args, *, must_exist: bool) -> Any:
+def _write(a: Agent, args: Args, peer: Peer, *, must_exist: bool) -> Any:
     if "remote" in args:
         key = check_key(*_key(args))
         if len(args["value"]) > protocol.MAX_VALUE:
@@ -164,19 +117,34 @@ def _write(a: Agent, args: Args, *, must_exist: bool) -> Any:
         must_exist=must_exist,
         keep=args.get("keep", False),
         merge=args.get("merge_metadata", False),
+        by=_by(peer),
     )
 
 
+def _by(peer: Peer) -> Who:
+    """Who replaced a value, for its history: the executable the kernel names, and the
+    script or module the caller says it runs (as the audit log keeps them)."""
+    return peer.exe, peer.caller
+
+
 def op_store(a: Agent, args: Args, peer: Peer) -> Any:
-    return _write(a, args, must_exist=False)
+    return _write(a, args, peer, must_exist=False)
 
 
 def op_update(a: Agent, args: Args, peer: Peer) -> Any:
-    return _write(a, args, must_exist=True)
+    return _write(a, args, peer, must_exist=True)
 
 
 def op_get(a: Agent, args: Args, peer: Peer) -> Any:
     key = _key(args)
+    if a.options.access or a.approvals.trees:  # no rules, no grants: the fast path, as always
+        verdict = consent.check(a, key, peer)
+        if verdict is not None:
+            return consent.approved_then(a, key, peer, *verdict, lambda: _get(a, key, args))
+    return _get(a, key, args)
+
+
+def _get(a: Agent, key: Key, args: Args) -> Any:
     if a.locked:
         return _get_locked(a, key, args.get("expiry", False))
     return _resolve(a, key, args)
@@ -211,13 +179,13 @@ def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
     if "remote" in args:
         key = check_key(*_key(args))
         return writes.delete(_named(a, args), args["remote"], key)
-    return a.delete(_key(args))
+    return a.delete(_key(args), _by(peer))
 
 
 def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
     # the new name is made canonical as every other name is: `HF` is huggingface's row
     new = (canonical_platform(args["new_platform"]), canonical_type(args.get("new_credential_type", DEFAULT_TYPE)))
-    return a.rename(_key(args), new, replace=args.get("replace", False))
+    return a.rename(_key(args), new, replace=args.get("replace", False), by=_by(peer))
 
 
 def op_list(a: Agent, args: Args, peer: Peer) -> Any:
@@ -236,26 +204,36 @@ async def _list_when_held(a: Agent, offset: int, limit: int | None, after: Key |
 def _page(a: Agent, offset: int, limit: int | None, after: Key | None) -> Any:
     remotes = _team(a)
     if remotes is not None:  # local and team keys together, in name order
-        return listing.page(remotes, a, offset, limit, after)
-    entries = a.list(offset, limit, after)
-    for entry in entries:
-        entry["source"] = "local"
+        entries = listing.page(remotes, a, offset, limit, after)
+    else:
+        entries = a.list(offset, limit, after)
+        for entry in entries:
+            entry["source"] = "local"
+    if a.options.access:  # each entry's rule, as `agent ls` shows it
+        consent.mark(a, entries)
     return entries
 
 
 async def op_metadata(a: Agent, args: Args, peer: Peer) -> Any:
     key = _key(args)
     try:
-        return {**await a.metadata(key), "source": "local"}
+        entry = {**await a.metadata(key), "source": "local"}
     except errors.NotFound:
         remotes = _team(a)
         if remotes is None or key in a.entries:
             raise
-        return listing.describe(remotes, key)
+        found = remotes.get(key, False)  # a team key no copy of is held yet is read through first
+        if inspect.isawaitable(found):
+            await found
+        entry = listing.describe(remotes, key)
+    if a.options.access:
+        consent.mark(a, [entry])
+    return entry
 
 
 def op_remote_login(a: Agent, args: Args, peer: Peer) -> Any:
-    return _named(a, args).login(args["remote"], args.get("token"), args.get("role_id"), args.get("secret_id"))
+    jwt = {k: args.get(k) for k in ("jwt", "jwt_role", "jwt_file")}
+    return _named(a, args).login(args["remote"], args.get("token"), args.get("role_id"), args.get("secret_id"), **jwt)
 
 
 def op_remote_status(a: Agent, args: Args, peer: Peer) -> Any:
@@ -334,6 +312,24 @@ def op_recover(a: Agent, args: Args, peer: Peer) -> Any:
     return a.recover(args["code"], args["key_source"], args.get("new_passphrase"))
 
 
+def op_history(a: Agent, args: Args, peer: Peer) -> Any:
+    key = None if "platform" not in args else _key(args)
+    return a.history(key, args.get("limit"))
+
+
+def op_history_value(a: Agent, args: Args, peer: Peer) -> Any:
+    key = _key(args)
+    if a.options.access or a.approvals.trees:  # a previous value is read as the current one is
+        verdict = consent.check(a, key, peer)
+        if verdict is not None:
+            return consent.approved_then(a, key, peer, *verdict, lambda: a.history_value(key, args["version"]))
+    return a.history_value(key, args["version"])
+
+
+def op_history_restore(a: Agent, args: Args, peer: Peer) -> Any:
+    return a.history_restore(_key(args), args["version"], _by(peer))
+
+
 def op_encrypt(a: Agent, args: Args, peer: Peer) -> Any:
     return a.encrypt(args["data"])
 
@@ -367,6 +363,14 @@ HANDLERS: Mapping[str, Handler] = {
     "remote_login": op_remote_login,
     "remote_status": op_remote_status,
     "remote_sync": op_remote_sync,
+    "history": op_history,
+    "history_value": op_history_value,
+    "history_restore": op_history_restore,
+    "approvals": consent.op_approvals,
+    "approve": consent.op_approve,
+    "approval_pin": consent.op_approval_pin,
+    "grant": consent.op_grant,
+    "approve_here": consent.op_approve_here,
 }
 
 

@@ -90,9 +90,13 @@ class Operations:
         return self._send("stop", {}, reply_none)
 
     @single
-    def init(self, key_source: str | None = None, passphrase: str | None = None) -> Sent[dict[str, Any]]:
-        """Create the vault and its master key (``key_source``: keyring or passphrase)."""
-        return self._send("init", given(key_source=key_source, passphrase=passphrase), reply_map)
+    def init(
+        self, key_source: str | None = None, passphrase: str | None = None, *, recovery_code: bool = False
+    ) -> Sent[dict[str, Any]]:
+        """Create the vault and its master key (``key_source``: keyring or passphrase); with
+        ``recovery_code``, its first recovery code too (the result's ``recovery_code``)."""
+        args = given(key_source=key_source, passphrase=passphrase, recovery_code=recovery_code or None)
+        return self._send("init", args, reply_map)
 
     @single
     def unlock(self, passphrase: str | None = None, lock_after: float | None = None) -> Sent[None]:
@@ -291,11 +295,28 @@ class Operations:
 
     @single
     def remote_login(
-        self, remote: str, token: str | None = None, *, role_id: str | None = None, secret_id: str | None = None
+        self,
+        remote: str,
+        token: str | None = None,
+        *,
+        role_id: str | None = None,
+        secret_id: str | None = None,
+        jwt: str | None = None,
+        jwt_role: str | None = None,
+        jwt_file: str | None = None,
     ) -> Sent[dict[str, Any]]:
-        """Give a team vault a token (or an AppRole's ``role_id`` and ``secret_id``): checked
-        there, then kept sealed in the local vault. The result names no secret."""
-        args = given(remote=remote, token=token, role_id=role_id, secret_id=secret_id)
+        """Give a team vault a token (or an AppRole's ``role_id`` and ``secret_id``, or a
+        ``jwt`` or the absolute path of a ``jwt_file`` for ``jwt_role`` of its jwt auth
+        method): checked there, then kept sealed in the local vault. The result names no secret."""
+        args = given(
+            remote=remote,
+            token=token,
+            role_id=role_id,
+            secret_id=secret_id,
+            jwt=jwt,
+            jwt_role=jwt_role,
+            jwt_file=jwt_file,
+        )
         return self._send("remote_login", args, reply_map)
 
     @single
@@ -307,6 +328,68 @@ class Operations:
     def remote_sync(self, remote: str | None = None) -> Sent[list[dict[str, Any]]]:
         """Refresh the cache of one team vault (or all) now; each remote's status after it."""
         return self._send("remote_sync", given(remote=remote), reply_rows)
+
+    @single
+    def history(
+        self, platform: str | None = None, credential_type: str | None = None, *, limit: int | None = None
+    ) -> Sent[list[dict[str, Any]]]:
+        """Previous values of a credential (of every one without ``platform``), newest
+        first: version, when it was set and replaced, why (``replaced``, ``deleted``) and by
+        which program; never values."""
+        args = given(platform=platform, credential_type=credential_type, limit=limit)
+        return self._send("history", args, reply_rows)
+
+    @single
+    def history_value(
+        self, platform: str, version: int = 1, credential_type: str = DEFAULT_TYPE
+    ) -> Sent[dict[str, Any]]:
+        """One previous value (``version`` 1: the last before the current one, or before it
+        was deleted) with its metadata, expiry and times."""
+        return self._send("history_value", {**name_args(platform, credential_type), "version": version}, reply_map)
+
+    @single
+    def history_restore(
+        self, platform: str, version: int = 1, credential_type: str = DEFAULT_TYPE
+    ) -> Sent[dict[str, Any]]:
+        """Make a previous value current again (the value it replaces joins the history)."""
+        return self._send("history_restore", {**name_args(platform, credential_type), "version": version}, reply_map)
+
+    @single
+    def approvals(self) -> Sent[list[dict[str, Any]]]:
+        """Reads waiting for the user's approval ([access] rules): id, name, the program asking."""
+        return self._send("approvals", {}, reply_rows)
+
+    @single
+    def approve(
+        self,
+        request: int,
+        secret: str | None = None,
+        *,
+        allow: bool = True,
+        remember: str | None = None,
+        for_s: float | None = None,
+    ) -> Sent[dict[str, Any]]:
+        """Answer a waiting read: allowing needs ``secret`` (the vault's passphrase, or a
+        keystore vault's approval PIN); ``remember`` ``once``, ``process`` (the default) or
+        ``program``, or ``for_s`` seconds for any caller."""
+        args = given(request=request, allow=allow, secret=secret, remember=remember, for_s=for_s)
+        return self._send("approve", args, reply_map)
+
+    @single
+    def approval_pin(self, pin: str, current: str | None = None) -> Sent[None]:
+        """Set a keystore vault's approval PIN (``current``: the one it replaces)."""
+        return self._send("approval_pin", given(pin=pin, current=current), reply_none)
+
+    @single
+    def grant(self, names: Iterable[str | tuple[str, str]]) -> Sent[dict[str, Any]]:
+        """Grant these credentials to this process and its descendants: they read them
+        without a question, and any other credential only with the user's approval."""
+        return self._send("grant", {"keys": [list(name_pair(n)) for n in names]}, reply_map)
+
+    @single
+    def approve_here(self, tty: str) -> Sent[dict[str, Any]]:
+        """Name this user's terminal ``tty`` as where the configured pinentry asks for approvals."""
+        return self._send("approve_here", {"tty": tty}, reply_map)
 
     @plan
     def credentials_for(self, platform: str) -> Plan[dict[str, str]]:

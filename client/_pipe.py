@@ -3,8 +3,13 @@
 - The blocking client opens the pipe for overlapped I/O (``_winapi``, as
   multiprocessing's ``PipeConnection``) so that every read and write has the
   client's timeout; ``PipeStream`` offers the few socket methods ``Client`` uses.
-- The asyncio client goes through ``loop.create_pipe_connection`` (the Proactor
-  loop, asyncio's default on Windows).
+- The asyncio client opens the same way and hands the handle to the Proactor loop
+  (asyncio's default on Windows) as ``loop.create_pipe_connection`` does with its
+  own, which it opens without the flags below.
+- Both open the pipe at identification level (``SECURITY_SQOS_PRESENT |
+  SECURITY_IDENTIFICATION``): a process that took the pipe's name while no agent ran
+  can learn who connected, but cannot act as this user (impersonation needs more than
+  identification), even before the check below refuses it.
 - Before a byte is sent, the process that created the pipe must run as this user
   (``GetNamedPipeServerProcessId``, then its token's user SID): a pipe name is first
   come, first served, and another user may have taken ours.
@@ -103,23 +108,32 @@ if sys.platform == "win32":
             if handle is not None:
                 _winapi.CloseHandle(handle)
 
+    def _open(address: str) -> int:
+        """One attempt at the pipe, for overlapped I/O and at identification level."""
+        return int(
+            _winapi.CreateFile(
+                address,
+                _GENERIC_READ_WRITE,
+                0,
+                _winapi.NULL,
+                _winapi.OPEN_EXISTING,
+                _winapi.FILE_FLAG_OVERLAPPED | win32.SECURITY_SQOS_PRESENT | win32.SECURITY_IDENTIFICATION,
+                _winapi.NULL,
+            )
+        )
+
+    def _busy(e: OSError) -> bool:
+        return getattr(e, "winerror", None) == _ERROR_PIPE_BUSY
+
     def connect(address: str, timeout: float) -> PipeStream:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                handle = _winapi.CreateFile(
-                    address,
-                    _GENERIC_READ_WRITE,
-                    0,
-                    _winapi.NULL,
-                    _winapi.OPEN_EXISTING,
-                    _winapi.FILE_FLAG_OVERLAPPED | win32.SECURITY_SQOS_PRESENT | win32.SECURITY_IDENTIFICATION,
-                    _winapi.NULL,
-                )
+                handle = _open(address)
                 break
             except OSError as e:
                 left = deadline - time.monotonic()
-                if getattr(e, "winerror", None) != _ERROR_PIPE_BUSY or left <= 0:
+                if not _busy(e) or left <= 0:
                     raise
                 # every instance is taken for the moment: wait for the agent to make the next
                 _winapi.WaitNamedPipe(address, max(1, int(left * 1000)))
@@ -133,15 +147,28 @@ if sys.platform == "win32":
 
     async def connect_async(address: str, factory: Callable[[], ProtocolT]) -> ProtocolT:
         import asyncio
+        from asyncio import windows_utils
 
         loop = asyncio.get_running_loop()
         if not isinstance(loop, asyncio.ProactorEventLoop):
             raise errors.AgentUnavailable("the agent's named pipe needs asyncio's Proactor event loop")
-        # typeshed types the factory as making a StreamReaderProtocol; any protocol will do
-        transport, conn = await cast("Any", loop).create_pipe_connection(factory, address)
+        delay = 0.001
+        while True:  # as asyncio's own connect_pipe: no overlapped open of a pipe exists
+            try:
+                handle = _open(address)
+                break
+            except OSError as e:
+                if not _busy(e):
+                    raise
+            await asyncio.sleep(delay)  # the caller's deadline bounds the whole connect
+            delay = min(delay * 2, 0.1)
         try:
-            check_server(_server_sid(transport.get_extra_info("pipe").fileno(), address), address)
+            check_server(_server_sid(handle, address), address)
         except BaseException:
-            transport.abort()
+            _winapi.CloseHandle(handle)
             raise
-        return cast("ProtocolT", conn)
+        conn = factory()
+        # what loop.create_pipe_connection does with the handle it opens itself (without
+        # the SECURITY_* flags): a duplex transport over it, registered with the proactor
+        cast("Any", loop)._make_duplex_pipe_transport(windows_utils.PipeHandle(handle), conn, extra={"addr": address})
+        return conn

@@ -97,6 +97,12 @@ KEYS: Final[dict[str, Key]] = {
         "the agent's Unix socket (default: <runtime dir>/credential-agent/agent.sock)",
     ),
     "log_level": Key("choice", "CREDENTIAL_AGENT_LOG_LEVEL", "info", "the agent's log level", LOG_LEVELS),
+    "log_max_bytes": Key(
+        "count",
+        "CREDENTIAL_AGENT_LOG_MAX_BYTES",
+        10 * 1024 * 1024,
+        "the agent's log file starts anew past this size, keeping one older file (0 = never)",
+    ),
     "idle_timeout": Key(
         "seconds", "CREDENTIAL_AGENT_IDLE_TIMEOUT", 0.0, "lock after this many seconds without credential use (0 = off)"
     ),
@@ -128,8 +134,34 @@ KEYS: Final[dict[str, Key]] = {
     "audit_keep": Key(
         "count", "CREDENTIAL_AGENT_AUDIT_KEEP", 10_000, "newest audit-log rows kept in the vault (0 = no audit log)"
     ),
+    "history_keep": Key(
+        "count",
+        "CREDENTIAL_AGENT_HISTORY_KEEP",
+        10,
+        "previous values kept per credential after an overwrite or a deletion (0 = none)",
+    ),
+    "history_max_age": Key(
+        "seconds",
+        "CREDENTIAL_AGENT_HISTORY_MAX_AGE",
+        90 * 86400.0,
+        "how long a previous value is kept after it was replaced or deleted (0 = no limit)",
+    ),
     "key_source": Key(
         "choice", "CREDENTIAL_AGENT_KEY_SOURCE", None, "the key source `agent init` uses by default", KEY_SOURCES
+    ),
+    # [access."PATTERN"] tables: which programs may read which credentials; agent.access checks them
+    "access": Key("tables", None, None, 'rules per credential: allow, confirm, deny, only ([access."PATTERN"] tables)'),
+    "pinentry": Key(
+        "path",
+        "CREDENTIAL_AGENT_PINENTRY",
+        None,
+        "a pinentry program that asks for approvals itself (on `agent approve --here`'s terminal, or the display)",
+    ),
+    "confirm_timeout": Key(
+        "seconds",
+        "CREDENTIAL_AGENT_CONFIRM_TIMEOUT",
+        12.0,  # under a client's default 15 s timeout, so the caller gets Denied, not a timeout
+        "how long a read that needs approval waits for `agent approve` before it is denied",
     ),
     # [remote.NAME] tables: team vaults (OpenBao / Vault KV v2); agent.remotes checks their keys
     "remote": Key("tables", None, None, "team vaults the agent reads through, in order ([remote.NAME] tables)"),

@@ -17,6 +17,7 @@ __all__ = [
     "UnsupportedVersion",
     "UnknownOp",
     "Locked",
+    "Denied",
     "NotFound",
     "AlreadyExists",
     "InvalidCredential",
@@ -84,6 +85,14 @@ class UnknownOp(AgentError):
 class Locked(AgentError, PermissionError):
     code = "locked"
     default_message = "the agent is locked; run `agent unlock`"
+
+
+class Denied(AgentError, PermissionError):
+    """A rule of the config file's ``[access]`` tables keeps this credential from this
+    program, or the user did not approve the read in time (``agent approve``)."""
+
+    code = "denied"
+    default_message = "reading this credential was not allowed"
 
 
 class NotFound(AgentError, LookupError):
@@ -221,6 +230,7 @@ CODES: dict[str, type[AgentError]] = {
         UnsupportedVersion,
         UnknownOp,
         Locked,
+        Denied,
         NotFound,
         AlreadyExists,
         InvalidCredential,

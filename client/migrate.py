@@ -211,7 +211,7 @@ def record_name(platform: str, credential_type: str) -> str:
 
 
 def export_stream(
-    client: Client, include_values: bool = False, include_team: bool = False
+    client: Client, include_values: bool = False, include_team: bool = False, include_history: bool = False
 ) -> Iterator[tuple[dict[str, Any] | None, Item]]:
     """``export_records`` a batch at a time: each credential's record (None for one that
     failed or was skipped) and item, in the order of their names (the order of an
@@ -245,7 +245,11 @@ def export_stream(
         values = replies[len(asked) :] if include_values else [None] * len(batch)
         for (name, _), a, meta, value in zip(batch, names, metas, values, strict=True):
             platform, ctype = a["platform"], a["credential_type"]
-            yield _exported(name, platform, ctype, meta, value, include_values, team.get((platform, ctype)))
+            source = team.get((platform, ctype))
+            record, item = _exported(name, platform, ctype, meta, value, include_values, source)
+            if record is not None and source is None and include_history:
+                record["history"] = _history(client, platform, ctype, include_values)
+            yield record, item
     if not include_team:
         for (platform, ctype), remote in sorted(team.items()):
             why = f"a key of the team vault {remote}: left out (--include-team exports it, marked)"
@@ -273,16 +277,42 @@ def _exported(
     return record, Item(name, "exported", platform, ctype)
 
 
+def _history(client: Client, platform: str, ctype: str, include_values: bool) -> list[dict[str, Any]]:
+    """One credential's previous values for its export record, newest first."""
+    rows = client.history(platform, ctype)
+    args = {"platform": platform, "credential_type": ctype}
+    olds = (
+        client.call_many([("history_value", {**args, "version": r["version"]}) for r in rows]) if include_values else []
+    )
+    kept = []
+    for i, r in enumerate(rows):
+        old: dict[str, Any] = {
+            "version": r["version"],
+            "set_at": _iso(r["set_at"]),
+            "replaced_at": _iso(r["replaced"]),
+            "reason": r["reason"],
+        }
+        if include_values:
+            reply = olds[i]
+            if isinstance(reply, errors.AgentError):
+                raise reply
+            old.update(value=reply["value"], metadata=reply["metadata"], expires_at=_iso(reply["expires_at"]))
+        kept.append(old)
+    return kept
+
+
 def export_records(
-    client: Client, include_values: bool = False, include_team: bool = False
+    client: Client, include_values: bool = False, include_team: bool = False, include_history: bool = False
 ) -> tuple[dict[str, Any], list[Item]]:
     """Every credential's record, keyed ``platform`` or ``platform:type`` (the shape
     ``records_from_json`` reads back), and one item per credential. A team vault's keys
-    are left out unless ``include_team``, and then marked with their ``source``.
+    are left out unless ``include_team``, and then marked with their ``source``. With
+    ``include_history``, a local credential's record lists its previous values under
+    ``history`` (newest first; their values only with ``include_values``).
     ``export_stream`` gives the same a batch at a time."""
     data: dict[str, Any] = {}
     items: list[Item] = []
-    for record, item in export_stream(client, include_values, include_team):
+    for record, item in export_stream(client, include_values, include_team, include_history):
         if record is not None:
             data[item.name] = record
         items.append(item)

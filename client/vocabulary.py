@@ -94,7 +94,12 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     "hello": (),
     "status": (),
     "stop": (),
-    "init": (_name("key_source", required=False), Arg("passphrase", (str,), required=False)),
+    # recovery_code: make the vault's first recovery code too (the result's "recovery_code")
+    "init": (
+        _name("key_source", required=False),
+        Arg("passphrase", (str,), required=False),
+        Arg("recovery_code", (bool,), required=False),
+    ),
     # lock_after: lock again this many seconds after unlocking, whatever the use
     "unlock": (Arg("passphrase", (str,), required=False), Arg("lock_after", (int, float), required=False)),
     "lock": (),
@@ -134,26 +139,55 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
     # the original SecureStorage API, run in the agent: text in, a token (bytes) out, and back
     "encrypt": (Arg("data", (str,)),),
     "decrypt": (Arg("token", (bytes,)),),
-    # the same master key under another key source (passphrase: the current one, for a passphrase vault)
+    # the same master key under another key source (passphrase: the current one, for a passphrase
+    # vault; a keystore vault's approval PIN)
     "rekey": (
         _name("key_source"),
         Arg("passphrase", (str,), required=False),
         Arg("new_passphrase", (str,), required=False),
     ),
-    # a new recovery code: the result's "code" is its only copy
+    # a new recovery code: the result's "code" is its only copy; passphrase: the vault's, or a
+    # keystore vault's approval PIN (proof that the user is there)
     "recovery_code": (Arg("passphrase", (str,), required=False),),
     # open with the recovery code, give the key a new home (key_source), unlock
     "recover": (Arg("code", (str,)), _name("key_source"), Arg("new_passphrase", (str,), required=False)),
-    # team vaults: a token (or an AppRole's role and secret id) kept sealed in the local
+    # team vaults: a token (or an AppRole's role and secret id, or a JWT) kept sealed in the local
     # vault; status per remote; a refresh of the cache now
     "remote_login": (
         _name("remote"),
         Arg("token", (str,), required=False),
         Arg("role_id", (str,), required=False),
         Arg("secret_id", (str,), required=False),
+        Arg("jwt", (str,), required=False),  # a JWT for jwt_role of OpenBao's jwt auth method ...
+        Arg("jwt_role", (str,), required=False),
+        Arg("jwt_file", (str,), required=False),  # ... or the file the agent reads it from at each login
     ),
     "remote_status": (),
     "remote_sync": (_REMOTE,),
+    # previous values (newest first, version 1 the last before the current one): a listing
+    # without values, of one name or (no platform) of every name; one version's value; a
+    # version made current again
+    "history": (_name("platform", required=False), _TYPE, Arg("limit", (int,), required=False)),
+    "history_value": (_PLATFORM, _TYPE, Arg("version", (int,))),
+    "history_restore": (_PLATFORM, _TYPE, Arg("version", (int,))),
+    # reads waiting for the user's approval ([access] rules), and the user's answer: allow
+    # needs the secret (the vault's passphrase, or a keystore vault's approval PIN);
+    # remember: "once", "process" or "program", or for_s seconds for any caller
+    "approvals": (),
+    "approve": (
+        Arg("request", (int,)),
+        Arg("allow", (bool,)),
+        Arg("secret", (str,), required=False),
+        _name("remember", required=False),
+        Arg("for_s", (int, float), required=False),
+    ),
+    # a keystore vault's approval PIN (current: the one it replaces, or a passphrase vault's passphrase)
+    "approval_pin": (Arg("pin", (str,)), Arg("current", (str,), required=False)),
+    # keys: [[platform, credential_type], ...] granted to the caller's own process tree (agent
+    # exec/run --grant); other keys asked for from inside it need the user's approval
+    "grant": (Arg("keys", (list,)),),
+    # the terminal (the caller's own) where the configured pinentry asks for approvals
+    "approve_here": (Arg("tty", (str,)),),
 }
 
 # Ops a client may send again when the connection died after the request went out
@@ -163,7 +197,8 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
 # (the same state again), encrypt (another token, as good) and decrypt qualify.
 # Not these: delete (the replay says NotFound), init (already_exists), rotate_key
 # (a second rotation), stop (stops a restarted agent), rename (not_found), rekey
-# (already there), recovery_code (a second code), recover.
+# (already there), recovery_code (a second code), recover, history_restore (each
+# restore adds a version, so version N names another value the second time).
 RETRY_SAFE: Final = frozenset(
     {
         "hello",
@@ -181,13 +216,28 @@ RETRY_SAFE: Final = frozenset(
         "decrypt",
         "remote_status",
         "remote_sync",
+        "history",
+        "history_value",
+        "approvals",
+        "approve_here",
     }
 )
 # Ops that run scrypt, maybe after the wrong-passphrase delay, maybe after a
 # keystore round trip, or several team-vault round trips: a client waits longer
 # for them than for the others.
 SLOW_OPS: Final = frozenset(
-    {"init", "unlock", "rotate_key", "rekey", "recovery_code", "recover", "remote_login", "remote_sync"}
+    {
+        "init",
+        "unlock",
+        "rotate_key",
+        "rekey",
+        "recovery_code",
+        "recover",
+        "remote_login",
+        "remote_sync",
+        "approve",
+        "approval_pin",
+    }
 )
 
 

@@ -44,6 +44,8 @@ command -v man >/dev/null || need+=(man-db)
 command -v Xvfb >/dev/null || need+=(xvfb)
 command -v xclip >/dev/null || need+=(xclip)
 command -v xsel >/dev/null || need+=(xsel)
+# approvals through a real pinentry on a pty (tests/agent/test_pinentry.py)
+command -v pinentry-tty >/dev/null || need+=(pinentry-tty)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing ${need[*]}"

@@ -22,11 +22,14 @@ from collections.abc import Sequence
 
 import agent
 from agent.cli import (
+    approve,
     audit,
+    backup,
     completion,
     control,
     credentials,
     execute,
+    history,
     inject,
     migration,
     recovery,
@@ -34,6 +37,7 @@ from agent.cli import (
     run,
     service,
     vault,
+    versions,
 )
 from agent.cli._common import CliError, Exit, Parser, platform_arg, type_arg
 from client import errors, paths
@@ -57,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     vault.register(sub)
     credentials.register(sub)
     migration.register(sub)
+    backup.register(sub)
     execute.register(sub)
     run.register(sub)
     inject.register(sub)
@@ -65,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     remote.register(sub)
     vault.register_rotation(sub)  # after the commands `agent --help` always listed, in their order
     recovery.register(sub)
+    history.register(sub)
+    approve.register(sub)
     completion.register(sub)
     return parser
 
@@ -119,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             completion.complete(parser)
         args = parser.parse_args(argv)
     try:
+        # argv[0]: the command (exec and run keep their own `command` in args)
+        if argv[0] not in versions.SKIP:
+            versions.ensure_current()
         code = int(args.fn(args))
         sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
         return code

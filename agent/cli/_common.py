@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "shown",
+    "older",
     "matches",
     "Exit",
     "CliError",
@@ -396,3 +397,19 @@ def pairs(specs: Sequence[str], what: str) -> list[tuple[str, str]]:
             raise CliError(f"expected {what}, got an argument without '=' or with an empty side", Exit.USAGE)
         out.append((left, right))
     return out
+
+
+# --- versions ---------------------------------------------------------------------------
+def _parts(version: str) -> tuple[int, ...] | None:
+    found = re.fullmatch(r"(\d+(?:\.\d+)*)(.*)", version)
+    if found is None:
+        return None
+    numbers = tuple(int(n) for n in found.group(1).split("."))
+    # 1.2.0.dev3 and 1.2.0rc1 come before 1.2.0
+    return numbers + ((-1,) if found.group(2) else (0,))
+
+
+def older(theirs: str, ours: str) -> bool | None:
+    """Whether version ``theirs`` comes before ``ours``; None when either cannot be read."""
+    a, b = _parts(theirs), _parts(ours)
+    return None if a is None or b is None else a < b

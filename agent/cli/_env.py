@@ -40,6 +40,21 @@ def refuse_inside(how: str) -> None:
         )
 
 
+def grant(wanted: Mapping[str, Name], command: str) -> None:
+    """Grant the credentials ``wanted`` names to this process's tree (which the command
+    becomes) instead of putting them in its environment: the command reads them through the
+    client library, and any other credential it asks for needs the user's approval."""
+    names = list(dict.fromkeys(wanted.values()))
+    with Client() as c:
+        unlock_on_demand(c)
+        c.grant(names)
+    print(
+        f"agent: granted {len(names)} credential{'s' if len(names) != 1 else ''} to {os.path.basename(command)} "
+        "and its children (read through the client library; any other asks for approval)",
+        file=sys.stderr,
+    )
+
+
 def fetch(
     wanted: Mapping[str, Name],
     command: str,

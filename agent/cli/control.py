@@ -12,7 +12,8 @@ import os
 import sys
 import time
 
-from agent.cli._common import CliError, Exit, Subcommands, add_command, duration_arg, print_json
+import agent
+from agent.cli._common import CliError, Exit, Subcommands, add_command, duration_arg, older, print_json
 from client import Client, config, errors, paths
 
 TYPE_CHECKING = False
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, Final
 
-__all__ = ["register"]
+__all__ = ["register", "cmd_start", "gone", "START_TIMEOUT"]
 
 # how long `agent start` waits for the new agent to answer, and `agent stop` for it to exit
 START_TIMEOUT: Final = 10.0
@@ -42,11 +43,10 @@ def _answers(path: Path) -> bool:
 def _log_to_stderr(flag: str | None) -> None:
     import logging
 
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, config.setting("log_level", flag).upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from agent import logfile
+
+    level = getattr(logging, config.setting("log_level", flag).upper())
+    logfile.setup(level, paths.log_path(), config.setting("log_max_bytes"))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -137,7 +137,7 @@ def _detached() -> dict[str, Any]:
     return {"start_new_session": True}
 
 
-def _gone(pid: int, timeout: float) -> bool:
+def gone(pid: int, timeout: float) -> bool:
     """Whether process ``pid`` exits within ``timeout`` seconds."""
     if sys.platform == "win32":
         from client import win32
@@ -164,7 +164,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     except errors.AgentUnavailable:
         print("no agent is running", file=sys.stderr)
         return Exit.OK
-    _gone(pid, START_TIMEOUT)
+    gone(pid, START_TIMEOUT)
     print(f"agent (pid {pid}) stopped")
     return Exit.OK
 
@@ -219,6 +219,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         else ("locked" + (" (by request)" if st["locked_by_user"] else "") if st["locked"] else "unlocked")
     )
     print(f"agent {st['version']} (protocol {st['protocol']}), pid {st['pid']}, up {st['uptime_s']:.0f} s")
+    if st["version"] != agent.__version__:
+        if older(st["version"], agent.__version__):
+            print(f"VERSION:     this command is {agent.__version__}: any other command replaces this older agent")
+        else:
+            print(f"VERSION:     this command is {agent.__version__}, older: the agent is left as it is")
     print(f"socket:      {st['socket']}")
     print(f"vault:       {st['vault']} ({st['credentials']} credentials, key source {st['key_source'] or '-'})")
     print(f"state:       {state}")
@@ -228,6 +233,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     elif st.get("vault_read_only"):
         print(f"vault:       read-only ({st['vault_read_only']}): stored credentials can be read, not changed")
     print(f"auto-lock:   {_autolock_line(st)}")
+    if st.get("access_rules"):
+        waiting = st.get("approvals_pending", 0)
+        print(f"access:      {st['access_rules']} rules; {waiting} read(s) waiting for `agent approve`")
     if st.get("socket_activated"):
         print("started by:  systemd socket activation")
     hardening = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in sorted(st["hardening"].items()))

@@ -72,16 +72,27 @@ def _expiry_mark(ts: float | None, now: float) -> str:
     return when
 
 
+def _access(entry: dict[str, Any]) -> str:
+    """An entry's access rule in a word: ``confirm``, ``deny``, ``only+deny`` (``-``: none)."""
+    rule = entry.get("access")
+    if rule is None:
+        return "-"
+    return ("only+" if rule["only"] else "") + str(rule["rule"])
+
+
 def _print_ls(entries: list[dict[str, Any]]) -> None:
     now = time.time()
     rows = [
-        (*display_names(e), e.get("source", "local"), e["updated"], _expiry_mark(e["expires_at"], now)) for e in entries
+        (*display_names(e), e.get("source", "local"), e["updated"], _expiry_mark(e["expires_at"], now), _access(e))
+        for e in entries
     ]
     width = max([24, *(len(r[0]) for r in rows)])
-    print(f"{'PLATFORM':<{width}} {'TYPE':<16} {'SOURCE':<10} {'UPDATED':<17} EXPIRES")
-    for platform, ctype, source, updated, mark in rows:
+    ruled = any("access" in e for e in entries)  # the column is there when the config has rules
+    print(f"{'PLATFORM':<{width}} {'TYPE':<16} {'SOURCE':<10} {'UPDATED':<17} EXPIRES" + ("  ACCESS" if ruled else ""))
+    for platform, ctype, source, updated, mark, rule in rows:
         when = format_time(updated)
-        print(f"{platform:<{width}} {ctype:<16} {source:<10} {when:<17} {mark}")
+        line = f"{platform:<{width}} {ctype:<16} {source:<10} {when:<17} {mark}"
+        print(f"{line:<{width + 54}}  {rule}" if ruled else line)
 
 
 def _expiry(text: str | None) -> tuple[float | None, bool]:
@@ -193,6 +204,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"created:   {format_time(entry['created'])}")
     print(f"updated:   {format_time(entry['updated'])}")
     print(f"expires:   {format_time(entry['expires_at'])}")
+    rule = entry.get("access")
+    if rule is not None:
+        only = f"; only {', '.join(shown(o) for o in rule['only'])}" if rule["only"] else ""
+        print(f'access:    {rule["rule"]} ([access."{shown(rule["pattern"])}"]{only})')
     for key, value in sorted((entry.get("metadata") or {}).items()):
         print(f"meta.{shown(key)}: {shown(value)}")
     return Exit.OK

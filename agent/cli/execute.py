@@ -51,6 +51,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
     wanted = _wanted(args)
     if not wanted:
         raise CliError("name at least one credential with --env VAR=PLATFORM or --platform NAME", Exit.USAGE)
+    if args.grant:
+        _env.grant(wanted, command[0])
+        return _env.exec_command(command, dict(os.environ))
     values = _env.fetch(wanted, command[0], refuse_expired=args.refuse_expired)
     return _env.exec_command(command, _env.child_env(os.environ, values))
 
@@ -75,5 +78,11 @@ def register(sub: Subcommands) -> None:
         "--refuse-expired",
         action="store_true",
         help="refuse to run the command if a credential has expired (exit 1); default: warn",
+    )
+    p.add_argument(
+        "--grant",
+        action="store_true",
+        help="grant the credentials to the command and its children instead of setting variables: "
+        "they read them through the client library, and any other credential needs your approval",
     )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")

@@ -145,7 +145,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     items: list[migrate.Item] = []
 
     def records(c: Client) -> Iterator[tuple[str, dict[str, Any]]]:
-        for record, item in migrate.export_stream(c, args.include_values, args.include_team):
+        for record, item in migrate.export_stream(c, args.include_values, args.include_team, args.include_history):
             items.append(item)
             if record is not None:
                 yield item.name, record
@@ -239,6 +239,11 @@ def register(sub: Subcommands) -> None:
     p = add_command(sub, "export", cmd_export, "write every credential's name and metadata to a new 0600 JSON file")
     p.add_argument("file", metavar="FILE", help="the file to write ('-' for stdout)")
     p.add_argument("--include-values", action="store_true", help="include the values (plain text!)")
+    p.add_argument(
+        "--include-history",
+        action="store_true",
+        help="list each credential's previous values (their values too with --include-values)",
+    )
     p.add_argument(
         "--include-team", action="store_true", help="include team vault keys, marked with their source (left out)"
     )

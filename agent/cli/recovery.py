@@ -32,7 +32,15 @@ TIMEOUT = 120.0
 
 
 def _current_passphrase(st: dict[str, Any]) -> str | None:
-    return read_secret("Current passphrase: ") if st["key_source"] == PASSPHRASE else None
+    """The proof that you are there: a passphrase vault's passphrase, a keystore vault's approval PIN."""
+    if st["key_source"] == PASSPHRASE:
+        return read_secret("Current passphrase: ")
+    if st.get("approval_pin") is False:
+        raise CliError(
+            "this keystore vault has no approval PIN yet, and moving its key or making a recovery code needs one "
+            "(so that no other program of yours can): set it with `agent approve --set-pin`"
+        )
+    return read_secret("Approval PIN: ")
 
 
 def _new_passphrase(key_source: str) -> str | None:

@@ -1,14 +1,27 @@
 """``agent remote login | status | sync``: the team vaults named in the config file.
 
-The token (or an AppRole's role and secret ids) is read like any secret: a hidden
-prompt, or the first lines of stdin; never argv (a role id may still be given there).
-The agent checks it against the remote and keeps it sealed in the local vault."""
+The token (or an AppRole's role and secret ids, or a JWT) is read like any secret: a
+hidden prompt, or the first lines of stdin; never argv (a role id may still be given
+there). A JWT may also come from an environment variable (read here: the agent's own
+environment is not the caller's) or a file the agent reads again at each login. The
+agent checks it against the remote and keeps it sealed in the local vault."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
-from agent.cli._common import Exit, Subcommands, add_command, add_group, name_arg, print_json, read_secret, shown
+from agent.cli._common import (
+    CliError,
+    Exit,
+    Subcommands,
+    add_command,
+    add_group,
+    name_arg,
+    print_json,
+    read_secret,
+    shown,
+)
 from client import Client, config
 
 TYPE_CHECKING = False
@@ -19,12 +32,16 @@ __all__ = ["register"]
 
 
 def cmd_login(args: argparse.Namespace) -> int:
+    if args.jwt is None and (args.jwt_file is not None or args.jwt_env is not None):
+        raise CliError("--jwt-file and --jwt-env go with --jwt ROLE")
     if args.approle is not None:
         # the role id as the secret id: a prompt or stdin (an argument would show in the process list)
         role_id = args.approle or read_secret(f"AppRole role id for {args.remote}: ")
         secret_id = read_secret(f"AppRole secret id for {args.remote}: ")
         with Client() as c:
             result = c.remote_login(args.remote, role_id=role_id, secret_id=secret_id)
+    elif args.jwt is not None:
+        result = _jwt_login(args)
     else:
         token = read_secret(f"Token for {args.remote}: ")
         with Client() as c:
@@ -33,6 +50,24 @@ def cmd_login(args: argparse.Namespace) -> int:
     renew = ", renewed by the agent" if result["renewable"] else ""
     print(f"logged in to {args.remote} ({ttl}{renew}; policies: {shown(', '.join(result['policies'])) or '-'})")
     return Exit.OK
+
+
+def _jwt_login(args: argparse.Namespace) -> dict[str, Any]:
+    """``--jwt ROLE``: the JWT from ``--jwt-file`` (its absolute path goes to the agent, which
+    reads it again at each login), ``--jwt-env`` (read here), or a prompt or stdin."""
+    if args.jwt_file is not None and args.jwt_env is not None:
+        raise CliError("give --jwt-file or --jwt-env, not both")
+    if args.jwt_file is not None:
+        with Client() as c:
+            return dict(c.remote_login(args.remote, jwt_role=args.jwt, jwt_file=os.path.abspath(args.jwt_file)))
+    if args.jwt_env is not None:
+        jwt = os.environ.get(args.jwt_env, "")
+        if not jwt:
+            raise CliError(f"the environment variable {args.jwt_env} is not set or empty")
+    else:
+        jwt = read_secret(f"JWT for role {args.jwt} of {args.remote}: ")
+    with Client() as c:
+        return dict(c.remote_login(args.remote, jwt_role=args.jwt, jwt=jwt))
 
 
 def _age(seconds: float | None) -> str:
@@ -56,12 +91,29 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
             held = f"TTL {_age(r['token_ttl_s'])}, {r['renewals']} renewals"
             if r.get("auth") == "approle":
                 held += f", {r['relogins']} AppRole logins"
+            elif r.get("auth") == "jwt":
+                held += f", {r['relogins']} JWT logins"
         print(
             f"{r['remote']:<12} {reachable:<10} {r['last_node'] or '-':<28} {_age(r['cache_age_s']):<10} "
             f"{r['cached_secrets']:<7} {held}"
         )
         if r["last_error"]:
             print(f"  last error: {shown(r['last_error'])}")
+        _print_names(r)
+
+
+def _print_names(r: dict[str, Any]) -> None:
+    """Upstream names not served as such: collisions, then the names the agent cannot use
+    (escaped: whoever may write the mount chose them)."""
+    for c in r.get("collisions", ()):
+        spellings = ", ".join(shown(repr(s)) for s in c["upstream"])
+        served = f"serving {shown(repr(c['served']))}" if c["served"] else "none served"
+        print(f"  collision: {spellings} all mean {shown(c['name'])} ({served})")
+    count = r.get("unusable_count", 0)
+    if count:
+        names = "; ".join(f"{shown(repr(u['name']))}: {u['why']}" for u in r["unusable"])
+        more = f"; and {count - len(r['unusable'])} more (--json)" if count > len(r["unusable"]) else ""
+        print(f"  not served ({count} upstream name{'s' if count != 1 else ''}): {names}{more}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -101,6 +153,15 @@ def register(sub: Subcommands) -> None:
         help="log in with an AppRole: its role id, then its secret id, from a prompt or stdin's first two lines "
         "(a role id given here shows in the process list)",
     )
+    p.add_argument(
+        "--jwt",
+        metavar="ROLE",
+        help="log in as ROLE of OpenBao's jwt auth method (CI jobs: GitLab's id_tokens, GitHub's OIDC token, a "
+        "Kubernetes service account), with the JWT from --jwt-file, --jwt-env, or a prompt or stdin's first line; "
+        "the agent logs in again with it when its token ends",
+    )
+    p.add_argument("--jwt-file", metavar="PATH", help="the JWT's file: the agent reads it again at each login")
+    p.add_argument("--jwt-env", metavar="VAR", help="the environment variable that holds the JWT (read once, here)")
     p = add_command(group, "status", cmd_status, "reachable, last node, cache age and token TTL per remote")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add_command(group, "sync", cmd_sync, "refresh the cache of one remote (or all) now")

@@ -140,12 +140,29 @@ def cmd_rm(args: argparse.Namespace) -> int:
     else:
         for p, t in deleted:
             print(f"deleted {p}/{t}")
+        _undo_hint(deleted)
     for (p, t), r in failed:
         print(f"agent: {p}/{t} was not deleted: {r.message}", file=sys.stderr)
     if failed:
         # a locked agent still exits 3
         return Exit.LOCKED if isinstance(failed[0][1], errors.Locked) else Exit.ERROR
     return Exit.OK
+
+
+def _undo_hint(deleted: list[tuple[str, str]]) -> None:
+    """How to take a deletion back (``agent history``), on stderr: stdout stays one line per
+    credential. Said when this config keeps history (the agent's, unless it was started
+    with another environment)."""
+    from client import config
+
+    if not deleted or config.setting("history_keep") <= 0:
+        return
+    if len(deleted) == 1:
+        platform, ctype = deleted[0]
+        name = platform if ctype == DEFAULT_TYPE else f"{platform}/{ctype}"
+        print(f"agent: kept in its history: `agent history {name} --restore` brings it back", file=sys.stderr)
+    else:
+        print("agent: kept in their history: `agent history` lists them, `--restore` brings one back", file=sys.stderr)
 
 
 def _rm_remote(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 - Values of the form ``agent://PLATFORM[/TYPE]`` are references; every other value
   is passed through. References come from ``--env-file`` files (``.env`` syntax, read
-  by ``client.migrate.parse_dotenv``; a later file wins) and from this process's own
+  by ``client.dotenv.parse_dotenv``; a later file wins) and from this process's own
   environment, which the files override.
 - Every reference is fetched in one round trip before the command starts
   (``agent.cli._env``); a missing one names its variable and reference.
@@ -43,7 +43,7 @@ def _reference(var: str, ref: str) -> tuple[str, str]:
 
 
 def _read_env_file(path: str) -> list[tuple[str, str]]:
-    from client import migrate  # only here: its parsers are for this command
+    from client import dotenv  # only here, and light: the syntax alone, not the importers
 
     try:
         with open(path, "rb") as f:
@@ -54,10 +54,10 @@ def _read_env_file(path: str) -> list[tuple[str, str]]:
         raise CliError(f"{path} is larger than {MAX_ENV_FILE // 1024} KiB; not an env file")
     try:
         text = data.decode("utf-8-sig")
-        return [(name, value) for name, value, _ in migrate.parse_dotenv(text, path)]
+        return [(name, value) for name, value, _ in dotenv.parse_dotenv(text, path)]
     except UnicodeDecodeError as e:
         raise CliError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from None
-    except migrate.SourceError as e:
+    except dotenv.SourceError as e:
         raise CliError(e.message.replace("; nothing was imported", "")) from None
 
 
@@ -76,6 +76,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError("name the command to run: agent run --env-file FILE -- CMD [ARGS...]", Exit.USAGE)
     env, refs = environment(args.env_file, os.environ)
     wanted = {var: _reference(var, ref) for var, ref in refs.items()}
+    if args.grant:  # the references are granted, not resolved: their variables stay unset
+        _env.grant(wanted, command[0])
+        return _env.exec_command(command, {k: v for k, v in env.items() if k not in refs})
     values = _env.fetch(wanted, command[0], refs, refuse_expired=args.refuse_expired)
     child = _env.child_env(env, values)
     mask = sys.stdout.isatty() if args.mask is None else args.mask
@@ -103,6 +106,12 @@ def register(sub: Subcommands) -> None:
         default=[],
         metavar="FILE",
         help=f"a file in .env syntax whose values may be {REFERENCE}PLATFORM[/TYPE] references (repeatable)",
+    )
+    p.add_argument(
+        "--grant",
+        action="store_true",
+        help="grant the referenced credentials to the command and its children instead of setting them "
+        "(they read them through the client library; any other credential needs your approval)",
     )
     p.add_argument(
         "--mask",

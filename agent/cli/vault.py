@@ -49,12 +49,12 @@ def _asks_passphrase(key_source: str | None) -> bool:
     return key_source == PASSPHRASE
 
 
-def _short_warning(passphrase: str) -> str | None:
+def _short_warning(passphrase: str, of: str) -> str | None:
     if len(passphrase) >= MIN_PASSPHRASE:
         return None
     return (
         f"warning: the passphrase is {len(passphrase)} characters long; use at least {MIN_PASSPHRASE} "
-        "(whoever gets a copy of the vault can try guesses offline)"
+        f"(whoever gets a copy of {of} can try guesses offline)"
     )
 
 
@@ -63,20 +63,20 @@ def _yes(question: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
-def new_passphrase() -> str:
-    """A new passphrase: asked twice at a terminal (empty: asked again; short: needs a
-    yes); from stdin, its first line, a short one with a warning."""
+def new_passphrase(prompt: str = "New passphrase: ", of: str = "the vault") -> str:
+    """A new passphrase (of ``of``, for the warning): asked twice at a terminal (empty:
+    asked again; short: needs a yes); from stdin, its first line, a short one with a warning."""
     if not sys.stdin.isatty():
-        passphrase = read_secret("New passphrase: ")
-        if warning := _short_warning(passphrase):
+        passphrase = read_secret(prompt)
+        if warning := _short_warning(passphrase, of):
             print(f"agent: {warning}", file=sys.stderr)
         return passphrase
     for _ in range(NEW_PASSPHRASE_TRIES):
-        passphrase = ask_hidden("New passphrase: ")
+        passphrase = ask_hidden(prompt)
         if not passphrase:
             print("agent: the passphrase is empty; type one (Ctrl-D stops)", file=sys.stderr)
             continue
-        if (warning := _short_warning(passphrase)) and not _yes(f"agent: {warning}. Use it anyway? [y/N] "):
+        if (warning := _short_warning(passphrase, of)) and not _yes(f"agent: {warning}. Use it anyway? [y/N] "):
             continue
         if ask_hidden("Repeat: ") != passphrase:
             print("agent: the two entries differ; again", file=sys.stderr)
@@ -87,28 +87,35 @@ def new_passphrase() -> str:
 
 def cmd_init(args: argparse.Namespace) -> int:
     key_source = config.setting("key_source", args.key_source)
-    passphrase = None
     with Client() as c:
+        # the first recovery code comes with the vault: made later, it needs proof that you
+        # are there (a keystore vault's approval PIN)
         if _asks_passphrase(key_source):
-            passphrase = new_passphrase()
-            result = c.init(PASSPHRASE, passphrase)
+            result = c.init(PASSPHRASE, new_passphrase(), recovery_code=_wants_code(args))
         else:
+            code = _wants_code(args)
             try:
-                result = c.init(key_source)
+                result = c.init(key_source, recovery_code=code)
             except errors.KeystoreUnavailable as e:
                 if key_source == KEYRING:  # named by the flag, environment or config file: no fallback
                     raise
                 print(f"no working OS keystore ({e.message}); protecting the vault with a passphrase", file=sys.stderr)
-                passphrase = new_passphrase()
-                result = c.init(PASSPHRASE, passphrase)
+                result = c.init(PASSPHRASE, new_passphrase(), recovery_code=code)
         where = f" ({result['backend']})" if result.get("backend") else ""
         print(f"vault created at {result['vault']}; master key in: {result['key_source']}{where}")
-        if args.recovery_code or (
+        if result.get("recovery_code"):
+            show_recovery_code(result["recovery_code"])
+    return Exit.OK
+
+
+def _wants_code(args: argparse.Namespace) -> bool:
+    return bool(
+        args.recovery_code
+        or (
             interactive()
             and confirm("Print a recovery code, the way back in if the passphrase or keystore entry is lost?")
-        ):
-            show_recovery_code(c.recovery_code(passphrase))
-    return Exit.OK
+        )
+    )
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@ config file's ``[remote.NAME]`` tables.
 Rules of this package:
 - names resolve local first, then the remotes in config order (a personal key shadows
   the team's); ``team.Remotes`` does the resolving, ``cache`` holds what was fetched
-  (in memory, while unlocked), ``openbao`` is the only module that imports hvac;
+  (in memory, while unlocked), ``refresh`` keeps it current at a cost that grows with the
+  keys in use only, ``upstream`` maps upstream names to the agent's, ``mounts`` checks
+  the mount, ``openbao`` is the only module that imports hvac;
 - this module only parses options: the agent loads it at start whatever the config,
   so it imports neither hvac nor the agent's state;
 - TLS verification is always on; ``http://`` is accepted for loopback hosts only, and
@@ -33,6 +35,9 @@ from client.validation import check_name
 __all__ = [
     "AppRole",
     "Hooks",
+    "Jwt",
+    "Login",
+    "Mount",
     "NO_REMOTES",
     "RemoteOptions",
     "Secret",
@@ -52,6 +57,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "timeout": 4.0,
     "deadline": 10.0,
     "denied_grace": 60.0,
+    "jwt_path": "jwt",
 }
 _KNOWN: Final = (
     "url",
@@ -64,6 +70,7 @@ _KNOWN: Final = (
     "deadline",
     "listener_user",
     "denied_grace",
+    "jwt_path",
 )
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_.-]+")
 RESERVED: Final = frozenset({"local"})  # the SOURCE of the local vault's entries
@@ -86,6 +93,7 @@ class RemoteOptions:
     deadline: float = DEFAULTS["deadline"]  # one operation, every node tried
     # how long cached values are still served after the remote refused the token itself
     denied_grace: float = DEFAULTS["denied_grace"]
+    jwt_path: str = DEFAULTS["jwt_path"]  # where OpenBao's jwt auth method is enabled (auth/<jwt_path>)
 
     def path(self, platform: str) -> str:
         """The secret's path below the mount."""
@@ -123,6 +131,16 @@ class TokenInfo:
     creation_ttl: float = 0.0  # the TTL it was made with: what a renewal gives back, short of its max TTL
 
 
+@dataclasses.dataclass(frozen=True)
+class Mount:
+    """The secrets engine mounted where a path is, as ``sys/internal/ui/mounts/PATH`` says
+    (the one mount lookup a token with no ``sys/mounts`` capability may make)."""
+
+    path: str  # the mount's own path, with its trailing slash: "secret/"
+    kind: str  # "kv", "transit", ...; "" where the node has no such endpoint
+    version: str  # a kv mount's version: "1" or "2"
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class AppRole:
     """An AppRole's credentials, kept (sealed) so the agent can log in again by itself."""
@@ -132,6 +150,23 @@ class AppRole:
 
     def __repr__(self) -> str:
         return "AppRole(<hidden>)"
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Jwt:
+    """A JWT login (OpenBao's ``jwt`` auth method, as CI systems hand a job a JWT): its role,
+    and the JWT itself or the file it is read from again at each login (a file that its
+    issuer renews in place, as Kubernetes and CI runners do)."""
+
+    role: str
+    jwt: str | None  # given once (from an environment variable or stdin): used again while it is valid
+    path: str | None  # read again at each login
+
+    def __repr__(self) -> str:
+        return f"Jwt(role={self.role!r}, {'file' if self.path else '<hidden>'})"
+
+
+Login = AppRole | Jwt  # how the agent logs in again by itself when its token reaches its end
 
 
 def parse_duration(value: Any, where: str) -> float:
@@ -241,6 +276,8 @@ def _one(name: str, table: Mapping[str, Any], where: str) -> RemoteOptions:
         kw["mount"] = _segments(table["mount"], "mount", where, allow_empty=False)
     if "prefix" in table:
         kw["prefix"] = _segments(table["prefix"], "prefix", where, allow_empty=True)
+    if "jwt_path" in table:
+        kw["jwt_path"] = _segments(table["jwt_path"], "jwt_path", where, allow_empty=False)
     if "ca_file" in table:
         ca = table["ca_file"]
         if not isinstance(ca, str) or not Path(os.path.expanduser(ca)).is_absolute():

@@ -1,65 +1,121 @@
-"""What the agent holds of one team vault: the secrets fetched, in memory only.
+"""What the agent holds of one team vault: the secrets fetched, in memory only, under the
+agent's (canonical) names, and which of them are in use.
 
 Rules of this module:
 - plaintext lives here only while the agent is unlocked: ``clear`` (on lock) drops
   every value at once (best effort in Python, as the local cache);
-- a secret is served up to ``max_stale`` seconds after the remote last confirmed it
-  (a read, or a refresh that saw its version unchanged), whether or not a node
-  answers now; past that it is fetched again, or refused;
-- a name the last listing did not show, or a read found absent, is a miss for
-  ``refresh`` seconds without asking the remote again.
+- a secret is kept under the agent's name for it, with the upstream name it was read
+  from and its keys' mapping (``agent.remotes.upstream``): ``OpenAI``'s ``API_KEY`` is
+  served as ``openai``'s ``api-key``;
+- a secret in use (served, written, or asked for) is confirmed by every background
+  refresh and served up to ``max_stale`` seconds after the remote last confirmed it,
+  whether or not a node answers now; a secret held but not in use (read by an
+  ``agent remote sync``) is served without asking only within ``refresh`` of its
+  confirmation, else read again first: a refresh never checks it;
+- a name the last listing did not show, or a read found absent, is a miss without
+  asking the remote again for ``RELIST_AFTER`` seconds: a loop over a mistyped name
+  costs the cluster at most one listing that often.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
+from typing import Final
 
 from agent.remotes import Secret
+from agent.remotes.upstream import EMPTY, Names, types
 
-__all__ = ["Cached", "Cache", "span"]
+__all__ = ["Cached", "Cache", "span", "RELIST_AFTER"]
+
+# seconds: a miss (a name no listing showed) asks the remote again at most this often, so
+# a key added upstream is found by a get within it, and a typo loop is one listing per period
+RELIST_AFTER: Final = 10.0
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Cached:
-    secret: Secret
+    secret: Secret  # as read: its keys are the upstream ones
     confirmed: float  # monotonic time the remote last said this is current
+    upstream: str  # the secret's name upstream, under the prefix
+    keys: Names  # the agent's credential types -> the keys upstream, and what cannot be served
 
     def __repr__(self) -> str:
         return f"Cached(version={self.secret.version}, <values hidden>)"
+
+    @property
+    def types(self) -> Mapping[str, str]:
+        served: Mapping[str, str] = self.keys.served
+        return served
+
+    def value(self, ctype: str) -> str | None:
+        key = self.keys.served.get(ctype)
+        return None if key is None else self.secret.values.get(key)
 
 
 class Cache:
     def __init__(self, refresh: float, max_stale: float) -> None:
         self.refresh = refresh
         self.max_stale = max_stale
+        self.clear()
+
+    def __repr__(self) -> str:
+        return f"Cache({len(self.secrets)} secrets, {len(self.used)} in use)"
+
+    def clear(self) -> None:
         self.secrets: dict[str, Cached] = {}
+        self.names: Names = EMPTY  # the last listing's
+        self.listing_at: float | None = None  # monotonic time of the last listing, of any kind
         self.absent: dict[str, float] = {}  # platform -> when a read found nothing
-        self.denied: set[str] = set()  # listed, but the policy refused it: asked again on use
+        self.denied: dict[str, tuple[float, str]] = {}  # platform -> when the policy refused it, and how
+        self.used: set[str] = set()  # platforms served, written or asked for since the unlock
         self.listed: float | None = None  # monotonic time of the last complete refresh
         self.listed_wall: float | None = None
 
-    def __repr__(self) -> str:
-        return f"Cache({len(self.secrets)} secrets)"
+    # --- what the remote said ---------------------------------------------------------------
+    def listing(self, names: Names, now: float) -> None:
+        """A listing saw ``names``: forget the secrets it no longer shows (or shows as another name)."""
+        for platform in list(self.secrets):
+            if names.served.get(platform) != self.secrets[platform].upstream:
+                del self.secrets[platform]
+        self.names, self.listing_at, self.absent = names, now, {}
 
-    def clear(self) -> None:
-        self.secrets = {}
-        self.absent = {}
-        self.denied = set()
-        self.listed = self.listed_wall = None
-
-    def put(self, platform: str, secret: Secret, now: float) -> None:
-        self.secrets[platform] = Cached(secret, now)
+    def put(self, platform: str, name: str, secret: Secret, now: float) -> None:
+        self.secrets[platform] = Cached(secret, now, name, types(secret.values))
         self.absent.pop(platform, None)
+        self.denied.pop(platform, None)
 
     def confirm(self, platform: str, now: float) -> None:
         cached = self.secrets.get(platform)
         if cached is not None:
-            self.secrets[platform] = Cached(cached.secret, now)
+            self.secrets[platform] = dataclasses.replace(cached, confirmed=now)
 
     def drop(self, platform: str, now: float) -> None:
+        """The remote has no such secret (now)."""
         self.secrets.pop(platform, None)
         self.absent[platform] = now
+
+    def deny(self, platform: str, message: str, now: float) -> None:
+        self.secrets.pop(platform, None)
+        self.denied[platform] = (now, message)
+
+    def refreshed(self, now: float) -> None:
+        self.listed, self.listed_wall = now, time.time()
+
+    # --- what may be served -------------------------------------------------------------------
+    def upstream_name(self, platform: str) -> str:
+        """The name ``platform`` is read from and written to upstream: the listing's, else its own."""
+        cached = self.secrets.get(platform)
+        return cached.upstream if cached is not None else self.names.served.get(platform, platform)
+
+    def served(self, platform: str, now: float) -> Cached | None:
+        """The secret if it may be served without asking: in use and within ``max_stale``, or
+        not in use and within ``refresh`` (no refresh confirmed it since)."""
+        cached = self.usable(platform, now)
+        if cached is None or (platform not in self.used and now - cached.confirmed > self.refresh):
+            return None
+        return cached
 
     def usable(self, platform: str, now: float) -> Cached | None:
         """The cached secret if it may still be served (within ``max_stale``)."""
@@ -76,20 +132,18 @@ class Cache:
         return now - cached.confirmed
 
     def known_absent(self, platform: str, now: float) -> bool:
-        """Whether the remote said recently (within ``refresh``) that there is no such secret."""
-        if platform in self.secrets or platform in self.denied:
+        """Whether the remote said within ``RELIST_AFTER`` that there is no such secret."""
+        if platform in self.secrets or platform in self.names.served:
             return False
         seen = self.absent.get(platform)
-        if seen is not None and now - seen <= self.refresh:
+        if seen is not None and now - seen <= RELIST_AFTER:
             return True
-        return self.listed is not None and now - self.listed <= self.refresh
+        return self.listing_at is not None and now - self.listing_at <= RELIST_AFTER
 
-    def listed_now(self, platforms: set[str], now: float) -> None:
-        """A complete refresh saw exactly ``platforms``: forget the others."""
-        for gone in set(self.secrets) - platforms:
-            del self.secrets[gone]
-        self.absent = {}
-        self.listed, self.listed_wall = now, time.time()
+    def refusal(self, platform: str, now: float) -> str | None:
+        """The policy's refusal of ``platform`` if it came within ``RELIST_AFTER``: not asked again before."""
+        denied = self.denied.get(platform)
+        return denied[1] if denied is not None and now - denied[0] <= RELIST_AFTER else None
 
     def age(self, now: float) -> float | None:
         """Seconds since the last complete refresh; None before the first."""

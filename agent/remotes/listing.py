@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from agent.remotes import sealed, team
+from agent.remotes import refresh, sealed, team
 from agent.state import Agent, Key
+from agent.stores import VaultMeta
 from client import errors
 from client.validation import check_metadata
 
@@ -34,8 +35,8 @@ def names(remotes: team.Remotes, fresh: bool) -> tuple[list[Key], list[str]]:
     found: dict[Key, str] = {}
     for r in remotes.remotes:
         for platform, cached in r.cache.secrets.items():
-            for ctype in cached.secret.values:
-                if (platform, ctype) not in found and team.legal(ctype):
+            for ctype in cached.types:  # the agent's names for its keys (agent.remotes.upstream)
+                if (platform, ctype) not in found:
                     found[(platform, ctype)] = r.name
     keys = sorted(found)
     remotes.listing_names = held = (keys, [found[k] for k in keys])
@@ -86,16 +87,16 @@ def _merged(
             continue  # stored locally since the team names were sorted: shown as local
         r = remotes.by_name[sources[j - 1]]
         cached = r.cache.secrets.get(tk[0])
-        if cached is not None and tk[1] in cached.secret.values:
+        if cached is not None and tk[1] in cached.types:
             yield tk, r.name
 
 
 def describe(remotes: team.Remotes, key: Key) -> dict[str, Any]:
     """The listing entry of a team key that is no local key: from the first remote that holds it."""
-    if key not in remotes.agent.entries and team.legal(key[1]):
+    if key not in remotes.agent.entries:
         for r in remotes.remotes:
             cached = r.cache.secrets.get(key[0])
-            if cached is not None and key[1] in cached.secret.values:
+            if cached is not None and key[1] in cached.types:
                 return _entry(r, *key)
     raise remotes.not_found(key)
 
@@ -117,6 +118,13 @@ def _entry(r: team.Remote, platform: str, ctype: str) -> dict[str, Any]:
         "source": r.name,
         "version": secret.version,
     }
+
+
+def _auth(meta: VaultMeta, name: str) -> str:
+    """How the stored token was had: "approle", "jwt" (the agent logs in again so) or "token"."""
+    if meta.get(sealed.approle_meta(name)) is not None:
+        return "approle"
+    return "jwt" if meta.get(sealed.jwt_meta(name)) is not None else "token"
 
 
 def status(remotes: team.Remotes) -> list[dict[str, Any]]:
@@ -146,8 +154,8 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "token_never_expires": r.token is not None and r.token_ttl is not None and r.token_expires is None,
                 "renewable": r.renewable,
                 "renewals": r.renewals,
-                "auth": None if not stored else "approle" if meta.get(sealed.approle_meta(r.name)) else "token",
-                "relogins": r.relogins,  # AppRole logins made by the agent itself (its token had reached its end)
+                "auth": _auth(meta, r.name) if stored else None,
+                "relogins": r.relogins,  # AppRole or JWT logins made by the agent itself (its token had ended)
                 "calls": nodes.calls if nodes else 0,
                 # background tries (lookup, renewal, refresh) failed in a row, and when the next one is
                 "failures": r.failures,
@@ -156,6 +164,7 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "next_try_s": round(max(0.0, r.retry_at - now), 3) if r.failures else None,
                 "refresh": r.options.refresh,
                 "max_stale": r.options.max_stale,
+                **refresh.status(r),
             }
         )
     return out

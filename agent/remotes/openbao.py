@@ -29,7 +29,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from agent.remotes import RemoteOptions, Secret, SecretMeta, TokenInfo, http
+from agent.remotes import Mount, RemoteOptions, Secret, SecretMeta, TokenInfo, http
 from client import errors
 
 __all__ = ["Nodes"]
@@ -195,30 +195,52 @@ class Nodes:
         self.last_node, self._first, self.last_error = url, index, None
 
     # --- KV v2 -----------------------------------------------------------------------------
-    def _where(self, platform: str) -> str:
-        return f"{self.options.mount}/data/{self.options.path(platform)}"
+    def _where(self, name: str) -> str:
+        return f"{self.options.mount}/data/{self.options.path(name)}"
 
-    def names(self, token: str, deadline: float) -> list[str]:
-        """The secrets directly under the prefix (folders skipped). A refresh starts here, so
-        the active node is asked for again here: once a refresh, not before every request
-        (a failed node makes the next call ask at once)."""
+    def names(self, token: str, deadline: float) -> list[str] | None:
+        """The names directly under the prefix, folders with their trailing ``/``; None where
+        the path holds nothing (404: an empty prefix, or a mount that is not KV v2). A refresh
+        starts here, so the active node is asked for again here: once a refresh, not before
+        every request (a failed node makes the next call ask at once)."""
         self._stale = True
 
-        def fn(c: Any) -> list[str]:
+        def fn(c: Any) -> list[str] | None:
             try:
                 reply = c.secrets.kv.v2.list_secrets(self.options.prefix, mount_point=self.options.mount)
             except hvac.exceptions.InvalidPath:
-                return []
-            return [k for k in reply["data"].get("keys", []) if isinstance(k, str) and not k.endswith("/")]
+                return None
+            return [k for k in reply["data"].get("keys", []) if isinstance(k, str)]
 
         return self.run(f"the list of {self.options.mount}/metadata/{self.options.prefix}", token, fn, deadline)
 
-    def meta(self, token: str, platform: str, deadline: float) -> SecretMeta | None:
+    def mount(self, token: str, deadline: float) -> Mount | None:
+        """The engine mounted at the configured mount; None where the node says 403: no such
+        mount, or none under which this token may do anything (a policy-limited token may
+        not read ``sys/mounts``, and the endpoint answers both cases alike)."""
+
+        def fn(c: Any) -> Mount | None:
+            try:
+                reply = c.adapter.get(f"/v1/sys/internal/ui/mounts/{self.options.mount}")
+            except hvac.exceptions.Forbidden:
+                return None
+            except hvac.exceptions.InvalidPath:
+                return Mount("", "", "")  # a node without the endpoint: nothing known
+            data = reply.get("data") if isinstance(reply, dict) else None
+            if not isinstance(data, dict):
+                return Mount("", "", "")
+            options = data.get("options")
+            options = options if isinstance(options, dict) else {}
+            return Mount(str(data.get("path") or ""), str(data.get("type") or ""), str(options.get("version") or ""))
+
+        return self.run(f"the mount {self.options.mount!r}", token, fn, deadline)
+
+    # a secret's ``name`` below is its name upstream (under the prefix), which may differ from
+    # the agent's name for it (``agent.remotes.upstream``)
+    def meta(self, token: str, name: str, deadline: float) -> SecretMeta | None:
         def fn(c: Any) -> SecretMeta | None:
             try:
-                reply = c.secrets.kv.v2.read_secret_metadata(
-                    self.options.path(platform), mount_point=self.options.mount
-                )
+                reply = c.secrets.kv.v2.read_secret_metadata(self.options.path(name), mount_point=self.options.mount)
             except hvac.exceptions.InvalidPath:
                 return None
             data = reply["data"]
@@ -233,15 +255,15 @@ class Nodes:
                 _time(data.get("updated_time")),
             )
 
-        return self.run(f"the metadata of {self._where(platform)}", token, fn, deadline)
+        return self.run(f"the metadata of {self._where(name)}", token, fn, deadline)
 
-    def read(self, token: str, platform: str, deadline: float) -> Secret | None:
+    def read(self, token: str, name: str, deadline: float) -> Secret | None:
         """The current version, or None where there is none (never written, or deleted)."""
 
         def fn(c: Any) -> Secret | None:
             try:
                 reply = c.secrets.kv.v2.read_secret_version(
-                    self.options.path(platform), mount_point=self.options.mount, raise_on_deleted_version=True
+                    self.options.path(name), mount_point=self.options.mount, raise_on_deleted_version=True
                 )
             except hvac.exceptions.InvalidPath:
                 return None
@@ -250,12 +272,12 @@ class Nodes:
             created = _time(meta.get("created_time"))
             return Secret(int(meta.get("version") or 0), _strings(data), custom, created, created)
 
-        return self.run(f"a read of {self._where(platform)}", token, fn, deadline)
+        return self.run(f"a read of {self._where(name)}", token, fn, deadline)
 
     def write(
         self,
         token: str,
-        platform: str,
+        name: str,
         values: dict[str, str],
         custom: dict[str, str] | None,
         cas: int,
@@ -265,29 +287,29 @@ class Nodes:
 
         def fn(c: Any) -> int:
             reply = c.secrets.kv.v2.create_or_update_secret(
-                self.options.path(platform), secret=values, cas=cas, mount_point=self.options.mount
+                self.options.path(name), secret=values, cas=cas, mount_point=self.options.mount
             )
             return int(reply["data"]["version"])
 
-        version = self.run(f"{self._where(platform)} (version {cas})", token, fn, deadline)
+        version = self.run(f"{self._where(name)} (version {cas})", token, fn, deadline)
         if custom is not None:
             self.run(
-                f"the metadata of {self._where(platform)}",
+                f"the metadata of {self._where(name)}",
                 token,
                 lambda c: c.secrets.kv.v2.update_metadata(
-                    self.options.path(platform), custom_metadata=custom, mount_point=self.options.mount
+                    self.options.path(name), custom_metadata=custom, mount_point=self.options.mount
                 ),
                 deadline,
             )
         return version
 
-    def delete_version(self, token: str, platform: str, version: int, deadline: float) -> None:
+    def delete_version(self, token: str, name: str, version: int, deadline: float) -> None:
         """Delete (reversibly) exactly ``version``: a newer one written meanwhile stays current."""
         self.run(
-            f"a delete of {self._where(platform)}",
+            f"a delete of {self._where(name)}",
             token,
             lambda c: c.secrets.kv.v2.delete_secret_versions(
-                self.options.path(platform), versions=[version], mount_point=self.options.mount
+                self.options.path(name), versions=[version], mount_point=self.options.mount
             ),
             deadline,
         )
@@ -321,6 +343,16 @@ class Nodes:
             return token
 
         return self.run("an AppRole login", None, fn, deadline)
+
+    def jwt_login(self, role: str, jwt: str, deadline: float) -> str:
+        """A token for ``jwt`` as ``role`` of the jwt auth method at ``auth/<jwt_path>``."""
+
+        def fn(c: Any) -> str:
+            reply = c.auth.jwt.jwt_login(role, jwt, use_token=False, path=self.options.jwt_path)
+            token: str = reply["auth"]["client_token"]
+            return token
+
+        return self.run(f"a JWT login as role {role!r} at auth/{self.options.jwt_path}", None, fn, deadline)
 
 
 def _found(e: BaseException, kind: type[BaseException], depth: int = 0) -> BaseException | None:

@@ -18,9 +18,9 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from agent.remotes import AppRole, RemoteOptions
+from agent.remotes import Login, RemoteOptions
 from agent.remotes.cache import Cache
 from agent.state.lockstate import LockState
 from client import errors
@@ -50,7 +50,7 @@ class Remote:
         self.pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix=f"remote-{self.name}")
         self._nodes: Nodes | None = None
         self.token: str | None = None
-        self.approle: AppRole | None = None  # while unlocked, after an AppRole login: to log in again
+        self.login_as: Login | None = None  # while unlocked, after an AppRole or JWT login: to log in again
         self.epoch = 0  # counts locks: results of calls begun before one are dropped
         self.reachable: bool | None = None  # None: not asked yet
         self.last_ok: float | None = None  # monotonic time a node last answered
@@ -60,7 +60,7 @@ class Remote:
         self.renewable = False
         self.renew_at: float | None = None
         self.renewals = 0
-        self.relogins = 0  # AppRole logins the agent made by itself
+        self.relogins = 0  # AppRole or JWT logins the agent made by itself
         self.creation_ttl = 0.0  # what a renewal gives back until the token's max TTL caps it
         self.needs_lookup = False
         self.next_sync = 0.0
@@ -68,6 +68,11 @@ class Remote:
         self.failures = 0  # background tries failed in a row
         self.last_failure: str | None = None  # its message, logged again only when it changes
         self.retry_at = 0.0  # monotonic: no background try before it
+        self.mount_ok = False  # the mount was found KV v2 since the last unlock or login (agent.remotes.mounts)
+        self.inflight: dict[str, asyncio.Future[Any]] = {}  # a listing or a read under way, shared by its askers
+        self.refreshes = 0  # complete refreshes (agent.remotes.refresh)
+        self.last_refresh_requests: int | None = None
+        self.logged: set[str] = set()  # upstream names already logged as not served
 
     def __repr__(self) -> str:
         return f"Remote({self.name!r}, token={'held' if self.token else 'none'}, {self.cache!r})"
@@ -93,13 +98,13 @@ class Remote:
         self.token_ttl, self.renewable = ttl, renewable
         ends = ttl > 0 or self.creation_ttl > 0  # a TTL of 0 is "never", unless the token was made with one
         self.token_expires = now + ttl if ends else None
-        # renew (or, for an AppRole, log in again) at 2/3 of the TTL, as Vault's own agent
+        # renew (or, for an AppRole or a JWT, log in again) at 2/3 of the TTL, as Vault's own agent
         # does; never more often than every second
-        due = ttl > 0 and (renewable or self.approle is not None)
+        due = ttl > 0 and (renewable or self.login_as is not None)
         self.renew_at = now + max(1.0, ttl * 2 / 3) if due else None
 
     def forget(self) -> None:
-        self.token = self.approle = None
+        self.token = self.login_as = None
         self.epoch += 1
         if self._nodes is not None:
             self._nodes.epoch += 1  # a call under way sends no further request
@@ -107,6 +112,8 @@ class Remote:
         self.token_expires = self.token_ttl = self.renew_at = None
         self.failures, self.retry_at = 0, 0.0
         self.denied_at = None
+        self.mount_ok = False
+        self.inflight = {}
 
     def refused(self, now: float) -> errors.RemoteDenied | None:
         """Past the grace after the token was refused: the refusal that replaces every cached value."""

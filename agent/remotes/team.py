@@ -6,9 +6,11 @@ Rules of this module:
 - one ``Remote`` (``agent.remotes.remote``) per ``[remote.NAME]`` makes every call to
   its nodes, in its worker threads, under its deadline;
 - the token's life (login, lookup, renewal, a new AppRole login) is
-  ``agent.remotes.tokens``'s; writes are ``agent.remotes.writes``'s;
-- a refresh lists the upstream names, compares versions and reads what changed; a
-  path the policy denies spoils no other.
+  ``agent.remotes.tokens``'s; writes are ``agent.remotes.writes``'s; listings, reads and
+  refreshes are ``agent.remotes.refresh``'s;
+- a get is answered from the cache without an await when it can be (a secret in use, or
+  one confirmed within ``refresh``), and marks the secret in use: from then on every
+  background refresh checks it; else it reads through, bounded (``agent.remotes.refresh``).
 """
 
 from __future__ import annotations
@@ -21,21 +23,21 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from agent.crypto import SecureStorage
-from agent.remotes import RemoteOptions, Secret, tokens
+from agent.remotes import RemoteOptions, refresh, tokens
 from agent.remotes.cache import span
 from agent.remotes.remote import Remote
 from agent.state import Key
 from agent.state.credentials import missing
 from agent.state.lockstate import LockState
 from client import errors
-from client.validation import check_characters, check_key, check_name
+from client.validation import check_characters, check_key
 
-__all__ = ["Remote", "Remotes", "EXPIRES_KEY", "legal", "expires"]
+__all__ = ["Remote", "Remotes", "EXPIRES_KEY", "expires"]
 
 log = logging.getLogger("agent.remotes")
 CLOSE_WAIT: Final = 2.0  # seconds `agent stop` waits for the background loop, at most
 EXPIRES_KEY: Final = "expires_at"  # in custom_metadata: the agent's expiry, a Unix time
-_MISS, _FETCH = object(), object()
+_MISS, _FETCH, _DENIED = object(), object(), object()
 
 
 class Remotes:
@@ -134,7 +136,7 @@ class Remotes:
             if r.renew_at is not None and now >= r.renew_at:
                 await tokens.renew(r)
             if now >= r.next_sync:
-                await self.sync_one(r)
+                await refresh.sync(r, full=False)
         except errors.AgentError as e:
             if r.epoch != epoch or self._closed:
                 return  # a lock or a stop meanwhile: not a failure of the remote
@@ -149,15 +151,19 @@ class Remotes:
 
     # --- reads ----------------------------------------------------------------------------
     def _lookup_cached(self, r: Remote, key: Key, now: float) -> Any:
-        """The value, ``_MISS`` (not in this remote) or ``_FETCH`` (ask the remote); past the
-        grace after the token was refused, that refusal."""
+        """The value, ``_MISS`` (not in this remote), ``_FETCH`` (ask the remote) or ``_DENIED``
+        (its policy refused this path just now); past the grace after the token was refused,
+        that refusal."""
         refused = r.refused(now)
         if refused is not None:
             raise refused
-        cached = r.cache.usable(key[0], now)
+        cached = r.cache.served(key[0], now)
         if cached is not None:
-            value = cached.secret.values.get(key[1])
+            r.cache.used.add(key[0])  # asked for: every refresh checks it from now on
+            value = cached.value(key[1])
             return value if value is not None else _MISS
+        if r.cache.refusal(key[0], now) is not None:
+            return _DENIED
         return _MISS if r.cache.known_absent(key[0], now) else _FETCH
 
     def get(self, key: Key, expiry: bool) -> Any:
@@ -167,7 +173,7 @@ class Remotes:
             if r.token is None:
                 continue
             found = self._lookup_cached(r, key, now)
-            if found is _FETCH:
+            if found is _FETCH or found is _DENIED:
                 return self._fetch_get(key, expiry)
             if found is not _MISS:
                 return self._shaped(r, key, found, expiry)
@@ -176,7 +182,15 @@ class Remotes:
     def not_found(self, key: Key) -> errors.NotFound:
         check_key(*key)
         names = ", ".join(r.name for r in self.remotes if r.token) or "none logged in"
-        return missing(key, f" (local vault, remotes: {names})")
+        clash = next((r for r in self.remotes if key[0] in r.cache.names.collisions), None)
+        if clash is None:
+            return missing(key, f" (local vault, remotes: {names})")
+        spellings = ", ".join(repr(s) for s in clash.cache.names.collisions[key[0]])
+        return missing(
+            key,
+            f" (local vault, remotes: {names}; in remote {clash.name!r}, upstream names {spellings} all mean "
+            f"{key[0]}, and none is served until all but one are renamed or removed)",
+        )
 
     def _shaped(self, r: Remote, key: Key, value: str, expiry: bool) -> Any:
         try:  # what the local rules would refuse to store (a terminal escape, say) is not served either
@@ -198,16 +212,26 @@ class Remotes:
         for r in self.remotes:
             if r.token is None:
                 continue
-            now = time.monotonic()
-            found = self._lookup_cached(r, key, now)
+            found = self._lookup_cached(r, key, time.monotonic())
+            if found is _DENIED:
+                failure = failure or errors.RemoteDenied(r.cache.refusal(key[0], time.monotonic()) or "")
+                continue
             if found is _FETCH:
                 try:
-                    await self.read(r, key[0])
-                except (errors.RemoteUnavailable, errors.RemoteDenied) as e:
-                    failure = failure or self._refusal(r, key[0], e)
+                    await refresh.fetch(r, key[0])
+                except errors.RemoteUnavailable as e:
+                    cached = r.cache.usable(key[0], time.monotonic())  # no node answers: the copy held, if any
+                    if cached is None:
+                        failure = failure or self._refusal(r, key[0], e)
+                        continue
+                    r.cache.used.add(key[0])
+                    found = cached.value(key[1])
+                except (errors.RemoteDenied, errors.ConfigError) as e:  # this remote says no: try the next
+                    failure = failure or e
                     continue
-                found = self._lookup_cached(r, key, time.monotonic())
-            if found is not _MISS and found is not _FETCH:
+                else:
+                    found = self._lookup_cached(r, key, time.monotonic())
+            if found is not None and found is not _MISS and found is not _FETCH and found is not _DENIED:
                 return self._shaped(r, key, found, expiry)
         raise failure or self.not_found(key)
 
@@ -222,50 +246,12 @@ class Remotes:
             f"max_stale ({span(r.options.max_stale)}): not served (last error: {why})"
         )
 
-    async def read(self, r: Remote, platform: str) -> Secret | None:
-        token, epoch = r.token_for(), r.epoch
-        secret = await r.call(epoch, lambda d: r.nodes.read(token, platform, d))
-        if secret is None:
-            r.cache.drop(platform, time.monotonic())
-        else:
-            r.cache.put(platform, secret, time.monotonic())
-        return secret
-
-    async def sync_one(self, r: Remote) -> None:
-        """Refresh the whole cache: list, compare versions, read what changed."""
-        token, epoch = r.token_for(), r.epoch
-        r.next_sync = time.monotonic() + r.options.refresh
-        names = await r.call(epoch, lambda d: r.nodes.names(token, d))
-        platforms = [n for n in names if legal(n)]
-
-        async def one(platform: str) -> None:
-            try:
-                await update(platform)
-            except errors.RemoteDenied as e:  # one path the policy denies spoils no other
-                log.warning("%s", e.message)
-                r.cache.secrets.pop(platform, None)
-                r.cache.denied.add(platform)
-
-        async def update(platform: str) -> None:
-            meta = await r.call(epoch, lambda d: r.nodes.meta(token, platform, d))
-            cached = r.cache.secrets.get(platform)
-            if meta is None or meta.deleted:
-                r.cache.drop(platform, time.monotonic())
-            elif cached is not None and cached.secret.version == meta.version and cached.secret.custom == meta.custom:
-                r.cache.confirm(platform, time.monotonic())  # unchanged: no read
-            else:
-                await self.read(r, platform)
-
-        r.cache.denied = set()
-        await asyncio.gather(*(one(p) for p in platforms))
-        if r.epoch == epoch:
-            r.cache.listed_now(set(platforms), time.monotonic())
-
     async def sync(self, name: str | None) -> None:
+        """``agent remote sync``: the mount checked, then every listed secret (not only those in use)."""
         await self.agent.storage()
         chosen = [self.named(name)] if name is not None else [r for r in self.remotes if r.token]
         for r in chosen:
-            await self.sync_one(r)
+            await refresh.sync(r, full=True)
 
     # --- names and login -------------------------------------------------------------------
     def named(self, name: str) -> Remote:
@@ -278,20 +264,14 @@ class Remotes:
             )
         return r
 
-    async def login(self, name: str, token: str | None, role_id: str | None, secret_id: str | None) -> dict[str, Any]:
+    async def login(
+        self, name: str, token: str | None, role_id: str | None, secret_id: str | None, **jwt: str | None
+    ) -> dict[str, Any]:
+        """``agent remote login``; ``jwt``: ``jwt``, ``jwt_role``, ``jwt_file`` (``tokens.login``)."""
         await self.agent.storage()
-        result = await tokens.login(self.named(name), token, role_id, secret_id)
+        result = await tokens.login(self.named(name), token, role_id, secret_id, **jwt)
         self.wake()
         return result
-
-
-def legal(name: str) -> bool:
-    """Whether a name seen upstream is one the agent can serve (others are skipped)."""
-    try:
-        check_name(name)
-    except errors.BadRequest:
-        return False
-    return True
 
 
 def expires(custom: Mapping[str, str]) -> float | None:

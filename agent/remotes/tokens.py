@@ -1,47 +1,68 @@
-"""A team vault's token over its life: login (a token, or an AppRole), sign-in, the lookup
-after an unlock, renewal, and a new AppRole login when the token cannot be renewed.
+"""A team vault's token over its life: login (a token, an AppRole, or a JWT), sign-in, the
+lookup after an unlock, renewal, and a new AppRole or JWT login when the token cannot be
+renewed.
 
 Rules of this module:
 - the token is sealed in the local vault's meta (``agent.remotes.sealed``) under the
   key current inside ``LockState.writing()``, so a rotation waits for it; it is opened
   at unlock (``open_sealed``) and dropped at lock (``Remote.forget``);
-- after an AppRole login its role and secret ids are sealed beside it: a token that
+- after an AppRole login its role and secret ids are sealed beside it, after a JWT login
+  its role and the JWT (or the file the JWT is read from again each time): a token that
   can no longer be renewed (its max TTL reached, or refused) is replaced by a new
-  login, with no one at the keyboard; a token given by hand replaces the AppRole;
+  login, with no one at the keyboard; a token given by hand replaces either;
 - a token that a node refuses is used no further by a member with no AppRole: the
   refusal is raised for the caller (the background loop) to log and retry later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from agent.crypto import SecureStorage
-from agent.remotes import AppRole, TokenInfo
+from agent.remotes import AppRole, Jwt, Login, TokenInfo, mounts
 from agent.remotes.remote import Remote
-from agent.remotes.sealed import approle_meta, seal_approle, seal_token, token_meta, unseal_approle, unseal_token
+from agent.remotes.sealed import (
+    approle_meta,
+    jwt_meta,
+    seal_approle,
+    seal_jwt,
+    seal_token,
+    token_meta,
+    unseal_approle,
+    unseal_jwt,
+    unseal_token,
+)
 from client import errors
 
 __all__ = ["open_sealed", "lookup", "renew", "sign_in", "login"]
 
 log = logging.getLogger("agent.remotes")
+MAX_JWT: Final = 64 * 1024  # characters of a JWT file read; CI and Kubernetes tokens are a few KiB
 
 
 def open_sealed(r: Remote, storage: SecureStorage) -> bool:
-    """At unlock: the token (and AppRole) sealed in the vault, held again; True if there is one."""
+    """At unlock: the token (and AppRole or JWT login) sealed in the vault, held again; True if there is one."""
     meta = r.state.meta
     sealed = meta.get(token_meta(r.name))
     if sealed is None:
         return False
     try:
         r.token = unseal_token(storage, r.name, sealed)
-        approle = meta.get(approle_meta(r.name))
-        r.approle = None if approle is None else unseal_approle(storage, r.name, approle)
+        approle, jwt = meta.get(approle_meta(r.name)), meta.get(jwt_meta(r.name))
+        r.login_as = (
+            unseal_approle(storage, r.name, approle)
+            if approle is not None
+            else unseal_jwt(storage, r.name, jwt)
+            if jwt is not None
+            else None
+        )
     except errors.IntegrityError:
         log.error("the token of remote %s failed its integrity check; run `agent remote login %s`", r.name, r.name)
-        r.token = r.approle = None
+        r.token = r.login_as = None
         return False
     r.needs_lookup, r.next_sync = True, 0.0
     return True
@@ -54,7 +75,7 @@ async def lookup(r: Remote) -> None:
     try:
         info = await r.call(epoch, lambda d: r.nodes.lookup_self(token, d))
     except errors.RemoteDenied:
-        if r.approle is None:
+        if r.login_as is None:
             if r.denied_at is None and r.epoch == epoch:
                 r.denied_at = time.monotonic()
                 log.warning(
@@ -66,7 +87,7 @@ async def lookup(r: Remote) -> None:
         await _relogin(r, "its token is no longer valid")
         return
     r.denied_at = None
-    if info.ttl <= 0 < info.creation_ttl and r.approle is not None:  # at its very end
+    if info.ttl <= 0 < info.creation_ttl and r.login_as is not None:  # at its very end
         await _relogin(r, "its token expires now")
         return
     r.needs_lookup, r.creation_ttl = False, info.creation_ttl
@@ -74,14 +95,14 @@ async def lookup(r: Remote) -> None:
 
 
 async def renew(r: Remote) -> None:
-    if not r.renewable:  # an AppRole's token that is not renewable: log in again instead
+    if not r.renewable:  # an AppRole's or a JWT's token that is not renewable: log in again instead
         await _relogin(r, "its token is not renewable")
         return
     token, epoch = r.token_for(), r.epoch
     try:
         ttl = await r.call(epoch, lambda d: r.nodes.renew_self(token, d))
     except (errors.RemoteDenied, errors.RemoteUnavailable):  # past its max TTL: a 500, then a 403
-        if r.approle is None:
+        if r.login_as is None:
             raise
         await _relogin(r, "its token could not be renewed")
         return
@@ -89,7 +110,7 @@ async def renew(r: Remote) -> None:
     r.set_ttl(ttl, r.renewable, time.monotonic())
     log.info("remote %s: token renewed (TTL %.0f s)", r.name, ttl)
     if 0 < r.creation_ttl and ttl < r.creation_ttl:  # cut short by its max TTL: no renewal goes past it
-        if r.approle is not None:
+        if r.login_as is not None:
             await _relogin(r, "its token reached its max TTL")
         else:
             log.warning(
@@ -100,32 +121,65 @@ async def renew(r: Remote) -> None:
             )
 
 
+def _how(login: Login | None) -> str:
+    return "with its AppRole" if isinstance(login, AppRole) else "with its JWT" if login else "with a token"
+
+
 async def _relogin(r: Remote, why: str) -> None:
-    """A new token from the AppRole kept sealed, in place of one that cannot be renewed."""
-    assert r.approle is not None
-    await sign_in(r, None, r.approle)
+    """A new token from the AppRole or JWT login kept sealed, in place of one that cannot be renewed."""
+    assert r.login_as is not None
+    await sign_in(r, None, r.login_as)
     r.relogins += 1
-    log.info("remote %s: logged in again with its AppRole (%s)", r.name, why)
+    log.info("remote %s: logged in again %s (%s)", r.name, _how(r.login_as), why)
 
 
-async def sign_in(r: Remote, token: str | None, approle: AppRole | None) -> TokenInfo:
-    """Check the token (or get one for ``approle``), seal it in the vault, hold it."""
+def _read_jwt(path: str) -> str:
+    """The JWT in ``path`` now (its issuer may have renewed it in place); never quoted in an error."""
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read(MAX_JWT + 1)
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "not ASCII text"
+        raise errors.BadRequest(f"the JWT file {path} cannot be read ({why})") from None
+    if len(text) > MAX_JWT:
+        raise errors.BadRequest(f"the JWT file {path} holds more than {MAX_JWT} characters; no JWT is that long")
+    jwt = _checked(text, f"JWT (in {path})")
+    assert jwt is not None
+    return jwt
+
+
+async def _new_token(r: Remote, login: Login, epoch: int) -> str:
+    if isinstance(login, AppRole):
+        return await r.call(epoch, lambda d: r.nodes.approle_login(login.role_id, login.secret_id, d))
+    jwt = login.jwt if login.path is None else await asyncio.to_thread(_read_jwt, login.path)
+    assert jwt is not None
+    return await r.call(epoch, lambda d: r.nodes.jwt_login(login.role, jwt, d))
+
+
+async def sign_in(r: Remote, token: str | None, login: Login | None, check_mount: bool = False) -> TokenInfo:
+    """Check the token (or get one with ``login``) and, at a login, the mount; seal the
+    token (and ``login``) in the vault, hold it."""
     epoch, state = r.epoch, r.state
-    if approle is not None:
-        token = await r.call(epoch, lambda d: r.nodes.approle_login(approle.role_id, approle.secret_id, d))
+    if login is not None:
+        token = await _new_token(r, login, epoch)
     assert token is not None
     given = token
     info = await r.call(epoch, lambda d: r.nodes.lookup_self(given, d))
+    if check_mount:  # a mount that is not KV v2 is refused before the token is kept
+        await mounts.check(r, given, epoch)
     async with state.writing() as storage:  # sealed under the key current then: a rotation waits
         sealed = {token_meta(r.name): seal_token(storage, r.name, given)}
-        if approle is not None:
-            sealed[approle_meta(r.name)] = seal_approle(storage, r.name, approle)
+        if isinstance(login, AppRole):
+            sealed[approle_meta(r.name)] = seal_approle(storage, r.name, login)
+        elif isinstance(login, Jwt):
+            sealed[jwt_meta(r.name)] = seal_jwt(storage, r.name, login)
         await state.meta.save(sealed)
-        if approle is None and state.meta.get(approle_meta(r.name)) is not None:
-            await state.meta.drop(approle_meta(r.name))  # a token given by hand replaces the AppRole
+        for kind, name in ((AppRole, approle_meta(r.name)), (Jwt, jwt_meta(r.name))):
+            if not isinstance(login, kind) and state.meta.get(name) is not None:
+                await state.meta.drop(name)  # the way of this login replaces the one before
     if state.locked or r.epoch != epoch:
         raise errors.Locked("the agent was locked during the login; the token is kept for the next unlock")
-    r.token, r.approle, r.needs_lookup, r.creation_ttl = given, approle, False, info.creation_ttl
+    r.token, r.login_as, r.needs_lookup, r.creation_ttl = given, login, False, info.creation_ttl
     r.denied_at = None
     r.set_ttl(info.ttl, info.renewable, time.monotonic())
     return info
@@ -142,21 +196,54 @@ def _checked(value: str | None, what: str) -> str | None:
     return value
 
 
-async def login(r: Remote, token: str | None, role_id: str | None, secret_id: str | None) -> dict[str, Any]:
-    """``agent remote login``: a token, or an AppRole's role and secret ids (exactly one of them)."""
-    if (token is None) == (role_id is None) or (role_id is not None) != (secret_id is not None):
-        raise errors.BadRequest("give a token, or an AppRole's role_id and secret_id")
-    token, role_id = _checked(token, "token"), _checked(role_id, "role id")
-    secret_id = _checked(secret_id, "secret id")
-    approle = AppRole(role_id, secret_id) if role_id is not None and secret_id is not None else None
-    info = await sign_in(r, token, approle)
+def _chosen(
+    token: str | None,
+    role_id: str | None,
+    secret_id: str | None,
+    jwt: str | None,
+    jwt_role: str | None,
+    jwt_file: str | None,
+) -> tuple[str | None, Login | None]:
+    """The token, or how to get one: exactly one way, each part checked."""
+    approle = role_id is not None or secret_id is not None
+    jwt_way = jwt_role is not None or jwt is not None or jwt_file is not None
+    if (
+        (token is not None) + approle + jwt_way != 1
+        or (approle and (role_id is None or secret_id is None))
+        or (jwt_way and (jwt_role is None or (jwt is None) == (jwt_file is None)))
+    ):
+        raise errors.BadRequest(
+            "give a token, an AppRole's role_id and secret_id, or a JWT role with a JWT or a JWT file"
+        )
+    if role_id is not None and secret_id is not None:
+        return None, AppRole(_checked(role_id, "role id") or "", _checked(secret_id, "secret id") or "")
+    if jwt_role is not None:
+        role = _checked(jwt_role, "JWT role") or ""
+        if jwt_file is not None and not Path(jwt_file).is_absolute():
+            raise errors.BadRequest("the JWT file must be an absolute path (the agent reads it again at each login)")
+        return None, Jwt(role, _checked(jwt, "JWT"), jwt_file)
+    return _checked(token, "token"), None
+
+
+async def login(
+    r: Remote,
+    token: str | None,
+    role_id: str | None,
+    secret_id: str | None,
+    jwt: str | None = None,
+    jwt_role: str | None = None,
+    jwt_file: str | None = None,
+) -> dict[str, Any]:
+    """``agent remote login``: a token, an AppRole's role and secret ids, or a JWT (or the
+    file it is in) for a role of the jwt auth method: exactly one of them."""
+    token, how = _chosen(token, role_id, secret_id, jwt, jwt_role, jwt_file)
+    info = await sign_in(r, token, how, check_mount=True)
     r.next_sync = 0.0  # a refresh now, with what this token may read
-    how = "with its AppRole" if approle else "with a token"
-    log.info("remote %s: logged in %s (policies %s)", r.name, how, ", ".join(info.policies))
+    log.info("remote %s: logged in %s (policies %s)", r.name, _how(how), ", ".join(info.policies))
     return {
         "remote": r.name,
         "ttl_s": info.ttl,
         "renewable": info.renewable,
         "policies": list(info.policies),
-        "auth": "approle" if approle else "token",
+        "auth": "approle" if isinstance(how, AppRole) else "jwt" if how else "token",
     }

@@ -10,9 +10,11 @@ this package, and each change lives in the one module of its concept:
 - ``entry``: one credential as the agent holds it, and what an unlock opens;
 - ``credentials``: get, write, delete, rename, list, metadata, expiry, and what a
   replace keeps;
+- ``history``: the previous values a replace or a deletion kept, read back and restored;
 - ``masterkey``: the master key's life (init, rotate, rekey, recover, the recovery
   code), with the orders that make each crash-safe;
 - ``secure_storage``: the original ``SecureStorage`` API's encrypt and decrypt;
+- ``presence``: proof that the user is there (the passphrase, a keystore vault's PIN);
 - ``resealing``: what runs on the storage thread over every row (a rotation's
   re-seal, the canonical-name migration).
 
@@ -25,12 +27,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agent.state import credentials, masterkey, secure_storage
+from agent.state import credentials, history, masterkey, presence, secure_storage
 from agent.state.credentials import KEEP, Keep, check_expires, check_page
 from agent.state.entry import Entry, Key
 from agent.state.lockstate import LockState
+from agent.stores import NOBODY, Who
 
 __all__ = ["Agent", "Entry", "Key", "KEEP", "Keep", "check_expires", "check_page"]
+
+Rows = list[dict[str, Any]]  # (``list`` is a method name inside Agent)
 
 
 class Agent(LockState):
@@ -54,6 +59,7 @@ class Agent(LockState):
         must_exist: bool = False,
         keep: bool = False,
         merge: bool = False,
+        by: Who = NOBODY,
     ) -> dict[str, Any]:
         return await credentials.write(
             self,
@@ -65,13 +71,14 @@ class Agent(LockState):
             must_exist=must_exist,
             keep=keep,
             merge=merge,
+            by=by,
         )
 
-    async def delete(self, key: Key) -> None:
-        await credentials.delete(self, key)
+    async def delete(self, key: Key, by: Who = NOBODY) -> None:
+        await credentials.delete(self, key, by)
 
-    async def rename(self, old: Key, new: Key, *, replace: bool = False) -> dict[str, Any]:
-        return await credentials.rename(self, old, new, replace=replace)
+    async def rename(self, old: Key, new: Key, *, replace: bool = False, by: Who = NOBODY) -> dict[str, Any]:
+        return await credentials.rename(self, old, new, replace=replace, by=by)
 
     def describe(self, key: Key) -> dict[str, Any]:
         return credentials.describe(self, key)
@@ -82,9 +89,19 @@ class Agent(LockState):
     async def metadata(self, key: Key) -> dict[str, Any]:
         return await credentials.metadata(self, key)
 
+    # --- previous values -------------------------------------------------------------------
+    async def history(self, key: Key | None, limit: int | None = None) -> Rows:
+        return await history.listing(self, key, limit)
+
+    async def history_value(self, key: Key, version: int) -> dict[str, Any]:
+        return await history.value(self, key, version)
+
+    async def history_restore(self, key: Key, version: int, by: Who = NOBODY) -> dict[str, Any]:
+        return await history.restore(self, key, version, by)
+
     # --- the master key --------------------------------------------------------------------
-    async def init(self, key_source: str | None, passphrase: str | None) -> dict[str, Any]:
-        return await masterkey.init(self, key_source, passphrase)
+    async def init(self, key_source: str | None, passphrase: str | None, recovery_code: bool = False) -> dict[str, Any]:
+        return await masterkey.init(self, key_source, passphrase, recovery_code)
 
     async def rotate_key(self, passphrase: str | None = None, new_passphrase: str | None = None) -> dict[str, Any]:
         return await masterkey.rotate_key(self, passphrase, new_passphrase)
@@ -112,6 +129,17 @@ class Agent(LockState):
     @property
     def has_recovery_code(self) -> bool:
         return masterkey.has_recovery_code(self)
+
+    # --- proof that the user is there --------------------------------------------------
+    async def prove_presence(self, secret: str | None) -> None:
+        await presence.prove(self, secret)
+
+    async def set_approval_pin(self, pin: str, current: str | None) -> None:
+        await presence.set_pin(self, pin, current)
+
+    @property
+    def has_approval_pin(self) -> bool:
+        return presence.has_pin(self)
 
     # --- the original SecureStorage API ----------------------------------------------------
     async def encrypt(self, data: str) -> bytes:

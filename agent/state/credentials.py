@@ -9,6 +9,8 @@ Rules of this module:
   function: nothing of a replaced credential is dropped unless the request says so (a
   given field, ``keep`` false on ``store``), and metadata that failed its integrity
   check is never silently replaced by ``{}``;
+- a value replaced or deleted is kept as history (``previous``) in the same store
+  transaction; ``agent.state.history`` reads it back;
 - a rename seals the value and metadata again under the new name (the row binding of
   ``agent.crypto.seal`` puts the name into each token) and deletes the old row in the
   same transaction: a crash leaves one name or the other;
@@ -27,10 +29,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from agent import crypto
 from agent.crypto import seal
 from agent.state.entry import Entry, Key
 from agent.state.lockstate import LockState
-from agent.stores import Row
+from agent.stores import NOBODY, HistoryRow, Row, Who
 from client import errors, protocol
 from client.validation import check_credential, check_key, check_metadata
 
@@ -38,6 +41,7 @@ __all__ = [
     "KEEP",
     "Keep",
     "kept_fields",
+    "previous",
     "check_expires",
     "missing",
     "get_cached",
@@ -115,6 +119,16 @@ def kept_fields(
     if isinstance(expires_at, Keep):
         expires_at = old_expires if keep else None
     return meta, None if expires_at is None else float(expires_at)
+
+
+def previous(storage: crypto.SecureStorage, key: Key, entry: Entry | None, reason: str, by: Who) -> HistoryRow | None:
+    """The history row of ``entry``'s value, about to be replaced or deleted; None when
+    there is nothing readable to keep (no entry, or one that fails its integrity check)."""
+    if entry is None or entry.value is None or entry.metadata is None:
+        return None
+    payload = [entry.value, entry.metadata, entry.expires, entry.created]
+    sealed = seal(storage, *key, "history", payload)
+    return HistoryRow(key[0], key[1], sealed, entry.updated, time.time(), reason, *by)
 
 
 # --- reads -------------------------------------------------------------------------------
@@ -197,10 +211,12 @@ async def write(
     must_exist: bool = False,
     keep: bool = False,
     merge: bool = False,
+    by: Who = NOBODY,
 ) -> dict[str, Any]:
     """Store (``must_exist`` false) or update a credential. What it keeps of the one
     it replaces is ``kept_fields``'s: an update keeps the metadata and expiry not
-    given, a store only with ``keep``; ``merge`` lays metadata over the old."""
+    given, a store only with ``keep``; ``merge`` lays metadata over the old. The
+    replaced value goes into the history (``by``: the program that replaced it)."""
     key = check_key(*key)
     if len(value) > protocol.MAX_VALUE:
         raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
@@ -234,7 +250,9 @@ async def write(
             now,
             expires_at,
         )
-        await s.db(s.store.put, row)
+        # a write that changes nothing (a resent store, an import run twice) adds no history
+        unchanged = old is not None and (old.value, old.metadata, old.expires) == (value, kept, expires_at)
+        await s.db(s.store.put, row, None if unchanged else previous(storage, key, old, "replaced", by))
         entry = Entry(row.created, row.updated, row.expires)
         # not locked meanwhile: the entry holds its plaintext
         s.entries[key] = dataclasses.replace(entry, value=value, metadata=kept) if s.holds(storage) else entry
@@ -242,18 +260,19 @@ async def write(
     return {"created": old is None}
 
 
-async def delete(s: LockState, key: Key) -> None:
+async def delete(s: LockState, key: Key, by: Who = NOBODY) -> None:
     check_key(*key)
-    async with s.writing():
-        if not await s.db(s.store.delete, *key):
+    async with s.writing() as storage:
+        if not await s.db(s.store.delete, *key, previous(storage, key, s.entries.get(key), "deleted", by)):
             raise missing(key, among=s.entries)
         s.entries.pop(key, None)
     s.touch()
 
 
-async def rename(s: LockState, old: Key, new: Key, *, replace: bool = False) -> dict[str, Any]:
+async def rename(s: LockState, old: Key, new: Key, *, replace: bool = False, by: Who = NOBODY) -> dict[str, Any]:
     """Move ``old`` to ``new`` with its value, metadata, times and expiry;
-    ``AlreadyExists`` if ``new`` is taken, unless ``replace``."""
+    ``AlreadyExists`` if ``new`` is taken, unless ``replace`` (the replaced value goes
+    into ``new``'s history). History stays with its name: ``old``'s is not moved."""
     old, new = check_key(*old), check_key(*new)
     if old == new:
         raise errors.BadRequest(f"{old[0]}/{old[1]} is already its name")
@@ -275,7 +294,8 @@ async def rename(s: LockState, old: Key, new: Key, *, replace: bool = False) -> 
             entry.updated,
             entry.expires,
         )
-        await s.db(functools.partial(s.store.rename, replace=True), [(old, row)])
+        kept = previous(storage, new, s.entries.get(new), "replaced", by)
+        await s.db(functools.partial(s.store.rename, replace=True, old=kept), [(old, row)])
         s.entries.pop(old, None)
         # not locked meanwhile: the entry keeps its plaintext
         s.entries[new] = entry if s.holds(storage) else entry.sealed()

@@ -28,14 +28,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, TypeVar
 
-from agent import audit, crypto, hardening, keys
+from agent import approvals, audit, crypto, hardening, keys
 from agent.autolock import AutoLock
 from agent.config import Options
 from agent.crypto import unseal
 from agent.remotes import NO_REMOTES, Hooks
 from agent.state import resealing
 from agent.state.entry import Entries, Entry, open_entries
-from agent.stores import Row, Store, VaultMeta
+from agent.stores import HistoryLimits, Row, Store, VaultMeta
 from client import errors
 
 __all__ = ["LockState", "MAX_WAITING_UNLOCKS"]
@@ -67,8 +67,11 @@ class LockState:
 
             store = SqliteStore(options.vault)
         self.store = store
+        store.history_limits = HistoryLimits(options.history_keep, options.history_max_age)
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vault")
         self.audit = audit.AuditLog(self.store, self._db, options.audit_keep)
+        # reads a rule keeps for the user's approval, and the approvals given (agent.access)
+        self.approvals = approvals.Approvals(options.confirm_timeout)
         # a locked agent holds no entry per row until a listing asks (``hold_names``): a
         # start, and a lock, cost the same whatever the vault holds
         self.entries = Entries()

@@ -52,7 +52,7 @@ from typing import Any, Final
 from agent import crypto, faults, keys
 from agent.crypto import seal
 from agent.keys import passphrase
-from agent.state import resealing
+from agent.state import presence, resealing
 from agent.state.lockstate import MAX_WAITING_UNLOCKS, LockState
 from client import errors, protocol
 
@@ -79,7 +79,11 @@ RECOVERY_KDF: Final = (2**14, 8, 1)
 
 
 # --- a new vault and a new key -----------------------------------------------------------
-async def init(s: LockState, key_source: str | None, passphrase: str | None) -> dict[str, Any]:
+async def init(
+    s: LockState, key_source: str | None, passphrase: str | None, recovery_code: bool = False
+) -> dict[str, Any]:
+    """A new vault; with ``recovery_code``, its first recovery code too (in the reply, its only
+    copy): made here, where the user who creates the vault is there, it needs no other proof."""
     keys.check_choice(key_source, passphrase)
     epoch = s.epoch
     deadline = s.options.keystore_deadline
@@ -108,7 +112,10 @@ async def init(s: LockState, key_source: str | None, passphrase: str | None) -> 
             )
         s.adopt(storage, rows)
     state_log.info("initialised a vault (key source %s)", name)
-    return {"key_source": name, "backend": backend, "vault": str(s.options.vault)}
+    result = {"key_source": name, "backend": backend, "vault": str(s.options.vault)}
+    if recovery_code:
+        result["recovery_code"] = await _new_code(s, key)
+    return result
 
 
 async def rotate_key(s: LockState, passphrase: str | None = None, new_passphrase: str | None = None) -> dict[str, Any]:
@@ -153,8 +160,11 @@ def _check_target(name: str, new_passphrase: str | None) -> None:
 
 
 async def _current_key(s: LockState, passphrase: str | None) -> bytes:
-    """The unlocked vault's key; a passphrase vault wants its passphrase again first
-    (as changing a password does), through the source, so a wrong one costs its delay."""
+    """The unlocked vault's key, once the user has shown they are there: a passphrase vault
+    wants its passphrase again (as changing a password does), through the source, so a wrong
+    one costs its delay; a keystore vault, which has no secret the user types, its approval
+    PIN (``presence``), or any process of the user could move the key to a passphrase of its
+    choosing, or take a recovery code, and delete the keystore entry."""
     storage = await s.storage()
     source = s.source()
     if source.needs_passphrase:
@@ -162,6 +172,8 @@ async def _current_key(s: LockState, passphrase: str | None) -> bytes:
             raise errors.BadPassphrase(f"this needs the current passphrase of the {source.name} vault")
         if await source.open(passphrase) != storage.master_key():
             raise errors.IntegrityError("the passphrase opens a key that is not this vault's")
+    else:
+        await presence.prove(s, passphrase)
     return storage.master_key()
 
 
@@ -227,12 +239,15 @@ async def rekey(s: LockState, name: str, passphrase: str | None, new_passphrase:
 # --- the recovery code -------------------------------------------------------------------------
 async def make_recovery_code(s: LockState, passphrase: str | None) -> dict[str, Any]:
     """A new recovery code (replacing an earlier one); the reply is its only copy."""
-    key = await _current_key(s, passphrase)
+    return {"code": await _new_code(s, await _current_key(s, passphrase))}
+
+
+async def _new_code(s: LockState, key: bytes) -> str:
     raw = base64.b32encode(secrets.token_bytes(CODE_BYTES)).decode()
     params, wrapped = await asyncio.to_thread(crypto.wrap_key, key, raw, RECOVERY_KDF)
     await s.meta.save({RECOVERY[0]: crypto.pack_kdf(params), RECOVERY[1]: wrapped})
     log.info("made a new recovery code")
-    return {"code": "-".join(raw[i : i + 4] for i in range(0, len(raw), 4))}
+    return "-".join(raw[i : i + 4] for i in range(0, len(raw), 4))
 
 
 async def drop_recovery_code(s: LockState) -> bool:

@@ -7,8 +7,8 @@ name from before case was escaped) are renamed when the agent opens the vault.
 Rules of this module:
 - it runs on the storage thread, with the vault's key: a row's name is bound into its
   ciphertext (``agent.crypto``), so a renamed row is re-sealed;
-- a rotation re-seals every row, the data key and every sealed meta entry
-  (``crypto.SEALED_META``) in the one transaction that also commits the new key's
+- a rotation re-seals every row, every previous value (the history), the data key and
+  every sealed meta entry (``crypto.SEALED_META``) in the one transaction that also commits the new key's
   meta; a row that fails its integrity check stops it before anything is written;
 - every rename of a vault is one store transaction: a crash before it commits
   leaves every row under its old name, and the next unlock tries again;
@@ -28,7 +28,7 @@ from collections.abc import Iterable, MutableMapping
 
 from agent import crypto, faults
 from agent.crypto import seal, unseal
-from agent.stores import Row, Store
+from agent.stores import HistoryRow, Row, Store
 from client import errors, keyring_names
 from client.names import canonical_platform, canonical_type
 from client.protocol import MAX_NAME
@@ -174,5 +174,25 @@ def reseal_all(
         )
     kept = {k: v for k, v in meta.items() if v is not None}
     dropped = tuple(k for k, v in meta.items() if v is None)
-    store.replace_all(rows, kept, lambda: faults.point("rotate:in-transaction"), drop_meta=dropped)
+    history = _resealed_history(store, old, new)
+    store.replace_all(rows, kept, lambda: faults.point("rotate:in-transaction"), drop_meta=dropped, history=history)
     return len(rows)
+
+
+def _resealed_history(store: Store, old: crypto.SecureStorage, new: crypto.SecureStorage) -> list[HistoryRow]:
+    """Every previous value sealed under ``new``. One that fails its integrity check was
+    unreadable already: it stays as it is (never readable again) and is said in the log,
+    rather than stopping the rotation of every current credential."""
+    resealed = []
+    for h in store.history(None, limit=2**62):
+        try:
+            payload = unseal(old, h.platform, h.credential_type, "history", h.sealed)
+        except errors.IntegrityError:
+            log.warning(
+                "a previous value of %s/%s fails its integrity check; it is not re-encrypted",
+                h.platform,
+                h.credential_type,
+            )
+            continue
+        resealed.append(dataclasses.replace(h, sealed=seal(new, h.platform, h.credential_type, "history", payload)))
+    return resealed

@@ -16,10 +16,10 @@ must pass.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-__all__ = ["Row", "AuditRow", "Store", "VaultMeta"]
+__all__ = ["Row", "Who", "NOBODY", "HistoryRow", "HistoryLimits", "AuditRow", "Store", "VaultMeta"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,45 @@ class Row:
 
     def __repr__(self) -> str:
         return f"Row({self.platform!r}, {self.credential_type!r}, <sealed>)"
+
+
+# The program that replaced or deleted a value: its executable, as the kernel names it,
+# and the Python script or module it says it runs (``agent.transport.callers``; a
+# process can rewrite its own argv, so that part is a claim).
+Who = tuple[str | None, str | None]
+NOBODY: Who = (None, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryRow:
+    """A value a credential had before it was replaced or deleted (``agent history``).
+
+    ``sealed`` is one token of the old value, metadata and expiry, bound to the name and to
+    the field ``history`` (``agent.crypto.seal``): it never opens as a current row. The
+    times and ``reason``/``by`` are readable while locked, as a row's times are."""
+
+    platform: str
+    credential_type: str
+    sealed: bytes  # Fernet token
+    set_at: float  # when that value was stored (the old row's updated time)
+    replaced: float  # when it stopped being the current value
+    reason: str  # "replaced" | "deleted"
+    by: str | None  # the executable that replaced or deleted it, as the kernel named it
+    caller: str | None  # the script or module that process said it runs
+    id: int = 0  # the store's, once written; newest rows have the largest
+    version: int = 0  # as read: its place among its name's rows, newest first, from 1
+
+    def __repr__(self) -> str:
+        return f"HistoryRow({self.platform!r}, {self.credential_type!r}, {self.reason!r}, <sealed>)"
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryLimits:
+    """How much history a store keeps: ``versions`` per name (0: none), each for at most
+    ``max_age`` seconds after it was replaced (0: no age limit)."""
+
+    versions: int = 10
+    max_age: float = 0.0
 
 
 # One audit row: (ts, op, platform, credential_type, pid, uid, exe, result, count, last_ts, caller,
@@ -66,6 +105,9 @@ class Store(Protocol):
 
     def delete_meta(self, key: str) -> None: ...
 
+    # how much history writes keep (pruned in the transaction that adds to it)
+    history_limits: HistoryLimits
+
     # --- credentials
     def rows(self) -> list[Row]: ...
 
@@ -77,9 +119,11 @@ class Store(Protocol):
         """How many credentials the vault holds."""
         ...
 
-    def put(self, row: Row) -> None: ...
+    def put(self, row: Row, old: HistoryRow | None = None) -> None:
+        """Write ``row``; ``old``, the value it replaces, goes into the history in the same transaction."""
+        ...
 
-    def delete(self, platform: str, ctype: str) -> bool: ...
+    def delete(self, platform: str, ctype: str, old: HistoryRow | None = None) -> bool: ...
 
     def replace_all(
         self,
@@ -87,9 +131,14 @@ class Store(Protocol):
         meta: Mapping[str, bytes],
         before_commit: Callable[[], None] | None = None,
         drop_meta: tuple[str, ...] = (),
+        history: Sequence[HistoryRow] = (),
     ) -> None:
-        """Rewrite the sealed fields of every row, set and drop meta, all or nothing."""
+        """Rewrite the sealed fields of every row and of ``history`` (by id), set and drop
+        meta, all or nothing."""
         ...
+
+    # --- history: previous values, newest first
+    def history(self, key: tuple[str, str] | None = None, limit: int = 1000) -> list[HistoryRow]: ...
 
     def rename(
         self,
@@ -97,11 +146,12 @@ class Store(Protocol):
         before_commit: Callable[[], None] | None = None,
         *,
         replace: bool = False,
+        old: HistoryRow | None = None,
     ) -> None:
         """Replace each row named by the first item of a move with the second (a new
         name, re-sealed), all or nothing: a crash leaves the old names or the new ones,
         never both or none. A new name that is taken is ``AlreadyExists``, or with
-        ``replace`` the row there is replaced."""
+        ``replace`` the row there is replaced (``old``, its value, goes into the history)."""
         ...
 
     # --- the audit log: names, callers and results, never values

@@ -16,19 +16,21 @@ import errno
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from agent.stores import AuditRow, Row
+from agent.stores import AuditRow, HistoryLimits, HistoryRow, Row, sqlite_history
 from client import errors, paths
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION"]
 
 # 2: the audit log's caller and command columns (a version-1 vault gains them on open)
-SCHEMA_VERSION: Final = 2
+# 3: the history table (agent.stores.sqlite_history; created on open like the others)
+SCHEMA_VERSION: Final = 3
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -60,6 +62,8 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
 """
+    + sqlite_history.SCHEMA
+)
 
 # columns added after version 1, in order: (version, table, column, type)
 _ADDED: Final = ((2, "audit", "caller", "TEXT"), (2, "audit", "command", "TEXT"))
@@ -124,6 +128,7 @@ class SqliteStore:
         self.read_only: str | None = None
         # why the file at the path is no longer the one opened (deleted, moved, replaced), else None
         self.replaced: str | None = None
+        self.history_limits = HistoryLimits()
         paths.ensure_private_dir(path.parent)
         try:
             self._db = self._open_rw()
@@ -232,8 +237,10 @@ class SqliteStore:
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM credentials").fetchone()[0])
 
-    def put(self, row: Row) -> None:
+    def put(self, row: Row, old: HistoryRow | None = None) -> None:
         with self._write():
+            if old is not None:
+                sqlite_history.add(self._db, old, self.history_limits)
             self._db.execute(
                 "INSERT INTO credentials(platform, credential_type, value, metadata, created, updated, expires) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform, credential_type) DO UPDATE SET "
@@ -242,12 +249,22 @@ class SqliteStore:
                 (row.platform, row.credential_type, row.value, row.metadata, row.created, row.updated, row.expires),
             )
 
-    def delete(self, platform: str, ctype: str) -> bool:
+    def delete(self, platform: str, ctype: str, old: HistoryRow | None = None) -> bool:
         with self._write():
             cur = self._db.execute(
                 "DELETE FROM credentials WHERE platform = ? AND credential_type = ?", (platform, ctype)
             )
+            if old is not None and cur.rowcount > 0:
+                sqlite_history.add(self._db, old, self.history_limits)
         return cur.rowcount > 0
+
+    def history(self, key: tuple[str, str] | None = None, limit: int = 1000) -> list[HistoryRow]:
+        if "history" not in self._tables():  # a read-only vault of an older schema
+            return []
+        return sqlite_history.select(self._db, key, limit)
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     def replace_all(
         self,
@@ -255,8 +272,10 @@ class SqliteStore:
         meta: Mapping[str, bytes],
         before_commit: Callable[[], None] | None = None,
         drop_meta: tuple[str, ...] = (),
+        history: Sequence[HistoryRow] = (),
     ) -> None:
-        """Rewrite every row, set and drop some meta, in one transaction (key rotation).
+        """Rewrite every row and ``history``'s sealed bytes, set and drop some meta, in one
+        transaction (key rotation).
 
         ``before_commit`` runs inside the transaction, after every write (a test hook).
         """
@@ -267,6 +286,7 @@ class SqliteStore:
                     "UPDATE credentials SET value = ?, metadata = ? WHERE platform = ? AND credential_type = ?",
                     (row.value, row.metadata, row.platform, row.credential_type),
                 )
+            sqlite_history.reseal(self._db, history)
             self._db.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 list(meta.items()),
@@ -280,8 +300,10 @@ class SqliteStore:
         before_commit: Callable[[], None] | None = None,
         *,
         replace: bool = False,
+        old: HistoryRow | None = None,
     ) -> None:
-        """Rows under new names, in one transaction (``agent mv``, the canonical platform names).
+        """Rows under new names, in one transaction (``agent mv``, the canonical platform names);
+        ``old``, the value a replaced row had, goes into the history.
 
         ``before_commit`` runs inside the transaction, after every write (a test hook).
         """
@@ -307,6 +329,8 @@ class SqliteStore:
                     raise errors.AlreadyExists(
                         f"cannot rename to {row.platform}/{row.credential_type}: that name is taken"
                     ) from None
+            if old is not None:
+                sqlite_history.add(self._db, old, self.history_limits)
             if before_commit is not None:
                 before_commit()
 

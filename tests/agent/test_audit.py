@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from agent.audit import FLUSH_INTERVAL
+from agent.audit import FLUSH_INTERVAL, NAMED_PER_CALLER
 from client import errors
 from support import AgentProcess, connect, raw_request, read_reply, vault_store
 
@@ -99,6 +99,25 @@ def test_a_flood_of_failed_lookups_is_one_row_and_pushes_no_history_out(unlocked
     assert len(flood) <= 20 and all(r["platform"] == "*" for r in flood)  # a row a batch, not a row a guess
     assert rows[: len(before)] == before
     assert "(several names)" in a.cli("audit").stdout
+
+
+def test_a_program_reading_thousands_of_keys_costs_a_few_rows_a_batch(unlocked_agent: AgentProcess) -> None:
+    """An export-like burst of distinct successful reads: each of the first NAMED_PER_CALLER
+    names keeps its own row, the rest of the batch is one counted row of several names."""
+    a = unlocked_agent
+    with a.client(timeout=120) as c:
+        for start in range(0, 3_000, 500):
+            c.call_many([("store", {"platform": f"key{i}", "value": "v", "validate": False})
+                         for i in range(start, start + 500)])
+        replies = c.call_many([("get", {"platform": f"key{i}"}) for i in range(3_000)])
+        assert replies == ["v"] * 3_000
+        rows = c.audit(limit=10_000)
+    reads = [r for r in rows if r["op"] == "get" and r["result"] == "ok"]
+    assert sum(r["count"] for r in reads) == 3_000  # every read is counted
+    batches = sum(1 for r in reads if r["platform"] == "*")
+    assert batches >= 1 and len(reads) <= batches * (NAMED_PER_CALLER + 1)  # not a row per key
+    named = [r["platform"] for r in reads if r["platform"] != "*"]
+    assert "key0" in named and len(named) <= batches * NAMED_PER_CALLER
 
 
 def test_filters_since_and_platform(unlocked_agent: AgentProcess) -> None:

@@ -139,13 +139,57 @@ def test_rekey_to_the_same_source_says_what_to_use(unlocked_agent: AgentProcess)
 
 
 # --- with the real Secret Service ----------------------------------------------------------
+PIN = "a-pin-of-mine"
+
+
+def test_a_keystore_vault_moves_its_key_only_with_its_approval_pin(
+    ss_agent: AgentProcess, secret_service: SecretService
+) -> None:
+    """Any process of the user can reach the socket: without the PIN it can neither move the
+    master key to a passphrase of its choosing (deleting the keystore entry) nor take a code."""
+    a = ss_agent
+    init = a.cli("init", "--key-source", "keyring", "--recovery-code")  # the first code comes with the vault
+    assert init.returncode == 0, init.stderr
+    code = _code(init.stdout)
+    first = _account(a)
+    with a.client(timeout=60) as c:
+        for attempt in (lambda: c.rekey("passphrase", new_passphrase="the attacker's"), lambda: c.recovery_code()):
+            with pytest.raises(errors.BadPassphrase, match="no approval PIN yet"):
+                attempt()
+        c.approval_pin(PIN)
+        with pytest.raises(errors.BadPassphrase, match="not this vault's approval PIN"):
+            c.rekey("passphrase", "a guess", "the attacker's")
+        with pytest.raises(errors.BadPassphrase, match="not this vault's approval PIN"):
+            c.recovery_code("a guess")
+        with pytest.raises(errors.BadPassphrase):
+            c.approval_pin("the attacker's pin")  # a PIN is replaced only with the current one
+        assert c.status()["key_source"] == "keyring" and c.status()["recover_failures"] == 2
+    assert _keystore(secret_service, "get", first) is not None  # nothing moved
+    assert _code(init.stdout) == code
+    refused = a.cli("recovery-code")
+    assert refused.returncode == 1 and "Approval PIN" not in refused.stdout
+    made = a.cli("recovery-code", input=PIN + "\n")
+    assert made.returncode == 0, made.stderr
+    assert _code(made.stdout) != code
+
+
+def test_the_cli_says_to_set_a_pin_first(ss_agent: AgentProcess) -> None:
+    a = ss_agent
+    assert a.cli("init", "--key-source", "keyring").returncode == 0
+    done = a.cli("rekey", "--key-source", "passphrase", input="x\n")
+    assert done.returncode == 1
+    assert "has no approval PIN yet" in done.stderr and "agent approve --set-pin" in done.stderr
+
+
 def test_rekey_keyring_to_passphrase_and_back(ss_agent: AgentProcess, secret_service: SecretService) -> None:
     a = ss_agent
     assert a.cli("init", "--key-source", "keyring").returncode == 0
     assert a.cli("set", "runpod", input=RP + "\n").returncode == 0
     first = _account(a)
     assert _keystore(secret_service, "get", first) is not None
-    done = a.cli("rekey", "--key-source", "passphrase", input=PASSPHRASE + "\n")
+    with a.client(timeout=30) as c:
+        c.approval_pin(PIN)
+    done = a.cli("rekey", "--key-source", "passphrase", input=PIN + "\n" + PASSPHRASE + "\n")
     assert done.returncode == 0, done.stderr
     assert "master key now in: passphrase" in done.stdout
     assert _keystore(secret_service, "get", first) is None  # the old home is gone
@@ -195,10 +239,10 @@ def test_an_old_keystore_entry_that_could_not_go_is_removed_at_the_next_unlock(
     assert a.cli("init", "--key-source", "keyring").returncode == 0
     first = _account(a)
     with a.client(timeout=60) as c:
-        c.status()
+        c.approval_pin(PIN)
         secret_service.pause()  # the keystore stops answering after the new wrapping is written
         try:
-            result = c.rekey("passphrase", new_passphrase=PASSPHRASE)
+            result = c.rekey("passphrase", PIN, new_passphrase=PASSPHRASE)
         finally:
             secret_service.resume()
     assert result == {"key_source": "passphrase", "old_removed": False}
@@ -241,7 +285,11 @@ def test_codes_and_passphrases_reach_no_log_argv_or_file(ss_agent: AgentProcess)
     code = _code(t.output.replace("\r\n", "\n"))
     assert a.cli("set", "runpod", input=RP + "\n").returncode == 0
     assert a.cli("rekey", "--key-source", "keyring", input=PASSPHRASE + "\n").returncode == 0
-    assert a.cli("rekey", "--key-source", "passphrase", input=NEW + "\n").returncode == 0
+    t = a.terminal("approve", "--set-pin")
+    t.answer("New approval PIN: ", PIN)
+    t.answer("Repeat: ", PIN)
+    assert t.wait() == 0, t.output
+    assert a.cli("rekey", "--key-source", "passphrase", input=PIN + "\n" + NEW + "\n").returncode == 0
     t = a.terminal("recover")
     t.answer("Recovery code: ", code)
     t.expect("New passphrase: ")
@@ -249,7 +297,7 @@ def test_codes_and_passphrases_reach_no_log_argv_or_file(ss_agent: AgentProcess)
     t.answer("", PASSPHRASE)
     t.answer("Repeat: ", PASSPHRASE)
     assert t.wait() == 0, t.output
-    secrets = [code, code.replace("-", ""), PASSPHRASE, NEW, RP]
+    secrets = [code, code.replace("-", ""), PASSPHRASE, NEW, RP, PIN]
     assert not [s for s in secrets if s in argv]
     a.stop()  # the log is complete
     assert not [s for s in secrets if s in a.log()]

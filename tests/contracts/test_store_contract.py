@@ -7,18 +7,23 @@ on a real SQLite file; a store that fronts another system runs against that syst
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.stores import AuditRow, Row, Store
+from agent.stores import AuditRow, HistoryLimits, HistoryRow, Row, Store
 from agent.stores.sqlite import SqliteStore
 from client import errors
 
 
 def row(platform: str, ctype: str = "api-key", value: bytes = b"sealed-value", when: float = 1.0) -> Row:
     return Row(platform, ctype, value, b"sealed-metadata", when, when, None)
+
+
+def old(platform: str, sealed: bytes = b"sealed-history", when: float = 1.0, reason: str = "replaced") -> HistoryRow:
+    return HistoryRow(platform, "api-key", sealed, when, when + 1, reason, "/usr/bin/python3", "/srv/train.py")
 
 
 def audit_row(ts: float, op: str = "get", platform: str | None = "runpod", caller: str | None = None,
@@ -126,6 +131,57 @@ class StoreContract:
             store.rename([(("HF", "api-key"), row("huggingface")), (("Wandb", "api-key"), row("runpod"))])
         assert sorted(self.reopen(store).rows(), key=lambda r: r.platform) == before
 
+    def test_a_replaced_value_is_kept_with_the_write_newest_first(self, store: Store) -> None:
+        store.put(row("runpod", value=b"v1"))
+        store.put(row("runpod", value=b"v2"), old("runpod", b"h1"))
+        store.put(row("runpod", value=b"v3"), old("runpod", b"h2"))
+        store.put(row("wandb"), old("wandb", b"w1"))
+        reopened = self.reopen(store)
+        kept = reopened.history(("runpod", "api-key"))
+        assert [h.sealed for h in kept] == [b"h2", b"h1"]
+        assert (kept[0].reason, kept[0].by, kept[0].caller) == ("replaced", "/usr/bin/python3", "/srv/train.py")
+        assert [h.sealed for h in reopened.history()] == [b"w1", b"h2", b"h1"]
+        assert [h.version for h in reopened.history()] == [1, 1, 2]  # counted within each name
+        assert [h.sealed for h in reopened.history(None, limit=1)] == [b"w1"]
+        assert [r.value for r in reopened.rows() if r.platform == "runpod"] == [b"v3"]
+
+    def test_a_deleted_value_is_kept_only_when_there_was_a_row(self, store: Store) -> None:
+        store.put(row("runpod"))
+        assert store.delete("runpod", "api-key", old("runpod", reason="deleted"))
+        assert not store.delete("runpod", "api-key", old("runpod", b"never", reason="deleted"))
+        assert [(h.sealed, h.reason) for h in self.reopen(store).history()] == [(b"sealed-history", "deleted")]
+
+    def test_history_is_pruned_to_its_limits_in_the_write(self, store: Store) -> None:
+        store.history_limits = HistoryLimits(versions=2, max_age=0)
+        for i in range(5):
+            store.put(row("runpod", value=b"v%d" % i), old("runpod", b"h%d" % i))
+        store.put(row("wandb"), old("wandb", b"w"))
+        assert [h.sealed for h in store.history(("runpod", "api-key"))] == [b"h4", b"h3"]
+        # an age limit drops every name's old versions at the next write
+        store.history_limits = HistoryLimits(versions=10, max_age=60)
+        store.put(row("other"), dataclasses.replace(old("other", b"recent"), replaced=time.time()))
+        assert [h.sealed for h in store.history()] == [b"recent"]
+        store.history_limits = HistoryLimits(versions=0)
+        store.put(row("runpod"), old("runpod", b"dropped"))
+        assert [h.sealed for h in store.history(("runpod", "api-key"))] == []
+
+    def test_replace_all_reseals_history_in_its_transaction(self, store: Store) -> None:
+        store.put(row("runpod"))
+        store.put(row("runpod"), old("runpod", b"h-old-key"))
+        [kept] = store.history()
+        with pytest.raises(RuntimeError):
+            store.replace_all([row("runpod", value=b"new")], {}, _fail,
+                              history=[dataclasses.replace(kept, sealed=b"x")])
+        assert [h.sealed for h in self.reopen(store).history()] == [b"h-old-key"]
+        store.replace_all([row("runpod", value=b"new")], {}, history=[dataclasses.replace(kept, sealed=b"h-new-key")])
+        assert [h.sealed for h in self.reopen(store).history()] == [b"h-new-key"]
+
+    def test_rename_over_a_name_keeps_its_value(self, store: Store) -> None:
+        store.put(row("hf"))
+        store.put(row("huggingface", value=b"taken"))
+        store.rename([(("hf", "api-key"), row("huggingface"))], replace=True, old=old("huggingface", b"taken-h"))
+        assert [h.sealed for h in self.reopen(store).history(("huggingface", "api-key"))] == [b"taken-h"]
+
     def test_audit_keeps_the_newest_rows_oldest_first(self, store: Store) -> None:
         store.add_audit([audit_row(float(t)) for t in range(1, 6)], keep=3)
         assert [r[0] for r in store.audit(None, None, 10)] == [3.0, 4.0, 5.0]
@@ -199,3 +255,7 @@ class TestSqliteStore(StoreContract):
         finally:
             other._db.execute("ROLLBACK")
         assert store.rows() == [row("runpod")]
+
+
+def _fail() -> None:
+    raise RuntimeError("a crash inside the transaction")

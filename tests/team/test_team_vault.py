@@ -147,11 +147,16 @@ def test_write_through_and_a_cas_conflict(bao: Bao, team_agent: TeamAgent) -> No
         with pytest.raises(errors.Conflict) as info:
             c.store("lambdalabs", "n" * 30, remote="team")
         assert "changed upstream" in info.value.message and "lambdalabs" in info.value.message
+        # the conflict told the agent its copy is outdated: it read the secret again (no sync,
+        # no refresh due for an hour) and no longer serves the old value
+        assert c.get("lambdalabs") == "m" * 30
     upstream = read(bao, "lambdalabs")
     assert upstream["data"] == {"api-key": "m" * 30}  # nothing overwritten
+    put(bao, "lambdalabs", {"api-key": "o" * 30})
     conflict = a.cli("rm", "lambdalabs", "--remote", "team")
     assert conflict.returncode == 1 and "changed upstream" in conflict.stderr
-    assert a.cli("remote", "sync", "team").returncode == 0
+    assert a.client().get("lambdalabs") == "o" * 30  # read again after that conflict too
+    assert read(bao, "lambdalabs")["data"] == {"api-key": "o" * 30}
     done = a.cli("rm", "lambdalabs", "--remote", "team")
     assert done.returncode == 0, done.stderr
     with pytest.raises(Exception):  # noqa: B017 - hvac's InvalidPath: the version is deleted
@@ -460,6 +465,7 @@ def test_no_hvac_without_remotes(tmp_path: Path) -> None:
 def test_rm_of_a_team_key_points_at_remote(bao: Bao, team_agent: TeamAgent) -> None:
     put(bao, "deepgram", {"api-key": "d" * 32})
     a = team_agent(bao.addrs, login=member_token(bao))
+    assert a.cli("remote", "sync", "team").returncode == 0  # every team key read: ls lists it
     done = a.cli("rm", "deepgram")
     assert done.returncode == 1
     assert "deepgram/api-key is in the team vault team, not the local one" in done.stderr
@@ -498,6 +504,36 @@ def test_team_keys_stay_out_of_an_export_and_an_import_says_so(bao: Bao, team_ag
     assert forced.returncode == 0 and b.client().get("cohere") == "c" * 32
 
 
+def test_team_keys_stay_out_of_a_backup_and_a_restore_never_touches_them(
+        bao: Bao, team_agent: TeamAgent, unlocked_agent: AgentProcess) -> None:
+    """`agent backup` holds the local vault only; `agent restore --replace` neither
+    deletes nor lists a team key, and a restored local key that shadows one says so."""
+    put(bao, "cohere", {"api-key": "c" * 32})
+    a = team_agent(bao.addrs, login=member_token(bao))
+    with a.client() as c:
+        c.store("runpod", "r" * 25)
+        assert c.get("cohere") == "c" * 32
+    path = a.home / "team.backup"
+    passphrase = "a backup passphrase of some length\n"
+    done = a.cli("backup", "--json", str(path), input=passphrase, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (json.loads(done.stdout)["credentials"], json.loads(done.stdout)["team_left_out"]) == (1, 1)
+    done = a.cli("restore", "--dry-run", "--replace", "--json", str(path), input=passphrase, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [(i["name"], i["action"]) for i in json.loads(done.stdout)["items"]] == [("runpod/api-key", "same")]
+
+    b = unlocked_agent  # a machine where cohere is a local key
+    with b.client() as c:
+        c.store("cohere", "l" * 32)
+    local = b.home / "local.backup"
+    assert b.cli("backup", str(local), input=passphrase, timeout=120).returncode == 0
+    done = a.cli("restore", str(local), input=passphrase, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "added     cohere/api-key  (shadows the key of the team vault team)" in done.stdout
+    with a.client() as c:
+        assert c.get("cohere") == "l" * 32
+
+
 def test_an_agent_without_the_team_extra_names_it(bao: Bao, team_agent: TeamAgent) -> None:
     """Installed (or started from a venv) without hvac: one line naming the extra, not "internal"."""
     shadow = short_tmpdir("ca-nohvac-")
@@ -510,8 +546,9 @@ def test_an_agent_without_the_team_extra_names_it(bao: Bao, team_agent: TeamAgen
 
 
 def test_a_refresh_asks_for_the_leader_once_not_before_every_request(bao: Bao, team_agent: TeamAgent) -> None:
-    """The agent counts the HTTP requests it sends: a refresh with nothing changed is one
-    leader lookup, one listing and one metadata read per secret (not a lookup before each)."""
+    """The agent counts the HTTP requests it sends: `agent remote sync` with nothing changed
+    is one mount check, one leader lookup, one listing and one metadata read per secret (not
+    a lookup before each)."""
     a = team_agent(bao.addrs, login=bao.token, prefix="refresh-count")  # the root token: any path
     for name in ("one", "two", "three"):
         bao.client().secrets.kv.v2.create_or_update_secret(f"refresh-count/{name}", secret={"api-key": "k" * 24})
@@ -520,7 +557,7 @@ def test_a_refresh_asks_for_the_leader_once_not_before_every_request(bao: Bao, t
         before = c.remote_status()[0]["calls"]
         c.remote_sync("team")  # nothing changed
         after = c.remote_status()[0]["calls"]
-    assert after - before == 1 + 1 + 3, (before, after)
+    assert after - before == 1 + 1 + 1 + 3, (before, after)
 
 
 def test_a_revoked_token_stops_the_cached_values_after_the_grace(bao: Bao, team_agent: TeamAgent) -> None:

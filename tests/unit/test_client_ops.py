@@ -41,6 +41,14 @@ SAMPLE_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "remote_login": (("team", "t"), {}),
     "remote_status": ((), {}),
     "remote_sync": (("team",), {}),
+    "history": (("runpod",), {"limit": 5}),
+    "history_value": (("runpod", 2), {}),
+    "history_restore": (("runpod", 1, "api-secret"), {}),
+    "approvals": ((), {}),
+    "approve": ((3, "pw"), {"remember": "program"}),
+    "approval_pin": (("1234",), {"current": "0000"}),
+    "grant": ((["huggingface", ("runpod", "api-secret")],), {}),
+    "approve_here": (("/dev/pts/3",), {}),
 }
 
 

@@ -34,9 +34,17 @@ max_connections = 64
 connection_idle_timeout = 30
 frame_timeout = 5
 audit_keep = 500
+history_keep = 3
+history_max_age = "30d"
+confirm_timeout = 30
+pinentry = "/usr/bin/pinentry-tty"
+log_max_bytes = 4096
 
 [remote.team]
 url = "http://127.0.0.1:8200"
+
+[access.openai]
+rule = "confirm"
 """)
     data = config.read(path)
     assert data == {
@@ -51,6 +59,12 @@ url = "http://127.0.0.1:8200"
         "connection_idle_timeout": 30.0,
         "frame_timeout": 5.0,
         "audit_keep": 500,
+        "history_keep": 3,
+        "history_max_age": 30 * 86400.0,
+        "confirm_timeout": 30.0,
+        "pinentry": Path("/usr/bin/pinentry-tty"),
+        "log_max_bytes": 4096,
+        "access": {"openai": {"rule": "confirm"}},
         "remote": {"team": {"url": "http://127.0.0.1:8200"}},
     }
     assert set(data) == set(config.KEYS)
