@@ -8,7 +8,8 @@ Rules of this module:
   so a config without ``[access]`` tables behaves exactly as the agent always did;
 - the first table (in file order) whose pattern matches a credential is its rule;
   a pattern is one of ``agent ls``'s: ``hf*`` globs the platform, ``*/api-secret``
-  the platform and type, case-insensitively;
+  the platform and type, case-insensitively; a name is made canonical as the vault's
+  names are (``HF`` is ``huggingface``), and a glob matches a platform's aliases too;
 - a caller is named by its executable, as the kernel gives it (``/proc/PID/exe``: a
   process cannot change it), or, for a Python interpreter, also by the script or
   ``-m module`` it runs, which comes from its command line: a process of the same user
@@ -25,12 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import os
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from agent.transport import Peer
 from agent.transport.callers import is_python
 from client.errors import ConfigError
+from client.names import ALIASES, CANONICAL, canonical_platform, canonical_type
 
 __all__ = ["ACTIONS", "Rule", "parse", "rule_for", "decide", "describe_caller"]
 
@@ -38,6 +41,10 @@ Action = Literal["allow", "confirm", "deny"]
 ACTIONS: Final = ("allow", "confirm", "deny")
 MAX_RULES: Final = 1000  # a config file's tables; each read goes through them in order
 _KEYS: Final = frozenset({"rule", "only"})
+_GLOB: Final = frozenset("*?[")
+_ALIASES_OF: Final[dict[str, tuple[str, ...]]] = {
+    canonical: tuple(alias for alias, target in ALIASES.items() if target == canonical) for canonical in CANONICAL
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +55,16 @@ class Rule:
 
     def names(self) -> str:
         return f'[access."{self.pattern}"]'
+
+
+def _canonical(pattern: str) -> str:
+    """A name without glob characters as the vault stores it (``HF`` is ``huggingface``)."""
+    platform, slash, ctype = pattern.partition("/")
+    if not _GLOB & set(platform):
+        platform = canonical_platform(platform)
+    if slash and not _GLOB & set(ctype):
+        ctype = canonical_type(ctype)
+    return platform + slash + ctype
 
 
 def _one(pattern: str, table: Mapping[str, Any], where: str) -> Rule:
@@ -67,7 +84,7 @@ def _one(pattern: str, table: Mapping[str, Any], where: str) -> Rule:
     action = table.get("rule", "deny" if only else "allow")
     if action not in ACTIONS:
         raise ConfigError(f"{at}: 'rule' must be one of {', '.join(ACTIONS)}, got {action!r}")
-    return Rule(pattern, action, tuple(only))
+    return Rule(_canonical(pattern), action, tuple(only))
 
 
 def parse(tables: Mapping[str, Any] | None, where: str) -> tuple[Rule, ...]:
@@ -79,17 +96,31 @@ def parse(tables: Mapping[str, Any] | None, where: str) -> tuple[Rule, ...]:
 
 
 def _matches(pattern: str, key: tuple[str, str]) -> bool:
+    """``key`` (canonical) or any alias of its platform (``hf*`` matches huggingface, as ``hf``)."""
     pattern = pattern.lower()
-    name = f"{key[0]}/{key[1]}" if "/" in pattern else key[0]
-    return fnmatch.fnmatchcase(name.lower(), pattern)
+    for platform in (key[0], *_ALIASES_OF.get(key[0], ())):
+        name = f"{platform}/{key[1]}" if "/" in pattern else platform
+        if fnmatch.fnmatchcase(name.lower(), pattern):
+            return True
+    return False
 
 
 def rule_for(rules: tuple[Rule, ...], key: tuple[str, str]) -> Rule | None:
     return next((r for r in rules if _matches(r.pattern, key)), None)
 
 
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _listed(rule: Rule, peer: Peer) -> bool:
-    if peer.exe is not None and peer.exe in rule.only:
+    # the executable by the file itself (device, inode), not by the path the caller's mount
+    # namespace shows (a bind mount of another program over the listed path is not it)
+    if peer.exe_id is not None and any(_file_id(o) == peer.exe_id for o in rule.only if o.startswith("/")):
         return True
     # a script or module: the interpreter's own command line says so (see the module's rules)
     return is_python(peer.exe) and peer.caller is not None and peer.caller in rule.only

@@ -32,44 +32,21 @@ from typing import Any, Final
 
 from agent.access import describe_caller
 from agent.transport import Peer
+from agent.transport.callers import parent_of, start_time
 from client import errors
 
-__all__ = ["Approvals", "MAX_PENDING", "MAX_TREES", "REMEMBER", "start_time", "parent_of"]
+__all__ = ["Approvals", "MAX_PENDING", "MAX_TREES", "REMEMBER"]
 
 log = logging.getLogger("agent.approvals")
 
 MAX_PENDING: Final = 64
+PER_PROCESS: Final = 4  # reads of one process waiting at once
 MAX_TREES: Final = 256  # process trees with a grant at once
 MAX_DEPTH: Final = 64  # ancestors looked at for a grant's root
 # what an approval covers: this process, this program, or (a duration) any caller for a while
 REMEMBER: Final = ("once", "process", "program")
 
 Key = tuple[str, str]
-
-
-def _stat(pid: int | None) -> list[bytes]:
-    if pid is None or pid <= 0:
-        return []
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return []
-    # the command name (field 2) may hold spaces and parentheses: split after its last ")"
-    return stat[stat.rfind(b")") + 2 :].split()
-
-
-def start_time(pid: int | None) -> int | None:
-    """The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22):
-    with the pid, it names one process, not whoever gets the pid later."""
-    fields = _stat(pid)
-    return int(fields[19]) if len(fields) > 19 else None
-
-
-def parent_of(pid: int) -> tuple[int, int | None] | None:
-    """The parent's pid, and this process's start time (one read of ``/proc/PID/stat``)."""
-    fields = _stat(pid)
-    return (int(fields[1]), int(fields[19])) if len(fields) > 19 else None
 
 
 @dataclasses.dataclass
@@ -88,15 +65,15 @@ class Grant:
     key: Key
     until: float | None  # time.monotonic(); None: for as long as the agent runs
     process: tuple[int | None, int | None] | None = None  # (pid, start time)
-    program: tuple[str | None, str | None] | None = None  # (executable, script)
+    program: tuple[tuple[int, int] | None, str | None] | None = None  # (executable's (dev, inode), script)
 
-    def covers(self, key: Key, peer: Peer, started: int | None, now: float) -> bool:
+    def covers(self, key: Key, peer: Peer, now: float) -> bool:
         if key != self.key or (self.until is not None and now > self.until):
             return False
         if self.process is not None:
-            return self.process == (peer.pid, started) and started is not None
+            return self.process == (peer.pid, peer.started) and peer.started is not None
         if self.program is not None:
-            return self.program == (peer.exe, peer.caller)
+            return self.program == (peer.exe_id, peer.caller) and peer.exe_id is not None
         return True
 
 
@@ -116,11 +93,13 @@ class Approvals:
         self.trees: dict[tuple[int, int], Tree] = {}
         # the terminal `agent approve --here` named, where a pinentry asks
         self.prompt_tty: str | None = None
+        # pids with an `approve` whose secret is being checked: one attempt a process at a time
+        self.proving: set[int | None] = set()
         self._ids = itertools.count(1)
 
     # --- scoped grants -----------------------------------------------------------------------
-    def add_tree(self, pid: int | None, keys: frozenset[Key]) -> None:
-        started = start_time(pid)
+    def add_tree(self, peer: Peer, keys: frozenset[Key]) -> None:
+        pid, started = peer.pid, peer.started  # the granting process as it connected
         if pid is None or started is None:
             raise errors.Denied("the granting process cannot be named (no pid from the kernel); nothing was granted")
         self.trees = {root: t for root, t in self.trees.items() if start_time(root[0]) == root[1]}  # ended roots
@@ -132,13 +111,13 @@ class Approvals:
 
     def tree_of(self, peer: Peer) -> Tree | None:
         """The grant whose tree ``peer`` is in (its own, or its nearest ancestor's), if any."""
-        if not self.trees or peer.pid is None:
+        if not self.trees or peer.pid is None or peer.started is None:
             return None
         pid: int = peer.pid
-        for _ in range(MAX_DEPTH):
+        for depth in range(MAX_DEPTH):
             up = parent_of(pid)
-            if up is None:
-                return None
+            if up is None or (depth == 0 and up[1] != peer.started):
+                return None  # the process that connected is gone: its pid names another now
             tree = self.trees.get((pid, up[1])) if up[1] is not None else None
             if tree is not None:
                 return tree
@@ -153,10 +132,7 @@ class Approvals:
     def granted(self, key: Key, peer: Peer) -> bool:
         now = time.monotonic()
         self.grants = [g for g in self.grants if g.until is None or g.until >= now]
-        if not self.grants:
-            return False
-        started = start_time(peer.pid)
-        return any(g.covers(key, peer, started, now) for g in self.grants)
+        return any(g.covers(key, peer, now) for g in self.grants)
 
     async def ask(self, key: Key, peer: Peer, why: str, prompt: Callable[[int], Awaitable[None]] | None = None) -> None:
         """Return once the user approves this read; ``Denied`` if they deny it or do not answer
@@ -166,11 +142,14 @@ class Approvals:
         who = describe_caller(peer)
         if len(self.pending) >= MAX_PENDING:
             raise errors.Denied(f"{MAX_PENDING} reads already wait for approval; {key[0]}/{key[1]} was not read")
+        if sum(p.peer.pid == peer.pid for p in self.pending.values()) >= PER_PROCESS:
+            # one process cannot fill the queue and push out the reads of others
+            raise errors.Denied(f"this process has {PER_PROCESS} reads waiting for approval already")
         pending = Pending(
             next(self._ids),
             key,
             peer,
-            start_time(peer.pid),
+            peer.started,
             why,
             time.time(),
             asyncio.get_running_loop().create_future(),
@@ -202,7 +181,7 @@ class Approvals:
         if answer == "process":
             self.grants.append(Grant(pending.key, None, process=(pending.peer.pid, pending.started)))
         elif answer == "program":
-            self.grants.append(Grant(pending.key, None, program=(pending.peer.exe, pending.peer.caller)))
+            self.grants.append(Grant(pending.key, None, program=(pending.peer.exe_id, pending.peer.caller)))
         else:
             self.grants.append(Grant(pending.key, time.monotonic() + float(answer)))
 

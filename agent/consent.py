@@ -21,6 +21,7 @@ from typing import Any
 from agent import access, approvals, pinentry
 from agent.state import Agent, Key
 from agent.transport import Peer
+from agent.transport.callers import parent_of, start_time
 from client import errors
 from client.names import canonical_platform, canonical_type
 from client.validation import check_key
@@ -30,6 +31,7 @@ __all__ = [
     "check",
     "mark",
     "approved_then",
+    "rename_guarded",
     "op_approvals",
     "op_approve",
     "op_approval_pin",
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 MAX_GRANTED = 256  # keys in one grant
+MAX_SHOWN = 200  # characters of a caller's path shown in a pinentry
 
 log = logging.getLogger("agent.approvals")
 
@@ -54,6 +57,10 @@ def mark(a: Agent, entries: list[dict[str, Any]]) -> None:
 
 def check(a: Agent, key: Key, peer: Peer) -> tuple[str, str] | None:
     """None when ``peer`` reads ``key`` as always; else ("deny" or "confirm", why)."""
+    if peer.started is not None and start_time(peer.pid) != peer.started:
+        # the process that connected has exited, and its pid may name another one now: a
+        # grant or an approval of that pid is not this connection's
+        return "deny", "the process that opened this connection has exited"
     action, rule = access.decide(a.options.access, key, peer) if a.options.access else ("allow", None)
     if action == "deny" and rule is not None:
         return "deny", f"{rule.names()} in the config file"
@@ -91,9 +98,14 @@ async def _pinentry(a: Agent, request: int, key: Key, peer: Peer, why: str) -> N
     """Ask through the configured pinentry; the secret typed must prove presence. Three
     tries; Cancel, or no answer, denies. A pinentry that cannot run leaves `agent approve`."""
     program = str(a.options.pinentry)
+    # what the user must trust comes first and cannot be pushed out: the key and the pid;
+    # the caller's own words (its path, argv) last, escaped and cut short
+    caller = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in access.describe_caller(peer))
+    caller = caller if len(caller) <= MAX_SHOWN else caller[: MAX_SHOWN - 3] + "..."
     description = (
-        f"{access.describe_caller(peer)} (pid {peer.pid}) asks for {key[0]}/{key[1]} ({why}).\n"
-        "Enter the vault's passphrase, or its approval PIN, to let this process read it; Cancel denies."
+        f"Read {key[0]}/{key[1]} for process {peer.pid}? ({why})\n"
+        "Enter the vault's passphrase, or its approval PIN, to allow it; Cancel denies.\n"
+        f"The process: {caller}"
     )
     error = None
     for _ in range(3):
@@ -127,7 +139,8 @@ async def _pinentry(a: Agent, request: int, key: Key, peer: Peer, why: str) -> N
 
 
 async def op_approve_here(a: Agent, args: Args, peer: Peer) -> Any:
-    """Name the terminal where the pinentry asks: the caller's own, one of this user's."""
+    """Name the terminal where the pinentry asks: the caller's controlling terminal, no other
+    (a process must not send the question to a pty of its own)."""
     tty = args["tty"]
     try:
         st = os.stat(tty)
@@ -135,8 +148,28 @@ async def op_approve_here(a: Agent, args: Args, peer: Peer) -> Any:
         raise errors.BadRequest(f"{tty} is not a terminal this agent can open") from None
     if not tty.startswith("/dev/") or not stat.S_ISCHR(st.st_mode) or st.st_uid != os.getuid():
         raise errors.BadRequest(f"{tty} is not a terminal of this user")
+    info = parent_of(peer.pid) if peer.pid is not None else None
+    if info is None or info[2] != st.st_rdev:
+        raise errors.BadRequest(f"{tty} is not the controlling terminal of the process asking")
     a.approvals.prompt_tty = tty
     return {"tty": tty, "pinentry": None if a.options.pinentry is None else str(a.options.pinentry)}
+
+
+async def rename_guarded(a: Agent, old: Key, new: Key, peer: Peer, rename: Callable[[], Any]) -> Any:
+    """``rename()`` once ``peer`` may read ``old`` (as a ``get`` would need) and ``new`` is
+    under the same rule: else a rename, then a ``get`` of the new name, would read around it."""
+    verdict = check(a, old, peer)
+    if verdict is not None:
+        await _approved(a, old, peer, *verdict)
+    if a.options.access:
+        before, after = access.rule_for(a.options.access, old), access.rule_for(a.options.access, new)
+        if before is not None and before is not after:
+            raise errors.Denied(
+                f"moving {old[0]}/{old[1]} to {new[0]}/{new[1]} would take it out from under {before.names()}: "
+                "name it so that the same rule matches, or change the rule in the config file"
+            )
+    result = rename()
+    return await result if inspect.isawaitable(result) else result
 
 
 async def op_grant(a: Agent, args: Args, peer: Peer) -> Any:
@@ -150,7 +183,7 @@ async def op_grant(a: Agent, args: Args, peer: Peer) -> Any:
         verdict = check(a, key, peer)
         if verdict is not None:
             await _approved(a, key, peer, *verdict)
-    a.approvals.add_tree(peer.pid, frozenset(keys))
+    a.approvals.add_tree(peer, frozenset(keys))
     return {"granted": [list(k) for k in keys], "pid": peer.pid}
 
 
@@ -168,10 +201,19 @@ async def op_approve(a: Agent, args: Args, peer: Peer) -> Any:
         raise errors.BadRequest(f"remember must be one of {', '.join(approvals.REMEMBER)}")
     if for_s is not None and not (math.isfinite(for_s) and 0 < for_s <= 86400 * 30):
         raise errors.BadRequest("for_s must be a number of seconds above 0 and at most 30 days")
+    request = args["request"]
+    if request not in a.approvals.pending:  # checked first: no secret is tried against nothing
+        raise errors.NotFound(f"no read waits for approval as request {request} (it was answered or timed out)")
     if not args["allow"]:  # anyone may say no: a denial takes nothing from anybody
-        return a.approvals.answer(args["request"], "denied")
-    await a.prove_presence(args.get("secret"))
-    return a.approvals.answer(args["request"], remember if for_s is None else str(float(for_s)))
+        return a.approvals.answer(request, "denied")
+    if peer.pid in a.approvals.proving:
+        raise errors.Busy("this process has an approval attempt running already")
+    a.approvals.proving.add(peer.pid)
+    try:
+        await a.prove_presence(args.get("secret"))
+    finally:
+        a.approvals.proving.discard(peer.pid)
+    return a.approvals.answer(request, remember if for_s is None else str(float(for_s)))
 
 
 async def op_approval_pin(a: Agent, args: Args, peer: Peer) -> Any:

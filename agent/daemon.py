@@ -236,6 +236,10 @@ def serve(options: Options) -> int:
     # an agent run by hand keeps only what it reads (keys exported in the shell that
     # started it do not live on in its environment, nor reach anything it runs)
     kept = spawn.clean_env()
+    if any(r.kind == "aws-secrets-manager" for r in options.remotes):
+        # boto3's credential chain starts with the environment (AWS_PROFILE, AWS_ACCESS_KEY_ID,
+        # a container's or web identity's variables): kept only for an agent with an AWS remote
+        kept = spawn.clean_env(aws=True)
     for name in [n for n in os.environ if n not in kept and not n.startswith("LISTEN_")]:
         del os.environ[name]
     try:

@@ -185,7 +185,10 @@ def op_delete(a: Agent, args: Args, peer: Peer) -> Any:
 def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
     # the new name is made canonical as every other name is: `HF` is huggingface's row
     new = (canonical_platform(args["new_platform"]), canonical_type(args.get("new_credential_type", DEFAULT_TYPE)))
-    return a.rename(_key(args), new, replace=args.get("replace", False), by=_by(peer))
+    old, replace = _key(args), args.get("replace", False)
+    if a.options.access or a.approvals.trees:  # a rename must not carry a key out from under its rule
+        return consent.rename_guarded(a, old, new, peer, lambda: a.rename(old, new, replace=replace, by=_by(peer)))
+    return a.rename(old, new, replace=replace, by=_by(peer))
 
 
 def op_list(a: Agent, args: Args, peer: Peer) -> Any:

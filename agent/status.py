@@ -65,6 +65,7 @@ def report(a: Agent) -> Any:
         "access_rules": len(options.access),  # [access] tables in force
         "approvals_pending": len(a.approvals.pending),  # reads waiting for `agent approve`
         "approval_pin": a.has_approval_pin,  # a keystore vault's proof of presence is set
+        "approval_pin_failures": a.approval_pin_failures,  # wrong PINs in a row (kept in the vault)
     }
     return shown if a.names_held else _counted(a, shown)
 

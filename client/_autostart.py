@@ -45,7 +45,7 @@ def start_agent(timeout: float) -> str | None:
             timeout=timeout,
             check=False,
             cwd="/",
-            env=spawn.clean_env(),
+            env=spawn.clean_env(aws=True),
         )
     except subprocess.TimeoutExpired:
         return f"`agent start` did not finish within {timeout:g} s"

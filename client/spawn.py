@@ -26,7 +26,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["agent_command", "isolated_command", "clean_env", "code_root", "KEEP", "KEEP_PREFIXES"]
+__all__ = ["agent_command", "isolated_command", "clean_env", "code_root", "KEEP", "KEEP_PREFIXES", "AWS_PREFIX"]
 
 # What the agent (and keyring, platformdirs, the Secret Service client) read.
 KEEP = frozenset(
@@ -55,15 +55,21 @@ KEEP = frozenset(
 )
 KEEP_PREFIXES = ("XDG_", "LC_", "CREDENTIAL_AGENT_", "KEYRING_PROPERTY_")
 _PATHS = ("CREDENTIAL_AGENT_SOCK", "CREDENTIAL_AGENT_CONFIG")
+# boto3's credential chain reads these (a profile, keys, a container's or web identity's
+# variables): handed to a new agent, which keeps them only if its config names an AWS
+# Secrets Manager remote (agent.daemon), and drops them otherwise
+AWS_PREFIX = "AWS_"
 
 # -I ignores PYTHONPATH and the current directory; the one path given is inserted first
 _BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.cli import main; sys.exit(main())"
 
 
-def clean_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The variables of ``environ`` (default: this process's) that an agent may see."""
+def clean_env(environ: Mapping[str, str] | None = None, aws: bool = False) -> dict[str, str]:
+    """The variables of ``environ`` (default: this process's) that an agent may see (with
+    ``aws``, boto3's ``AWS_*`` too: for starting an agent that may have an AWS remote)."""
     source = os.environ if environ is None else environ
-    env = {k: v for k, v in source.items() if k in KEEP or k.startswith(KEEP_PREFIXES)}
+    prefixes = (*KEEP_PREFIXES, AWS_PREFIX) if aws else KEEP_PREFIXES
+    env = {k: v for k, v in source.items() if k in KEEP or k.startswith(prefixes)}
     for name in _PATHS:  # the agent runs in /: a relative path must mean what it meant here
         if env.get(name):
             env[name] = os.path.abspath(os.path.expanduser(env[name]))

@@ -63,7 +63,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 log "installing the project and its test tools into $VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip </dev/null >/dev/null
-"$VENV/bin/python" -m pip install -q -e '.[test,dev,fast,team]' </dev/null
+"$VENV/bin/python" -m pip install -q -e '.[test,dev,fast,team,aws]' </dev/null
 
 log "ruff"
 "$VENV/bin/ruff" check .

@@ -86,7 +86,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         stderr=fd,
         close_fds=True,
         cwd="/",
-        env=spawn.clean_env(),
+        env=spawn.clean_env(aws=True),
         **_detached(),
     )
     os.close(fd)

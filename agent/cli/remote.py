@@ -83,7 +83,9 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
     print(f"{'REMOTE':<12} {'REACHABLE':<10} {'LAST NODE':<28} {'CACHE AGE':<10} {'CACHED':<7} TOKEN")
     for r in rows:
         reachable = "-" if r["reachable"] is None else "yes" if r["reachable"] else "NO"
-        if not r["logged_in"]:
+        if r.get("kind", "openbao") != "openbao":  # credentials from the library's own chain (boto3's)
+            held = "boto3's credential chain" if r["logged_in"] else "credential chain (locked)"
+        elif not r["logged_in"]:
             held = "stored (locked)" if r["token_stored"] else "none: `agent remote login`"
         elif r["token_never_expires"]:
             held = "never expires"
@@ -99,6 +101,12 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
         )
         if r["last_error"]:
             print(f"  last error: {shown(r['last_error'])}")
+        if r.get("offline_secrets"):
+            print(
+                f"  offline cache: {r['offline_secrets']} values served from it (sealed in the vault), confirmed "
+                f"by the remote {_age(r['offline_age_s'])} ago at the oldest; served up to max_stale "
+                f"({_age(r['max_stale'])})"
+            )
         _print_names(r)
 
 

@@ -1,12 +1,14 @@
-"""Team vaults (OpenBao / Vault KV v2) behind the agent: their options, read from the
-config file's ``[remote.NAME]`` tables.
+"""Team vaults behind the agent (OpenBao / Vault KV v2, AWS Secrets Manager): their options,
+read from the config file's ``[remote.NAME]`` tables.
 
 Rules of this package:
 - names resolve local first, then the remotes in config order (a personal key shadows
   the team's); ``team.Remotes`` does the resolving, ``cache`` holds what was fetched
-  (in memory, while unlocked), ``refresh`` keeps it current at a cost that grows with the
+  (in memory, while unlocked; ``offline`` keeps the keys in use sealed in the vault),
+  ``refresh`` keeps it current at a cost that grows with the
   keys in use only, ``upstream`` maps upstream names to the agent's, ``mounts`` checks
-  the mount, ``openbao`` is the only module that imports hvac;
+  the mount; each kind of remote is one module behind ``kinds.Backend`` (``openbao``, the
+  only module that imports hvac; ``aws``, the only one that imports boto3);
 - this module only parses options: the agent loads it at start whatever the config,
   so it imports neither hvac nor the agent's state;
 - TLS verification is always on; ``http://`` is accepted for loopback hosts only, and
@@ -42,6 +44,8 @@ __all__ = [
     "RemoteOptions",
     "Secret",
     "SecretMeta",
+    "Version",
+    "KIND_KEYS",
     "TokenInfo",
     "parse",
     "parse_duration",
@@ -53,25 +57,19 @@ DEFAULTS: Final[dict[str, Any]] = {
     "mount": "secret",
     "prefix": "",
     "refresh": 300.0,
+    "poll": 30.0,
     "max_stale": 86400.0,
     "timeout": 4.0,
     "deadline": 10.0,
     "denied_grace": 60.0,
     "jwt_path": "jwt",
 }
-_KNOWN: Final = (
-    "url",
-    "mount",
-    "prefix",
-    "refresh",
-    "max_stale",
-    "ca_file",
-    "timeout",
-    "deadline",
-    "listener_user",
-    "denied_grace",
-    "jwt_path",
-)
+_COMMON: Final = ("kind", "prefix", "refresh", "poll", "max_stale", "timeout", "deadline", "denied_grace")
+# the keys each kind of remote takes (agent.remotes.kinds has their modules); the first is the default kind
+KIND_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "openbao": ("url", "mount", *_COMMON[1:], "ca_file", "listener_user", "jwt_path", "kind"),
+    "aws-secrets-manager": ("region", "endpoint_url", *_COMMON),
+}
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_.-]+")
 RESERVED: Final = frozenset({"local"})  # the SOURCE of the local vault's entries
 
@@ -81,10 +79,15 @@ class RemoteOptions:
     """One ``[remote.NAME]`` table, checked."""
 
     name: str
-    urls: tuple[str, ...]
+    urls: tuple[str, ...]  # OpenBao's nodes; an AWS remote's endpoint_url, if any
+    kind: str = "openbao"  # a key of KIND_KEYS
+    region: str = ""  # an AWS remote's
     mount: str = DEFAULTS["mount"]  # a KV v2 mount
     prefix: str = DEFAULTS["prefix"]  # secrets live at <mount>/data/<prefix>/<platform>
-    refresh: float = DEFAULTS["refresh"]  # seconds between background refreshes
+    refresh: float = DEFAULTS["refresh"]  # seconds between background refreshes (the listing)
+    # seconds between checks of the keys in use (their metadata only), so a rotation is seen
+    # within it; 0: only at each refresh
+    poll: float = DEFAULTS["poll"]
     max_stale: float = DEFAULTS["max_stale"]  # cached values are served this long while no node answers
     ca_file: Path | None = None  # else the system's CA bundle
     # besides this user and root: who may own a loopback or Unix-socket listener (agent.remotes.http)
@@ -99,12 +102,20 @@ class RemoteOptions:
         """The secret's path below the mount."""
         return f"{self.prefix}/{platform}" if self.prefix else platform
 
+    @property
+    def check_every(self) -> float:
+        """Seconds between background checks of the keys in use: ``poll``, at most ``refresh``."""
+        return min(self.poll, self.refresh) if self.poll > 0 else self.refresh
+
+
+Version = int | str  # KV v2's version number, Secrets Manager's version id; 0 or "": none
+
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Secret:
-    """One KV v2 secret version: its keys are credential types, its values the secrets."""
+    """One secret version upstream: its keys are credential types, its values the secrets."""
 
-    version: int
+    version: Version
     values: dict[str, str]
     custom: dict[str, str]  # custom_metadata: the agent's metadata and expiry
     created: float
@@ -116,7 +127,7 @@ class Secret:
 
 @dataclasses.dataclass(frozen=True)
 class SecretMeta:
-    version: int  # current_version; 0 for none
+    version: Version  # the current version; 0 or "" for none
     deleted: bool  # the current version is deleted or destroyed
     custom: dict[str, str]
     created: float
@@ -256,15 +267,23 @@ def _one(name: str, table: Mapping[str, Any], where: str) -> RemoteOptions:
         raise ConfigError(f"{where}: {e}") from None
     if name in RESERVED:
         raise ConfigError(f"{where}: {name!r} is reserved (it is the SOURCE of local entries)")
-    unknown = sorted(set(table) - set(_KNOWN))
+    kind = table.get("kind", "openbao")
+    if kind not in KIND_KEYS:
+        raise ConfigError(f"{where}: 'kind' must be one of {', '.join(map(repr, KIND_KEYS))}, got {kind!r}")
+    known = KIND_KEYS[kind]
+    unknown = sorted(set(table) - set(known))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(_KNOWN)})")
-    raw = table.get("url")
-    urls = [raw] if isinstance(raw, str) else raw
-    if not isinstance(urls, list) or not urls:
-        raise ConfigError(f"{where}: 'url' must be a node address or a list of them")
-    kw: dict[str, Any] = {"name": name, "urls": tuple(check_url(u, where) for u in urls)}
-    for key in ("refresh", "max_stale", "timeout", "deadline", "denied_grace"):
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} for a {kind} remote (known: {', '.join(known)})")
+    kw: dict[str, Any] = {"name": name, "kind": kind}
+    if kind == "aws-secrets-manager":
+        kw.update(_aws(table, where))
+    else:
+        raw = table.get("url")
+        urls = [raw] if isinstance(raw, str) else raw
+        if not isinstance(urls, list) or not urls:
+            raise ConfigError(f"{where}: 'url' must be a node address or a list of them")
+        kw["urls"] = tuple(check_url(u, where) for u in urls)
+    for key in ("refresh", "poll", "max_stale", "timeout", "deadline", "denied_grace"):
         if key in table:
             kw[key] = parse_duration(table[key], f"{where}: {key!r}")
     for key in ("timeout", "deadline"):
@@ -286,6 +305,20 @@ def _one(name: str, table: Mapping[str, Any], where: str) -> RemoteOptions:
         if not kw["ca_file"].is_file():
             raise ConfigError(f"{where}: 'ca_file' {kw['ca_file']} is not a file that can be read")
     return RemoteOptions(**kw)
+
+
+def _aws(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An AWS remote's own keys: a region, and an endpoint (else AWS's own for the region).
+    Credentials are never here: boto3's standard chain finds them."""
+    region = table.get("region")
+    if not isinstance(region, str) or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", region):
+        raise ConfigError(f"{where}: 'region' must be an AWS region such as \"eu-west-1\", got {region!r}")
+    kw: dict[str, Any] = {"region": region, "urls": ()}
+    if "endpoint_url" in table:
+        kw["urls"] = (check_url(table["endpoint_url"], f"{where}: 'endpoint_url'"),)
+        if kw["urls"][0].startswith("unix:"):
+            raise ConfigError(f"{where}: 'endpoint_url' must be an https:// (or loopback http://) address")
+    return kw
 
 
 def parse(tables: Mapping[str, Any] | None, where: str) -> tuple[RemoteOptions, ...]:

@@ -72,6 +72,7 @@ class Cache:
         self.used: set[str] = set()  # platforms served, written or asked for since the unlock
         self.listed: float | None = None  # monotonic time of the last complete refresh
         self.listed_wall: float | None = None
+        self.restored: set[str] = set()  # from the offline cache (agent.remotes.offline), not confirmed since
 
     # --- what the remote said ---------------------------------------------------------------
     def listing(self, names: Names, now: float) -> None:
@@ -85,23 +86,33 @@ class Cache:
         self.secrets[platform] = Cached(secret, now, name, types(secret.values))
         self.absent.pop(platform, None)
         self.denied.pop(platform, None)
+        self.restored.discard(platform)
 
     def confirm(self, platform: str, now: float) -> None:
         cached = self.secrets.get(platform)
         if cached is not None:
             self.secrets[platform] = dataclasses.replace(cached, confirmed=now)
+            self.restored.discard(platform)
 
     def drop(self, platform: str, now: float) -> None:
         """The remote has no such secret (now)."""
         self.secrets.pop(platform, None)
+        self.restored.discard(platform)
         self.absent[platform] = now
 
     def deny(self, platform: str, message: str, now: float) -> None:
         self.secrets.pop(platform, None)
+        self.restored.discard(platform)
         self.denied[platform] = (now, message)
 
     def refreshed(self, now: float) -> None:
         self.listed, self.listed_wall = now, time.time()
+
+    def restore(self, platform: str, name: str, secret: Secret, confirmed: float) -> None:
+        """A secret in use from the offline cache, last confirmed at ``confirmed`` (monotonic)."""
+        self.put(platform, name, secret, confirmed)
+        self.used.add(platform)
+        self.restored.add(platform)
 
     # --- what may be served -------------------------------------------------------------------
     def upstream_name(self, platform: str) -> str:

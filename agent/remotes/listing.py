@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from agent.remotes import refresh, sealed, team
+from agent.remotes import offline, refresh, sealed, team
 from agent.state import Agent, Key
 from agent.stores import VaultMeta
 from client import errors
@@ -154,7 +154,8 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "token_never_expires": r.token is not None and r.token_ttl is not None and r.token_expires is None,
                 "renewable": r.renewable,
                 "renewals": r.renewals,
-                "auth": _auth(meta, r.name) if stored else None,
+                "kind": r.options.kind,
+                "auth": _auth(meta, r.name) if stored else "credential-chain" if r.token else None,
                 "relogins": r.relogins,  # AppRole or JWT logins made by the agent itself (its token had ended)
                 "calls": nodes.calls if nodes else 0,
                 # background tries (lookup, renewal, refresh) failed in a row, and when the next one is
@@ -165,6 +166,7 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "refresh": r.options.refresh,
                 "max_stale": r.options.max_stale,
                 **refresh.status(r),
+                **offline.status(r),
             }
         )
     return out

@@ -29,7 +29,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from agent.remotes import Mount, RemoteOptions, Secret, SecretMeta, TokenInfo, http
+from agent.remotes import Mount, RemoteOptions, Secret, SecretMeta, TokenInfo, Version, http
 from client import errors
 
 __all__ = ["Nodes"]
@@ -71,7 +71,10 @@ def _strings(data: Any) -> dict[str, str]:
 
 
 class Nodes:
-    """The nodes of one remote, tried in turn from the one that answered last."""
+    """The nodes of one remote, tried in turn from the one that answered last
+    (``agent.remotes.kinds.Backend``)."""
+
+    has_mount = True
 
     def __init__(self, options: RemoteOptions) -> None:
         self.options = options
@@ -280,9 +283,9 @@ class Nodes:
         name: str,
         values: dict[str, str],
         custom: dict[str, str] | None,
-        cas: int,
+        cas: Version,
         deadline: float,
-    ) -> int:
+    ) -> Version:
         """Write a new version if the current one is still ``cas`` (0: none yet); its number."""
 
         def fn(c: Any) -> int:
@@ -303,7 +306,7 @@ class Nodes:
             )
         return version
 
-    def delete_version(self, token: str, name: str, version: int, deadline: float) -> None:
+    def delete_version(self, token: str, name: str, version: Version, deadline: float) -> None:
         """Delete (reversibly) exactly ``version``: a newer one written meanwhile stays current."""
         self.run(
             f"a delete of {self._where(name)}",

@@ -3,9 +3,10 @@ secrets in use, ``agent remote sync`` of every one, and the on-demand read of a 
 asked for, each bounded.
 
 Rules of this module:
-- a background refresh costs the cluster the same whatever the number of upstream
-  secrets beyond those in use: one listing (the active node asked for first), then one
-  metadata read per secret in use (``Cache.used``), and a read of those that changed;
+- a background check costs the cluster the same whatever the number of upstream
+  secrets beyond those in use: one metadata read per secret in use (``Cache.used``) every
+  ``poll`` seconds, and a read of those that changed; every ``refresh`` seconds one
+  listing (the active node asked for first) comes before it;
 - ``agent remote sync`` (``full``) checks the mount, then every listed secret: one
   metadata read per secret held, one read per secret not held;
 - a name asked for that the cache does not hold is read on first use; one the last
@@ -114,13 +115,18 @@ async def fetch(r: Remote, platform: str, *, bounded: bool = True) -> None:
 
 
 async def sync(r: Remote, full: bool) -> None:
-    """A refresh: the listing, then the secrets in use (``full``: every one, the mount first)."""
+    """A background check of the secrets in use (every ``poll``), with the listing first
+    every ``refresh``; ``full`` (``agent remote sync``): the mount, the listing, every secret."""
     token, epoch = r.token_for(), r.epoch
-    r.next_sync = time.monotonic() + r.options.refresh
+    now = time.monotonic()
+    r.next_sync = now + r.options.check_every
     calls = r.nodes.calls
     if full:
         await mounts.check(r, token, epoch)
-    await relist(r)
+    listed = full or now >= r.next_list
+    if listed:
+        await relist(r)
+        r.next_list = now + r.options.refresh  # a listing that failed is tried again at the next check
     served = r.cache.names.served
     chosen = served if full else [p for p in served if p in r.cache.used]
 
@@ -135,6 +141,7 @@ async def sync(r: Remote, full: bool) -> None:
     if r.epoch == epoch:
         r.cache.refreshed(time.monotonic())
         r.refreshes += 1
+        r.listings += listed
         r.last_refresh_requests = r.nodes.calls - calls
 
 
@@ -187,7 +194,8 @@ def status(r: Remote) -> dict[str, Any]:
     return {
         "upstream_secrets": len(names.served),  # listed upstream, and served
         "used_secrets": len(r.cache.used),  # in use: what a background refresh checks
-        "refreshes": r.refreshes,  # complete refreshes since the agent started
+        "refreshes": r.refreshes,  # complete refreshes and checks of the keys in use since the agent started
+        "listings": r.listings,  # of which listed the prefix (every `refresh`; the others every `poll`)
         "last_refresh_requests": r.last_refresh_requests,  # requests sent while the last one ran
         "collisions": sorted(collisions, key=lambda c: str(c["name"]))[: upstream.MAX_SHOWN],
         "unusable_count": len(unusable),

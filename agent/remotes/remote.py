@@ -6,8 +6,9 @@ Rules of this module:
   the remote's ``deadline``: the event loop and other clients never wait on a node;
 - what a call started before a lock returns is thrown away (``Remote.epoch``), and a
   locked agent makes no call that needs the token;
-- ``openbao`` (and with it hvac) is imported on the first remote call, so an agent
-  whose config names no remote never loads it.
+- the kind's module (``agent.remotes.kinds``: ``openbao`` and hvac, ``aws`` and boto3) is
+  imported on the first remote call, so an agent whose config names no remote of a kind
+  never loads its library.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import random
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -26,7 +26,7 @@ from agent.state.lockstate import LockState
 from client import errors
 
 if TYPE_CHECKING:
-    from agent.remotes.openbao import Nodes
+    from agent.remotes.kinds import Backend
 
 __all__ = ["Remote", "WORKERS", "BACKOFF_FIRST", "BACKOFF_MAX"]
 
@@ -48,7 +48,7 @@ class Remote:
         self.state = state  # the agent's lock state: no call while it is locked
         self.cache = Cache(options.refresh, options.max_stale)
         self.pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix=f"remote-{self.name}")
-        self._nodes: Nodes | None = None
+        self._nodes: Backend | None = None
         self.token: str | None = None
         self.login_as: Login | None = None  # while unlocked, after an AppRole or JWT login: to log in again
         self.epoch = 0  # counts locks: results of calls begun before one are dropped
@@ -63,35 +63,35 @@ class Remote:
         self.relogins = 0  # AppRole or JWT logins the agent made by itself
         self.creation_ttl = 0.0  # what a renewal gives back until the token's max TTL caps it
         self.needs_lookup = False
-        self.next_sync = 0.0
+        self.next_sync = 0.0  # the next background check of the keys in use (every ``poll``)
+        self.next_list = 0.0  # ... that lists the prefix too (every ``refresh``)
         self.denied_at: float | None = None  # monotonic: when a node refused the token itself (revoked, expired)
         self.failures = 0  # background tries failed in a row
         self.last_failure: str | None = None  # its message, logged again only when it changes
         self.retry_at = 0.0  # monotonic: no background try before it
         self.mount_ok = False  # the mount was found KV v2 since the last unlock or login (agent.remotes.mounts)
         self.inflight: dict[str, asyncio.Future[Any]] = {}  # a listing or a read under way, shared by its askers
-        self.refreshes = 0  # complete refreshes (agent.remotes.refresh)
+        self.refreshes = 0  # complete refreshes and checks (agent.remotes.refresh)
+        self.listings = 0  # of which listed the prefix
         self.last_refresh_requests: int | None = None
         self.logged: set[str] = set()  # upstream names already logged as not served
+        # the offline cache (agent.remotes.offline): what was last written of it, and when (monotonic)
+        self.offline_shape: tuple[Any, ...] = ()
+        self.offline_written = 0.0
 
     def __repr__(self) -> str:
         return f"Remote({self.name!r}, token={'held' if self.token else 'none'}, {self.cache!r})"
 
     @property
-    def nodes_if_made(self) -> Nodes | None:
+    def nodes_if_made(self) -> Backend | None:
         return self._nodes
 
     @property
-    def nodes(self) -> Nodes:
+    def nodes(self) -> Backend:
         if self._nodes is None:
-            try:
-                from agent.remotes.openbao import Nodes
-            except ImportError as e:  # the agent was installed (or started from a venv) without the extra
-                raise errors.RemoteUnavailable(
-                    f"remote {self.name!r}: this agent's Python ({sys.executable}) lacks {e.name or 'hvac'}, which "
-                    "team vaults need: pip install 'credential-agent[team]' into it, then restart the agent"
-                ) from None
-            self._nodes = Nodes(self.options)
+            from agent.remotes import kinds
+
+            self._nodes = kinds.make(self.options)
         return self._nodes
 
     def set_ttl(self, ttl: float, renewable: bool, now: float) -> None:
@@ -114,6 +114,7 @@ class Remote:
         self.denied_at = None
         self.mount_ok = False
         self.inflight = {}
+        self.next_list = 0.0
 
     def refused(self, now: float) -> errors.RemoteDenied | None:
         """Past the grace after the token was refused: the refusal that replaces every cached value."""

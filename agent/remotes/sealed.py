@@ -3,7 +3,8 @@
 ``sealed/remote-token/NAME`` holds the token; after an AppRole login,
 ``sealed/remote-approle/NAME`` holds its role and secret ids, after a JWT login
 ``sealed/remote-jwt/NAME`` its role and the JWT or the file it is read from, so the agent
-can log in again by itself. No credential can take such a name, ``ls`` never shows it, and key
+can log in again by itself (``sealed/remote-cache/NAME``, the offline cache, is
+``agent.remotes.offline``'s). No credential can take such a name, ``ls`` never shows it, and key
 rotation re-seals it with the rows (``agent.state.resealing``).
 """
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from agent.crypto import SecureStorage
-from agent.remotes import RemoteOptions, refresh, tokens
+from agent.remotes import RemoteOptions, offline, refresh, tokens
 from agent.remotes.cache import span
 from agent.remotes.remote import Remote
 from agent.state import Key
@@ -86,7 +86,10 @@ class Remotes:
 
     def unlocked(self, storage: SecureStorage) -> None:
         for r in self.remotes:
-            tokens.open_sealed(r, storage)
+            if tokens.open_sealed(r, storage) or tokens.from_chain(r):
+                served = offline.restore(r, storage)
+                if served:
+                    log.info("remote %s: %d secrets in use restored from the offline cache", r.name, served)
         self.wake()
 
     def wake(self) -> None:
@@ -99,6 +102,8 @@ class Remotes:
         if r.retry_at > now:
             return r.retry_at
         due = [r.next_sync, now if r.needs_lookup else r.next_sync]
+        if r.denied_at is not None and r.denied_at + r.options.denied_grace > now:
+            due.append(r.denied_at + r.options.denied_grace)  # then the offline cache is deleted
         return min(due + ([r.renew_at] if r.renew_at is not None else []))
 
     def _next_due(self, now: float) -> float:
@@ -121,6 +126,7 @@ class Remotes:
                     continue
                 try:
                     await self._tend(r)
+                    await offline.save(r)
                 except Exception:  # a bug here must not end the refresh and renewal of every remote
                     log.exception("remote %s: the background refresh failed", r.name)
 
@@ -159,12 +165,18 @@ class Remotes:
             raise refused
         cached = r.cache.served(key[0], now)
         if cached is not None:
-            r.cache.used.add(key[0])  # asked for: every refresh checks it from now on
+            self._use(r, key[0])
             value = cached.value(key[1])
             return value if value is not None else _MISS
         if r.cache.refusal(key[0], now) is not None:
             return _DENIED
         return _MISS if r.cache.known_absent(key[0], now) else _FETCH
+
+    def _use(self, r: Remote, platform: str) -> None:
+        """Asked for: every refresh checks it from now on, and the offline cache keeps it."""
+        if platform not in r.cache.used:
+            r.cache.used.add(platform)
+            self.wake()
 
     def get(self, key: Key, expiry: bool) -> Any:
         """A team key: the value from the cache (no await), or an awaitable that fetches it."""
@@ -224,7 +236,7 @@ class Remotes:
                     if cached is None:
                         failure = failure or self._refusal(r, key[0], e)
                         continue
-                    r.cache.used.add(key[0])
+                    self._use(r, key[0])
                     found = cached.value(key[1])
                 except (errors.RemoteDenied, errors.ConfigError) as e:  # this remote says no: try the next
                     failure = failure or e

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.crypto import SecureStorage
-from agent.remotes import AppRole, Jwt, Login, TokenInfo, mounts
+from agent.remotes import AppRole, Jwt, Login, TokenInfo, kinds, mounts
 from agent.remotes.remote import Remote
 from agent.remotes.sealed import (
     approle_meta,
@@ -38,7 +38,7 @@ from agent.remotes.sealed import (
 )
 from client import errors
 
-__all__ = ["open_sealed", "lookup", "renew", "sign_in", "login"]
+__all__ = ["open_sealed", "from_chain", "lookup", "renew", "sign_in", "login"]
 
 log = logging.getLogger("agent.remotes")
 MAX_JWT: Final = 64 * 1024  # characters of a JWT file read; CI and Kubernetes tokens are a few KiB
@@ -64,6 +64,16 @@ def open_sealed(r: Remote, storage: SecureStorage) -> bool:
         log.error("the token of remote %s failed its integrity check; run `agent remote login %s`", r.name, r.name)
         r.token = r.login_as = None
         return False
+    r.needs_lookup, r.next_sync = True, 0.0
+    return True
+
+
+def from_chain(r: Remote) -> bool:
+    """At unlock, for a kind with no login (AWS: boto3's credential chain): held as signed in
+    (``kinds.CHAIN``), its credentials looked up as a token would be; True if so."""
+    if kinds.KINDS[r.options.kind].login:
+        return False
+    r.token, r.login_as = kinds.CHAIN, None
     r.needs_lookup, r.next_sync = True, 0.0
     return True
 
@@ -236,9 +246,14 @@ async def login(
 ) -> dict[str, Any]:
     """``agent remote login``: a token, an AppRole's role and secret ids, or a JWT (or the
     file it is in) for a role of the jwt auth method: exactly one of them."""
+    if not kinds.KINDS[r.options.kind].login:
+        raise errors.BadRequest(
+            f"remote {r.name!r} is {r.options.kind}: it takes no login, its credentials come from "
+            "boto3's standard chain (environment, ~/.aws config and profiles, SSO, an instance or container role)"
+        )
     token, how = _chosen(token, role_id, secret_id, jwt, jwt_role, jwt_file)
     info = await sign_in(r, token, how, check_mount=True)
-    r.next_sync = 0.0  # a refresh now, with what this token may read
+    r.next_sync = r.next_list = 0.0  # a refresh now, with what this token may read
     log.info("remote %s: logged in %s (policies %s)", r.name, _how(how), ", ".join(info.policies))
     return {
         "remote": r.name,

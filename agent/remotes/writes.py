@@ -82,6 +82,7 @@ async def write(
     r.cache.put(key[0], path, Secret(new, values, kept, current.created if current else wall, wall), now)
     r.cache.used.add(key[0])
     remotes.agent.autolock.last_use = now
+    remotes.wake()  # the new version into the offline cache
     return {"created": held is None, "remote": name, "version": new}
 
 
@@ -110,3 +111,4 @@ async def delete(remotes: Remotes, name: str, key: Key) -> None:
             )
         await r.call(epoch, lambda d: r.nodes.delete_version(token, path, current.version, d))
         r.cache.drop(key[0], time.monotonic())
+    remotes.wake()

@@ -141,6 +141,10 @@ class Agent(LockState):
     def has_approval_pin(self) -> bool:
         return presence.has_pin(self)
 
+    @property
+    def approval_pin_failures(self) -> int:
+        return presence.pin_failures(self)
+
     # --- the original SecureStorage API ----------------------------------------------------
     async def encrypt(self, data: str) -> bytes:
         return await secure_storage.encrypt(self, data)

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from agent import crypto
-from agent.crypto import seal
+from agent.crypto import seal, unseal
 from agent.state.entry import Entry, Key
 from agent.state.lockstate import LockState
 from agent.stores import NOBODY, HistoryRow, Row, Who
@@ -129,6 +129,14 @@ def previous(storage: crypto.SecureStorage, key: Key, entry: Entry | None, reaso
     payload = [entry.value, entry.metadata, entry.expires, entry.created]
     sealed = seal(storage, *key, "history", payload)
     return HistoryRow(key[0], key[1], sealed, entry.updated, time.time(), reason, *by)
+
+
+def _resealed(storage: crypto.SecureStorage, old: Key, new: Key, h: HistoryRow) -> bytes | None:
+    """``h`` sealed under ``new``; None for one that fails its check (it stays, unreadable, as it was)."""
+    try:
+        return seal(storage, *new, "history", unseal(storage, *old, "history", h.sealed))
+    except errors.IntegrityError:
+        return None
 
 
 # --- reads -------------------------------------------------------------------------------
@@ -270,9 +278,9 @@ async def delete(s: LockState, key: Key, by: Who = NOBODY) -> None:
 
 
 async def rename(s: LockState, old: Key, new: Key, *, replace: bool = False, by: Who = NOBODY) -> dict[str, Any]:
-    """Move ``old`` to ``new`` with its value, metadata, times and expiry;
+    """Move ``old`` to ``new`` with its value, metadata, times, expiry and previous values;
     ``AlreadyExists`` if ``new`` is taken, unless ``replace`` (the replaced value goes
-    into ``new``'s history). History stays with its name: ``old``'s is not moved."""
+    into ``new``'s history)."""
     old, new = check_key(*old), check_key(*new)
     if old == new:
         raise errors.BadRequest(f"{old[0]}/{old[1]} is already its name")
@@ -295,7 +303,13 @@ async def rename(s: LockState, old: Key, new: Key, *, replace: bool = False, by:
             entry.expires,
         )
         kept = previous(storage, new, s.entries.get(new), "replaced", by)
-        await s.db(functools.partial(s.store.rename, replace=True, old=kept), [(old, row)])
+        # its previous values go with it, sealed again under the new name (the same rules read them)
+        moved = [
+            dataclasses.replace(h, platform=new[0], credential_type=new[1], sealed=sealed)
+            for h in await s.db(s.store.history, old, 2**62)
+            if (sealed := _resealed(storage, old, new, h)) is not None
+        ]
+        await s.db(functools.partial(s.store.rename, replace=True, old=kept, history=moved), [(old, row)])
         s.entries.pop(old, None)
         # not locked meanwhile: the entry keeps its plaintext
         s.entries[new] = entry if s.holds(storage) else entry.sealed()

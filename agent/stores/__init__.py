@@ -147,11 +147,13 @@ class Store(Protocol):
         *,
         replace: bool = False,
         old: HistoryRow | None = None,
+        history: Sequence[HistoryRow] = (),
     ) -> None:
         """Replace each row named by the first item of a move with the second (a new
         name, re-sealed), all or nothing: a crash leaves the old names or the new ones,
         never both or none. A new name that is taken is ``AlreadyExists``, or with
-        ``replace`` the row there is replaced (``old``, its value, goes into the history)."""
+        ``replace`` the row there is replaced (``old``, its value, goes into the history).
+        ``history``: previous values that move with the row (their name and sealed bytes, by id)."""
         ...
 
     # --- the audit log: names, callers and results, never values

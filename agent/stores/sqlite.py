@@ -301,6 +301,7 @@ class SqliteStore:
         *,
         replace: bool = False,
         old: HistoryRow | None = None,
+        history: Sequence[HistoryRow] = (),
     ) -> None:
         """Rows under new names, in one transaction (``agent mv``, the canonical platform names);
         ``old``, the value a replaced row had, goes into the history.
@@ -331,6 +332,7 @@ class SqliteStore:
                     ) from None
             if old is not None:
                 sqlite_history.add(self._db, old, self.history_limits)
+            sqlite_history.move(self._db, history)
             if before_commit is not None:
                 before_commit()
 

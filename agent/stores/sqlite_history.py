@@ -16,7 +16,7 @@ from typing import Final
 
 from agent.stores import HistoryLimits, HistoryRow
 
-__all__ = ["SCHEMA", "add", "select", "reseal"]
+__all__ = ["SCHEMA", "add", "select", "move", "reseal"]
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS history (
@@ -71,6 +71,14 @@ def select(db: sqlite3.Connection, key: tuple[str, str] | None, limit: int) -> l
     """Newest first: one name's previous values, or every name's."""
     cur = db.execute(_ALL, (limit,)) if key is None else db.execute(_OF_NAME, (*key, limit))
     return [HistoryRow(p, t, bytes(s), a, r, why, by, c, i, v) for i, p, t, s, a, r, why, by, c, v in cur]
+
+
+def move(db: sqlite3.Connection, rows: Sequence[HistoryRow]) -> None:
+    """Give each row (by id) its new name and the sealed bytes bound to it (a rename)."""
+    db.executemany(
+        "UPDATE history SET platform = ?, credential_type = ?, sealed = ? WHERE id = ?",
+        [(r.platform, r.credential_type, r.sealed, r.id) for r in rows],
+    )
 
 
 def reseal(db: sqlite3.Connection, rows: Sequence[HistoryRow]) -> None:

@@ -31,6 +31,11 @@ class Peer:
     exe: str | None = None  # read when it connected: the pid may be reused later
     caller: str | None = None  # a Python caller's script or module (agent.transport.callers)
     sid: str | None = None  # Windows: the user SID of the peer process's token
+    # Linux, read when it connected: the process's start time (with the pid, one process,
+    # not whoever gets the pid later) and its executable's (device, inode), which a mount
+    # namespace cannot rename
+    started: int | None = None
+    exe_id: tuple[int, int] | None = None
 
 
 NO_PEER = Peer(None, None, None)

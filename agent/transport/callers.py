@@ -14,7 +14,7 @@ import os
 import re
 from typing import Final
 
-__all__ = ["caller_of", "from_argv", "MAX_CALLER"]
+__all__ = ["caller_of", "from_argv", "MAX_CALLER", "start_time", "parent_of", "exe_id"]
 
 # an executable that is a CPython interpreter: python, python3, python3.11, python3.13t
 _PYTHON: Final = re.compile(r"python(\d+(\.\d+)?)?[dmt]?")
@@ -56,6 +56,44 @@ def from_argv(argv: list[str]) -> str | None:
                 break
         i += 1
     return None
+
+
+def _stat(pid: int | None) -> list[bytes]:
+    if pid is None or pid <= 0:
+        return []
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return []
+    # the command name (field 2) may hold spaces and parentheses: split after its last ")"
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def start_time(pid: int | None) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22):
+    with the pid, it names one process, not whoever gets the pid later."""
+    fields = _stat(pid)
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def parent_of(pid: int) -> tuple[int, int | None, int] | None:
+    """The parent's pid, this process's start time and its controlling tty's device number
+    (``tty_nr``, 0 for none), from one read of ``/proc/PID/stat``."""
+    fields = _stat(pid)
+    return (int(fields[1]), int(fields[19]), int(fields[4])) if len(fields) > 19 else None
+
+
+def exe_id(pid: int | None) -> tuple[int, int] | None:
+    """The (device, inode) of the program ``pid`` runs: the file itself, whatever path a
+    mount namespace shows it under."""
+    if pid is None:
+        return None
+    try:
+        st = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def caller_of(pid: int, exe: str | None) -> str | None:

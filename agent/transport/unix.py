@@ -92,7 +92,8 @@ def peer_of(sock: Any) -> Peer:
         if pid <= 0:
             return Peer(pid, uid, gid)
         exe = _exe_of(pid)
-        return Peer(pid, uid, gid, exe, callers.caller_of(pid, exe))
+        started = callers.start_time(pid)
+        return Peer(pid, uid, gid, exe, callers.caller_of(pid, exe), started=started, exe_id=callers.exe_id(pid))
     if sys.platform == "darwin" or "bsd" in sys.platform:
         level, option = transport.SOL_LOCAL, getattr(socket, "LOCAL_PEERCRED", transport.LOCAL_PEERCRED)
         uid = transport.parse_xucred(sock.getsockopt(level, option, transport.XUCRED_SIZE))

@@ -303,3 +303,101 @@ def test_agent_approve_at_a_second_terminal_shows_the_request_and_asks_hidden(tm
         assert run(a, [REAL_PYTHON, str(script)], "openai") == {"openai": "openai-secret-value"}
     finally:
         a.cleanup()
+
+
+def test_a_rename_does_not_read_around_a_rule() -> None:
+    a = with_rules(f'[access."openai*"]\nrule = "deny"\n[access."team-*"]\nonly = ["{REAL_PYTHON}"]\n')
+    try:
+        with a.client() as c:
+            with pytest.raises(errors.Denied, match="may not be read"):
+                c.rename("openai", "zz-leak")  # as a get of it would be
+            with pytest.raises(errors.NotFound):
+                c.get("zz-leak")  # nothing moved
+            c.store("runpod-2", "under no rule", validate=False)
+            c.rename("runpod-2", "team-x")  # into a rule is fine (this process may read it there)
+            assert c.get("team-x") == "under no rule"
+            with pytest.raises(errors.Denied, match=r'out from under \[access."team-\*"\]'):
+                c.rename("team-x", "runpod-3")  # out of one is not: anyone could read it there
+            c.rename("team-x", "team-y")  # within it, as before
+        out = a.cli("mv", "openai", "openai-old")  # within the same rule: a deny still cannot move it
+        assert out.returncode == 1 and "may not be read" in out.stderr
+    finally:
+        a.cleanup()
+
+
+def test_rules_name_platforms_as_the_vault_does() -> None:
+    from agent import access
+    from agent.transport import Peer
+
+    rules = access.parse({"HF": {"rule": "deny"}, "wandb*": {"rule": "confirm"}, "*/API-Secret": {"rule": "deny"}},
+                         "config.toml")
+    nobody = Peer(1, 0, 0, "/usr/bin/python3")
+    assert access.decide(rules, ("huggingface", "api-key"), nobody)[0] == "deny"  # an alias is its platform
+    assert access.decide(rules, ("wandb", "api-key"), nobody)[0] == "confirm"
+    assert access.decide(rules, ("runpod", "api-secret"), nobody)[0] == "deny"
+    glob = access.parse({"hf*": {"rule": "deny"}}, "config.toml")
+    assert access.decide(glob, ("huggingface", "api-key"), nobody)[0] == "deny"  # through the alias hf
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) is not installed")
+def test_a_bind_mount_over_the_listed_program_is_not_that_program(tmp_path: Path) -> None:
+    tool = tmp_path / "awstool"
+    shutil.copy2("/bin/sleep", tool)
+    a = with_rules(f'[access."aws"]\nrule = "deny"\nonly = ["{tool}"]\n')
+    try:
+        script = tmp_path / "read.py"
+        script.write_text(READ)
+        probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+        if probe.returncode != 0:
+            pytest.skip("mount namespaces are not available to this user here")
+        # in its own mount namespace the attacker puts the interpreter at the listed path
+        inner = f"mount --bind {REAL_PYTHON} {tool} && exec {tool} {script} aws"
+        done = subprocess.run(["unshare", "-m", "sh", "-c", inner], env=python_env(a), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert lines_of(done.stdout)["aws"].startswith("Denied aws/api-key may not be read")
+    finally:
+        a.cleanup()
+
+
+def lines_of(text: str) -> dict[str, str]:
+    return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in text.splitlines()}
+
+
+def test_one_process_cannot_fill_the_approval_queue() -> None:
+    a = with_rules('[access."openai"]\nrule = "confirm"\n', env={"CREDENTIAL_AGENT_CONFIRM_TIMEOUT": "8"})
+    try:
+        results: list[object] = []
+        threads = [threading.Thread(target=lambda: results.append(_get_or_error(a, "openai"))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        pending(a, 4)
+        with a.client() as c, pytest.raises(errors.Denied, match="has 4 reads waiting for approval already"):
+            c.get("openai")  # the fifth read of this process is refused at once
+        for t in threads:
+            t.join(30)
+        assert all(isinstance(r, errors.Denied) for r in results)
+    finally:
+        a.cleanup()
+
+
+def test_wrong_pins_are_counted_in_the_vault_and_approve_is_no_oracle(secret_service: SecretService) -> None:
+    a = AgentProcess(env=secret_service.env).start()
+    try:
+        with a.client(timeout=60) as c:
+            c.init("keyring")
+            c.approval_pin("the right pin")
+            with pytest.raises(errors.NotFound):
+                c.approve(10**9, "the right pin")  # no such request: the secret is not even tried
+            for guess in ("guess one", "guess two"):
+                with pytest.raises(errors.BadPassphrase):
+                    c.recovery_code(guess)
+            assert c.status()["approval_pin_failures"] == 2
+        a.stop()
+        a.start()  # a restart resets nothing
+        with a.client(timeout=60) as c:
+            assert c.status()["approval_pin_failures"] == 2
+            assert c.recovery_code("the right pin")
+            assert c.status()["approval_pin_failures"] == 0
+    finally:
+        a.cleanup()

@@ -115,9 +115,12 @@ def test_mv_over_a_name_keeps_the_value_it_replaced(shared: AgentProcess) -> Non
     with shared.client() as c:
         c.store("mv-from", "moving")
         c.store("mv-to", "replaced-by-mv")
+        c.store("mv-from", "moving-2")
         c.rename("mv-from", "mv-to", replace=True)
-        assert c.get("mv-to") == "moving"
-        assert c.history_value("mv-to", 1)["value"] == "replaced-by-mv"
+        assert c.get("mv-to") == "moving-2"
+        # the value it replaced, then the moved key's own previous value, under the new name
+        assert [c.history_value("mv-to", v)["value"] for v in (1, 2)] == ["replaced-by-mv", "moving"]
+        assert c.history("mv-from") == []
 
 
 def test_history_lists_while_locked_and_reads_only_unlocked(shared: AgentProcess) -> None:

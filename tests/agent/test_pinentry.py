@@ -4,7 +4,7 @@ user would: the agent asks there, not the program that wants the key."""
 from __future__ import annotations
 
 import os
-import select
+import shlex
 import shutil
 import subprocess
 import threading
@@ -15,36 +15,19 @@ import pytest
 
 from client import errors
 from support import PASSPHRASE, AgentProcess, short_tmpdir
+from support.terminal import Terminal
 
 PINENTRY = shutil.which("pinentry-tty")
 pytestmark = pytest.mark.skipif(PINENTRY is None, reason="pinentry-tty is not installed (scripts/test.sh installs it)")
 
 
-class Pty:
-    """The user's terminal: the agent's pinentry writes to it, the test types into it."""
-
-    def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        self.name = os.ttyname(self.slave)
-        self.seen = b""
-
-    def expect(self, text: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while text.encode() not in self.seen:
-            left = deadline - time.monotonic()
-            assert left > 0, f"{text!r} never appeared on the terminal; it shows {self.seen!r}"
-            ready, _, _ = select.select([self.master], [], [], left)
-            if ready:
-                self.seen += os.read(self.master, 4096)
-        shown, self.seen = self.seen.decode(errors="replace"), b""
-        return shown
-
-    def type(self, line: str) -> None:
-        os.write(self.master, line.encode() + b"\n")
-
-    def close(self) -> None:
-        os.close(self.master)
-        os.close(self.slave)
+def users_terminal(a: AgentProcess) -> Terminal:
+    """The terminal where the user answers: `agent approve --here` names it (it must be the
+    caller's controlling terminal), and it stays open (a shell would; here a sleep)."""
+    command = " ".join(shlex.quote(part) for part in a.command("approve", "--here"))
+    t = Terminal(["/bin/bash", "--norc", "-c", f"{command} && exec sleep 300"], a.env)
+    t.expect(f"through {PINENTRY}")
+    return t
 
 
 @pytest.fixture
@@ -78,33 +61,29 @@ def test_the_pinentry_asks_on_the_users_terminal_and_a_wrong_secret_is_asked_aga
     agent_with_pinentry: AgentProcess,
 ) -> None:
     a = agent_with_pinentry
-    tty = Pty()
+    tty = users_terminal(a)
     try:
-        with a.client() as c:
-            assert c.approve_here(tty.name) == {"tty": tty.name, "pinentry": PINENTRY}
         out: list[object] = []
         reader = threading.Thread(target=_read, args=(a, out))
         reader.start()
         shown = tty.expect("Passphrase or PIN:")
-        assert "asks for openai/api-key" in shown and "python" in shown
-        tty.type("not the passphrase")
+        assert "Read openai/api-key for process" in shown and "python" in shown
+        tty.send("not the passphrase\r")
         assert "not the vault's passphrase or approval PIN" in tty.expect("Passphrase or PIN:")
-        tty.type(PASSPHRASE)
+        tty.send(PASSPHRASE + "\r")
         reader.join(30)
         assert out == ["sk-approved-through-pinentry"]
         with a.client() as c:
             assert c.get("openai") == "sk-approved-through-pinentry"  # remembered for this process
         assert PASSPHRASE not in a.log()
     finally:
-        tty.close()
+        tty.kill()
 
 
 def test_no_answer_at_the_pinentry_is_a_denial_and_the_pinentry_goes(agent_with_pinentry: AgentProcess) -> None:
     a = agent_with_pinentry
-    tty = Pty()
+    tty = users_terminal(a)
     try:
-        with a.client() as c:
-            c.approve_here(tty.name)
         out: list[object] = []
         reader = threading.Thread(target=_read, args=(a, out))
         reader.start()
@@ -117,11 +96,16 @@ def test_no_answer_at_the_pinentry_is_a_denial_and_the_pinentry_goes(agent_with_
             time.sleep(0.1)
         assert pinentries() == []
     finally:
-        tty.close()
+        tty.kill()
 
 
-def test_approve_here_takes_only_a_terminal_of_this_user(agent_with_pinentry: AgentProcess) -> None:
-    with agent_with_pinentry.client() as c:
-        for bad in ("/etc/passwd", "/dev/null-not-there", "relative/tty"):
-            with pytest.raises(errors.BadRequest):
-                c.approve_here(bad)
+def test_approve_here_takes_only_the_callers_own_terminal(agent_with_pinentry: AgentProcess) -> None:
+    master, slave = os.openpty()  # a pty of this user, but not this process's controlling terminal
+    try:
+        with agent_with_pinentry.client() as c:
+            for bad in ("/etc/passwd", "/dev/null-not-there", "relative/tty", os.ttyname(slave)):
+                with pytest.raises(errors.BadRequest):
+                    c.approve_here(bad)
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -163,7 +163,7 @@ def test_a_keystore_vault_moves_its_key_only_with_its_approval_pin(
             c.recovery_code("a guess")
         with pytest.raises(errors.BadPassphrase):
             c.approval_pin("the attacker's pin")  # a PIN is replaced only with the current one
-        assert c.status()["key_source"] == "keyring" and c.status()["recover_failures"] == 2
+        assert c.status()["key_source"] == "keyring" and c.status()["approval_pin_failures"] == 2
     assert _keystore(secret_service, "get", first) is not None  # nothing moved
     assert _code(init.stdout) == code
     refused = a.cli("recovery-code")

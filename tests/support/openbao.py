@@ -335,6 +335,9 @@ class Relay:
         self._hung = False
         self.requests = 0
         self._counting = threading.Lock()
+        # called with each chunk a client sends, before it is passed on: a test's way to act
+        # at an exact step of the agent's calls (another writer between its check and its write)
+        self.before: Callable[[bytes], None] | None = None
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -365,6 +368,8 @@ class Relay:
         mark, tail = self.REQUEST_LINE_END, b""
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
+                if counted and self.before is not None:
+                    self.before(data)
                 if counted:  # a request line split across two reads is counted once, in the second
                     with self._counting:
                         self.requests += (tail + data).count(mark)

@@ -21,7 +21,7 @@ def loaded_after(code: str) -> set[str]:
                                   "import client.protocol, client.errors, client.paths, client.validation"])
 def test_client_loads_no_keyring_cryptography_or_asyncio(code: str) -> None:
     mods = loaded_after(code)
-    for forbidden in ("keyring", "cryptography", "asyncio", "agent"):
+    for forbidden in ("keyring", "cryptography", "asyncio", "agent", "hvac", "boto3", "botocore"):
         assert not any(m == forbidden or m.startswith(forbidden + ".") for m in mods), forbidden
 
 
@@ -39,7 +39,9 @@ def test_protocol_module_does_no_io() -> None:
 # keyring: the agent's keystore module, and the client's keyring backend, which only
 # keyring itself loads (by name or entry point) and nothing in client/ imports
 @pytest.mark.parametrize(("lib", "owners"), [("keyring", ["agent/keys/keyring.py", "client/keyring_backend.py"]),
-                                             ("cryptography", ["agent/crypto.py"])])
+                                             ("cryptography", ["agent/crypto.py"]),
+                                             ("boto3", ["agent/remotes/aws.py"]),
+                                             ("botocore", ["agent/remotes/aws.py"])])
 def test_one_module_imports_each_foreign_library(lib: str, owners: list[str]) -> None:
     importers = sorted(
         str(p.relative_to(ROOT))
