@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import agent
-from agent import audit, autolock, consent
-from agent.keys import passphrase
+from agent import audit, autolock, consent, status
 from agent.remotes import listing, team, writes
-from agent.state import KEEP, Agent, Key
+from agent.state import KEEP, Agent, Key, check_page
 from agent.stores import Who
 from agent.transport import Peer
 from agent.transport.connection import PLAIN_RESULTS
@@ -46,45 +43,7 @@ def op_hello(a: Agent, args: Args, peer: Peer) -> Any:
 
 
 def op_status(a: Agent, args: Args, peer: Peer) -> Any:
-    options = a.options
-    idle_left, unlocked_left = (None, None) if a.locked else a.autolock.left()
-    failures, delay = passphrase.failures_of(a.meta)
-    return {
-        "version": agent.__version__,
-        "protocol": protocol.PROTOCOL_VERSION,
-        "pid": os.getpid(),
-        "socket": str(options.socket),
-        "socket_activated": options.socket_activated,
-        "vault": str(options.vault),
-        "initialized": a.initialized,
-        "locked": a.locked,
-        "locked_by_user": a.locked_by_user,
-        "key_source": a.key_source,
-        "credentials": len(a.entries),
-        "vault_read_only": a.store.read_only,  # why writes fail, or None
-        "vault_replaced": a.store.replaced,  # the vault file deleted, moved or replaced under the agent, or None
-        "uptime_s": round(time.monotonic() - a.started, 3),
-        "idle_timeout": options.idle_timeout,
-        "max_unlocked": options.max_unlocked,
-        "idle_left_s": idle_left,
-        "unlocked_left_s": unlocked_left,
-        # when the agent locks itself: the nearest of the timers and an unlock's own bound
-        "locks_in_s": None if a.locked else a.autolock.locks_in(),
-        "unlock_bound_left_s": None if a.locked else a.autolock.bound_left(),
-        "hardening": a.hardening,
-        "loop": a.loop_name,
-        # what a wrong passphrase costs now, as the agent applies it (tests assert on this, not the clock)
-        "unlock_failures": failures,
-        "unlock_delay_s": delay,
-        "unlocks_waiting": a.unlocks_waiting,  # passphrase attempts running or waiting their turn
-        "recovery_code": a.has_recovery_code,  # whether one was made (and not dropped by a rotation)
-        "recover_failures": a.recover_failures,  # wrong recovery codes in a row
-        "recover_delay_s": passphrase.delay_after(a.recover_failures),
-        "access_rules": len(options.access),  # [access] tables in force
-        "approvals_pending": len(a.approvals.pending),  # reads waiting for `agent approve`
-        "approval_pin": a.has_approval_pin,  # a keystore vault's proof of presence is set
-        "approval_pin_failures": a.approval_pin_failures,  # wrong PINs in a row (kept in the vault)
-    }
+    return status.report(a)
 
 
 def op_stop(a: Agent, args: Args, peer: Peer) -> Any:
@@ -234,18 +193,25 @@ def op_rename(a: Agent, args: Args, peer: Peer) -> Any:
 
 def op_list(a: Agent, args: Args, peer: Peer) -> Any:
     offset, limit = args.get("offset", 0), args.get("limit")
+    after = check_page(offset, limit, args.get("after"))
+    if not a.names_held:  # a locked agent reads its names when first asked
+        return _list_when_held(a, offset, limit, after)
+    return _page(a, offset, limit, after)
+
+
+async def _list_when_held(a: Agent, offset: int, limit: int | None, after: Key | None) -> Any:
+    await a.hold_names()
+    return _page(a, offset, limit, after)
+
+
+def _page(a: Agent, offset: int, limit: int | None, after: Key | None) -> Any:
     remotes = _team(a)
-    if remotes is None:
-        entries = a.list(offset, limit)
-    elif offset < 0 or (limit is not None and limit < 0):
-        raise errors.BadRequest("list offset and limit must not be negative")
-    else:  # the whole listing, local and team keys in name order, then the page
-        entries = sorted(
-            a.list() + listing.entries(remotes, a.entries), key=lambda e: (e["platform"], e["credential_type"])
-        )
-        entries = entries[offset:] if limit is None else entries[offset : offset + limit]
-    for entry in entries:
-        entry.setdefault("source", "local")
+    if remotes is not None:  # local and team keys together, in name order
+        entries = listing.page(remotes, a, offset, limit, after)
+    else:
+        entries = a.list(offset, limit, after)
+        for entry in entries:
+            entry["source"] = "local"
     if a.options.access:  # each entry's rule, as `agent ls` shows it
         consent.mark(a, entries)
     return entries

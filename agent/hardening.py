@@ -92,3 +92,16 @@ def raise_fd_limit() -> int:
         return target
     except (OSError, ValueError):
         return soft
+
+
+def release_memory() -> bool:
+    """Give the heap that freed objects leave back to the system (glibc's ``malloc_trim``),
+    so that a locked agent is small again; whether it could. Python frees its own empty
+    arenas itself; a plaintext longer than 512 bytes, and the rows an unlock read, live
+    in malloc's heap, which keeps what is freed unless asked."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(_libc().malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return False

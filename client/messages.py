@@ -175,10 +175,14 @@ def write_args(
 class ListPages:
     """The paging of `list`: ask for pages until a short one.
 
-    An agent that predates paging ignores offset/limit and sends everything at once
-    (a page longer than asked for, or the same page again): both end the listing.
-    Pages are cut by name order, so an entry seen twice (one added before it between
-    two pages) is skipped rather than listed twice."""
+    Each page after the first starts after the last name seen (``after``, a cursor the
+    agent finds by bisection: a change between two pages neither repeats nor skips an
+    entry that was there throughout); ``offset`` goes along for an agent that predates
+    the cursor (it ignores ``after``). An agent that predates paging ignores offset/limit
+    and sends everything at once (a page longer than asked for, or the same page again):
+    both end the listing. Pages are cut by name order, so an entry seen twice (one added
+    before it between two pages, on an agent that pages by offset) is skipped rather
+    than listed twice."""
 
     __slots__ = ("_last", "_offset", "done", "entries")
 
@@ -188,8 +192,13 @@ class ListPages:
         self._offset = 0
         self._last: tuple[str, str] | None = None
 
-    def next_args(self) -> dict[str, int] | None:
-        return None if self.done else {"offset": self._offset, "limit": protocol.LIST_PAGE}
+    def next_args(self) -> dict[str, Any] | None:
+        if self.done:
+            return None
+        args: dict[str, Any] = {"offset": self._offset, "limit": protocol.LIST_PAGE}
+        if self._last is not None:
+            args["after"] = list(self._last)
+        return args
 
     def add(self, page: list[dict[str, Any]]) -> None:
         self._offset += len(page)

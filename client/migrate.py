@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from client import errors, validation
 from client._sources import (
@@ -59,6 +59,9 @@ __all__ = [
     "records_from_env",
     "import_records",
     "export_records",
+    "export_stream",
+    "record_name",
+    "EXPORT_BATCH",
     "variable_for",
     "valid_variable",
     "counts",
@@ -197,6 +200,83 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat()
 
 
+# credentials whose metadata (and value) one pipelined batch of an export fetches: what
+# an export holds at once, however many credentials there are
+EXPORT_BATCH: Final = 1_000
+
+
+def record_name(platform: str, credential_type: str) -> str:
+    """The key of a credential's record in an export: ``platform`` or ``platform:type``."""
+    return platform if credential_type == DEFAULT_TYPE else f"{platform}:{credential_type}"
+
+
+def export_stream(
+    client: Client, include_values: bool = False, include_team: bool = False, include_history: bool = False
+) -> Iterator[tuple[dict[str, Any] | None, Item]]:
+    """``export_records`` a batch at a time: each credential's record (None for one that
+    failed or was skipped) and item, in the order of their names (the order of an
+    export file's keys), the values of ``EXPORT_BATCH`` credentials fetched per round
+    trip. An error that concerns the whole agent is raised when its batch comes."""
+    listed = client.list()
+    team = {(e["platform"], e["credential_type"]): e["source"] for e in listed if e.get("source", "local") != "local"}
+    chosen = sorted(
+        (
+            (record_name(e["platform"], e["credential_type"]), e)
+            for e in listed
+            if include_team or (e["platform"], e["credential_type"]) not in team
+        ),
+        key=lambda named: named[0],
+    )
+    del listed
+    for start in range(0, len(chosen), EXPORT_BATCH):
+        batch = chosen[start : start + EXPORT_BATCH]
+        names = [{"platform": e["platform"], "credential_type": e["credential_type"]} for _, e in batch]
+        # the listing holds each entry's metadata while the agent is unlocked; an entry
+        # without (one that fails its integrity check) is asked for, to report its error
+        asked = [i for i, (_, e) in enumerate(batch) if e.get("metadata") is None]
+        requests = [("metadata", names[i]) for i in asked] + ([("get", a) for a in names] if include_values else [])
+        replies = client.call_many(requests) if requests else []
+        for reply in replies:
+            if isinstance(reply, _GLOBAL):
+                raise reply
+        metas: list[Any] = [e for _, e in batch]
+        for i, reply in zip(asked, replies, strict=False):
+            metas[i] = reply
+        values = replies[len(asked) :] if include_values else [None] * len(batch)
+        for (name, _), a, meta, value in zip(batch, names, metas, values, strict=True):
+            platform, ctype = a["platform"], a["credential_type"]
+            source = team.get((platform, ctype))
+            record, item = _exported(name, platform, ctype, meta, value, include_values, source)
+            if record is not None and source is None and include_history:
+                record["history"] = _history(client, platform, ctype, include_values)
+            yield record, item
+    if not include_team:
+        for (platform, ctype), remote in sorted(team.items()):
+            why = f"a key of the team vault {remote}: left out (--include-team exports it, marked)"
+            yield None, Item(record_name(platform, ctype), "skipped", platform, ctype, why)
+
+
+def _exported(
+    name: str, platform: str, ctype: str, meta: Any, value: Any, include_values: bool, source: str | None
+) -> tuple[dict[str, Any] | None, Item]:
+    problem = meta if isinstance(meta, errors.AgentError) else value
+    if isinstance(problem, errors.AgentError):
+        return None, Item(platform, "failed", platform, ctype, problem.message)
+    record: dict[str, Any] = {
+        "platform": platform,
+        "credential_type": ctype,
+        "metadata": meta.get("metadata") or {},
+        "created_at": _iso(meta["created"]),
+        "updated_at": _iso(meta["updated"]),
+        "expires_at": _iso(meta["expires_at"]),
+    }
+    if include_values:
+        record["value"] = value
+    if source is not None:
+        record["source"] = source
+    return record, Item(name, "exported", platform, ctype)
+
+
 def _history(client: Client, platform: str, ctype: str, include_values: bool) -> list[dict[str, Any]]:
     """One credential's previous values for its export record, newest first."""
     rows = client.history(platform, ctype)
@@ -228,44 +308,12 @@ def export_records(
     ``records_from_json`` reads back), and one item per credential. A team vault's keys
     are left out unless ``include_team``, and then marked with their ``source``. With
     ``include_history``, a local credential's record lists its previous values under
-    ``history`` (newest first; their values only with ``include_values``)."""
-    listed = client.list()
-    team = {(e["platform"], e["credential_type"]): e["source"] for e in listed if e.get("source", "local") != "local"}
-    entries = [e for e in listed if include_team or (e["platform"], e["credential_type"]) not in team]
-    names = [(e["platform"], e["credential_type"]) for e in entries]
-    args = [("metadata", {"platform": p, "credential_type": t}) for p, t in names]
-    metas = client.call_many(args) if args else []
-    values = client.call_many([("get", a) for _, a in args]) if args and include_values else [None] * len(args)
-    for reply in (*metas, *values):
-        if isinstance(reply, _GLOBAL):
-            raise reply
+    ``history`` (newest first; their values only with ``include_values``).
+    ``export_stream`` gives the same a batch at a time."""
     data: dict[str, Any] = {}
     items: list[Item] = []
-    for (platform, ctype), meta, value in zip(names, metas, values, strict=True):
-        problem = meta if isinstance(meta, errors.AgentError) else value
-        if isinstance(problem, errors.AgentError):
-            items.append(Item(platform, "failed", platform, ctype, problem.message))
-            continue
-        record: dict[str, Any] = {
-            "platform": platform,
-            "credential_type": ctype,
-            "metadata": meta.get("metadata") or {},
-            "created_at": _iso(meta["created"]),
-            "updated_at": _iso(meta["updated"]),
-            "expires_at": _iso(meta["expires_at"]),
-        }
-        if include_values:
-            record["value"] = value
-        if (platform, ctype) in team:
-            record["source"] = team[(platform, ctype)]
-        elif include_history:
-            record["history"] = _history(client, platform, ctype, include_values)
-        name = platform if ctype == DEFAULT_TYPE else f"{platform}:{ctype}"
-        data[name] = record
-        items.append(Item(name, "exported", platform, ctype))
-    for (platform, ctype), remote in team.items():
-        if not include_team:
-            name = platform if ctype == DEFAULT_TYPE else f"{platform}:{ctype}"
-            why = f"a key of the team vault {remote}: left out (--include-team exports it, marked)"
-            items.append(Item(name, "skipped", platform, ctype, why))
+    for record, item in export_stream(client, include_values, include_team, include_history):
+        if record is not None:
+            data[item.name] = record
+        items.append(item)
     return data, items

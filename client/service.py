@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -212,9 +212,16 @@ class CredentialMigrationTool:
 
     def export_to_json(self, output_path: str | os.PathLike[str], include_values: bool = False) -> bool:
         """Write every credential's record (values only when asked) to a new 0600 file, atomically."""
-        try:
-            data, items = migrate.export_records(self.service.client, include_values)
-            write_private_json(Path(output_path), data)
+        items: list[migrate.Item] = []
+
+        def records() -> Iterator[tuple[str, dict[str, Any]]]:
+            for record, item in migrate.export_stream(self.service.client, include_values):
+                items.append(item)
+                if record is not None:
+                    yield item.name, record
+
+        try:  # written as it is fetched, a batch at a time
+            write_private_text(Path(output_path), json_object_chunks(records()))
         except (errors.AgentError, OSError) as e:
             why = e.message if isinstance(e, errors.AgentError) else e.strerror or type(e).__name__
             log.error("export to %s failed: %s", output_path, why)
@@ -230,14 +237,29 @@ def write_private_json(path: Path, data: Any, *, replace: bool = True) -> None:
     write_private_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", replace=replace)
 
 
-def write_private_text(path: Path, text: str, *, replace: bool = True) -> None:
-    """Write ``text`` to ``path`` atomically, created 0600 from the first byte, through a
-    temporary file in the same directory: a symlink at ``path`` is replaced, never
-    followed. ``replace`` false: ``FileExistsError`` if anything (a link too) is there."""
+def json_object_chunks(pairs: Iterable[tuple[str, Any]], default: Callable[[Any], Any] | None = None) -> Iterator[str]:
+    """The text ``json.dumps(dict(pairs), indent=2, sort_keys=True) + "\\n"`` gives, a pair
+    at a time (``pairs`` in the order of their keys): an export written as it is fetched."""
+    sep = "{\n"
+    for key, value in pairs:
+        member = json.dumps({key: value}, indent=2, sort_keys=True, default=default)
+        yield sep + member[2:-2]  # without its own "{\n" and "\n}"
+        sep = ",\n"
+    yield "{}\n" if sep == "{\n" else "\n}\n"
+
+
+def write_private_text(path: Path, text: str | Iterable[str], *, replace: bool = True) -> None:
+    """Write ``text`` (or its chunks, as they come) to ``path`` atomically, created 0600
+    from the first byte, through a temporary file in the same directory: a symlink at
+    ``path`` is replaced, never followed. ``replace`` false: ``FileExistsError`` if
+    anything (a link too) is there. An exception from the chunks leaves nothing behind."""
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            if isinstance(text, str):
+                f.write(text)
+            else:
+                f.writelines(text)
             f.flush()
             os.fsync(f.fileno())
         if replace:

@@ -14,10 +14,24 @@ it at the fork (``transport.reset_after_fork``), so a call checks nothing.
 
 A call is one ``sendall`` and, for a reply that arrives whole, one ``recv``: the
 timeout is the kernel's, on a blocking socket (``transport.set_timeout``).
+
+A batch (``call_many``) never waits on its own replies, whatever its size: the agent
+stops reading a connection whose replies are not read (so that one client cannot fill
+its memory), so a client that wrote a whole batch before reading would block in its
+write while the agent blocks in its own. The batch goes out in non-blocking writes, and
+whenever the socket takes no more, the replies that have come are read before the
+next write (``_send_reading``). Reading while writing rather than bounding the requests
+in flight: a bound in requests or bytes cannot bound the replies (a ``get`` may answer
+256 KiB), so no window is safe for every batch, while a client that always reads is
+never the one the agent waits on; and a batch that fits the socket costs the same one
+write as before. A Windows pipe has no non-blocking write here: there a batch goes out
+in windows of ``PIPE_WINDOW`` requests, each window's replies read before the next,
+which holds as long as one window's replies fit the pipe's buffers and the agent's.
 """
 
 from __future__ import annotations
 
+import _socket
 import _thread
 import os
 
@@ -39,6 +53,8 @@ _RECV = 65536
 # how long to look for the agent's last frame on a connection it closed under our write
 REFUSAL_WAIT = 1.0
 _SLOW_OPS = protocol.SLOW_OPS  # for call(), the hot path: the common op needs no timeout_for
+# requests of a batch sent on a Windows pipe before their replies are read
+PIPE_WINDOW = 64
 
 
 class Client(_ops.SyncOperations):
@@ -136,6 +152,45 @@ class Client(_ops.SyncOperations):
                 raise ConnectionResetError("the agent closed the connection")
             buf.feed(chunk)
 
+    def _send_reading(
+        self, sock: transport.Stream, frames: bytes, count: int, bodies: list[bytes], timeout: float
+    ) -> None:
+        """Send ``frames`` (``count`` requests), reading into ``bodies`` the replies that
+        come while the socket takes no more (see the module's docstring). ``TimeoutError``
+        when for ``timeout`` seconds it neither takes a byte nor gives one."""
+        if not isinstance(sock, _socket.socket):
+            sock.sendall(frames)  # a Windows pipe: call_many sends it a window at a time
+            return
+        import select  # a C module: only a batch larger than the socket's buffers needs it
+
+        view = memoryview(frames)
+        done, total = 0, len(view)
+        buf = self._buf
+        poller: select.poll | None = None
+        while done < total:
+            try:
+                done += sock.send(view[done:], _socket.MSG_DONTWAIT)
+                continue
+            except BlockingIOError:
+                pass
+            if poller is None:
+                poller = select.poll()
+                poller.register(sock, select.POLLIN | select.POLLOUT)
+            ready = poller.poll(max(1, round(timeout * 1000)))
+            if not ready:
+                raise TimeoutError
+            if not ready[0][1] & ~select.POLLOUT:
+                continue  # room to write again, nothing to read
+            try:
+                chunk = sock.recv(_RECV, _socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise ConnectionResetError("the agent closed the connection")
+            buf.feed(chunk)
+            while len(bodies) < count and (body := buf.next_body()) is not None:
+                bodies.append(body)
+
     def _refusal(self, sock: transport.Stream) -> errors.AgentError | None:
         """What the agent said before it closed a connection our write then failed on: at its
         connection cap it answers a new connection with one error frame and closes it, and
@@ -162,7 +217,10 @@ class Client(_ops.SyncOperations):
             try:
                 if timeout != self.timeout:
                     transport.set_timeout(sock, timeout)
-                sock.sendall(frames)
+                if count == 1:
+                    sock.sendall(frames)
+                else:
+                    self._send_reading(sock, frames, count, bodies, timeout)
                 sent = True
                 read = self._read_body
                 while len(bodies) < count:
@@ -197,7 +255,7 @@ class Client(_ops.SyncOperations):
         return protocol.decode_reply(body)
 
     def call_many(self, requests: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Any]:
-        """Pipeline requests: send them all, then read the replies in order.
+        """Pipeline requests: send them, reading the replies in order as they come.
 
         Returns each result, or the ``AgentError`` instance for a request that failed.
         """
@@ -205,8 +263,13 @@ class Client(_ops.SyncOperations):
         ops = [op for op, _ in requests]
         frames = [protocol.encode_request(op, args) for op, args in requests]
         timeout = max([self.timeout, *(transport.timeout_for(op, self.timeout) for op in ops)])
+        # a socket reads while it writes (_send_reading): the whole batch is one exchange
+        window = PIPE_WINDOW if transport.is_pipe(self._path) else max(1, len(frames))
+        bodies: list[bytes] = []
         with self._lock:
-            bodies = self._exchange(b"".join(frames), len(frames), ops, timeout)
+            for i in range(0, max(1, len(frames)), window):
+                part = frames[i : i + window]
+                bodies += self._exchange(b"".join(part), len(part), ops[i : i + window], timeout)
         results: list[Any] = []
         for body in bodies:
             try:

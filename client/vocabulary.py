@@ -118,8 +118,14 @@ OPS: Final[Mapping[str, tuple[Arg, ...]]] = {
         Arg("replace", (bool,), required=False),
     ),
     # offset/limit: one page of the listing (entries[offset:offset+limit]); without
-    # them, the whole listing, as before (see LIST_PAGE)
-    "list": (Arg("offset", (int,), required=False), Arg("limit", (int,), required=False)),
+    # them, the whole listing, as before (see LIST_PAGE). after: [platform, type], the
+    # page starts after that name instead of at offset (a cursor: an agent that predates
+    # it ignores it and pages by offset)
+    "list": (
+        Arg("offset", (int,), required=False),
+        Arg("limit", (int,), required=False),
+        Arg("after", (list,), required=False),
+    ),
     "metadata": (_PLATFORM, _TYPE),
     "validate": (_PLATFORM, _VALUE),
     # by: only rows whose executable, Python script or module, or exec/run command is this

@@ -24,12 +24,15 @@ from agent.cli._common import (
     pairs,
     print_json,
 )
-from client import Client, variables
+from client import Client, errors, variables
 
 # client.migrate (its parsers, json, dataclasses, datetime) and pathlib are imported
 # by the commands that use them: `agent get` must not pay for them
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
     from client import migrate
 
 __all__ = ["register"]
@@ -133,23 +136,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from client import migrate
-    from client.service import write_private_json
+    from client.service import json_object_chunks, write_private_text
 
     if args.file == "-" and args.json:
         raise CliError("--json and FILE '-' both write to stdout; name a file", Exit.USAGE)
     if args.file != "-" and not args.force and os.path.lexists(args.file):  # before any value is read
         raise CliError(f"{args.file} already exists; nothing was written (--force replaces it)")
+    items: list[migrate.Item] = []
+
+    def records(c: Client) -> Iterator[tuple[str, dict[str, Any]]]:
+        for record, item in migrate.export_stream(c, args.include_values, args.include_team, args.include_history):
+            items.append(item)
+            if record is not None:
+                yield item.name, record
+
     with Client() as c:
-        data, items = migrate.export_records(c, args.include_values, args.include_team, args.include_history)
-    if args.file == "-":
-        print_json(data)
-    else:
-        try:
-            write_private_json(Path(args.file), data, replace=args.force)
-        except FileExistsError:
-            raise CliError(f"{args.file} already exists; nothing was written (--force replaces it)") from None  # raced
-        except OSError as e:
-            raise CliError(f"cannot write {args.file}: {e.strerror or type(e).__name__}") from None
+        if args.file == "-":  # whole or not at all: a failure halfway prints nothing
+            sys.stdout.write("".join(json_object_chunks(records(c), default=str)))
+        else:  # written as it is fetched, a batch at a time (a failure leaves no file)
+            try:
+                write_private_text(Path(args.file), json_object_chunks(records(c)), replace=args.force)
+            except FileExistsError:  # made meanwhile
+                raise CliError(f"{args.file} already exists; nothing was written (--force replaces it)") from None
+            except errors.AgentError:  # AgentUnavailable is an OSError too: not the file's fault
+                raise
+            except OSError as e:
+                raise CliError(f"cannot write {args.file}: {e.strerror or type(e).__name__}") from None
     if args.include_values:
         where = "stdout" if args.file == "-" else f"{args.file} (mode 0600)"
         print(

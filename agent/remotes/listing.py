@@ -1,41 +1,103 @@
 """What the agent shows of its team vaults: listing entries (never values) and status.
 
 A team key is listed once, with ``"source": NAME``, when it is what ``get`` would
-return: not shadowed by a local key of the same name, nor by an earlier remote.
+return: not shadowed by a local key of the same name, nor by an earlier remote. A
+listing's pages merge the local names (kept in order by ``agent.state.Entries``) with
+the team names sorted at its first page: no page sorts or walks the whole listing.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from agent.remotes import offline, refresh, sealed, team
-from agent.state import Key
+from agent.state import Agent, Key
 from agent.stores import VaultMeta
 from client import errors
 from client.validation import check_metadata
 
-__all__ = ["entries", "describe", "status"]
+__all__ = ["names", "page", "describe", "status"]
 
 
-def entries(remotes: team.Remotes, local: Mapping[Key, Any]) -> list[dict[str, Any]]:
-    """The team keys that resolve to a remote, in the remotes' order."""
-    seen: set[Key] = set(local)
-    out = []
+def names(remotes: team.Remotes, fresh: bool) -> tuple[list[Key], list[str]]:
+    """The names of the team keys that resolve to a remote, sorted, and each one's remote:
+    sorted once per listing (``fresh``, its first page) and kept for its later pages,
+    which find their place in it by name. A local key of the same name shadows one of
+    these at the time of the page, not of the sort; a key gone from the cache since is
+    skipped, and one come since waits for the next listing."""
+    held = remotes.listing_names
+    if held is not None and not fresh:
+        return held
+    found: dict[Key, str] = {}
     for r in remotes.remotes:
         for platform, cached in r.cache.secrets.items():
             for ctype in cached.types:  # the agent's names for its keys (agent.remotes.upstream)
-                if (platform, ctype) not in seen:
-                    seen.add((platform, ctype))
-                    out.append(_entry(r, platform, ctype))
-    return out
+                if (platform, ctype) not in found:
+                    found[(platform, ctype)] = r.name
+    keys = sorted(found)
+    remotes.listing_names = held = (keys, [found[k] for k in keys])
+    remotes.listing_sorts += 1
+    return held
+
+
+def page(
+    remotes: team.Remotes, local: Agent, offset: int, limit: int | None, after: Key | None
+) -> list[dict[str, Any]]:
+    """One page of the listing of local and team keys together, in name order: the
+    entries after the name ``after`` (a cursor), else from ``offset`` (as clients that
+    predate the cursor ask: their offsets count the merged listing, a walk from its start)."""
+    team_keys, sources = names(remotes, fresh=after is None and offset == 0)
+    ordered = local.entries.ordered()
+    start: Iterator[tuple[Key, str | None]]
+    if after is None:
+        start = itertools.islice(_merged(remotes, local, ordered, team_keys, sources, 0, 0), offset, None)
+    else:
+        i, j = bisect.bisect_right(ordered, after), bisect.bisect_right(team_keys, after)
+        start = _merged(remotes, local, ordered, team_keys, sources, i, j)
+    chosen = start if limit is None else itertools.islice(start, limit)
+    return [
+        {**local.describe(key), "source": "local"} if source is None else _entry(remotes.by_name[source], *key)
+        for key, source in chosen
+    ]
+
+
+def _merged(
+    remotes: team.Remotes, local: Agent, ordered: list[Key], team_keys: list[Key], sources: list[str], i: int, j: int
+) -> Iterator[tuple[Key, str | None]]:
+    """(name, remote or None for local) from local names ``ordered[i:]`` and team names
+    ``team_keys[j:]`` merged in order, each team name once and only if it still resolves there."""
+    entries = local.entries
+    while True:
+        lk = ordered[i] if i < len(ordered) else None
+        tk = team_keys[j] if j < len(team_keys) else None
+        if lk is None and tk is None:
+            return
+        if tk is None or (lk is not None and lk <= tk):
+            i += 1
+            j += tk == lk  # the local key shadows the team's
+            assert lk is not None
+            yield lk, None
+            continue
+        j += 1
+        if tk in entries:
+            continue  # stored locally since the team names were sorted: shown as local
+        r = remotes.by_name[sources[j - 1]]
+        cached = r.cache.secrets.get(tk[0])
+        if cached is not None and tk[1] in cached.types:
+            yield tk, r.name
 
 
 def describe(remotes: team.Remotes, key: Key) -> dict[str, Any]:
-    for entry in entries(remotes, remotes.agent.entries):
-        if (entry["platform"], entry["credential_type"]) == key:
-            return entry
+    """The listing entry of a team key that is no local key: from the first remote that holds it."""
+    if key not in remotes.agent.entries:
+        for r in remotes.remotes:
+            cached = r.cache.secrets.get(key[0])
+            if cached is not None and key[1] in cached.types:
+                return _entry(r, *key)
     raise remotes.not_found(key)
 
 

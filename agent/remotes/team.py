@@ -50,6 +50,10 @@ class Remotes:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # the team names of the listing under way, sorted, and how many times they were
+        # sorted (agent.remotes.listing's: a listing sorts them once, not once per page)
+        self.listing_names: tuple[list[Key], list[str]] | None = None
+        self.listing_sorts = 0
 
     def __repr__(self) -> str:
         return f"Remotes({[r.name for r in self.remotes]!r})"
@@ -76,6 +80,7 @@ class Remotes:
             r.pool.shutdown(wait=False, cancel_futures=True)
 
     def forget(self) -> None:
+        self.listing_names = None
         for r in self.remotes:
             r.forget()
 

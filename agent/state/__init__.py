@@ -28,12 +28,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.state import credentials, history, masterkey, presence, secure_storage
-from agent.state.credentials import KEEP, Keep, check_expires
+from agent.state.credentials import KEEP, Keep, check_expires, check_page
 from agent.state.entry import Entry, Key
 from agent.state.lockstate import LockState
 from agent.stores import NOBODY, Who
 
-__all__ = ["Agent", "Entry", "Key", "KEEP", "Keep", "check_expires"]
+__all__ = ["Agent", "Entry", "Key", "KEEP", "Keep", "check_expires", "check_page"]
 
 Rows = list[dict[str, Any]]  # (``list`` is a method name inside Agent)
 
@@ -83,8 +83,8 @@ class Agent(LockState):
     def describe(self, key: Key) -> dict[str, Any]:
         return credentials.describe(self, key)
 
-    def list(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
-        return credentials.listing(self, offset, limit)
+    def list(self, offset: int = 0, limit: int | None = None, after: Key | None = None) -> list[dict[str, Any]]:
+        return credentials.listing(self, offset, limit, after)
 
     async def metadata(self, key: Key) -> dict[str, Any]:
         return await credentials.metadata(self, key)

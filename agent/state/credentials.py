@@ -20,6 +20,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import itertools
@@ -49,6 +50,7 @@ __all__ = [
     "delete",
     "rename",
     "describe",
+    "check_page",
     "listing",
     "metadata",
 ]
@@ -170,16 +172,28 @@ def describe(s: LockState, key: Key) -> dict[str, Any]:
     return described
 
 
-def listing(s: LockState, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
-    """Every credential's name and timestamps, plus metadata while unlocked; never values.
-
-    ``offset``/``limit`` select one page of the listing in name order."""
+def check_page(offset: int, limit: int | None, after: Any) -> Key | None:
+    """The page a ``list`` asks for, checked; its cursor ``after`` as a name, or None."""
     if offset < 0 or (limit is not None and limit < 0):
         raise errors.BadRequest("list offset and limit must not be negative")
-    names = sorted(s.entries)
-    if offset or limit is not None:
-        names = names[offset:] if limit is None else names[offset : offset + limit]
-    return [describe(s, k) for k in names]
+    if after is None:
+        return None
+    if not (len(after) == 2 and all(isinstance(n, str) for n in after)):
+        raise errors.BadRequest("list after must be a [platform, credential_type] pair")
+    return (after[0], after[1])
+
+
+def listing(s: LockState, offset: int = 0, limit: int | None = None, after: Key | None = None) -> list[dict[str, Any]]:
+    """Every credential's name and timestamps, plus metadata while unlocked; never values.
+
+    ``limit`` entries in name order: those after the name ``after`` (a cursor: a change
+    between two pages neither repeats nor skips an entry that was there throughout),
+    else from ``offset``. The names are kept in order (``Entries.ordered``): a page costs
+    its own entries and a bisection, not a sort of the vault."""
+    check_page(offset, limit, None)
+    names = s.entries.ordered()
+    start = offset if after is None else bisect.bisect_right(names, after)
+    return [describe(s, k) for k in (names[start:] if limit is None else names[start : start + limit])]
 
 
 async def metadata(s: LockState, key: Key) -> dict[str, Any]:

@@ -28,13 +28,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, TypeVar
 
-from agent import approvals, audit, crypto, keys
+from agent import approvals, audit, crypto, hardening, keys
 from agent.autolock import AutoLock
 from agent.config import Options
 from agent.crypto import unseal
 from agent.remotes import NO_REMOTES, Hooks
 from agent.state import resealing
-from agent.state.entry import Entry, Key, open_entries
+from agent.state.entry import Entries, Entry, open_entries
 from agent.stores import HistoryLimits, Row, Store, VaultMeta
 from client import errors
 
@@ -72,9 +72,10 @@ class LockState:
         self.audit = audit.AuditLog(self.store, self._db, options.audit_keep)
         # reads a rule keeps for the user's approval, and the approvals given (agent.access)
         self.approvals = approvals.Approvals(options.confirm_timeout)
-        self.entries: dict[Key, Entry] = {
-            (r.platform, r.credential_type): Entry(r.created, r.updated, r.expires) for r in self.store.rows()
-        }
+        # a locked agent holds no entry per row until a listing asks (``hold_names``): a
+        # start, and a lock, cost the same whatever the vault holds
+        self.entries = Entries()
+        self.names_held = False
         self.meta = VaultMeta(self.store, self.db)
         self._source: keys.KeySource | None = None  # made on first need, from the vault's meta
         self._storage: crypto.SecureStorage | None = None
@@ -95,7 +96,8 @@ class LockState:
         self.remotes: Hooks = NO_REMOTES  # team vaults (agent.remotes.team); local names shadow theirs
 
     def __repr__(self) -> str:
-        return f"Agent(vault={str(self.options.vault)!r}, locked={self.locked}, credentials={len(self.entries)})"
+        held = len(self.entries) if self.names_held else "not read"
+        return f"Agent(vault={str(self.options.vault)!r}, locked={self.locked}, credentials={held})"
 
     # --- what the state is -------------------------------------------------------------
     @property
@@ -142,6 +144,20 @@ class LockState:
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call on the storage thread."""
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    async def hold_names(self) -> Entries:
+        """The entries, every row's name and times at least: while locked, read from the
+        vault on first need (tokens left unread) and held until the next lock or unlock."""
+        if not self.names_held:
+            stamps = await self.db(self.store.stamps)
+            if not self.names_held:  # no unlock meanwhile
+                self.entries = Entries((((p, t), Entry(c, u, e)) for p, t, c, u, e in stamps), self.entries.sorts)
+                self.names_held = True
+        return self.entries
+
+    async def count(self) -> int:
+        """How many credentials the vault holds (counted by the vault while no names are held)."""
+        return len(self.entries) if self.names_held else await self.db(self.store.count)
 
     def touch(self) -> None:
         """A use of the credentials: the idle timer starts again."""
@@ -200,17 +216,20 @@ class LockState:
         self._storage = None
         if self._source is not None:
             self._source.forget()
-        self.entries = {key: entry.sealed() for key, entry in self.entries.items()}
+        self.entries = Entries(sorts=self.entries.sorts)
+        self.names_held = False
         self.remotes.forget()
         if explicit:
             self.locked_by_user = True
             self._lock_epoch += 1
         self.autolock.stop()
+        hardening.release_memory()
         log.info("locked (%s)", reason)
 
     def adopt(self, storage: crypto.SecureStorage, rows: list[Row]) -> None:
         """Unlocked with ``storage``: the rows' plaintext is held, the timers and the remotes start."""
-        self.entries = open_entries(storage, rows)
+        self.entries = open_entries(storage, rows, self.entries.sorts)
+        self.names_held = True
         self._storage = storage
         self.locked_by_user = False
         self.remotes.unlocked(storage)

@@ -111,6 +111,14 @@ class Store(Protocol):
     # --- credentials
     def rows(self) -> list[Row]: ...
 
+    def stamps(self) -> list[tuple[str, str, float, float, float | None]]:
+        """Every row's (platform, credential_type, created, updated, expires): no token read."""
+        ...
+
+    def count(self) -> int:
+        """How many credentials the vault holds."""
+        ...
+
     def put(self, row: Row, old: HistoryRow | None = None) -> None:
         """Write ``row``; ``old``, the value it replaces, goes into the history in the same transaction."""
         ...

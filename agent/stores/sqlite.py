@@ -230,6 +230,13 @@ class SqliteStore:
         )
         return [Row(p, t, bytes(v), bytes(m), c, u, e) for p, t, v, m, c, u, e in cur]
 
+    def stamps(self) -> list[tuple[str, str, float, float, float | None]]:
+        cur = self._db.execute("SELECT platform, credential_type, created, updated, expires FROM credentials")
+        return cur.fetchall()
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM credentials").fetchone()[0])
+
     def put(self, row: Row, old: HistoryRow | None = None) -> None:
         with self._write():
             if old is not None:

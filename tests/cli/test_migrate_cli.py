@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from client import CredentialMigrationTool, CredentialService
+from client import Client, CredentialMigrationTool, CredentialService, migrate
 from support import AgentProcess, running_agent
 
 HF = "hf_" + "CanaryHf" * 4
@@ -533,3 +533,64 @@ def test_migration_tool_env_and_export(unlocked_agent: AgentProcess, tmp_path: P
         c.lock()
     assert tool(a).migrate_from_env({"huggingface": "MY_HF"}) == {"huggingface": False}
     assert tool(a).export_to_json(out) is False
+
+
+class CountingClient(Client):
+    """The real client, noting the size of each pipelined batch it sends."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.batches: list[int] = []
+
+    def call_many(self, requests: Any) -> list[Any]:
+        requests = list(requests)
+        self.batches.append(len(requests))
+        return super().call_many(requests)
+
+
+def test_export_streams_a_batch_at_a_time(unlocked_agent: AgentProcess) -> None:
+    a = unlocked_agent
+    n = 2 * migrate.EXPORT_BATCH + 7
+    with a.client(timeout=60) as c:
+        c.call_many([("store", {"platform": f"s{i:05d}", "value": f"value-{i:05d}-" + "v" * 20}) for i in range(n)])
+    with CountingClient(a.socket, autostart=False, timeout=60) as c:
+        stream = migrate.export_stream(c, include_values=True)
+        record, item = next(stream)
+        assert record is not None and item.name == "s00000" and record["value"] == "value-00000-" + "v" * 20
+        assert c.batches == [migrate.EXPORT_BATCH]  # a batch's values (the listing has their metadata), no more yet
+        rest = list(stream)
+        assert len(rest) == n - 1 and c.batches == [migrate.EXPORT_BATCH] * 2 + [7]
+        data, items = migrate.export_records(c, include_values=True)
+    assert len(data) == n and all(i.status == "exported" for i in items)
+    out = a.home / "export.json"
+    done = a.cli("export", str(out), "--include-values", timeout=120)
+    assert done.returncode == OK, done.stderr
+    # written as it is fetched, the same text a whole dict gives
+    assert out.read_text() == json.dumps(data, indent=2, sort_keys=True) + "\n"
+    stdout = a.cli("export", "-", "--include-values", timeout=120)
+    assert stdout.stdout == out.read_text()
+
+
+def test_export_reports_a_row_that_fails_its_check_and_exports_the_rest(unlocked_agent: AgentProcess) -> None:
+    import sqlite3
+
+    from support import PASSPHRASE
+
+    a = unlocked_agent
+    with a.client() as c:
+        c.store("runpod", "r" * 30, metadata={"team": "ml"})
+        c.store("wandb", "w" * 40)
+        c.lock()
+    db = sqlite3.connect(a.home / "data" / "credential-agent" / "vault.sqlite3")  # a token bound to another row
+    db.execute("UPDATE credentials SET metadata = (SELECT metadata FROM credentials WHERE platform = 'wandb') "
+               "WHERE platform = 'runpod'")
+    db.commit()
+    db.close()
+    with a.client() as c:
+        c.unlock(PASSPHRASE)
+        data, items = migrate.export_records(c, include_values=True)
+    assert list(data) == ["wandb"] and data["wandb"]["value"] == "w" * 40
+    failed = [i for i in items if i.status == "failed"]
+    assert [i.name for i in failed] == ["runpod"] and failed[0].reason and "r" * 30 not in failed[0].reason
+    done = a.cli("export", str(a.home / "out.json"), "--include-values")
+    assert done.returncode == ERROR and "failed" in done.stdout and "runpod" in done.stdout

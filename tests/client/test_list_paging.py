@@ -107,34 +107,50 @@ def test_list_pages_on_the_wire(unlocked_agent: AgentProcess) -> None:
         assert c.status()["locked"] is False  # and the agent keeps serving
 
 
-def run_pages(listing: list[dict[str, str]], ignores_paging: bool) -> list[dict[str, str]]:
-    """ListPages against an in-memory listing served as an agent would (or as one
-    that predates paging and sends the whole listing whatever it is asked)."""
+def serve(listing: list[dict[str, str]], args: dict[str, object], agent: str) -> list[dict[str, str]]:
+    """One page as an agent answers ``args``: one that knows the cursor ("cursor"), one
+    that predates it and pages by offset ("offset"), or one that predates paging and
+    sends the whole listing whatever it is asked ("whole")."""
+    if agent == "whole":
+        return listing
+    limit = args["limit"]
+    assert isinstance(limit, int)
+    if agent == "cursor" and "after" in args:
+        after = tuple(args["after"])  # type: ignore[arg-type]
+        return [e for e in listing if (e["platform"], e["credential_type"]) > after][:limit]
+    offset = args["offset"]
+    assert isinstance(offset, int)
+    return listing[offset : offset + limit]
+
+
+def run_pages(listing: list[dict[str, str]], agent: str) -> list[dict[str, str]]:
     pages = ListPages()
     asked = 0
     while (args := pages.next_args()) is not None:
         asked += 1
         assert asked < 100
-        page = listing if ignores_paging else listing[args["offset"] : args["offset"] + args["limit"]]
-        pages.add(page)
+        pages.add(serve(listing, args, agent))
     return pages.entries
 
 
 @pytest.mark.parametrize("n", [0, 1, protocol.LIST_PAGE - 1, protocol.LIST_PAGE, protocol.LIST_PAGE + 1,
                                3 * protocol.LIST_PAGE, 3 * protocol.LIST_PAGE + 5])
-@pytest.mark.parametrize("ignores_paging", [False, True])
-def test_list_pages_end(n: int, ignores_paging: bool) -> None:
+@pytest.mark.parametrize("agent", ["cursor", "offset", "whole"])
+def test_list_pages_end(n: int, agent: str) -> None:
     listing = [{"platform": f"p{i:03d}", "credential_type": "api-key"} for i in range(n)]
-    assert run_pages(listing, ignores_paging) == listing
+    assert run_pages(listing, agent) == listing
 
 
-def test_an_entry_added_between_pages_is_not_listed_twice() -> None:
+@pytest.mark.parametrize("agent", ["cursor", "offset"])
+def test_an_entry_added_between_pages_is_not_listed_twice(agent: str) -> None:
     listing = [{"platform": f"p{i:03d}", "credential_type": "api-key"} for i in range(2 * protocol.LIST_PAGE)]
     pages = ListPages()
     args = pages.next_args()
-    assert args is not None
+    assert args == {"offset": 0, "limit": protocol.LIST_PAGE}
     pages.add(listing[: protocol.LIST_PAGE])
     listing.insert(0, {"platform": "a", "credential_type": "api-key"})  # shifts every later entry
+    listing.append({"platform": "z", "credential_type": "api-key"})  # after the cursor
     while (args := pages.next_args()) is not None:
-        pages.add(listing[args["offset"] : args["offset"] + args["limit"]])
+        assert args["after"] == [pages.entries[-1]["platform"], "api-key"]  # the last name seen
+        pages.add(serve(listing, args, agent))
     assert pages.entries == listing[1:]

@@ -65,3 +65,14 @@ def test_quick_client_benchmarks_print_their_rows(script: str, rows: list[str]) 
     for row in rows:
         assert row in done.stdout, row
     assert re.search(r"\d\.\d{3}x", done.stdout)
+
+
+def test_quick_scale_benchmark_prints_every_row() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--quick"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for row in ("| import |", "| start to first answer |", "| get p99 |", "| agent ls --json |",
+                "| export --include-values |", "| rotate-key |", "| RSS after lock |"):
+        assert row in done.stdout, row
+    assert "failed" not in done.stdout
+    assert re.search(r"\d\.\d{2}x", done.stdout)

@@ -81,6 +81,43 @@ def test_read_through_and_listing_with_source(bao: Bao, team_agent: TeamAgent) -
     assert json.loads(a.cli("ls", "--json").stdout)[0]["source"] in ("team", "local")
 
 
+def test_team_keys_are_listed_in_pages_with_the_local_ones(bao: Bao, team_agent: TeamAgent) -> None:
+    page = client.protocol.LIST_PAGE
+    for i in range(2 * page):  # team keys between and among local ones, some shadowed by one
+        put(bao, f"pg-t{i:02d}", {"api-key": "t" * 30})
+    a = team_agent(bao.addrs, login=member_token(bao))
+    with a.client(timeout=60) as c:
+        c.remote_sync()
+        c.call_many([("store", {"platform": f"pg-l{i:02d}", "value": "l" * 30}) for i in range(2 * page)])
+        c.call_many([("store", {"platform": f"pg-t{i:02d}", "value": "s" * 30}) for i in range(0, 2 * page, 3)])
+        c.list()  # the local names, sorted once since the unlock, are kept in order from here
+        before = c.status()["listing_sorts"]
+        listed = [(e["platform"], e["source"]) for e in c.list() if e["platform"].startswith("pg-")]
+        assert c.status()["listing_sorts"] - before == 1  # the team names, once for the whole listing
+        expected = sorted(
+            [(f"pg-l{i:02d}", "local") for i in range(2 * page)]
+            + [(f"pg-t{i:02d}", "local" if i % 3 == 0 else "team") for i in range(2 * page)]
+        )
+        assert listed == expected
+        # a page after a cursor, with a team key added and a local one removed since the first page
+        first = c.call("list", {"offset": 0, "limit": page})
+        c.delete("pg-t03")  # the team's key shows again
+        after = [first[-1]["platform"], first[-1]["credential_type"]]
+        rest = []
+        while len(got := c.call("list", {"offset": 0, "limit": page, "after": after})):
+            rest += got
+            after = [got[-1]["platform"], got[-1]["credential_type"]]
+        whole = first + rest
+        keys = [(e["platform"], e["credential_type"]) for e in whole]
+        assert keys == sorted(set(keys))  # in order, none twice
+        assert ("pg-t03", "team") in [(e["platform"], e["source"]) for e in whole]
+        # an older client, paging by offset, gets the same listing
+        by_offset: list[dict[str, Any]] = []
+        while len(got := c.call("list", {"offset": len(by_offset), "limit": page})):
+            by_offset += got
+        assert [(e["platform"], e["source"]) for e in by_offset] == [(e["platform"], e["source"]) for e in whole]
+
+
 def test_a_local_key_shadows_the_team_key(bao: Bao, team_agent: TeamAgent) -> None:
     put(bao, "wandb", {"api-key": "w" * 40})
     a = team_agent(bao.addrs, login=member_token(bao))
@@ -412,7 +449,8 @@ def test_no_hvac_without_remotes(tmp_path: Path) -> None:
         "a = state.Agent(config.Options(socket=Path(sys.argv[1]) / 's', vault=Path(sys.argv[1]) / 'v.sqlite3'))\n"
         "d = handlers.make_dispatch(a)\n"
         "from client import protocol\n"
-        "assert d(protocol.Request('list', {}), None) == []\n"
+        "listed = d(protocol.Request('list', {}), None)  # locked: the names are read from the vault\n"
+        "assert (asyncio.run(listed) if asyncio.iscoroutine(listed) else listed) == []\n"
         "assert d(protocol.Request('remote_status', {}), None) == []\n"
         "assert 'hvac' not in sys.modules, 'hvac loaded'\n"
     )

@@ -180,7 +180,8 @@ def test_list_asks_page_after_page_until_a_short_one() -> None:
     full = [entry(f"p{i:02}") for i in range(protocol.LIST_PAGE)]
     sent, result = run(steps("list"), full, [entry("zz")])
     assert sent == [("list", {"offset": 0, "limit": protocol.LIST_PAGE}),
-                    ("list", {"offset": protocol.LIST_PAGE, "limit": protocol.LIST_PAGE})]
+                    ("list", {"offset": protocol.LIST_PAGE, "limit": protocol.LIST_PAGE,
+                              "after": [f"p{protocol.LIST_PAGE - 1:02}", "api-key"]})]
     assert result == [*full, entry("zz")]
 
 
