@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import stat
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -142,6 +143,8 @@ async def op_approve_here(a: Agent, args: Args, peer: Peer) -> Any:
     """Name the terminal where the pinentry asks: the caller's controlling terminal, no other
     (a process must not send the question to a pty of its own)."""
     tty = args["tty"]
+    if sys.platform == "win32":
+        raise errors.BadRequest("a pinentry terminal is for Linux and macOS; answer with `agent approve`")
     try:
         st = os.stat(tty)
     except OSError:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import _socket
 import _thread
 import os
+import sys
 
 from client import _ops, errors, paths, protocol, transport
 from client.transport import DEFAULT_TIMEOUT
@@ -158,7 +159,7 @@ class Client(_ops.SyncOperations):
         """Send ``frames`` (``count`` requests), reading into ``bodies`` the replies that
         come while the socket takes no more (see the module's docstring). ``TimeoutError``
         when for ``timeout`` seconds it neither takes a byte nor gives one."""
-        if not isinstance(sock, _socket.socket):
+        if sys.platform == "win32" or not isinstance(sock, _socket.socket):
             sock.sendall(frames)  # a Windows pipe: call_many sends it a window at a time
             return
         import select  # a C module: only a batch larger than the socket's buffers needs it
@@ -166,7 +167,7 @@ class Client(_ops.SyncOperations):
         view = memoryview(frames)
         done, total = 0, len(view)
         buf = self._buf
-        poller: select.poll | None = None
+        poller: Any = None  # a select.poll, made on the first full buffer (Windows has none)
         while done < total:
             try:
                 done += sock.send(view[done:], _socket.MSG_DONTWAIT)

@@ -88,6 +88,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def _here(c: Client) -> int:
     import os
 
+    if sys.platform == "win32":
+        raise CliError("--here names a terminal for a pinentry, which Windows has not: use `agent approve`")
     if not sys.stdin.isatty():
         raise CliError("--here names this terminal: run it at one")
     tty = os.ttyname(sys.stdin.fileno())
