@@ -147,8 +147,8 @@ async def op_approve_here(a: Agent, args: Args, peer: Peer) -> Any:
         raise errors.BadRequest("a pinentry terminal is for Linux and macOS; answer with `agent approve`")
     try:
         st = os.stat(tty)
-    except OSError:
-        raise errors.BadRequest(f"{tty} is not a terminal this agent can open") from None
+    except (OSError, ValueError):  # ValueError: a NUL in the path
+        raise errors.BadRequest("that is not a terminal this agent can open") from None
     if not tty.startswith("/dev/") or not stat.S_ISCHR(st.st_mode) or st.st_uid != os.getuid():
         raise errors.BadRequest(f"{tty} is not a terminal of this user")
     info = parent_of(peer.pid) if peer.pid is not None else None

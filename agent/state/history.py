@@ -28,6 +28,8 @@ __all__ = ["MAX_LISTED", "listing", "value", "restore"]
 
 # rows one listing returns at most (the newest): a reply stays within one frame
 MAX_LISTED: Final = 500
+# a version asked for: far above any history_keep, and within what SQLite's LIMIT takes
+MAX_VERSION: Final = 2**31 - 1
 
 
 async def listing(s: LockState, key: Key | None, limit: int | None = None) -> list[dict[str, Any]]:
@@ -58,8 +60,8 @@ async def listing(s: LockState, key: Key | None, limit: int | None = None) -> li
 async def value(s: LockState, key: Key, version: int) -> dict[str, Any]:
     """Version ``version`` of ``key``: its value, metadata, expiry and times."""
     key = check_key(*key)
-    if version < 1:
-        raise errors.BadRequest("version must be 1 (the newest previous value) or more")
+    if not 1 <= version <= MAX_VERSION:
+        raise errors.BadRequest(f"version must be between 1 (the newest previous value) and {MAX_VERSION}")
     storage = await s.storage()
     rows = await s.db(s.store.history, key, version)
     if len(rows) < version:

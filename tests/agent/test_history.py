@@ -94,8 +94,11 @@ def test_versions_that_are_not_there_are_clear_errors(shared: AgentProcess) -> N
             c.history_value("few", 2)
         with pytest.raises(errors.NotFound, match="no version 1"):
             c.history_restore("never-stored", 1)
-        with pytest.raises(errors.BadRequest, match="version must be 1"):
+        with pytest.raises(errors.BadRequest, match="version must be between 1"):
             c.history_value("few", 0)
+        for huge in (2**31, 2**63 + 5, 2**64 - 1):  # past what SQLite's LIMIT takes: a clear error
+            with pytest.raises(errors.BadRequest, match="version must be between 1"):
+                c.history_restore("few", huge)
         with pytest.raises(errors.BadRequest, match="limit"):
             c.history("few", limit=0)
         with pytest.raises(errors.BadRequest):

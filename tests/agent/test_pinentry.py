@@ -103,7 +103,7 @@ def test_approve_here_takes_only_the_callers_own_terminal(agent_with_pinentry: A
     master, slave = os.openpty()  # a pty of this user, but not this process's controlling terminal
     try:
         with agent_with_pinentry.client() as c:
-            for bad in ("/etc/passwd", "/dev/null-not-there", "relative/tty", os.ttyname(slave)):
+            for bad in ("/etc/passwd", "/dev/null-not-there", "relative/tty", "/dev/pts/0\x00x", os.ttyname(slave)):
                 with pytest.raises(errors.BadRequest):
                     c.approve_here(bad)
     finally:
