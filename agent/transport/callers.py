@@ -14,7 +14,7 @@ import os
 import re
 from typing import Final
 
-__all__ = ["caller_of", "from_argv", "MAX_CALLER", "start_time", "parent_of", "exe_id"]
+__all__ = ["caller_of", "from_argv", "MAX_CALLER", "exited", "start_time", "parent_of", "exe_id"]
 
 # an executable that is a CPython interpreter: python, python3, python3.11, python3.13t
 _PYTHON: Final = re.compile(r"python(\d+(\.\d+)?)?[dmt]?")
@@ -68,6 +68,13 @@ def _stat(pid: int | None) -> list[bytes]:
         return []
     # the command name (field 2) may hold spaces and parentheses: split after its last ")"
     return stat[stat.rfind(b")") + 2 :].split()
+
+
+def exited(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits only for its parent to reap it (a zombie: it holds
+    no socket, lock or file any more)."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] == b"Z"
 
 
 def start_time(pid: int | None) -> int | None:
