@@ -101,6 +101,8 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
         )
         if r["last_error"]:
             print(f"  last error: {shown(r['last_error'])}")
+        if r.get("token_denied_s") is not None:  # the TOKEN column is what the agent knew before
+            print(f"  {_refused(r['remote'], r['token_denied_s'], r.get('denied_grace'))}")
         if r.get("offline_secrets"):
             print(
                 f"  offline cache: {r['offline_secrets']} values served from it (sealed in the vault), confirmed "
@@ -108,6 +110,17 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
                 f"({_age(r['max_stale'])})"
             )
         _print_names(r)
+
+
+def _refused(name: str, ago: float, grace: float | None) -> str:
+    """The status line of a token the remote refused itself: how long the cached values go on
+    (``grace`` None: an agent that does not report it)."""
+    head = f"token refused by the remote {_age(ago)} ago (revoked or expired)"
+    if grace is None:
+        return f"{head}; `agent remote login {name}`"
+    left = grace - ago
+    served = f"served {_age(left)} more (denied_grace)" if left > 0 else "no longer served"
+    return f"{head}: its cached values are {served}; `agent remote login {name}`"
 
 
 def _print_names(r: dict[str, Any]) -> None:

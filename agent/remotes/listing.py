@@ -165,6 +165,7 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "next_try_s": round(max(0.0, r.retry_at - now), 3) if r.failures else None,
                 "refresh": r.options.refresh,
                 "max_stale": r.options.max_stale,
+                "denied_grace": r.options.denied_grace,  # cached values served this long after token_denied_s
                 **refresh.status(r),
                 **offline.status(r),
             }

@@ -15,7 +15,9 @@ Rules of this module:
   that time either: a loop over a mistyped or forbidden name cannot flood the cluster;
 - concurrent askers of one listing or one secret share one request (``_once``);
 - upstream names go through ``agent.remotes.upstream``; what cannot be served is logged
-  once per agent and shown in status.
+  once per agent and shown in status;
+- a key in use refused (403) is dropped only once the token is known to be accepted (the
+  path's policy refused it); a refused token is the remote's refusal, after its grace.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from agent.remotes import Secret, mounts, upstream
+from agent.remotes import Secret, mounts, tokens, upstream
 from agent.remotes.remote import Remote
 from client import errors
 
@@ -130,19 +132,36 @@ async def sync(r: Remote, full: bool) -> None:
     served = r.cache.names.served
     chosen = served if full else [p for p in served if p in r.cache.used]
 
+    denied: dict[str, str] = {}
+
     async def one(platform: str) -> None:
         try:
             await _update(r, token, epoch, platform)
-        except errors.RemoteDenied as e:  # one path the policy denies spoils no other
-            log.warning("%s", e.message)
-            r.cache.deny(platform, e.message, time.monotonic())
+        except errors.RemoteDenied as e:
+            denied[platform] = e.message
 
     await asyncio.gather(*(one(p) for p in chosen))
+    if denied and await _token_refused(r, token):
+        raise errors.RemoteDenied(next(iter(denied.values())))
+    for platform, message in denied.items():  # one path the policy denies spoils no other
+        log.warning("%s", message)
+        r.cache.deny(platform, message, time.monotonic())
     if r.epoch == epoch:
         r.cache.refreshed(time.monotonic())
         r.refreshes += 1
         r.listings += listed
         r.last_refresh_requests = r.nodes.calls - calls
+
+
+async def _token_refused(r: Remote, token: str) -> bool:
+    """After paths were refused: whether the token itself was (revoked, expired), so that
+    its cached values stay for ``denied_grace`` rather than go at once (``tokens.lookup``
+    marks it, or logs in again with an AppRole or a JWT), rather than those paths' policy."""
+    try:
+        await tokens.lookup(r)
+    except errors.RemoteDenied:
+        return True
+    return r.token != token  # a new login meanwhile: the paths are asked again with it
 
 
 async def _update(r: Remote, token: str, epoch: int, platform: str) -> None:

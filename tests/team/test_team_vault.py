@@ -575,3 +575,24 @@ def test_a_revoked_token_stops_the_cached_values_after_the_grace(bao: Bao, team_
             c.get("togetherai")
         c.remote_login("team", member_token(bao))
         assert c.get("togetherai") == "t" * 32 and c.remote_status()[0]["token_denied_s"] is None
+
+
+def test_a_revoked_token_found_by_a_poll_keeps_the_cached_values_for_the_grace(
+    bao: Bao, team_agent: TeamAgent
+) -> None:
+    """A poll of the keys in use (no listing) refused: the token is looked up, and since it is
+    the token that was refused, not the key's path, the cached value is served through
+    denied_grace and status says so (it used to be dropped at once as a path's refusal, and
+    the token never looked up until the next listing)."""
+    put(bao, "mistral", {"api-key": "m" * 32})
+    token = member_token(bao)
+    a = team_agent(bao.addrs, login=token, denied_grace="1h", refresh="1h", poll="1s")
+    with a.client() as c:
+        assert c.get("mistral") == "m" * 32  # cached, and in use
+        bao.client().auth.token.revoke(token)
+        until(lambda: c.remote_status()[0]["token_denied_s"] is not None, 30, "the refusal seen by a poll")
+        assert c.get("mistral") == "m" * 32  # within the grace
+        assert c.remote_status()[0]["cached_secrets"] == 1
+    status = a.cli("remote", "status")
+    assert re.search(r"token refused by the remote \d+s ago \(revoked or expired\): its cached values are served "
+                     r"59m more \(denied_grace\); `agent remote login team`", status.stdout), status.stdout
