@@ -14,12 +14,16 @@ Rules of this module:
   confirmation, else read again first: a refresh never checks it;
 - a name the last listing did not show, or a read found absent, is a miss without
   asking the remote again for ``RELIST_AFTER`` seconds: a loop over a mistyped name
-  costs the cluster at most one listing that often.
+  costs the cluster at most one listing that often;
+- ``names_at`` changes whenever the names served may have (a secret come or gone, its
+  types changed, the whole cache dropped), and only then: a listing of the team names
+  sorted when it last changed is still in order (``agent.remotes.listing``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Mapping
 from typing import Final
@@ -32,6 +36,8 @@ __all__ = ["Cached", "Cache", "span", "RELIST_AFTER"]
 # seconds: a miss (a name no listing showed) asks the remote again at most this often, so
 # a key added upstream is found by a get within it, and a typo loop is one listing per period
 RELIST_AFTER: Final = 10.0
+
+_changes = itertools.count(1)  # names_at's values: never one twice, across caches and clears
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -65,6 +71,7 @@ class Cache:
 
     def clear(self) -> None:
         self.secrets: dict[str, Cached] = {}
+        self.names_at = next(_changes)  # changed with the names served (the rules above)
         self.names: Names = EMPTY  # the last listing's
         self.listing_at: float | None = None  # monotonic time of the last listing, of any kind
         self.absent: dict[str, float] = {}  # platform -> when a read found nothing
@@ -79,11 +86,14 @@ class Cache:
         """A listing saw ``names``: forget the secrets it no longer shows (or shows as another name)."""
         for platform in list(self.secrets):
             if names.served.get(platform) != self.secrets[platform].upstream:
-                del self.secrets[platform]
+                self.forget(platform)
         self.names, self.listing_at, self.absent = names, now, {}
 
     def put(self, platform: str, name: str, secret: Secret, now: float) -> None:
-        self.secrets[platform] = Cached(secret, now, name, types(secret.values))
+        held = self.secrets.get(platform)
+        cached = self.secrets[platform] = Cached(secret, now, name, types(secret.values))
+        if held is None or held.types != cached.types:
+            self.names_at = next(_changes)
         self.absent.pop(platform, None)
         self.denied.pop(platform, None)
         self.restored.discard(platform)
@@ -94,15 +104,19 @@ class Cache:
             self.secrets[platform] = dataclasses.replace(cached, confirmed=now)
             self.restored.discard(platform)
 
+    def forget(self, platform: str) -> None:
+        """No copy of ``platform`` held (any more)."""
+        if self.secrets.pop(platform, None) is not None:
+            self.names_at = next(_changes)
+        self.restored.discard(platform)
+
     def drop(self, platform: str, now: float) -> None:
         """The remote has no such secret (now)."""
-        self.secrets.pop(platform, None)
-        self.restored.discard(platform)
+        self.forget(platform)
         self.absent[platform] = now
 
     def deny(self, platform: str, message: str, now: float) -> None:
-        self.secrets.pop(platform, None)
-        self.restored.discard(platform)
+        self.forget(platform)
         self.denied[platform] = (now, message)
 
     def refreshed(self, now: float) -> None:

@@ -3,7 +3,9 @@
 A team key is listed once, with ``"source": NAME``, when it is what ``get`` would
 return: not shadowed by a local key of the same name, nor by an earlier remote. A
 listing's pages merge the local names (kept in order by ``agent.state.Entries``) with
-the team names sorted at its first page: no page sorts or walks the whole listing.
+the team names as sorted at its first page: no page sorts or walks the whole listing,
+and a first page sorts them only if a cache's names changed since they were last sorted
+(``Cache.names_at``), so a listing holds the event loop no longer than a page does.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ __all__ = ["names", "page", "describe", "status"]
 
 def names(remotes: team.Remotes, fresh: bool) -> tuple[list[Key], list[str]]:
     """The names of the team keys that resolve to a remote, sorted, and each one's remote:
-    sorted once per listing (``fresh``, its first page) and kept for its later pages,
-    which find their place in it by name. A local key of the same name shadows one of
-    these at the time of the page, not of the sort; a key gone from the cache since is
-    skipped, and one come since waits for the next listing."""
-    held = remotes.listing_names
-    if held is not None and not fresh:
+    at a listing's first page (``fresh``) sorted again if a cache's names changed since,
+    and kept for its later pages, which find their place in it by name. A local key of
+    the same name shadows one of these at the time of the page, not of the sort; a key
+    gone from the cache since is skipped, and one come since waits for the next listing."""
+    held, at = remotes.listing_names, tuple(r.cache.names_at for r in remotes.remotes)
+    if held is not None and (not fresh or remotes.listing_of == at):
         return held
     found: dict[Key, str] = {}
     for r in remotes.remotes:
@@ -39,7 +41,8 @@ def names(remotes: team.Remotes, fresh: bool) -> tuple[list[Key], list[str]]:
                 if (platform, ctype) not in found:
                     found[(platform, ctype)] = r.name
     keys = sorted(found)
-    remotes.listing_names = held = (keys, [found[k] for k in keys])
+    held = (keys, [found[k] for k in keys])
+    remotes.listing_names, remotes.listing_of = held, at
     remotes.listing_sorts += 1
     return held
 

@@ -83,7 +83,7 @@ async def reread(r: Remote, platform: str) -> None:
     try:
         await read(r, platform)
     except errors.AgentError:
-        r.cache.secrets.pop(platform, None)
+        r.cache.forget(platform)
 
 
 async def relist(r: Remote) -> None:

@@ -50,9 +50,11 @@ class Remotes:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        # the team names of the listing under way, sorted, and how many times they were
-        # sorted (agent.remotes.listing's: a listing sorts them once, not once per page)
+        # the team names of the listing under way, sorted, the caches' names_at they were
+        # sorted at, and how many times they were sorted (agent.remotes.listing's: once
+        # per change of the names, not once per listing or per page)
         self.listing_names: tuple[list[Key], list[str]] | None = None
+        self.listing_of: tuple[int, ...] = ()
         self.listing_sorts = 0
 
     def __repr__(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import client
+import client.protocol
 from client import errors
 from support import PASSPHRASE, ROOT, AgentProcess, short_tmpdir
 from support.openbao import Bao, Relay, Silent, TeamAgent, bao_binary, remote_config, until
@@ -90,10 +91,11 @@ def test_team_keys_are_listed_in_pages_with_the_local_ones(bao: Bao, team_agent:
         c.remote_sync()
         c.call_many([("store", {"platform": f"pg-l{i:02d}", "value": "l" * 30}) for i in range(2 * page)])
         c.call_many([("store", {"platform": f"pg-t{i:02d}", "value": "s" * 30}) for i in range(0, 2 * page, 3)])
-        c.list()  # the local names, sorted once since the unlock, are kept in order from here
         before = c.status()["listing_sorts"]
+        c.list()  # the local names, sorted once since the unlock, are kept in order from here
+        assert c.status()["listing_sorts"] - before == 2  # and the team names: each once, not once a page
         listed = [(e["platform"], e["source"]) for e in c.list() if e["platform"].startswith("pg-")]
-        assert c.status()["listing_sorts"] - before == 1  # the team names, once for the whole listing
+        assert c.status()["listing_sorts"] - before == 2  # the team's names unchanged: not sorted again
         expected = sorted(
             [(f"pg-l{i:02d}", "local") for i in range(2 * page)]
             + [(f"pg-t{i:02d}", "local" if i % 3 == 0 else "team") for i in range(2 * page)]
@@ -116,6 +118,27 @@ def test_team_keys_are_listed_in_pages_with_the_local_ones(bao: Bao, team_agent:
         while len(got := c.call("list", {"offset": len(by_offset), "limit": page})):
             by_offset += got
         assert [(e["platform"], e["source"]) for e in by_offset] == [(e["platform"], e["source"]) for e in whole]
+        # a local key deleted since: the team's names are not sorted again
+        sorts = c.status()["listing_sorts"]
+        assert [e["platform"] for e in c.list()] == [e["platform"] for e in whole]
+        assert c.status()["listing_sorts"] == sorts
+        # a key added upstream and one deleted there, both seen by a sync between two pages:
+        # the listing under way goes on in order, each name once, with every name that was
+        # there throughout; the next listing sorts once and has both changes
+        first = c.call("list", {"offset": 0, "limit": page})
+        put(bao, "pg-t50", {"api-key": "n" * 30})
+        bao.client().secrets.kv.v2.delete_metadata_and_all_versions("ml-team/pg-t01")
+        c.remote_sync("team")
+        after, rest = [first[-1]["platform"], first[-1]["credential_type"]], []
+        while len(got := c.call("list", {"offset": 0, "limit": page, "after": after})):
+            rest += got
+            after = [got[-1]["platform"], got[-1]["credential_type"]]
+        keys = [(e["platform"], e["credential_type"]) for e in first + rest]
+        assert keys == sorted(set(keys))
+        assert {e["platform"] for e in whole} - {"pg-t01"} <= {k[0] for k in keys}
+        now = [(e["platform"], e["source"]) for e in c.list() if e["platform"].startswith("pg-")]
+        assert ("pg-t50", "team") in now and all(p != "pg-t01" for p, _ in now)
+        assert now == sorted(now) and c.status()["listing_sorts"] == sorts + 1
 
 
 def test_a_local_key_shadows_the_team_key(bao: Bao, team_agent: TeamAgent) -> None:
