@@ -289,7 +289,7 @@ def main() -> None:
         f"{LISTINGS} `agent ls --json` per agent; took {time.time() - started:.0f} s.\n"
     )
     report(subjects)
-    listings = 2 * LISTINGS * rounds
+    listings = (2 * LISTINGS + 1) * rounds  # the processes' and the walks'
     print(f"\nsorts of the names (agent status listing_sorts, {listings} listings each): " + ", ".join(sorts))
 
 
