@@ -133,16 +133,20 @@ async def sync(r: Remote, full: bool) -> None:
     chosen = served if full else [p for p in served if p in r.cache.used]
 
     denied: dict[str, str] = {}
+    lost: list[str] = []  # of those, the ones a copy was held of
 
     async def one(platform: str) -> None:
+        held = platform in r.cache.secrets
         try:
             await _update(r, token, epoch, platform)
         except errors.RemoteDenied as e:
             denied[platform] = e.message
+            if held:
+                lost.append(platform)
 
     await asyncio.gather(*(one(p) for p in chosen))
-    if denied and await _token_refused(r, token):
-        raise errors.RemoteDenied(next(iter(denied.values())))
+    if lost and await _token_refused(r, token):  # (a key no copy is held of has nothing to keep)
+        raise errors.RemoteDenied(denied[lost[0]])
     for platform, message in denied.items():  # one path the policy denies spoils no other
         log.warning("%s", message)
         r.cache.deny(platform, message, time.monotonic())

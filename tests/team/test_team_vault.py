@@ -218,6 +218,35 @@ def test_a_denied_path_is_a_clear_error(bao: Bao, team_agent: TeamAgent) -> None
         assert c.hello()  # the agent goes on serving
 
 
+def test_a_key_in_use_its_policy_withdraws_is_dropped_and_the_token_kept(bao: Bao, team_agent: TeamAgent) -> None:
+    """A poll refused on one key whose copy is held: the token is looked up, still accepted,
+    so that path's policy refused it: that key alone goes, at once, and no refusal of the
+    token is marked (the other keys are served on)."""
+    put(bao, "narrow-a", {"api-key": "a" * 30})
+    put(bao, "narrow-b", {"api-key": "b" * 30})
+    bao.client().sys.create_or_update_policy("narrow", POLICY)
+    reply = bao.client().auth.token.create(policies=["narrow"], ttl="1h", renewable=True)
+    token = str(reply["auth"]["client_token"])
+    a = team_agent(bao.addrs, login=token, refresh="1h", poll="1s")
+    with a.client() as c:
+        assert c.get("narrow-a") == "a" * 30 and c.get("narrow-b") == "b" * 30  # both in use
+        withdrawn = POLICY + "".join(
+            f'path "secret/{kind}/ml-team/narrow-b" {{ capabilities = ["deny"] }}\n' for kind in ("data", "metadata")
+        )
+        bao.client().sys.create_or_update_policy("narrow", withdrawn)
+
+        def refused() -> bool:
+            try:
+                c.get("narrow-b")
+            except errors.RemoteDenied as e:
+                return "ml-team/narrow-b" in e.message
+            return False
+
+        until(refused, 30, "the key the policy withdrew refused")
+        assert c.get("narrow-a") == "a" * 30
+        assert c.remote_status()[0]["token_denied_s"] is None
+
+
 def test_the_token_is_sealed_and_never_shown(bao: Bao, team_agent: TeamAgent) -> None:
     canary = member_token(bao)
     put(bao, "cohere", {"api-key": "c" * 30})
