@@ -79,7 +79,7 @@ fi
 
 log "pytest"
 rc=0
-"$VENV/bin/python" -m pytest "$@" </dev/null || rc=$?
+"$VENV/bin/python" -m pytest --durations=25 "$@" </dev/null || rc=$?
 if [ "$rc" = 5 ]; then
   log "pytest collected no tests: that is a failure"
   exit 1

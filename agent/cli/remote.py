@@ -4,7 +4,9 @@ The token (or an AppRole's role and secret ids, or a JWT) is read like any secre
 hidden prompt, or the first lines of stdin; never argv (a role id may still be given
 there). A JWT may also come from an environment variable (read here: the agent's own
 environment is not the caller's) or a file the agent reads again at each login. The
-agent checks it against the remote and keeps it sealed in the local vault."""
+agent checks it against the remote and keeps it sealed in the local vault. A remote with
+``auth = "cert"`` is given nothing: ``--cert`` has the agent log in with the client
+certificate its config names now (it also does so by itself)."""
 
 from __future__ import annotations
 
@@ -34,7 +36,12 @@ __all__ = ["register"]
 def cmd_login(args: argparse.Namespace) -> int:
     if args.jwt is None and (args.jwt_file is not None or args.jwt_env is not None):
         raise CliError("--jwt-file and --jwt-env go with --jwt ROLE")
-    if args.approle is not None:
+    if args.cert:
+        if args.approle is not None or args.jwt is not None:
+            raise CliError("--cert is a login of its own: no --approle or --jwt with it")
+        with Client() as c:
+            result = c.remote_login(args.remote)
+    elif args.approle is not None:
         # the role id as the secret id: a prompt or stdin (an argument would show in the process list)
         role_id = args.approle or read_secret(f"AppRole role id for {args.remote}: ")
         secret_id = read_secret(f"AppRole secret id for {args.remote}: ")
@@ -87,11 +94,14 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
             held = "boto3's credential chain" if r["logged_in"] else "credential chain (locked)"
         elif not r["logged_in"]:
             held = "stored (locked)" if r["token_stored"] else "none: `agent remote login`"
+            held = "client certificate: no token yet" if r.get("auth") == "cert" and not r["token_stored"] else held
         elif r["token_never_expires"]:
             held = "never expires"
         else:
             held = f"TTL {_age(r['token_ttl_s'])}, {r['renewals']} renewals"
-            if r.get("auth") == "approle":
+            if r.get("auth") == "cert":
+                held += f", {r['relogins']} certificate logins"
+            elif r.get("auth") == "approle":
                 held += f", {r['relogins']} AppRole logins"
             elif r.get("auth") == "jwt":
                 held += f", {r['relogins']} JWT logins"
@@ -183,6 +193,12 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument("--jwt-file", metavar="PATH", help="the JWT's file: the agent reads it again at each login")
     p.add_argument("--jwt-env", metavar="VAR", help="the environment variable that holds the JWT (read once, here)")
+    p.add_argument(
+        "--cert",
+        action="store_true",
+        help='log in now with the client certificate of the remote\'s table (auth = "cert"), as the agent also '
+        "does by itself after each unlock and when its token ends",
+    )
     p = add_command(group, "status", cmd_status, "reachable, last node, cache age and token TTL per remote")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add_command(group, "sync", cmd_sync, "refresh the cache of one remote (or all) now")

@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from agent.crypto import SecureStorage
+from agent.remotes import bao_options
 from client import config
 from client.config import ConfigError
 from client.validation import check_name
 
 __all__ = [
     "AppRole",
+    "Cert",
     "Hooks",
     "Jwt",
     "Login",
@@ -63,11 +65,12 @@ DEFAULTS: Final[dict[str, Any]] = {
     "deadline": 10.0,
     "denied_grace": 60.0,
     "jwt_path": "jwt",
+    "cert_path": "cert",
 }
 _COMMON: Final = ("kind", "prefix", "refresh", "poll", "max_stale", "timeout", "deadline", "denied_grace")
 # the keys each kind of remote takes (agent.remotes.kinds has their modules); the first is the default kind
 KIND_KEYS: Final[dict[str, tuple[str, ...]]] = {
-    "openbao": ("url", "mount", *_COMMON[1:], "ca_file", "listener_user", "jwt_path", "kind"),
+    "openbao": ("url", "mount", *_COMMON[1:], "ca_file", "listener_user", "jwt_path", *bao_options.KEYS, "kind"),
     "aws-secrets-manager": ("region", "endpoint_url", *_COMMON),
 }
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_.-]+")
@@ -97,6 +100,14 @@ class RemoteOptions:
     # how long cached values are still served after the remote refused the token itself
     denied_grace: float = DEFAULTS["denied_grace"]
     jwt_path: str = DEFAULTS["jwt_path"]  # where OpenBao's jwt auth method is enabled (auth/<jwt_path>)
+    # OpenBao's connection and login options (agent.remotes.bao_options)
+    namespace: str = ""  # sent as X-Vault-Namespace with every request; "": the root namespace
+    tls_server_name: str = ""  # the name the nodes' certificates are checked against; "": each URL's host
+    client_cert: Path | None = None  # presented at every TLS handshake, with client_key
+    client_key: Path | None = None
+    auth: str = "token"  # "token": what `agent remote login` is given; "cert": the agent logs in with client_cert
+    cert_role: str = ""  # the cert auth method's role (its ``name``); "": any role whose CA signed the certificate
+    cert_path: str = DEFAULTS["cert_path"]  # where the cert auth method is enabled (auth/<cert_path>)
 
     def path(self, platform: str) -> str:
         """The secret's path below the mount."""
@@ -177,7 +188,15 @@ class Jwt:
         return f"Jwt(role={self.role!r}, {'file' if self.path else '<hidden>'})"
 
 
-Login = AppRole | Jwt  # how the agent logs in again by itself when its token reaches its end
+@dataclasses.dataclass(frozen=True)
+class Cert:
+    """A login with the remote's client certificate (``auth = "cert"``): nothing secret is held
+    but the key file the config names, so nothing is sealed beyond the token."""
+
+    role: str  # "" : any role of the cert auth method that trusts the certificate
+
+
+Login = AppRole | Jwt | Cert  # how the agent logs in again by itself when its token reaches its end
 
 
 def parse_duration(value: Any, where: str) -> float:
@@ -283,6 +302,7 @@ def _one(name: str, table: Mapping[str, Any], where: str) -> RemoteOptions:
         if not isinstance(urls, list) or not urls:
             raise ConfigError(f"{where}: 'url' must be a node address or a list of them")
         kw["urls"] = tuple(check_url(u, where) for u in urls)
+        kw.update(bao_options.parse(table, kw["urls"], where))
     for key in ("refresh", "poll", "max_stale", "timeout", "deadline", "denied_grace"):
         if key in table:
             kw[key] = parse_duration(table[key], f"{where}: {key!r}")

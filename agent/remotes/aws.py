@@ -328,3 +328,6 @@ class Nodes:
 
     def jwt_login(self, role: str, jwt: str, deadline: float) -> str:
         raise errors.BadRequest(f"remote {self.options.name!r} is AWS Secrets Manager: no JWT login")
+
+    def cert_login(self, deadline: float) -> str:
+        raise errors.BadRequest(f"remote {self.options.name!r} is AWS Secrets Manager: no client certificate login")

@@ -13,7 +13,11 @@ Rules of this module (the one that imports requests and urllib3):
   connection is refused: use ``https://`` with ``ca_file``, or a ``unix://`` socket;
 - a ``unix://`` URL reaches OpenBao's Unix-socket listener (or a tunnel's); its owner
   is the listening process's uid (``SO_PEERCRED``), checked the same way;
-- ``https://`` verifies the node's certificate (``ca_file``, else the system's CAs);
+- ``https://`` verifies the node's certificate (``ca_file``, else the system's CAs) against
+  the URL's host, or ``tls_server_name`` (sent as SNI too); the session carries the CA file
+  and the client certificate itself (hvac takes a session's ``verify`` over its own);
+- with a ``namespace``, a 404 "namespace not found" is ``NoNamespace``: no such namespace is
+  a fault of the config, not an absent secret (which the callers take a 404 to mean);
 - nothing comes from the environment (``trust_env`` off: no ``~/.netrc``, no proxy, no
   CA bundle from variables): what the config names is what is used;
 - a redirect is followed only to one of the remote's own URLs, with the scheme it has
@@ -22,9 +26,11 @@ Rules of this module (the one that imports requests and urllib3):
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
+import ssl
 import struct
 import sys
 import urllib.parse
@@ -39,7 +45,17 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from client import transport
 
-__all__ = ["UntrustedListener", "RefusedRedirect", "session", "base_url", "is_loopback", "tcp_owner"]
+__all__ = [
+    "UntrustedListener",
+    "RefusedRedirect",
+    "NoNamespace",
+    "Tls",
+    "session",
+    "base_url",
+    "is_loopback",
+    "tcp_owner",
+    "tls_problem",
+]
 
 UNIX_SCHEME: Final = "http+unix"  # how a unix:// node's URL travels through requests
 _PROC_NET: Final = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
@@ -52,6 +68,35 @@ class UntrustedListener(ConnectionError):
 
 class RefusedRedirect(requests.ConnectionError):
     """A node redirected to a URL that is not one of the remote's: the redirect was not followed."""
+
+
+class NoNamespace(Exception):
+    """A node answered that the namespace the request named does not exist there."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tls:
+    """What an ``https://`` connection verifies and presents."""
+
+    ca_file: Path | None = None  # else the system's CAs
+    server_name: str = ""  # the name the certificate must carry; "": the URL's host
+    client_cert: Path | None = None  # with client_key: presented at every handshake
+    client_key: Path | None = None
+
+
+def tls_problem(e: BaseException) -> str | None:
+    """The certificate check that failed in ``e`` (OpenSSL's words: which name, which issuer), or None."""
+    found: BaseException | None = e
+    for _ in range(8):  # requests wraps urllib3's error, which wraps the ssl module's
+        if found is None or isinstance(found, ssl.SSLCertVerificationError):
+            break
+        inner = [
+            x for x in (*found.args, getattr(found, "reason", None), found.__cause__) if isinstance(x, BaseException)
+        ]
+        found = inner[0] if inner else None
+    if not isinstance(found, ssl.SSLCertVerificationError):
+        return None
+    return str(found.verify_message or "certificate verify failed").rstrip(".")
 
 
 def is_loopback(host: str) -> bool:
@@ -143,12 +188,15 @@ class _UnixConnection(HTTPConnection):
 class _Adapter(requests.adapters.HTTPAdapter):
     """Connections made by the classes above; a ``unix://`` node's pool per socket path."""
 
-    def __init__(self, trusted: frozenset[int]) -> None:
+    def __init__(self, trusted: frozenset[int], server_name: str = "") -> None:
         self._trusted = trusted
+        self._server_name = server_name
         self._unix: dict[str, HTTPConnectionPool] = {}
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        if self._server_name:  # SNI and the name checked; urllib3 drops it for plain http pools
+            kwargs["server_hostname"] = self._server_name
         super().init_poolmanager(*args, **kwargs)
         checked = type("CheckedConnection", (_CheckedConnection,), {"trusted": self._trusted})
         plain = type("CheckedPool", (HTTPConnectionPool,), {"ConnectionCls": checked})
@@ -199,10 +247,22 @@ def base_url(url: str) -> str:
     return f"{UNIX_SCHEME}://{urllib.parse.quote(parts.path, safe='')}"
 
 
-def session(urls: Iterable[str], listener_uids: Iterable[int] = ()) -> requests.Session:
+def _no_namespace(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    if response.status_code == 404 and b"namespace not found" in response.content[:512]:
+        raise NoNamespace()
+
+
+def session(
+    urls: Iterable[str], listener_uids: Iterable[int] = (), tls: Tls = Tls(), namespace: str = ""
+) -> requests.Session:
     """A session for one remote's nodes: checked connections, no environment, redirects among ``urls``."""
     s = _Session(frozenset(_origin(base_url(u)) for u in urls))
-    adapter = _Adapter(frozenset({os.geteuid(), 0, *listener_uids}) if hasattr(os, "geteuid") else frozenset())
+    s.verify = str(tls.ca_file) if tls.ca_file else True
+    s.cert = (str(tls.client_cert), str(tls.client_key)) if tls.client_cert and tls.client_key else None
+    if namespace:
+        s.hooks["response"].append(_no_namespace)
+    trusted = frozenset({os.geteuid(), 0, *listener_uids}) if hasattr(os, "geteuid") else frozenset()
+    adapter = _Adapter(trusted, tls.server_name)
     for prefix in ("http://", "https://", f"{UNIX_SCHEME}://"):
         s.mount(prefix, adapter)
     return s

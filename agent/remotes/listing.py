@@ -123,8 +123,11 @@ def _entry(r: team.Remote, platform: str, ctype: str) -> dict[str, Any]:
     }
 
 
-def _auth(meta: VaultMeta, name: str) -> str:
-    """How the stored token was had: "approle", "jwt" (the agent logs in again so) or "token"."""
+def _auth(meta: VaultMeta, r: team.Remote) -> str:
+    """How the token was had: "cert", "approle", "jwt" (the agent logs in again so) or "token"."""
+    name = r.name
+    if r.options.auth == "cert":
+        return "cert"
     if meta.get(sealed.approle_meta(name)) is not None:
         return "approle"
     return "jwt" if meta.get(sealed.jwt_meta(name)) is not None else "token"
@@ -158,8 +161,14 @@ def status(remotes: team.Remotes) -> list[dict[str, Any]]:
                 "renewable": r.renewable,
                 "renewals": r.renewals,
                 "kind": r.options.kind,
-                "auth": _auth(meta, r.name) if stored else "credential-chain" if r.token else None,
-                "relogins": r.relogins,  # AppRole or JWT logins made by the agent itself (its token had ended)
+                "auth": _auth(meta, r)
+                if stored or r.options.auth == "cert"
+                else "credential-chain"
+                if r.token
+                else None,
+                # AppRole, JWT or certificate logins made by the agent itself (its token had ended)
+                "relogins": r.relogins,
+                "namespace": r.options.namespace or None,
                 "calls": nodes.calls if nodes else 0,
                 # background tries (lookup, renewal, refresh) failed in a row, and when the next one is
                 "failures": r.failures,

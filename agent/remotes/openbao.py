@@ -93,10 +93,18 @@ class Nodes:
         clients: dict[str, Any] = self._local.__dict__.setdefault("clients", {})
         client = clients.get(url)
         if client is None:
-            verify: str | bool = str(self.options.ca_file) if self.options.ca_file else True
-            session = http.session(self.options.urls, self.options.listener_uids)
+            o = self.options
+            tls = http.Tls(o.ca_file, o.tls_server_name, o.client_cert, o.client_key)
+            session = http.session(o.urls, o.listener_uids, tls, o.namespace)
+            # verify and cert are the session's (hvac takes those over its own); cert=() keeps
+            # hvac from presenting a certificate named by VAULT_CLIENT_CERT in the environment
             client = clients[url] = hvac.Client(
-                url=http.base_url(url), verify=verify, timeout=self.options.timeout, session=session
+                url=http.base_url(url),
+                verify=session.verify,
+                cert=session.cert or (),
+                timeout=o.timeout,
+                session=session,
+                namespace=o.namespace or None,
             )
         return client
 
@@ -168,6 +176,12 @@ class Nodes:
                 seen.append(f"{url}: {_why(e)}")
                 self._stale, self._first = True, (index + 1) % len(urls)
                 continue
+            except http.NoNamespace:
+                self._answered(url, index)
+                raise errors.ConfigError(
+                    f"remote {name!r}: [remote.{name}] namespace = {self.options.namespace!r} does not exist at "
+                    f"{url} (asked for {what}); nothing was read or written"
+                ) from None
             except hvac.exceptions.Forbidden:
                 self._answered(url, index)
                 raise errors.RemoteDenied(
@@ -357,6 +371,26 @@ class Nodes:
 
         return self.run(f"a JWT login as role {role!r} at auth/{self.options.jwt_path}", None, fn, deadline)
 
+    def cert_login(self, deadline: float) -> str:
+        """A token for the client certificate the session presents, from the cert auth method
+        at ``auth/<cert_path>`` (as ``cert_role``, else any role that trusts the certificate)."""
+        o = self.options
+        body = {"name": o.cert_role} if o.cert_role else {}
+        what = f"a client certificate login{f' as role {o.cert_role!r}' if o.cert_role else ''} at auth/{o.cert_path}"
+
+        def fn(c: Any) -> str:
+            try:
+                reply = c.adapter.post(f"/v1/auth/{o.cert_path}/login", json=body)
+            except hvac.exceptions.InvalidRequest:  # 400: no role trusts it (another CA, an expired cert)
+                raise errors.RemoteDenied(
+                    f"remote {o.name!r} refused {what}: no role there trusts the certificate {o.client_cert} "
+                    "(another CA signed it, it expired, or it does not match the role)"
+                ) from None
+            token: str = reply["auth"]["client_token"]
+            return token
+
+        return self.run(what, None, fn, deadline)
+
 
 def _found(e: BaseException, kind: type[BaseException], depth: int = 0) -> BaseException | None:
     """``kind`` in ``e`` or in what it wraps (requests wraps urllib3, which wraps the socket's error)."""
@@ -381,7 +415,10 @@ def _why(e: BaseException) -> str:
     if isinstance(e, requests.exceptions.InvalidHeader):
         return "the token has characters no token has (spaces or control characters)"
     if isinstance(e, requests.exceptions.SSLError):
-        return "TLS verification failed (see ca_file)"
+        problem = http.tls_problem(e)  # OpenSSL's words: a name that does not match, an unknown issuer
+        if problem is not None:
+            return f"TLS verification failed: {problem} (see ca_file, tls_server_name)"
+        return "the TLS handshake failed (is a client certificate required?)"
     if isinstance(e, requests.Timeout):
         return "timed out"
     if isinstance(e, requests.ConnectionError):

@@ -69,6 +69,7 @@ class Remote:
         self.failures = 0  # background tries failed in a row
         self.last_failure: str | None = None  # its message, logged again only when it changes
         self.retry_at = 0.0  # monotonic: no background try before it
+        self.login_failure: errors.AgentError | None = None  # the last certificate login's (agent.remotes.tokens)
         self.mount_ok = False  # the mount was found KV v2 since the last unlock or login (agent.remotes.mounts)
         self.inflight: dict[str, asyncio.Future[Any]] = {}  # a listing or a read under way, shared by its askers
         self.refreshes = 0  # complete refreshes and checks (agent.remotes.refresh)
@@ -111,6 +112,7 @@ class Remote:
         self.cache.clear()
         self.token_expires = self.token_ttl = self.renew_at = None
         self.failures, self.retry_at = 0, 0.0
+        self.login_failure = None
         self.denied_at = None
         self.mount_ok = False
         self.inflight = {}

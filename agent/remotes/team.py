@@ -88,7 +88,7 @@ class Remotes:
 
     def unlocked(self, storage: SecureStorage) -> None:
         for r in self.remotes:
-            if tokens.open_sealed(r, storage) or tokens.from_chain(r):
+            if tokens.open_sealed(r, storage) or tokens.from_chain(r) or tokens.by_cert(r):
                 served = offline.restore(r, storage)
                 if served:
                     log.info("remote %s: %d secrets in use restored from the offline cache", r.name, served)
@@ -109,7 +109,7 @@ class Remotes:
         return min(due + ([r.renew_at] if r.renew_at is not None else []))
 
     def _next_due(self, now: float) -> float:
-        due = [self._due(r, now) for r in self.remotes if r.token]
+        due = [self._due(r, now) for r in self.remotes if r.token or tokens.logs_in_itself(r)]
         return max(0.0, min(due) - now) if due else 3600.0
 
     async def _loop(self) -> None:
@@ -124,7 +124,7 @@ class Remotes:
                 timer.cancel()
             self._wake.clear()
             for r in self.remotes:
-                if self._closed or self.agent.locked or r.token is None:
+                if self._closed or self.agent.locked or (r.token is None and not tokens.logs_in_itself(r)):
                     continue
                 try:
                     await self._tend(r)
@@ -138,6 +138,11 @@ class Remotes:
         now, epoch = time.monotonic(), r.epoch
         if now < r.retry_at:
             return
+        if r.token is None:  # a remote that logs in by itself (its certificate): it counts and logs its failures
+            try:
+                await tokens.first_login(r)
+            except errors.AgentError:
+                return
         try:
             if r.needs_lookup:
                 await tokens.lookup(r)
@@ -185,6 +190,8 @@ class Remotes:
         now = time.monotonic()
         for r in self.remotes:
             if r.token is None:
+                if tokens.logs_in_itself(r):  # its first login is under way or due: wait for it
+                    return self._fetch_get(key, expiry)
                 continue
             found = self._lookup_cached(r, key, now)
             if found is _FETCH or found is _DENIED:
@@ -224,6 +231,11 @@ class Remotes:
         check_key(*key)
         failure: errors.AgentError | None = None
         for r in self.remotes:
+            try:
+                await tokens.first_login(r)  # a remote that logs in by itself and has no token yet
+            except errors.AgentError as e:
+                failure = failure or e
+                continue
             if r.token is None:
                 continue
             found = self._lookup_cached(r, key, time.monotonic())
@@ -263,8 +275,9 @@ class Remotes:
     async def sync(self, name: str | None) -> None:
         """``agent remote sync``: the mount checked, then every listed secret (not only those in use)."""
         await self.agent.storage()
-        chosen = [self.named(name)] if name is not None else [r for r in self.remotes if r.token]
+        chosen = [self.named(name)] if name is not None else [r for r in self.remotes if r.token or r.login_as]
         for r in chosen:
+            await tokens.first_login(r)
             await refresh.sync(r, full=True)
 
     # --- names and login -------------------------------------------------------------------

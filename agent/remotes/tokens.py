@@ -1,6 +1,6 @@
-"""A team vault's token over its life: login (a token, an AppRole, or a JWT), sign-in, the
-lookup after an unlock, renewal, and a new AppRole or JWT login when the token cannot be
-renewed.
+"""A team vault's token over its life: login (a token, an AppRole, a JWT, or the remote's
+client certificate), sign-in, the lookup after an unlock, renewal, and a new AppRole, JWT
+or certificate login when the token cannot be renewed.
 
 Rules of this module:
 - the token is sealed in the local vault's meta (``agent.remotes.sealed``) under the
@@ -11,7 +11,11 @@ Rules of this module:
   can no longer be renewed (its max TTL reached, or refused) is replaced by a new
   login, with no one at the keyboard; a token given by hand replaces either;
 - a token that a node refuses is used no further by a member with no AppRole: the
-  refusal is raised for the caller (the background loop) to log and retry later.
+  refusal is raised for the caller (the background loop) to log and retry later;
+- a remote with ``auth = "cert"`` logs in by itself with its client certificate whenever
+  it holds no token (after an unlock, or a refusal): nothing but the token is sealed, the
+  config names the certificate; one login at a time, shared by the gets that wait on it,
+  and none while a failed one backs off (``Remote.failed``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.crypto import SecureStorage
-from agent.remotes import AppRole, Jwt, Login, TokenInfo, kinds, mounts
+from agent.remotes import AppRole, Cert, Jwt, Login, TokenInfo, kinds, mounts
 from agent.remotes.remote import Remote
 from agent.remotes.sealed import (
     approle_meta,
@@ -38,10 +42,21 @@ from agent.remotes.sealed import (
 )
 from client import errors
 
-__all__ = ["open_sealed", "from_chain", "lookup", "renew", "sign_in", "login"]
+__all__ = [
+    "open_sealed",
+    "from_chain",
+    "by_cert",
+    "logs_in_itself",
+    "first_login",
+    "lookup",
+    "renew",
+    "sign_in",
+    "login",
+]
 
 log = logging.getLogger("agent.remotes")
 MAX_JWT: Final = 64 * 1024  # characters of a JWT file read; CI and Kubernetes tokens are a few KiB
+_LOGIN: Final = "\0login"  # Remote.inflight's key of a certificate login under way (no secret's name)
 
 
 def open_sealed(r: Remote, storage: SecureStorage) -> bool:
@@ -54,7 +69,9 @@ def open_sealed(r: Remote, storage: SecureStorage) -> bool:
         r.token = unseal_token(storage, r.name, sealed)
         approle, jwt = meta.get(approle_meta(r.name)), meta.get(jwt_meta(r.name))
         r.login_as = (
-            unseal_approle(storage, r.name, approle)
+            Cert(r.options.cert_role)
+            if r.options.auth == "cert"
+            else unseal_approle(storage, r.name, approle)
             if approle is not None
             else unseal_jwt(storage, r.name, jwt)
             if jwt is not None
@@ -76,6 +93,53 @@ def from_chain(r: Remote) -> bool:
     r.token, r.login_as = kinds.CHAIN, None
     r.needs_lookup, r.next_sync = True, 0.0
     return True
+
+
+def by_cert(r: Remote) -> bool:
+    """At unlock, for ``auth = "cert"`` with no token sealed: log in with the certificate
+    soon (the background loop, or the first get); False: there is no token yet."""
+    if r.options.auth == "cert":
+        r.token, r.login_as, r.next_sync = None, Cert(r.options.cert_role), 0.0
+    return False
+
+
+def logs_in_itself(r: Remote) -> bool:
+    """Whether ``r`` holds no token but can get one by itself now (its client certificate)."""
+    return r.token is None and isinstance(r.login_as, Cert) and not r.state.locked
+
+
+async def first_login(r: Remote) -> None:
+    """A token for a remote that logs in by itself and holds none: one login under way at
+    a time, shared; while a failed one backs off, its failure again without a request."""
+    if not logs_in_itself(r):
+        return
+    if time.monotonic() < r.retry_at and r.login_failure is not None:
+        raise r.login_failure
+    pending = r.inflight.get(_LOGIN)
+    if pending is None:
+        pending = r.inflight[_LOGIN] = asyncio.ensure_future(_cert_login(r))
+        held = r.inflight  # a lock replaces it: the login of before leaves the new one alone
+        pending.add_done_callback(lambda _: held.pop(_LOGIN, None))
+    await asyncio.shield(pending)
+
+
+async def _cert_login(r: Remote) -> None:
+    """The login of ``first_login``, counted once however many wait on it."""
+    epoch = r.epoch
+    try:
+        await sign_in(r, None, Cert(r.options.cert_role), check_mount=True)
+    except errors.AgentError as e:
+        if r.epoch != epoch:  # a lock meanwhile: not a failure of the certificate
+            raise
+        r.login_failure = e
+        wait = r.failed(time.monotonic())
+        if r.failures & (r.failures - 1) == 0:
+            log.warning("remote %s: %s (try %d; the next in %.0f s)", r.name, e.message, r.failures, wait)
+        raise
+    r.login_failure = None
+    r.succeeded()
+    r.next_sync = r.next_list = 0.0
+    log.info("remote %s: logged in with its client certificate", r.name)
 
 
 async def lookup(r: Remote) -> None:
@@ -132,6 +196,8 @@ async def renew(r: Remote) -> None:
 
 
 def _how(login: Login | None) -> str:
+    if isinstance(login, Cert):
+        return "with its client certificate"
     return "with its AppRole" if isinstance(login, AppRole) else "with its JWT" if login else "with a token"
 
 
@@ -161,6 +227,8 @@ def _read_jwt(path: str) -> str:
 async def _new_token(r: Remote, login: Login, epoch: int) -> str:
     if isinstance(login, AppRole):
         return await r.call(epoch, lambda d: r.nodes.approle_login(login.role_id, login.secret_id, d))
+    if isinstance(login, Cert):
+        return await r.call(epoch, lambda d: r.nodes.cert_login(d))
     jwt = login.jwt if login.path is None else await asyncio.to_thread(_read_jwt, login.path)
     assert jwt is not None
     return await r.call(epoch, lambda d: r.nodes.jwt_login(login.role, jwt, d))
@@ -223,7 +291,8 @@ def _chosen(
         or (jwt_way and (jwt_role is None or (jwt is None) == (jwt_file is None)))
     ):
         raise errors.BadRequest(
-            "give a token, an AppRole's role_id and secret_id, or a JWT role with a JWT or a JWT file"
+            "give a token, an AppRole's role_id and secret_id, or a JWT role with a JWT or a JWT file "
+            '(or set auth = "cert" in the remote\'s table to log in with its client certificate)'
         )
     if role_id is not None and secret_id is not None:
         return None, AppRole(_checked(role_id, "role id") or "", _checked(secret_id, "secret id") or "")
@@ -251,7 +320,16 @@ async def login(
             f"remote {r.name!r} is {r.options.kind}: it takes no login, its credentials come from "
             "boto3's standard chain (environment, ~/.aws config and profiles, SSO, an instance or container role)"
         )
-    token, how = _chosen(token, role_id, secret_id, jwt, jwt_role, jwt_file)
+    how: Login | None
+    if r.options.auth == "cert":  # the certificate the config names is the only way in
+        if any(x is not None for x in (token, role_id, secret_id, jwt, jwt_role, jwt_file)):
+            raise errors.BadRequest(
+                f'remote {r.name!r} logs in with its client certificate (auth = "cert" in [remote.{r.name}]): '
+                f"`agent remote login {r.name} --cert`, no token"
+            )
+        how = Cert(r.options.cert_role)
+    else:
+        token, how = _chosen(token, role_id, secret_id, jwt, jwt_role, jwt_file)
     info = await sign_in(r, token, how, check_mount=True)
     r.next_sync = r.next_list = 0.0  # a refresh now, with what this token may read
     log.info("remote %s: logged in %s (policies %s)", r.name, _how(how), ", ".join(info.policies))
@@ -260,5 +338,11 @@ async def login(
         "ttl_s": info.ttl,
         "renewable": info.renewable,
         "policies": list(info.policies),
-        "auth": "approle" if isinstance(how, AppRole) else "jwt" if how else "token",
+        "auth": "cert"
+        if isinstance(how, Cert)
+        else "approle"
+        if isinstance(how, AppRole)
+        else "jwt"
+        if how
+        else "token",
     }
