@@ -323,7 +323,8 @@ def beside(vaults: list[Vault], measured: dict[int, list[scale_others.Side | str
         cells = [row]
         for v in sized:
             cells.append(agent_cell(v, row))
-            cells += [other_cell(side, row) for side in measured.get(v.n, [])]
+            sides = measured.get(v.n) or ["not run (N above --others-max)"] * len(scale_others.SIDES)
+            cells += [other_cell(side, row) for side in sides]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
