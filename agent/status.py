@@ -43,6 +43,11 @@ def report(a: Agent) -> Any:
         # many, plus the team names once per listing; never once per page)
         "listing_sorts": a.entries.sorts
         + (remotes.listing_sorts if isinstance(remotes := a.remotes, team.Remotes) else 0),
+        # group commit: transactions of stores and updates, the writes they acknowledged, the
+        # most one held (writes that arrive while one commits share the next)
+        "write_transactions": a.write_queue.transactions,
+        "writes_committed": a.write_queue.writes,
+        "largest_write_group": a.write_queue.largest,
         "vault_read_only": a.store.read_only,  # why writes fail, or None
         "vault_replaced": a.store.replaced,  # the vault file deleted, moved or replaced under the agent, or None
         "uptime_s": round(time.monotonic() - a.started, 3),

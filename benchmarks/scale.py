@@ -3,8 +3,14 @@
 
     .venv-test/bin/python benchmarks/scale.py            # N = 1,000 and 10,000 (a few minutes)
     .venv-test/bin/python benchmarks/scale.py --large    # and 100,000 (much longer)
-    .venv-test/bin/python benchmarks/scale.py --quick    # N = 100 and 300, one round (a smoke run)
+    .venv-test/bin/python benchmarks/scale.py --quick    # N = 100 and 300, one round, others' steps 20 s
     .venv-test/bin/python benchmarks/scale.py --sizes 100000 --rounds 1   # any N
+    .venv-test/bin/python benchmarks/scale.py --no-others  # the agent alone
+
+Beside the agent, at each N: the Secret Service (gnome-keyring on a private bus) and
+``pass``, where they finish (``scale_others.py``: each step stops after ``--limit``
+seconds, 120 by default, and says after how many items), at N up to ``--others-max``
+(10,000 by default: neither reached 10,000 within the limit).
 
 Method: one real agent per N (``python -m agent serve``, a passphrase vault), all of
 them running side by side, plus an empty one, so that every measurement of a round
@@ -21,7 +27,9 @@ stopped agent until a ``hello`` comes back, its vault still locked); a cached ``
 p50 and p99 of blocks of 500 random names; ``agent ls`` and ``agent ls --json`` as
 processes (output to a pipe, read whole); ``agent export --include-values`` to a
 file; ``rotate-key`` (through the client: scrypt and every row re-sealed); the
-agent's RSS unlocked after reading every value, and after ``agent lock``.
+agent's RSS unlocked after reading every value, and after ``agent lock``; a lookup as
+a process (``agent get NAME``, 20 random names a round), to set beside ``secret-tool
+lookup`` and ``pass show``.
 A command that fails or passes ``--timeout`` is shown as such, not as a figure.
 """
 
@@ -42,6 +50,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import scale_others  # noqa: E402
 
 from client import errors  # noqa: E402
 from support import PASSPHRASE, AgentProcess, raw_request  # noqa: E402
@@ -69,6 +79,8 @@ class Vault:
         self.timeout = timeout
         self.agent = AgentProcess()
         self.names = [f"s{i:06d}" for i in range(n)]
+        rng = random.Random(n)
+        self.values = [rng.randbytes(20).hex() for _ in range(n)]
         self.results: dict[str, list[float] | str] = {}
 
     def record(self, row: str, measure: Callable[[], float]) -> None:
@@ -104,8 +116,7 @@ class Vault:
         if not self.n:
             return
         source = self.agent.home / "import.json"
-        rng = random.Random(self.n)
-        source.write_text(json.dumps({name: rng.randbytes(20).hex() for name in self.names}))
+        source.write_text(json.dumps(dict(zip(self.names, self.values, strict=True))))
         self.record("import", lambda: self.cli("import", "json", str(source)))
         source.unlink()
 
@@ -159,7 +170,10 @@ class Vault:
         self.results.setdefault("get p50", []).append(samples[len(samples) // 2] / 1e9)  # type: ignore[union-attr]
         self.results.setdefault("get p99", []).append(samples[int(len(samples) * 0.99)] / 1e9)  # type: ignore[union-attr]
 
-    def processes(self) -> None:
+    def processes(self, rng: random.Random) -> None:
+        if self.n:
+            for name in [rng.choice(self.names) for _ in range(scale_others.LOOKUPS)]:
+                self.record("agent get (a process)", lambda name=name: self.cli("get", name))  # type: ignore[misc]
         self.record("agent ls", lambda: self.cli("ls"))
         self.record("agent ls --json", lambda: self.cli("ls", "--json"))
         out = self.agent.home / "export.json"
@@ -233,6 +247,88 @@ def table(vaults: list[Vault], empty: Vault) -> str:
     return "\n".join(lines)
 
 
+OTHER_ROWS = [
+    "store N secrets (one program)",
+    "lookup p50 (a process)",
+    "lookup, slowest (a process)",
+    "list (a process)",
+    "daemon RSS",
+]
+
+
+def others(sizes: list[int], limit: float) -> dict[int, list[scale_others.Side | str]]:
+    """Each other side at each N: stored, looked up, listed, its daemon's memory read; then stopped."""
+    rng = random.Random(2)
+    measured: dict[int, list[scale_others.Side | str]] = {}
+    for n in sizes:
+        names = [f"s{i:06d}" for i in range(n)]
+        gen = random.Random(n)
+        values = [gen.randbytes(20).hex() for _ in range(n)]
+        measured[n] = []
+        for kind in scale_others.SIDES:
+            side = scale_others.start(kind, n, limit)
+            if isinstance(side, scale_others.Side):
+                try:
+                    side.fill(names, values)
+                    side.lookups(names, rng)
+                    side.listing()
+                    side.memory()
+                finally:
+                    side.close()
+            print(f"N = {n:,}: {kind.label} done", file=sys.stderr, flush=True)
+            measured[n].append(side)
+    return measured
+
+
+def beside(vaults: list[Vault], measured: dict[int, list[scale_others.Side | str]]) -> str:
+    """The agent's column beside the others', per N."""
+    sized = [v for v in vaults if v.n]
+    head = ["measurement"]
+    for v in sized:
+        head += [f"agent, N = {v.n:,}"] + [f"{k.label}, N = {v.n:,}" for k in scale_others.SIDES]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def agent_cell(v: Vault, row: str) -> str:
+        source = {
+            "store N secrets (one program)": "import",
+            "list (a process)": "agent ls",
+            "daemon RSS": "RSS unlocked",
+        }.get(row, "agent get (a process)")
+        got = v.results.get(source)
+        if isinstance(got, str) or not got:
+            return got or ""
+        if source == "agent get (a process)":
+            ordered = sorted(got)
+            return shown("s", ordered[len(ordered) // 2] if "p50" in row else ordered[-1])
+        return shown(source, statistics.median(got))
+
+    def other_cell(side: scale_others.Side | str, row: str) -> str:
+        if isinstance(side, str):
+            return side
+        key = {"store N secrets (one program)": "store", "list (a process)": "list", "daemon RSS": "daemon RSS"}
+        got = side.results.get(key.get(row, "lookup"))
+        if got is None:
+            return "nothing stored" if not side.stored else ""
+        if isinstance(got, str):
+            return got
+        if isinstance(got, list):
+            ordered = sorted(got)
+            value = ordered[len(ordered) // 2] if "p50" in row else ordered[-1]
+        else:
+            value = got
+        cell = shown("RSS unlocked" if row == "daemon RSS" else "s", value)
+        return cell + (side.held() if row != "store N secrets (one program)" else "")
+
+    for row in OTHER_ROWS:
+        cells = [row]
+        for v in sized:
+            cells.append(agent_cell(v, row))
+            sides = measured.get(v.n) or ["not run (N above --others-max)"] * len(scale_others.SIDES)
+            cells += [other_cell(side, row) for side in sides]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="add N = 100,000 (slow)")
@@ -240,9 +336,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=lambda t: [int(n) for n in t.split(",")], help="N to measure, e.g. 100000")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600.0, help="give up a command after this long")
+    parser.add_argument("--no-others", action="store_true", help="the agent alone: no Secret Service, no pass")
+    parser.add_argument("--limit", type=float, default=120.0, help="give up a step of the others after this long")
+    parser.add_argument("--others-max", type=int, default=10_000, help="run the others at N up to this")
     args = parser.parse_args()
     sizes = [100, 300] if args.quick else [1_000, 10_000] + ([100_000] if args.large else [])
     sizes = args.sizes or sizes
+    limit = min(args.limit, 20.0) if args.quick else args.limit
     rounds = 1 if args.quick else args.rounds
     started = time.time()
     load = os.getloadavg()
@@ -258,11 +358,12 @@ def main() -> None:
             order = everyone if r % 2 == 0 else everyone[::-1]
             for step in (Vault.restart, Vault.unlock, Vault.gets, Vault.processes, Vault.memory, Vault.rotate):
                 for v in order:
-                    step(v, rng) if step is Vault.gets else step(v)  # type: ignore[call-arg]
+                    step(v, rng) if step in (Vault.gets, Vault.processes) else step(v)  # type: ignore[call-arg]
             print(f"round {r + 1} of {rounds} done", file=sys.stderr, flush=True)
     finally:
         for v in everyone:
             v.agent.cleanup()
+    measured = {} if args.no_others else others([n for n in sizes if n <= args.others_max], limit)
     when = datetime.datetime.fromtimestamp(started, datetime.UTC).strftime("%Y-%m-%d %H:%M")
     print(
         f"Measured {when} (UTC), {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; load average "
@@ -270,6 +371,9 @@ def main() -> None:
         f"{rounds} rounds, medians; took {time.time() - started:.0f} s.\n"
     )
     print(table(vaults, empty))
+    if measured:
+        print(f"\nBeside the Secret Service and pass (each step stopped after {limit:g} s):\n")
+        print(beside(vaults, measured))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Rules of this module:
 - the hot path (``get_cached`` while unlocked) is a dict lookup, no I/O, no decryption;
-- every change takes ``LockState.writing()`` and is one store transaction; the
+- every change takes ``LockState.writing()`` and is one store transaction (stores and
+  updates that arrive while one commits share the next: ``agent.state.commits``); the
   entry changes only after the store has it, and keeps its plaintext only when no
   lock came meanwhile (``LockState.holds``);
 - what a write keeps of the credential it replaces is ``kept_fields``'s, a pure
@@ -46,6 +47,7 @@ __all__ = [
     "missing",
     "get_cached",
     "get",
+    "Write",
     "write",
     "delete",
     "rename",
@@ -208,6 +210,23 @@ async def metadata(s: LockState, key: Key) -> dict[str, Any]:
 
 
 # --- changes -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True, repr=False)
+class Write:
+    """One store or update, its arguments checked, waiting for its group's transaction."""
+
+    key: Key
+    value: str
+    metadata: Mapping[str, Any] | None
+    expires_at: float | Keep | None
+    must_exist: bool
+    keep: bool
+    merge: bool
+    by: Who
+
+    def __repr__(self) -> str:
+        return f"Write({self.key[0]}/{self.key[1]})"  # never the value
+
+
 async def write(
     s: LockState,
     key: Key,
@@ -224,7 +243,10 @@ async def write(
     """Store (``must_exist`` false) or update a credential. What it keeps of the one
     it replaces is ``kept_fields``'s: an update keeps the metadata and expiry not
     given, a store only with ``keep``; ``merge`` lays metadata over the old. The
-    replaced value goes into the history (``by``: the program that replaced it)."""
+    replaced value goes into the history (``by``: the program that replaced it).
+
+    The write joins the next group commit (``agent.state.commits``): it is answered
+    once the transaction that holds it, and the writes that came with it, committed."""
     key = check_key(*key)
     if len(value) > protocol.MAX_VALUE:
         raise errors.BadRequest(f"the value is longer than {protocol.MAX_VALUE} characters")
@@ -234,38 +256,68 @@ async def write(
         check_expires(expires_at)
     if validate:
         check_credential(key[0], value, key[1])
-    async with s.writing() as storage:
-        old = s.entries.get(key)
-        if must_exist and old is None:
-            raise missing(key, " to update")
-        kept, expires_at = kept_fields(
-            f"{key[0]}/{key[1]}",
-            None if old is None else (old.metadata, old.expires),
-            metadata,
-            expires_at,
-            keep=keep or must_exist,
-            merge=merge,
-        )
-        if merge or keep:
-            check_metadata(kept)  # the old and the given together must still fit
-        now = time.time()
-        row = Row(
-            key[0],
-            key[1],
-            seal(storage, key[0], key[1], "value", value),
-            seal(storage, key[0], key[1], "metadata", kept),
-            old.created if old else now,
-            now,
-            expires_at,
-        )
-        # a write that changes nothing (a resent store, an import run twice) adds no history
-        unchanged = old is not None and (old.value, old.metadata, old.expires) == (value, kept, expires_at)
-        await s.db(s.store.put, row, None if unchanged else previous(storage, key, old, "replaced", by))
-        entry = Entry(row.created, row.updated, row.expires)
-        # not locked meanwhile: the entry holds its plaintext
-        s.entries[key] = dataclasses.replace(entry, value=value, metadata=kept) if s.holds(storage) else entry
+    asked = Write(key, value, metadata, expires_at, must_exist, keep, merge, by)
+    result = await s.write_queue.submit(asked, functools.partial(_commit, s))
     s.touch()
-    return {"created": old is None}
+    return result
+
+
+async def _commit(s: LockState, group: list[Write]) -> list[dict[str, Any] | errors.AgentError]:
+    """``group`` in one transaction, under the write lock: each write planned against the
+    entries and the group's earlier writes (a write that cannot be made gets its error
+    and leaves the others be), the rows put together, then the entries changed."""
+    results: list[dict[str, Any] | errors.AgentError] = []
+    planned: list[tuple[Key, Row, HistoryRow | None, Entry]] = []
+    async with s.writing() as storage:
+        ahead: dict[Key, Entry] = {}  # the group's own writes, as a later one of it sees them
+        for w in group:
+            old = ahead[w.key] if w.key in ahead else s.entries.get(w.key)
+            try:
+                row, replaced, entry = _planned(storage, w, old)
+            except errors.AgentError as e:
+                results.append(e)
+                continue
+            ahead[w.key] = entry
+            planned.append((w.key, row, replaced, entry))
+            results.append({"created": old is None})
+        if planned:
+            await s.db(s.store.put_many, [(row, replaced) for _, row, replaced, _ in planned])
+        # not locked meanwhile: the entries hold their plaintext
+        holds = s.holds(storage)
+        for key, _, _, entry in planned:
+            s.entries[key] = entry if holds else entry.sealed()
+    return results
+
+
+def _planned(storage: crypto.SecureStorage, w: Write, old: Entry | None) -> tuple[Row, HistoryRow | None, Entry]:
+    """The row ``w`` writes, the history row of the value it replaces (None when nothing
+    changes: a resent store, an import run twice), and the entry it leaves."""
+    key = w.key
+    if w.must_exist and old is None:
+        raise missing(key, " to update")
+    kept, expires_at = kept_fields(
+        f"{key[0]}/{key[1]}",
+        None if old is None else (old.metadata, old.expires),
+        w.metadata,
+        w.expires_at,
+        keep=w.keep or w.must_exist,
+        merge=w.merge,
+    )
+    if w.merge or w.keep:
+        check_metadata(kept)  # the old and the given together must still fit
+    now = time.time()
+    row = Row(
+        key[0],
+        key[1],
+        seal(storage, key[0], key[1], "value", w.value),
+        seal(storage, key[0], key[1], "metadata", kept),
+        old.created if old else now,
+        now,
+        expires_at,
+    )
+    unchanged = old is not None and (old.value, old.metadata, old.expires) == (w.value, kept, expires_at)
+    replaced = None if unchanged else previous(storage, key, old, "replaced", w.by)
+    return row, replaced, Entry(row.created, row.updated, row.expires, w.value, kept)
 
 
 async def delete(s: LockState, key: Key, by: Who = NOBODY) -> None:

@@ -34,6 +34,7 @@ from agent.config import Options
 from agent.crypto import unseal
 from agent.remotes import NO_REMOTES, Hooks
 from agent.state import resealing
+from agent.state.commits import WriteQueue
 from agent.state.entry import Entries, Entry, open_entries
 from agent.stores import HistoryLimits, Row, Store, VaultMeta
 from client import errors
@@ -85,6 +86,8 @@ class LockState:
             options.idle_timeout, options.max_unlocked, lambda: self.lock(explicit=False, reason="auto-lock timer")
         )
         self._write_lock: asyncio.Lock | None = None
+        # stores and updates waiting for the next group commit (agent.state.credentials plans them)
+        self.write_queue: WriteQueue[Any, dict[str, Any]] = WriteQueue()
         self._unlock_lock: asyncio.Lock | None = None
         self._lock_epoch = 0  # counts explicit locks: an unlock in flight yields to a later lock
         self.unlocks_waiting = 0

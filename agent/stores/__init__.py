@@ -123,6 +123,10 @@ class Store(Protocol):
         """Write ``row``; ``old``, the value it replaces, goes into the history in the same transaction."""
         ...
 
+    def put_many(self, rows: Sequence[tuple[Row, HistoryRow | None]]) -> None:
+        """``put`` of each (row, old), in order, in one transaction: all of them or none."""
+        ...
+
     def delete(self, platform: str, ctype: str, old: HistoryRow | None = None) -> bool: ...
 
     def replace_all(

@@ -1,8 +1,9 @@
 """The local vault: one SQLite database, only ever opened by the agent.
 
 Rules of this module (on top of ``agent.stores``'):
-- file 0600 in a 0700 directory; every write is one transaction, and WAL with
-  ``synchronous=FULL`` makes a write durable once it is acknowledged;
+- file 0600 in a 0700 directory; every write is one transaction (``put_many``: a group
+  of writes, one transaction), and WAL with ``synchronous=FULL`` makes a write durable
+  once it is acknowledged;
 - a data directory that cannot be written leaves the vault readable: writes say why
   they fail, and the first write after it became writable again reopens it;
 - the file opened is the file at the path, or no write happens: each write first
@@ -114,6 +115,13 @@ def _last_part(value: str | None) -> str | None:
 _INSERT = (
     "INSERT INTO credentials(platform, credential_type, value, metadata, created, updated, expires) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# a write: a new row, or the row's value, metadata and times replaced (its created time kept)
+_UPSERT = (
+    "INSERT INTO credentials(platform, credential_type, value, metadata, created, updated, expires) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform, credential_type) DO UPDATE SET "
+    "value = excluded.value, metadata = excluded.metadata, updated = excluded.updated, "
+    "expires = excluded.expires"
 )
 _INSERT_OR_REPLACE = (
     "INSERT OR REPLACE INTO credentials(platform, credential_type, value, metadata, created, "
@@ -238,16 +246,17 @@ class SqliteStore:
         return int(self._db.execute("SELECT count(*) FROM credentials").fetchone()[0])
 
     def put(self, row: Row, old: HistoryRow | None = None) -> None:
+        self.put_many([(row, old)])
+
+    def put_many(self, rows: Sequence[tuple[Row, HistoryRow | None]]) -> None:
         with self._write():
-            if old is not None:
-                sqlite_history.add(self._db, old, self.history_limits)
-            self._db.execute(
-                "INSERT INTO credentials(platform, credential_type, value, metadata, created, updated, expires) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform, credential_type) DO UPDATE SET "
-                "value = excluded.value, metadata = excluded.metadata, updated = excluded.updated, "
-                "expires = excluded.expires",
-                (row.platform, row.credential_type, row.value, row.metadata, row.created, row.updated, row.expires),
-            )
+            for row, old in rows:
+                if old is not None:
+                    sqlite_history.add(self._db, old, self.history_limits)
+                self._db.execute(
+                    _UPSERT,
+                    (row.platform, row.credential_type, row.value, row.metadata, row.created, row.updated, row.expires),
+                )
 
     def delete(self, platform: str, ctype: str, old: HistoryRow | None = None) -> bool:
         with self._write():

@@ -75,6 +75,36 @@ def test_import_json_every_shape(unlocked_agent: AgentProcess) -> None:
         "replaced", "imported")
 
 
+def test_an_import_of_thousands_lands_every_record(unlocked_agent: AgentProcess) -> None:
+    """Stored over many connections at once, and committed in groups: every record lands,
+    the last record of a name wins as if they were sent one by one, and a record the agent
+    refuses fails alone."""
+    a = unlocked_agent
+    n = 3_000
+    records: list[dict[str, Any]] = [
+        {"platform": f"svc{i:05d}", "api_key": f"value-{i}", "metadata": {"i": i}} for i in range(n)
+    ]
+    for i in range(0, n, 97):  # the same names again, later: these values win
+        records.append({"platform": f"svc{i:05d}", "api_key": f"again-{i}"})
+    refused = ("huggingface", "wandb", "runpod", "lambdalabs", "vastai")
+    for platform in refused:  # values their platforms' rules refuse: the agent says so, per record
+        records.append({"platform": platform, "api_key": "nope"})
+    done = a.cli("import", "json", write(a, "many.json", json.dumps(records)), "--json", timeout=120)
+    assert done.returncode == ERROR, done.stderr  # the refused ones
+    report = json.loads(done.stdout)
+    again, bad = len(range(0, n, 97)), len(refused)
+    assert report["counts"] == {"imported": n, "replaced": again, "skipped": 0, "failed": bad, "exported": 0}
+    assert [i["status"] for i in report["items"][-bad:]] == ["failed"] * bad
+    expected = {f"svc{i:05d}": f"again-{i}" if i % 97 == 0 else f"value-{i}" for i in range(n)}
+    with a.client() as c:
+        assert dict(zip(expected, c.get_many(list(expected)), strict=True)) == expected
+        assert c.metadata("svc00097")["metadata"] == {"i": 97}  # kept when the value was replaced
+        assert len(c.list()) == n
+        st = c.status()
+    assert st["writes_committed"] == n + again
+    assert st["largest_write_group"] > 1, "no two writes ever shared a transaction"
+
+
 def test_import_json_reports_each_item_and_goes_on(unlocked_agent: AgentProcess) -> None:
     a = unlocked_agent
     with a.client() as c:

@@ -48,6 +48,24 @@ class StoreContract:
         store.put(row("wandb", "api-key", b"other", 2.0))
         assert sorted(store.rows(), key=lambda r: r.platform) == [row("runpod"), row("wandb", "api-key", b"other", 2.0)]
 
+    def test_put_many_writes_in_order_with_their_history(self, store: Store) -> None:
+        store.put(row("runpod", value=b"first"))
+        store.put_many([
+            (row("runpod", value=b"second", when=2.0), old("runpod", b"sealed-first")),
+            (row("wandb"), None),
+            (row("runpod", value=b"third", when=3.0), old("runpod", b"sealed-second")),
+        ])
+        assert {r.platform: r.value for r in store.rows()} == {"runpod": b"third", "wandb": b"sealed-value"}
+        assert [h.sealed for h in store.history(("runpod", "api-key"))] == [b"sealed-second", b"sealed-first"]
+
+    def test_put_many_is_one_transaction_all_or_nothing(self, store: Store) -> None:
+        broken = Row(None, "api-key", b"v", b"m", 1.0, 1.0, None)  # type: ignore[arg-type]  # NOT NULL fails
+        with pytest.raises(errors.StorageError):
+            store.put_many([(row("runpod"), None), (row("wandb"), old("wandb")), (broken, None)])
+        assert store.rows() == [] and store.history() == []
+        store.put_many([(row("runpod"), None)])  # the store goes on
+        assert [r.platform for r in store.rows()] == ["runpod"]
+
     def test_put_replaces_a_row_but_keeps_its_created_time(self, store: Store) -> None:
         store.put(row("runpod", when=1.0))
         store.put(dataclasses.replace(row("runpod", value=b"new", when=5.0), expires=9.0))

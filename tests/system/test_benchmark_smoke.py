@@ -72,7 +72,8 @@ def test_quick_scale_benchmark_prints_every_row() -> None:
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     for row in ("| import |", "| start to first answer |", "| get p99 |", "| agent ls --json |",
-                "| export --include-values |", "| rotate-key |", "| RSS after lock |"):
+                "| export --include-values |", "| rotate-key |", "| RSS after lock |",
+                "| store N secrets (one program) |", "| lookup p50 (a process) |", "| daemon RSS |"):
         assert row in done.stdout, row
     assert "failed" not in done.stdout
     assert re.search(r"\d\.\d{2}x", done.stdout)

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -216,6 +217,30 @@ def test_full_disk_clear_error_nothing_lost_reads_continue() -> None:
                 with contextlib.suppress(errors.StorageError):
                     c.update("before0", "replaced-" + "x" * 3000)
                     acked["before0"] = "replaced-" + "x" * 3000
+                # writers at once share transactions: one that fails fails each of its writes, and
+                # leaves nothing of them, on disk or in the agent
+                refused: list[str] = []
+
+                def writer(n: int) -> None:
+                    with a.client(timeout=30) as w:
+                        for i in range(5):
+                            key, value = f"group{n}x{i}", f"group-{n}-{i}-" + "g" * 2000
+                            try:
+                                w.store(key, value)
+                            except errors.StorageError:
+                                refused.append(key)
+                            else:
+                                acked[key] = value
+
+                writers = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+                for t in writers:
+                    t.start()
+                for t in writers:
+                    t.join(60)
+                assert refused, "40 writes of 2 KB fit on a full file system?"
+                for key in refused:
+                    with pytest.raises(errors.NotFound):
+                        c.get(key)
                 # the agent keeps serving reads
                 assert c.hello() and {e["platform"] for e in c.list()} >= set(acked)
                 for key, value in acked.items():

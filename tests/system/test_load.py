@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from client import errors
-from support import PASSPHRASE, AgentProcess, loadwork
+from support import PASSPHRASE, AgentProcess, loadwork, until
 
 LOAD_SECONDS = float(os.environ.get("CA_LOAD_SECONDS", "8"))
 THREADS = 32
@@ -187,6 +187,8 @@ def test_kill_9_loses_no_acknowledged_write(capsys: pytest.CaptureFixture[str]) 
             for w in writers:
                 w.start()
             time.sleep(2.5)
+            with a.client() as c:  # the writers' stores share transactions (group commit)
+                assert c.status()["largest_write_group"] > 1
             a.kill()  # SIGKILL, mid-write
             for w in writers:
                 w.join(60)
@@ -210,5 +212,43 @@ def test_kill_9_loses_no_acknowledged_write(capsys: pytest.CaptureFixture[str]) 
         with capsys.disabled():
             print(f"\nkill -9: {checked} acknowledged writes checked after 2 crashes; integrity_check ok")
         assert checked > 50
+    finally:
+        a.cleanup()
+
+
+def test_kill_9_mid_import_loses_no_imported_record() -> None:
+    """``agent import`` stores over many connections, in group commits: the agent killed in
+    the middle, every record the import reported as imported (its store acknowledged) is
+    in the vault after a restart, with its value, and the rest are reported as failed."""
+    a = AgentProcess()
+    try:
+        a.start()
+        a.init_passphrase()
+        n = 30_000
+        source = a.home / "import.json"
+        source.write_text(json.dumps({f"k{i:05d}": f"value-{i}-durable" for i in range(n)}))
+        importing = subprocess.Popen(a.command("import", "json", str(source), "--json"), env=a.env, text=True,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            with a.client() as c:
+                until(lambda: c.status()["writes_committed"] >= 2_000, 60, "an import under way")
+            a.kill()  # SIGKILL, mid-import
+            out, err = importing.communicate(timeout=120)
+        finally:
+            if importing.poll() is None:
+                importing.kill()
+                importing.wait()
+        assert importing.returncode == 1, err
+        items = json.loads(out)["items"]
+        imported = [i["name"] for i in items if i["status"] == "imported"]
+        assert len(items) == n and 0 < len(imported) < n
+        assert {i["status"] for i in items} == {"imported", "failed"}
+        assert integrity(vault_file(a)) == "ok"
+        a.start()
+        with a.client(timeout=60) as c:
+            c.unlock(PASSPHRASE)
+            values = c.get_many(imported)
+            assert values == [f"value-{int(name[1:])}-durable" for name in imported], "an imported record was lost"
+            assert len(c.list()) >= len(imported)  # and perhaps some whose answer the kill cut off
     finally:
         a.cleanup()
