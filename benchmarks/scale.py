@@ -3,7 +3,7 @@
 
     .venv-test/bin/python benchmarks/scale.py            # N = 1,000 and 10,000 (a few minutes)
     .venv-test/bin/python benchmarks/scale.py --large    # and 100,000 (much longer)
-    .venv-test/bin/python benchmarks/scale.py --quick    # N = 100 and 300, one round, others' steps 20 s
+    .venv-test/bin/python benchmarks/scale.py --quick    # N = 100 and 300, one round, others' steps 5 s
     .venv-test/bin/python benchmarks/scale.py --sizes 100000 --rounds 1   # any N
     .venv-test/bin/python benchmarks/scale.py --no-others  # the agent alone
 
@@ -342,7 +342,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [100, 300] if args.quick else [1_000, 10_000] + ([100_000] if args.large else [])
     sizes = args.sizes or sizes
-    limit = min(args.limit, 20.0) if args.quick else args.limit
+    limit = min(args.limit, 5.0) if args.quick else args.limit
     rounds = 1 if args.quick else args.rounds
     started = time.time()
     load = os.getloadavg()
