@@ -130,6 +130,7 @@ async def _run(options: Options, listener: Listener, report: dict[str, bool], lo
     await server.start()
     if ready is not None:
         ready()
+    agent.warm()
     how = "socket passed by systemd" if listener.activated else "own socket"
     log.info(
         "serving on %s (%s, pid %d, %s loop, up to %d connections, idle deadline %g s)",

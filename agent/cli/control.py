@@ -58,10 +58,9 @@ def _log_to_stderr(flag: str | None) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     ready = None
     if getattr(args, "detach", False):
-        forked = _fork()
-        if isinstance(forked, int):
-            return forked  # the parent: the child serves, or could not
-        ready = forked
+        ready = _fork()  # the child's; in the parent, _fork raises why the child does not serve
+        if ready is None:  # the parent, once the child serves: as a daemon's parent does, it leaves
+            os._exit(Exit.OK)  # without finalizing what the child still uses (and ~4 ms sooner)
     _log_to_stderr(args.log_level)
     from agent import daemon
     from agent.config import load_options
@@ -69,9 +68,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return daemon.serve(load_options(args), ready)
 
 
-def _fork() -> int | Callable[[], None]:
-    """``serve --detach``: in the child, the call that says it serves; in the parent, the
-    exit status once the child serves (or an error, once it exited without)."""
+def _fork() -> Callable[[], None] | None:
+    """``serve --detach``: in the child, the call that says it serves; in the parent, None
+    once the child serves (a ``CliError`` once it exited without)."""
     log_file = paths.log_path()
     paths.ensure_private_dir(log_file.parent)
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -95,10 +94,11 @@ def _fork() -> int | Callable[[], None]:
         return ready
     os.close(write_end)
     os.close(fd)
-    return _until_serving(pid, read_end, log_file, offset)
+    _until_serving(pid, read_end, log_file, offset)
+    return None
 
 
-def _until_serving(pid: int, pipe: int, log_file: Path, offset: int) -> int:
+def _until_serving(pid: int, pipe: int, log_file: Path, offset: int) -> None:
     import select
 
     deadline = time.monotonic() + START_TIMEOUT
@@ -106,7 +106,7 @@ def _until_serving(pid: int, pipe: int, log_file: Path, offset: int) -> int:
         if not select.select([pipe], [], [], START_TIMEOUT)[0]:
             raise CliError(f"the agent did not answer within {START_TIMEOUT:g} s; see {log_file}", Exit.NO_AGENT)
         if os.read(pipe, 1):
-            return Exit.OK
+            return
     finally:
         os.close(pipe)
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
@@ -116,7 +116,7 @@ def _until_serving(pid: int, pipe: int, log_file: Path, offset: int) -> int:
     path = paths.socket_path()
     while time.monotonic() < deadline:
         if _answers(path):
-            return Exit.OK
+            return
         time.sleep(0.02)
     raise CliError(f"the agent did not answer within {START_TIMEOUT:g} s; see {log_file}", Exit.NO_AGENT)
 
