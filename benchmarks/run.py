@@ -23,7 +23,10 @@ Method (a small, shared VM is noisy):
   ``pip install`` of this checkout, the agent started by its ``agent start``, a
   client process started normally (not pinned, ASLR on), against an ssh-agent
   started the same way; and the ``agent`` command itself against
-  ``secret-tool lookup`` (libsecret's C tool, on a real Secret Service).
+  ``secret-tool lookup`` (libsecret's C tool, on a real Secret Service);
+- the autostart cold path (``autostart.py``), in both sections: a first ``Client().get``
+  with no agent running on a keystore vault, and a locked passphrase vault's first
+  ``status``, beside ``secret-tool lookup`` and the warm client in the same rounds.
 
 The baseline for the socket rows is ``ssh-agent -D`` answering
 SSH_AGENTC_REQUEST_IDENTITIES (``00 00 00 01 0b``) to a Python client as simple as

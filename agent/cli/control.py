@@ -71,6 +71,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _fork() -> Callable[[], None] | None:
     """``serve --detach``: in the child, the call that says it serves; in the parent, None
     once the child serves (a ``CliError`` once it exited without)."""
+    if sys.platform == "win32":  # no --detach there (see register): a client runs `agent start`
+        raise CliError("`agent serve --detach` needs fork(); on Windows run `agent start`")
     log_file = paths.log_path()
     paths.ensure_private_dir(log_file.parent)
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
