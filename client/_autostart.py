@@ -14,11 +14,19 @@ end with exactly one agent.
 
 from __future__ import annotations
 
-__all__ = ["enabled", "unavailable_message", "start_agent"]
+import os
+
+from client import _profile
+
+__all__ = ["enabled", "unavailable_message", "start_agent", "NO_AUTOSTART"]
+
+NO_AUTOSTART = "CREDENTIAL_AGENT_NO_AUTOSTART"  # client.config's KEYS["autostart"].env (a test holds them equal)
 
 
 def enabled(explicit: bool | None = None) -> bool:
     """The caller's choice > CREDENTIAL_AGENT_NO_AUTOSTART > the config file's ``autostart`` > on."""
+    if explicit is None and not os.environ.get(NO_AUTOSTART) and not _profile.config_may_exist():
+        return True  # the common case, certainly the default: no import (client.config's re, pathlib: ~7 ms)
     from client import config
 
     return bool(config.setting("autostart", explicit))

@@ -182,3 +182,23 @@ def test_serve_detach_says_why_its_agent_did_not_start(home: Path) -> None:
                            capture_output=True, text=True, timeout=60)
     assert probe.stdout.startswith("ERROR AgentUnavailable could not start a credential agent"), probe
     assert "the agent exited with status 1" in probe.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the config file's absence is known without an "
+                    "import on Linux only (client._profile.config_may_exist)")
+def test_autostart_is_on_without_reading_a_config_file_that_is_not_there(home: Path) -> None:
+    """The first call of a process that finds no agent: with no variable and no config file the
+    answer is the default, decided without importing client.config (its re and pathlib)."""
+    from client import _autostart, config
+
+    assert config.KEYS["autostart"].env == _autostart.NO_AUTOSTART
+    probe = ("import sys\nfrom client import _autostart\nprint(_autostart.enabled(), 'client.config' in sys.modules)\n"
+             "from client import config\nprint(config.setting('autostart'))")
+    env = autostart_env(home)
+    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["True", "False", "True"], done
+    config_file = home / "config" / "credential-agent" / "config.toml"
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text("autostart = false\n")
+    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", "True", "False"], done
