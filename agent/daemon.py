@@ -11,6 +11,8 @@
   there is no SIGUSR1: the panic wipe is ``agent lock`` (the ``lock`` op) over the pipe.
 - An agent whose endpoint was taken over (``Listener.taken_over``) stops.
 - A failure to set up the endpoint is one line on stderr and exit status 1.
+- ``ready``, when given, is called once the endpoint accepts connections (``agent serve
+  --detach`` tells the process that waits for it, instead of that process polling).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from agent import hardening
 from agent.config import Options
@@ -100,7 +103,10 @@ def _on_signals(loop: asyncio.AbstractEventLoop, agent: Agent, stop: asyncio.Eve
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # survive the terminal closing
 
 
-async def _run(options: Options, listener: Listener, report: dict[str, bool], loop_name: str) -> None:
+Ready = Callable[[], None] | None
+
+
+async def _run(options: Options, listener: Listener, report: dict[str, bool], loop_name: str, ready: Ready) -> None:
     loop = asyncio.get_running_loop()
     agent = Agent(options, hardening=report, loop_name=loop_name)
     remotes = team.Remotes(agent, options.remotes)
@@ -122,6 +128,9 @@ async def _run(options: Options, listener: Listener, report: dict[str, bool], lo
     agent.on_stop = request_stop
     _on_signals(loop, agent, stop)
     await server.start()
+    if ready is not None:
+        ready()
+    agent.warm()
     how = "socket passed by systemd" if listener.activated else "own socket"
     log.info(
         "serving on %s (%s, pid %d, %s loop, up to %d connections, idle deadline %g s)",
@@ -157,7 +166,7 @@ async def _run(options: Options, listener: Listener, report: dict[str, bool], lo
 
 if sys.platform == "win32":
 
-    def _serve(options: Options, report: dict[str, bool]) -> int:
+    def _serve(options: Options, report: dict[str, bool], ready: Ready) -> int:
         """Windows: the named pipe, on asyncio's default (Proactor) loop."""
         lock = paths.lock_path()
         paths.ensure_private_dir(lock.parent)
@@ -165,7 +174,7 @@ if sys.platform == "win32":
             with pipe.single_instance(lock):
                 listener = pipe.PipeListener(str(options.socket))
                 try:
-                    asyncio.run(_run(options, listener, report, "asyncio"))
+                    asyncio.run(_run(options, listener, report, "asyncio", ready))
                 finally:
                     listener.close()
         except pipe.AlreadyRunning:
@@ -176,7 +185,7 @@ if sys.platform == "win32":
 
 else:
 
-    def _serve(options: Options, report: dict[str, bool]) -> int:
+    def _serve(options: Options, report: dict[str, bool], ready: Ready) -> int:
         passed = systemd_socket()
         if passed is not None:
             where = bound_path(passed) or options.socket
@@ -200,10 +209,10 @@ else:
                 loop_name, factory = _loop_factory()
                 try:
                     if factory is None:
-                        asyncio.run(_run(options, listener, report, loop_name))
+                        asyncio.run(_run(options, listener, report, loop_name, ready))
                     else:
                         with asyncio.Runner(loop_factory=factory) as runner:
-                            runner.run(_run(options, listener, report, loop_name))
+                            runner.run(_run(options, listener, report, loop_name, ready))
                 finally:
                     listener.close()
         except AlreadyRunning as held:
@@ -227,8 +236,9 @@ else:
         return 0
 
 
-def serve(options: Options) -> int:
-    """Run the agent in the foreground until it is stopped; return the exit status."""
+def serve(options: Options, ready: Ready = None) -> int:
+    """Run the agent in the foreground until it is stopped; return the exit status. ``ready``
+    is called once it accepts connections."""
     report = hardening.harden()
     hardening.raise_fd_limit()
     # nothing of the caller's directory is held open or used; every path is absolute
@@ -243,7 +253,7 @@ def serve(options: Options) -> int:
     for name in [n for n in os.environ if n not in kept and not n.startswith("LISTEN_")]:
         del os.environ[name]
     try:
-        return _serve(options, report)
+        return _serve(options, report, ready)
     except ListenError as e:
         print(str(e), file=sys.stderr)
         return 1

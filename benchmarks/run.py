@@ -23,7 +23,10 @@ Method (a small, shared VM is noisy):
   ``pip install`` of this checkout, the agent started by its ``agent start``, a
   client process started normally (not pinned, ASLR on), against an ssh-agent
   started the same way; and the ``agent`` command itself against
-  ``secret-tool lookup`` (libsecret's C tool, on a real Secret Service).
+  ``secret-tool lookup`` (libsecret's C tool, on a real Secret Service);
+- the autostart cold path (``autostart.py``), in both sections: a first ``Client().get``
+  with no agent running on a keystore vault, and a locked passphrase vault's first
+  ``status``, beside ``secret-tool lookup`` and the warm client in the same rounds.
 
 The baseline for the socket rows is ``ssh-agent -D`` answering
 SSH_AGENTC_REQUEST_IDENTITIES (``00 00 00 01 0b``) to a Python client as simple as
@@ -56,6 +59,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import autostart  # noqa: E402  # the autostart cold path's rounds
 
 # the sequential loops a plain pip install's client also runs (there, alone, as a script)
 from installed_driver import SSH_REQUEST, agent_block, ssh_block  # noqa: E402
@@ -146,6 +151,14 @@ def site_path() -> str:
     return os.pathsep.join(dict.fromkeys([str(ROOT), paths["purelib"], paths["platlib"]]))
 
 
+def checkout_env(home: Path) -> dict[str, str]:
+    """An agent's environment in ``home``, running this checkout (``python -S`` with site-packages
+    on PYTHONPATH), writing bytecode as an installation does."""
+    env = base_env(home, {"PYTHONPATH": site_path()})
+    env.pop("PYTHONDONTWRITEBYTECODE")
+    return env
+
+
 # --- the two daemons ----------------------------------------------------------------------
 @dataclass
 class Daemons:
@@ -160,8 +173,7 @@ class Daemons:
     @contextlib.contextmanager
     def running(cls) -> Iterator[Daemons]:
         home = Path(tempfile.mkdtemp(prefix="cab-", dir="/tmp"))
-        env = base_env(home, {"PYTHONDONTWRITEBYTECODE": "0", "PYTHONPATH": site_path()})
-        env.pop("PYTHONDONTWRITEBYTECODE")
+        env = checkout_env(home)
         d = cls(home, env, Path(env["CREDENTIAL_AGENT_SOCK"]), home / "ssh.sock")
         try:
             d.ssh = subprocess.Popen([*pin_prefix(), "ssh-agent", "-D", "-a", str(d.ssh_sock)],
@@ -204,6 +216,7 @@ class Row:
     ratios: list[float] = field(default_factory=list)
     skipped: str | None = None
     note: str = ""
+    absolute: bool = False  # `check` is given the agent's median (a target in its unit), not the ratio
 
     def spread(self) -> str:
         """The 10th-90th percentile of the per-block (per-round) ratios."""
@@ -595,6 +608,7 @@ class Bench:
             "pass": [*python, "-c", "pass"],
             "get": [*agent_cmd, "get", "bench0"],
             "short": [*agent_cmd, "status", "--short"],
+            "run": [*agent_cmd, "run", "--", "true"],
         }
         ss_env = {**env, **self.ss.env} if self.ss is not None else env
         if self.ss is not None and shutil.which("secret-tool"):
@@ -617,12 +631,46 @@ class Bench:
                     self.row(f"{where}cli_{k}_{b}", label, "ms", "", "<= 3x" if b == "st" else "info").skipped = \
                         failed[k]
                 continue
-            base = self.row(f"{where}cli_{k}_st", label, "ms", "secret-tool lookup", "<= 3x", lambda r: r <= 3)
+            limit = 2.5 if k == "get" else 3.0  # issue 25: `agent get` within 2.5x `secret-tool lookup`
+            base = self.row(f"{where}cli_{k}_st", label, "ms", "secret-tool lookup", f"<= {limit:g}x",
+                            lambda r, limit=limit: r <= limit)
             if "secret_tool" in med:
                 base.add(med[k], med["secret_tool"])
             else:
                 base.skipped = f"no secret-tool on a Secret Service: {self.ss_error or 'secret-tool is not installed'}"
             self.row(f"{where}cli_{k}_pass", label, "ms", "python -c pass", "info").add(med[k], med["pass"])
+        run = self.row(f"{where}cli_run", f"`agent run -- true` ({where})", "ms", "`agent get`", "<= 1.2x",
+                       lambda r: r <= 1.2)
+        if "run" in failed or "get" in failed:
+            run.skipped = failed.get("run") or failed["get"]
+        else:
+            run.add(med["run"], med["get"])
+
+    # --- the autostart cold path: a first Client().get with no agent running --------------------
+    def autostart_rows(self, python: list[str], agent_cmd: list[str], env_for: Callable[[Path], dict[str, str]],
+                       where: str) -> None:
+        name = f"autostart: first `Client().get`, no agent running, keystore vault ({where})"
+        rows = (
+            self.row(f"{where}cold_get", name, "ms", "secret-tool lookup", "< 150 ms", lambda ms: ms < 150,
+                     absolute=True),
+            self.row(f"{where}cold_get_warm", name, "ms", "the same process, agent running", "info"),
+            self.row(f"{where}cold_status", f"autostart: first `Client().status()`, locked passphrase vault ({where})",
+                     "ms", "secret-tool lookup", "info"),
+        )
+        if self.ss is None or not shutil.which("secret-tool"):
+            for r in rows:
+                r.skipped = f"no secret-tool on a Secret Service: {self.ss_error or 'secret-tool is not installed'}"
+            return
+        try:
+            t = autostart.measure(python, agent_cmd, env_for, self.ss.env, VALUE, PASSPHRASE, self.cli_n)
+        except subprocess.SubprocessError as e:
+            for r in rows:
+                r.skipped = f"failed: {e}"
+            return
+        med = {k: statistics.median(v) * 1e3 for k, v in t.items()}
+        rows[0].add(med["cold_get"], med["secret_tool"])
+        rows[1].add(med["cold_get"], med["warm_get"])
+        rows[2].add(med["cold_status"], med["secret_tool"])
 
     # --- a plain pip install, started by `agent start`, a client started normally ------------------
     def installed(self) -> None:
@@ -672,6 +720,9 @@ class Bench:
             self.row("inst_rss", "installed: idle RSS", "MiB", "ssh-agent", "<= 6x", lambda r: r <= 6).add(
                 rss_kib(out["pid"]) / 1024, rss_kib(ssh.pid) / 1024)
             self.cli_rows(agent, [str(venv / "bin" / "python")], env, "plain pip install")
+            self.autostart_rows([str(venv / "bin" / "python")], agent, lambda h: {
+                k: v for k, v in base_env(h).items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")},
+                "plain pip install")
         finally:
             if Path(agent[0]).exists():
                 subprocess.run([*agent, "stop"], env=env, capture_output=True, timeout=60, check=False)
@@ -732,7 +783,8 @@ def report(rows: list[Row], header: list[str]) -> str:
             shown = f"{ratio:.2f}x"
         else:
             base, shown = "", agent
-        met = "" if r.check is None else ("yes" if r.check(ratio) else "**no**")
+        judged = statistics.median(r.agent) if r.absolute else ratio
+        met = "" if r.check is None else ("yes" if r.check(judged) else "**no**")
         lines.append(f"| {r.name} | {agent} | {base} | {shown} | {r.spread()} | {r.target} | {met} |")
     return "\n".join(lines)
 
@@ -742,6 +794,7 @@ INSTALLED = "plain pip install"
 ORDER = ["p50", "p99", "cpu", "sys_client", "sys_daemon", "conn64", "pipe", "pipe_self", "async", "async_uv",
          "proc_pass", "proc_keyring", "import", "import_cls", "keyring", "proc_kr",
          *(f"{w}cli_{k}_{b}" for w in (CHECKOUT, INSTALLED) for k in ("get", "short") for b in ("st", "pass")),
+         *(f"{w}{k}" for w in (CHECKOUT, INSTALLED) for k in ("cli_run", "cold_get", "cold_get_warm", "cold_status")),
          "rss", "mem_secret", "mem_conn", "inst_p50", "inst_p99", "inst_rss", "inst_rss_fresh"]
 
 
@@ -775,6 +828,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr, flush=True)
             b.syscalls()
             b.cli_rows([sys.executable, "-S", "-m", "agent"], [sys.executable, "-S"], d.env, CHECKOUT)
+            b.autostart_rows([sys.executable, "-S"], [sys.executable, "-S", "-m", "agent"], checkout_env, CHECKOUT)
             b.memory()
             if args.quick or args.no_install:
                 for k, label, target in (("inst_p50", "cached get, p50", "<= 1.5x"),

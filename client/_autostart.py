@@ -1,19 +1,32 @@
 """Starting an agent on first use, shared by the sync and async clients.
 
-The race between several first callers is settled by the agent itself: every
-caller runs ``agent start``, which spawns ``agent serve``; the servers contend for
-one exclusive flock and all but one exit at once ("already running"), and
-``agent start`` returns only once the socket answers. So eight callers at the same
-moment end with exactly one agent.
+The caller runs ``agent serve --detach`` (on Windows, with no fork, ``agent start``):
+it forks, the child serves in its own session and tells its parent through a pipe when
+it accepts connections, and the parent exits then, or with why not. That is one new
+interpreter and no polling; ``agent start`` would cost a second interpreter and polls
+the socket.
+
+The race between several first callers is settled by the agent itself: the servers
+contend for one exclusive flock and all but one exit at once ("already running"); the
+parent of a loser waits until the winner answers. So eight callers at the same moment
+end with exactly one agent.
 """
 
 from __future__ import annotations
 
-__all__ = ["enabled", "unavailable_message", "start_agent"]
+import os
+
+from client import _profile
+
+__all__ = ["enabled", "unavailable_message", "start_agent", "NO_AUTOSTART"]
+
+NO_AUTOSTART = "CREDENTIAL_AGENT_NO_AUTOSTART"  # client.config's KEYS["autostart"].env (a test holds them equal)
 
 
 def enabled(explicit: bool | None = None) -> bool:
     """The caller's choice > CREDENTIAL_AGENT_NO_AUTOSTART > the config file's ``autostart`` > on."""
+    if explicit is None and not os.environ.get(NO_AUTOSTART) and not _profile.config_may_exist():
+        return True  # the common case, certainly the default: no import (client.config's re, pathlib: ~7 ms)
     from client import config
 
     return bool(config.setting("autostart", explicit))
@@ -29,16 +42,18 @@ def unavailable_message(path: object) -> str:
 
 
 def start_agent(timeout: float) -> str | None:
-    """Run ``agent start``; None when it reports a serving agent, else why not (its last
-    line on stderr: a full disk, a bad config file)."""
+    """Start an agent; None once one serves, else why not (the last line the command
+    said on stderr: a full disk, a bad config file)."""
     import subprocess
+    import sys
 
     from client import spawn
 
+    command = ("start", "--quiet") if sys.platform == "win32" else ("serve", "--detach")
     try:
         # isolated, in /, with a short list of variables (see client.spawn)
         done = subprocess.run(
-            spawn.agent_command("start", "--quiet"),
+            spawn.agent_command(*command),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -48,10 +63,10 @@ def start_agent(timeout: float) -> str | None:
             env=spawn.clean_env(aws=True),
         )
     except subprocess.TimeoutExpired:
-        return f"`agent start` did not finish within {timeout:g} s"
+        return f"`agent {command[0]}` did not finish within {timeout:g} s"
     except OSError as e:
-        return f"`agent start` could not run: {e.strerror or type(e).__name__}"
+        return f"`agent {command[0]}` could not run: {e.strerror or type(e).__name__}"
     if done.returncode == 0:
         return None
     said = [line for line in done.stderr.decode(errors="replace").splitlines() if line.strip()]
-    return said[-1].removeprefix("agent: ") if said else f"`agent start` exited with status {done.returncode}"
+    return said[-1].removeprefix("agent: ") if said else f"`agent {command[0]}` exited with status {done.returncode}"

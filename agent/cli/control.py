@@ -3,6 +3,11 @@ background, stop it, and say what state it is in.
 
 Only ``serve`` loads the daemon side (``agent.daemon``, and with it keyring and
 cryptography), inside the command: every other command stays a light client.
+
+``serve --detach`` (POSIX) is how a client starts an agent on first use: the process forks,
+the child serves (in its own session, its output in the log) and says through a pipe when it
+accepts connections, and the parent exits then, or with why the child could not. A first use
+costs one interpreter (not ``agent start``'s and its ``serve``'s) and no polling.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from client import Client, config, errors, paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
     from typing import Any, Final
 
@@ -50,11 +56,71 @@ def _log_to_stderr(flag: str | None) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    ready = None
+    if getattr(args, "detach", False):
+        ready = _fork()  # the child's; in the parent, _fork raises why the child does not serve
+        if ready is None:  # the parent, once the child serves: as a daemon's parent does, it leaves
+            os._exit(Exit.OK)  # without finalizing what the child still uses (and ~4 ms sooner)
     _log_to_stderr(args.log_level)
     from agent import daemon
     from agent.config import load_options
 
-    return daemon.serve(load_options(args))
+    return daemon.serve(load_options(args), ready)
+
+
+def _fork() -> Callable[[], None] | None:
+    """``serve --detach``: in the child, the call that says it serves; in the parent, None
+    once the child serves (a ``CliError`` once it exited without)."""
+    if sys.platform == "win32":  # no --detach there (see register): a client runs `agent start`
+        raise CliError("`agent serve --detach` needs fork(); on Windows run `agent start`")
+    log_file = paths.log_path()
+    paths.ensure_private_dir(log_file.parent)
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    offset = os.fstat(fd).st_size  # what this start adds to the log is read back on failure
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.setsid()  # no terminal's Ctrl+C or hangup reaches it
+        os.dup2(fd, 1)  # the caller's pipes are let go at once: whoever reads them sees their end
+        os.dup2(fd, 2)
+        os.close(fd)
+
+        def ready() -> None:
+            try:
+                os.write(write_end, b"1")
+            except OSError:
+                pass  # the parent is gone (killed): nobody waits
+            os.close(write_end)
+
+        return ready
+    os.close(write_end)
+    os.close(fd)
+    _until_serving(pid, read_end, log_file, offset)
+    return None
+
+
+def _until_serving(pid: int, pipe: int, log_file: Path, offset: int) -> None:
+    import select
+
+    deadline = time.monotonic() + START_TIMEOUT
+    try:
+        if not select.select([pipe], [], [], START_TIMEOUT)[0]:
+            raise CliError(f"the agent did not answer within {START_TIMEOUT:g} s; see {log_file}", Exit.NO_AGENT)
+        if os.read(pipe, 1):
+            return
+    finally:
+        os.close(pipe)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code != 0:
+        raise CliError(f"the agent exited with status {code}: {_why_not_started(log_file, offset)}")
+    # exit 0 without serving: another agent holds the vault (several first uses at once); it answers soon
+    path = paths.socket_path()
+    while time.monotonic() < deadline:
+        if _answers(path):
+            return
+        time.sleep(0.02)
+    raise CliError(f"the agent did not answer within {START_TIMEOUT:g} s; see {log_file}", Exit.NO_AGENT)
 
 
 # less free space than this where the vault or the log lives: a start that logged nothing failed for it
@@ -279,6 +345,8 @@ def register(sub: Subcommands) -> None:
         metavar="DURATION",
         help="lock this long after unlocking, whatever the use: seconds, or e.g. 8h (0 = off)",
     )
+    if sys.platform != "win32":  # a client's autostart (no fork on Windows: there it runs `agent start`)
+        p.add_argument("--detach", action="store_true", help=argparse.SUPPRESS)
     p = add_command(sub, "start", cmd_start, "start the agent in the background (no-op when running)")
     p.add_argument("--log-level", default=None, choices=config.LOG_LEVELS)
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)

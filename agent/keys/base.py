@@ -46,6 +46,11 @@ class KeySource(Protocol):
         """At a lock: let go of anything that holds the key."""
         ...
 
+    def preload(self) -> None:
+        """Load, in the calling (background) thread, the code a later ``open`` needs, where that
+        is slow; no keystore is asked anything."""
+        ...
+
     async def tidy(self) -> None:
         """Remove what an earlier rotation left behind (best effort, retried later)."""
         ...

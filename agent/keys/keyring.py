@@ -20,6 +20,7 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -109,6 +110,13 @@ def _translate(e: BaseException) -> errors.AgentError:
     return errors.KeystoreUnavailable(f"the OS keystore failed unexpectedly ({name})")
 
 
+# keyring's modules are imported by ``preload`` (a thread, once the agent serves) or by the
+# first keystore call's thread, never by both at once: Python's module locks, taken in two
+# orders, may hand one of them a module still half made (an AttributeError). Once a call has
+# imported them (``_imported``), the preload has nothing left to do and does nothing.
+_imports = threading.Lock()
+_imported = False
+
 _OWN_BACKEND = "client."  # credential-agent's own keyring backend lives in the client package
 _real_backend: Any = None
 
@@ -147,13 +155,16 @@ def _choose() -> Any:
     ``keyring-path``: a directory keyring would put on sys.path, so that whoever sets
     XDG_CONFIG_HOME for the shell that starts the agent (a project's .envrc) could run
     code in it. Backends load from installed packages only."""
-    global _chosen
+    global _chosen, _imported
     if _chosen is None:
         import configparser
 
-        import keyring.backend
-        import keyring.core
-        import keyring.util.platform_
+        with _imports:  # not around the choice below: a hung keystore may hold it forever
+            import keyring.backend
+            import keyring.core
+            import keyring.util.platform_
+
+            _imported = True
 
         name = os.environ.get("PYTHON_KEYRING_BACKEND", "").strip()
         if not name:
@@ -169,9 +180,9 @@ def _choose() -> Any:
 
 
 def _backend() -> Any:
-    import keyring.backends.fail
-
     kr = _choose()
+    import keyring.backends.fail  # loaded by then (keyring.core imports it)
+
     if type(kr).__module__.startswith(_OWN_BACKEND):
         kr = _best_real_backend()
     module = type(kr).__module__
@@ -370,6 +381,24 @@ class KeyringSource:
         await self.tidy()
         await delete_key(self.account(), self.deadline)
         await self.meta.drop("key_account")
+
+    def preload(self) -> None:
+        """Import keyring (~60 ms: its own imports bring urllib.request, email, importlib_metadata)
+        and the backend PYTHON_KEYRING_BACKEND names; the first request that needs the key then
+        waits only for the keystore. Imports only: no backend is chosen, no keystore is asked."""
+        import importlib
+
+        with _imports:
+            if _imported:
+                return
+            import keyring.backend
+            import keyring.core  # noqa: F401
+
+            name = os.environ.get("PYTHON_KEYRING_BACKEND", "").strip()
+            module = name.rpartition(".")[0]
+            if module.startswith("keyring.backends."):  # keyring's own; any other is loaded when chosen
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(module)
 
     async def tidy(self) -> None:
         """Delete keystore entries a rotation left behind (an interrupted one, or the old key)."""

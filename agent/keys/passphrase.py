@@ -155,6 +155,9 @@ class PassphraseSource:
     def forget(self) -> None:
         pass  # holds no key: the wrapped one needs the passphrase
 
+    def preload(self) -> None:
+        pass  # nothing opens before someone types the passphrase: a locked agent stays small
+
     async def tidy(self) -> None:
         pass  # a rotation commits the new wrapped key with the rows: nothing is left behind
 

@@ -25,6 +25,7 @@ import concurrent.futures
 import contextlib
 import gc
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, TypeVar
@@ -47,6 +48,15 @@ log = logging.getLogger("agent.state")
 T = TypeVar("T")
 # Passphrase unlocks waiting their turn; more get `busy`, not minutes of queued delays.
 MAX_WAITING_UNLOCKS: Final = 16
+
+
+def _preload(source: keys.KeySource) -> None:
+    try:
+        source.preload()
+    except Exception as e:  # noqa: BLE001 - the unlock that needs it reports it
+        log.debug("loading the %s source's code failed (%s); the unlock will say why", source.name, type(e).__name__)
+        return
+    log.debug("loaded the code unlocking a %s vault needs (nothing asked of the keystore)", source.name)
 
 
 class LockState:
@@ -298,6 +308,17 @@ class LockState:
                 if self.locked:
                     await self.open_with(key, epoch)
         await source.tidy()  # what an interrupted rotation left, if anything
+
+    def warm(self) -> None:
+        """Once the agent serves: a keystore vault unlocks itself on the first request that needs
+        its key, so the code that unlock needs is loaded now, in a background thread (the source's
+        ``preload``: imports, no keystore access), while the agent waits for that request."""
+        try:
+            source = self.source() if self.initialized and self.locked and not self.locked_by_user else None
+        except errors.AgentError:
+            return  # a vault this agent cannot use says so on the first request
+        if source is not None and not source.needs_passphrase:
+            threading.Thread(target=_preload, args=(source,), name="preload", daemon=True).start()
 
     async def storage(self) -> crypto.SecureStorage:
         """The unlocked storage, unlocking a keystore vault on first need (gpg-agent style)."""

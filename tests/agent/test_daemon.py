@@ -14,7 +14,7 @@ import time
 import pytest
 
 from client import Client, errors, protocol
-from support import AgentProcess, connect, raw_request, read_reply, short_tmpdir
+from support import AgentProcess, connect, raw_request, read_reply, short_tmpdir, until
 
 
 def test_hello_lists_every_op(agent: AgentProcess) -> None:
@@ -332,3 +332,18 @@ def test_replies_stay_in_order_when_the_reader_is_slow(unlocked_agent: AgentProc
     assert replies[15]["error"]["code"] == "bad_passphrase"
     assert replies[16]["result"] == "SMALL-VALUE"
     s.close()
+
+
+def test_a_keystore_vault_loads_its_unlock_code_before_its_first_request(keyring_agent: AgentProcess) -> None:
+    """keyring's imports (~60 ms) are not paid by the first request that unlocks the vault:
+    they load in a thread once the agent serves, and nothing is asked of the keystore."""
+    a = keyring_agent
+    with a.client(timeout=30) as c:
+        c.init("keyring")
+        c.store("runpod", "rp_" + "k" * 30, validate=False)
+    a.stop()
+    a.start()  # the same vault, locked: it unlocks itself on the first request that needs the key
+    until(lambda: "loaded the code unlocking a keyring vault needs" in a.log(), 15, "the keyring code loaded")
+    with a.client(timeout=30) as c:
+        assert c.status()["locked"]  # loading code unlocked nothing
+        assert c.get("runpod") == "rp_" + "k" * 30

@@ -140,3 +140,65 @@ def test_async_client_starts_an_agent(home: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().isdigit()
+
+
+DETACH_FORKS = pytest.mark.skipif(sys.platform == "win32", reason="serve --detach forks: POSIX only")
+
+
+@DETACH_FORKS
+def test_serve_detach_returns_once_its_agent_answers(home: Path) -> None:
+    """What autostart runs: the command returns when its child serves, which is in a session of
+    its own with its output in the log, so the caller's pipes are let go at once."""
+    env = autostart_env(home)
+    done = subprocess.run([sys.executable, "-m", "agent", "serve", "--detach"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    # no retry, no wait: it answers now
+    from client import Client
+
+    with Client(env["CREDENTIAL_AGENT_SOCK"], autostart=False, timeout=10) as c:
+        pid = c.status()["pid"]
+    assert os.getsid(pid) == pid
+    log = Path(os.readlink(f"/proc/{pid}/fd/2")) if sys.platform.startswith("linux") else None
+    assert log is None or log.name == "agent.log"
+    # a second one finds the vault taken, and returns once that agent answers
+    again = subprocess.run([sys.executable, "-m", "agent", "serve", "--detach"], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert agents_in(home) == [pid] if sys.platform.startswith("linux") else True
+
+
+@DETACH_FORKS
+def test_serve_detach_says_why_its_agent_did_not_start(home: Path) -> None:
+    env = autostart_env(home)
+    (home / "data").mkdir(mode=0o700, exist_ok=True)
+    (home / "data" / "credential-agent").write_text("not a directory")  # the vault cannot be made
+    done = subprocess.run([sys.executable, "-m", "agent", "serve", "--detach"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done
+    assert done.stderr.startswith("agent: the agent exited with status 1: "), done.stderr
+    assert done.stderr.count("\n") == 1 and "see " in done.stderr
+    probe = subprocess.run([sys.executable, "-c", FIRST_CALL, "0"], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert probe.stdout.startswith("ERROR AgentUnavailable could not start a credential agent"), probe
+    assert "the agent exited with status 1" in probe.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the config file's absence is known without an "
+                    "import on Linux only (client._profile.config_may_exist)")
+def test_autostart_is_on_without_reading_a_config_file_that_is_not_there(home: Path) -> None:
+    """The first call of a process that finds no agent: with no variable and no config file the
+    answer is the default, decided without importing client.config (its re and pathlib)."""
+    from client import _autostart, config
+
+    assert config.KEYS["autostart"].env == _autostart.NO_AUTOSTART
+    probe = ("import sys\nfrom client import _autostart\nprint(_autostart.enabled(), 'client.config' in sys.modules)\n"
+             "from client import config\nprint(config.setting('autostart'))")
+    env = autostart_env(home)
+    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["True", "False", "True"], done
+    config_file = home / "config" / "credential-agent" / "config.toml"
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text("autostart = false\n")
+    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", "True", "False"], done

@@ -59,7 +59,7 @@ def test_building_the_parser_and_parsing_get_loads_nothing_heavy() -> None:
 
 @pytest.mark.parametrize("argv", [
     ["get", "huggingface"], ["get", "HuggingFace"], ["get", "hf"], ["get", "runpod", "--type", "api-secret"],
-    ["status", "--short"],
+    ["status", "--short"], *([["serve", "--detach"]] if sys.platform != "win32" else []),
 ])
 def test_the_plain_forms_parse_as_argparse_parses_them(argv: list[str]) -> None:
     from agent import cli
@@ -67,6 +67,58 @@ def test_the_plain_forms_parse_as_argparse_parses_them(argv: list[str]) -> None:
     fast = cli.plain_args(argv)
     assert fast is not None, argv
     assert vars(fast) == vars(cli.build_parser().parse_args(argv))
+
+
+PLAIN_PROBE = """
+import sys
+before = set(sys.modules)
+import agent.cli
+assert agent.cli.plain_args(sys.argv[1:]) is not None
+print("\\n".join(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.parametrize(("argv", "own"), [
+    (["get", "huggingface"], {"agent.cli.credentials", "agent.cli.removal"}),  # one group: set, get, rm, mv
+    (["status", "--short"], {"agent.cli.control"}),
+])
+def test_a_plain_form_imports_its_own_command_modules_alone(argv: list[str], own: set[str]) -> None:
+    done = subprocess.run([sys.executable, "-S", "-c", PLAIN_PROBE, *argv], env=_light_env(),
+                          capture_output=True, text=True, timeout=60, cwd="/")
+    assert done.returncode == 0, done.stderr
+    shared = {"agent.cli._common", "agent.cli.versions"}  # what every command uses
+    commands = {m for m in done.stdout.split() if m.startswith("agent.cli.") and m not in shared}
+    assert commands <= own
+
+
+def _commands(parser: object) -> dict[str, object]:
+    import argparse
+
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # type: ignore[attr-defined]
+    return dict(sub.choices)
+
+
+def test_a_named_command_is_parsed_by_its_group_alone_as_by_the_whole_parser() -> None:
+    from agent import cli
+
+    whole = _commands(cli.build_parser())
+    assert sorted(cli.GROUPS) == sorted(whole)  # every command has its group, and no other name
+    for name, group in cli.GROUPS.items():
+        alone = _commands(cli.build_parser(name))
+        assert name in alone, (name, group)
+        assert alone[name].format_help() == whole[name].format_help(), name  # type: ignore[attr-defined]
+    # a group registers only its own commands (what makes the parse cheap)
+    assert sorted(_commands(cli.build_parser("run"))) == ["run"]
+
+
+def test_run_and_exec_build_no_other_command() -> None:
+    probe = ("import sys\nbefore = set(sys.modules)\nimport agent.cli\nagent.cli.build_parser('run')\n"
+             "print('\\n'.join(sorted(set(sys.modules) - before)))")
+    done = subprocess.run([sys.executable, "-S", "-c", probe], env=_light_env(), capture_output=True, text=True,
+                          timeout=60, cwd="/")
+    assert done.returncode == 0, done.stderr
+    shared = {"agent.cli._common", "agent.cli.versions", "agent.cli._env", "agent.cli.run"}
+    assert {m for m in done.stdout.split() if m.startswith("agent.cli.")} <= shared
 
 
 @pytest.mark.parametrize("argv", [
