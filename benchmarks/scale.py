@@ -3,7 +3,7 @@
 
     .venv-test/bin/python benchmarks/scale.py            # N = 1,000 and 10,000 (a few minutes)
     .venv-test/bin/python benchmarks/scale.py --large    # and 100,000 (much longer)
-    .venv-test/bin/python benchmarks/scale.py --quick    # N = 100 and 300, one round, others' steps 5 s
+    .venv-test/bin/python benchmarks/scale.py --quick    # a smoke run: N = 100 and 300, the others at 100 only
     .venv-test/bin/python benchmarks/scale.py --sizes 100000 --rounds 1   # any N
     .venv-test/bin/python benchmarks/scale.py --no-others  # the agent alone
 
@@ -344,6 +344,8 @@ def main() -> None:
     sizes = args.sizes or sizes
     limit = min(args.limit, 5.0) if args.quick else args.limit
     rounds = 1 if args.quick else args.rounds
+    if args.quick:  # a smoke run: every row, few samples
+        scale_others.LOOKUPS = 4
     started = time.time()
     load = os.getloadavg()
     empty = Vault(0, args.timeout)
@@ -363,7 +365,8 @@ def main() -> None:
     finally:
         for v in everyone:
             v.agent.cleanup()
-    measured = {} if args.no_others else others([n for n in sizes if n <= args.others_max], limit)
+    others_max = min(args.others_max, sizes[0]) if args.quick else args.others_max
+    measured = {} if args.no_others else others([n for n in sizes if n <= others_max], limit)
     when = datetime.datetime.fromtimestamp(started, datetime.UTC).strftime("%Y-%m-%d %H:%M")
     print(
         f"Measured {when} (UTC), {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; load average "
