@@ -255,3 +255,26 @@ def test_a_get_is_one_send_and_one_receive(unlocked_agent: AgentProcess, tmp_pat
     assert (extra.get("sendto"), extra.get("recvfrom")) == (500, 500), extra
     assert not any(extra.get(k) for k in ("poll", "ppoll", "select", "pselect6", "getpid")), extra
     assert sum(extra.values()) <= 1000 + 10, extra  # a stray brk or mmap at most, nothing per call
+
+
+DETACH_PROBE = """
+import sys
+before = set(sys.modules)
+from agent import config, daemon, detach, logfile
+print("\\n".join(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="serve --detach forks: POSIX only")
+def test_autostarts_entry_loads_no_cli() -> None:
+    """What a client's autostart runs (agent.detach, then the daemon it serves with) imports no
+    command module, argparse or the CLI's parser: only what serving needs."""
+    from client import spawn
+
+    assert "from agent.detach import main" in " ".join(spawn.detach_command())
+    done = subprocess.run([sys.executable, "-S", "-c", DETACH_PROBE], env=_light_env(), capture_output=True,
+                          text=True, timeout=60, cwd="/")
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "agent.daemon" in loaded  # the probe ran
+    assert sorted(m for m in loaded if m == "argparse" or m.startswith("agent.cli")) == []
