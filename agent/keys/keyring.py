@@ -399,7 +399,9 @@ class KeyringSource:
             await self.tidy()  # best effort now; the next unlock retries
             raise
         faults.point("rotate:after-keystore")
+        backend = await asyncio.to_thread(backend_name)
         return {
+            KNOWN_BACKEND: backend.encode(),  # a vault made before it was recorded has it from now on
             "key_account": new_account.encode(),
             "stale_key_account": old_account.encode(),
             "pending_key_account": None,
@@ -409,6 +411,7 @@ class KeyringSource:
         await self.tidy()
         await delete_key(self.account(), self.deadline)
         await self.meta.drop("key_account")
+        await self.meta.drop(KNOWN_BACKEND)
 
     def preload(self) -> None:
         """Import keyring (~60 ms: its own imports bring urllib.request, email, importlib_metadata)

@@ -153,6 +153,17 @@ class TestKeyringSource(KeySourceContract):
         with vault_agent.client() as c:
             assert c.get("runpod") == "r" * 25
 
+    def test_a_rotation_names_the_backend_of_a_vault_made_before_it_was_recorded(
+            self, vault_agent: AgentProcess) -> None:
+        vault_agent.stop()
+        with vault_store(vault_agent.home) as store:
+            store.delete_meta("key_backend")  # as a vault made by an earlier version
+        vault_agent.start()
+        done = vault_agent.cli("rotate-key")
+        assert done.returncode == 0, done.stderr
+        with vault_store(vault_agent.home) as store:
+            assert store.meta()["key_backend"] == b"keyring.backends.SecretService.Keyring"
+
     def test_missing_keystore_entry_is_a_clear_error(self, vault_agent: AgentProcess,
                                                      secret_service: SecretService) -> None:
         account = f"master-key-{vault_id(vault_agent)}"
