@@ -9,7 +9,6 @@ or a wrong type is an error that names the key and the file.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,9 @@ class Options:
     pinentry: Path | None = None  # a pinentry program that asks for approvals
 
 
-def load_options(args: argparse.Namespace) -> Options:
+def load_options(args: object) -> Options:
+    """The agent's options: ``args``' flags (``idle_timeout``, ``max_unlocked``; absent or None: the
+    config's), then the config file and the environment."""
     # absolute: the agent serves from "/", whatever directory started it
     return Options(
         socket=paths.socket_path().absolute(),

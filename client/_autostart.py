@@ -50,10 +50,11 @@ def start_agent(timeout: float) -> str | None:
     from client import spawn
 
     command = ("start", "--quiet") if sys.platform == "win32" else ("serve", "--detach")
+    argv = spawn.agent_command(*command) if sys.platform == "win32" else spawn.detach_command()
     try:
         # isolated, in /, with a short list of variables (see client.spawn)
         done = subprocess.run(
-            spawn.agent_command(*command),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

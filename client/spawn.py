@@ -26,7 +26,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["agent_command", "isolated_command", "clean_env", "code_root", "KEEP", "KEEP_PREFIXES", "AWS_PREFIX"]
+__all__ = [
+    "agent_command",
+    "detach_command",
+    "isolated_command",
+    "clean_env",
+    "code_root",
+    "KEEP",
+    "KEEP_PREFIXES",
+    "AWS_PREFIX",
+]
 
 # What the agent (and keyring, platformdirs, the Secret Service client) read.
 KEEP = frozenset(
@@ -62,6 +71,8 @@ AWS_PREFIX = "AWS_"
 
 # -I ignores PYTHONPATH and the current directory; the one path given is inserted first
 _BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.cli import main; sys.exit(main())"
+# `agent serve --detach` through its own entry, which loads no CLI (agent.detach)
+_DETACH_BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.detach import main; sys.exit(main())"
 
 
 def clean_env(environ: Mapping[str, str] | None = None, aws: bool = False) -> dict[str, str]:
@@ -85,6 +96,17 @@ def code_root() -> str | None:
 def isolated_command(executable: str, root: str, *args: str) -> list[str]:
     """``agent ARGS`` on the interpreter ``executable``, isolated, on the code in ``root``."""
     return [executable, "-I", "-c", _BOOT, root, *args]
+
+
+def detach_command() -> list[str]:
+    """How to run ``agent serve --detach`` in a new process, as ``agent_command`` says, with
+    this installation's code entered at ``agent.detach`` (no CLI, argparse or parser module:
+    ~5 ms of a client's first use) where ``agent_command`` would run this interpreter on it."""
+    root = code_root()
+    if root is None or os.environ.get("CREDENTIAL_AGENT_COMMAND"):
+        return agent_command("serve", "--detach")
+    # "serve --detach" for whoever reads the command line (ps); agent.detach reads no argument
+    return [sys.executable, "-I", "-c", _DETACH_BOOT, root, "serve", "--detach"]
 
 
 def agent_command(*args: str) -> list[str]:

@@ -9,8 +9,10 @@ with ``BROKEN_PIPE``, as a command killed by SIGPIPE would.
 
 Scripts run ``$(agent get NAME)`` and shell prompts ``agent status --short``, so
 importing this package and building the parser loads no more than argparse and
-the client: a command module imports what only its commands need inside them
-(tests/system/test_footprint.py lists what must stay out). The command modules
+the client (and a plain ``agent get NAME`` does not come here at all: ``agent.entry``,
+the console script's entry, runs it with the client alone): a command module imports
+what only its commands need inside them (tests/system/test_footprint.py lists what
+must stay out). The command modules
 themselves are imported by ``build_parser``: a command ``plain_args`` parses (``get``,
 ``status --short``, and ``serve --detach``, a client's autostart) imports its own alone.
 """
@@ -32,7 +34,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Final
 
-__all__ = ["main", "build_parser", "Exit", "BROKEN_PIPE"]
+__all__ = ["main", "build_parser", "failed", "Exit", "BROKEN_PIPE"]
 
 BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE: what a shell reports for a C tool cut off by `head`
 
@@ -217,16 +219,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.fn(args))
         sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
         return code
-    except BrokenPipeError:
+    except (BrokenPipeError, *_FAILURES, KeyboardInterrupt) as e:
+        return failed(e)
+
+
+def failed(e: BaseException) -> int:
+    """What ``main`` says of a command's failure (one line on stderr), and its exit code;
+    ``agent.entry``'s ``get`` says its failures here too."""
+    if isinstance(e, BrokenPipeError):
         # the reader is gone: nothing to say, and nothing left to flush at exit
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return BROKEN_PIPE
-    except _FAILURES as e:
+    if isinstance(e, _FAILURES):
         message = e.message if isinstance(e, errors.AgentError) else str(e)
         print(f"agent: {message}", file=sys.stderr)
         return int(exit_code(e))
-    except KeyboardInterrupt:
+    if isinstance(e, KeyboardInterrupt):
         print("", file=sys.stderr)
         return 130
+    raise e

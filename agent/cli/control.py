@@ -7,7 +7,8 @@ cryptography), inside the command: every other command stays a light client.
 ``serve --detach`` (POSIX) is how a client starts an agent on first use: the process forks,
 the child serves (in its own session, its output in the log) and says through a pipe when it
 accepts connections, and the parent exits then, or with why the child could not. A first use
-costs one interpreter (not ``agent start``'s and its ``serve``'s) and no polling.
+costs one interpreter (not ``agent start``'s and its ``serve``'s) and no polling. That path
+is ``agent.detach``'s, which a client's autostart runs without this package.
 """
 
 from __future__ import annotations
@@ -18,113 +19,35 @@ import sys
 import time
 
 import agent
+from agent import detach
 from agent.cli._common import CliError, Exit, Subcommands, add_command, duration_arg, older, print_json
 from client import Client, config, errors, paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from pathlib import Path
     from typing import Any, Final
 
 __all__ = ["register", "cmd_start", "gone", "START_TIMEOUT"]
 
 # how long `agent start` waits for the new agent to answer, and `agent stop` for it to exit
-START_TIMEOUT: Final = 10.0
-
-
-def _answers(path: Path) -> bool:
-    """Whether an agent answers at ``path``; a socket the client refuses is an error
-    that says why (``UntrustedSocket``), never "no agent"."""
-    try:
-        with Client(path, timeout=2.0, autostart=False) as c:
-            c.hello()
-        return True
-    except errors.UntrustedSocket:
-        raise
-    except (errors.AgentUnavailable, errors.AgentTimeout, errors.ProtocolError):
-        return False
-
-
-def _log_to_stderr(flag: str | None) -> None:
-    import logging
-
-    from agent import logfile
-
-    level = getattr(logging, config.setting("log_level", flag).upper())
-    logfile.setup(level, paths.log_path(), config.setting("log_max_bytes"))
+START_TIMEOUT: Final = detach.START_TIMEOUT
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     ready = None
     if getattr(args, "detach", False):
-        ready = _fork()  # the child's; in the parent, _fork raises why the child does not serve
+        try:
+            ready = detach.fork()  # the child's; in the parent, fork raises why the child does not serve
+        except detach.NotServing as e:
+            raise CliError(str(e), Exit(e.code)) from None
         if ready is None:  # the parent, once the child serves: as a daemon's parent does, it leaves
             os._exit(Exit.OK)  # without finalizing what the child still uses (and ~4 ms sooner)
-    _log_to_stderr(args.log_level)
-    from agent import daemon
-    from agent.config import load_options
-
-    return daemon.serve(load_options(args), ready)
-
-
-def _fork() -> Callable[[], None] | None:
-    """``serve --detach``: in the child, the call that says it serves; in the parent, None
-    once the child serves (a ``CliError`` once it exited without)."""
-    if sys.platform == "win32":  # no --detach there (see register): a client runs `agent start`
-        raise CliError("`agent serve --detach` needs fork(); on Windows run `agent start`")
-    log_file = paths.log_path()
-    paths.ensure_private_dir(log_file.parent)
-    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    offset = os.fstat(fd).st_size  # what this start adds to the log is read back on failure
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        os.setsid()  # no terminal's Ctrl+C or hangup reaches it
-        os.dup2(fd, 1)  # the caller's pipes are let go at once: whoever reads them sees their end
-        os.dup2(fd, 2)
-        os.close(fd)
-
-        def ready() -> None:
-            try:
-                os.write(write_end, b"1")
-            except OSError:
-                pass  # the parent is gone (killed): nobody waits
-            os.close(write_end)
-
-        return ready
-    os.close(write_end)
-    os.close(fd)
-    _until_serving(pid, read_end, log_file, offset)
-    return None
-
-
-def _until_serving(pid: int, pipe: int, log_file: Path, offset: int) -> None:
-    import select
-
-    deadline = time.monotonic() + START_TIMEOUT
-    try:
-        if not select.select([pipe], [], [], START_TIMEOUT)[0]:
-            raise CliError(f"the agent did not answer within {START_TIMEOUT:g} s; see {log_file}", Exit.NO_AGENT)
-        if os.read(pipe, 1):
-            return
-    finally:
-        os.close(pipe)
-    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    if code != 0:
-        raise CliError(f"the agent exited with status {code}: {_why_not_started(log_file, offset)}")
-    # exit 0 without serving: another agent holds the vault (several first uses at once); it answers soon
-    path = paths.socket_path()
-    while time.monotonic() < deadline:
-        if _answers(path):
-            return
-        time.sleep(0.02)
-    raise CliError(f"the agent did not answer within {START_TIMEOUT:g} s; see {log_file}", Exit.NO_AGENT)
-
-
-# less free space than this where the vault or the log lives: a start that logged nothing failed for it
-FULL_DISK: Final = 64 * 1024
+    return detach.serve(
+        args.log_level,
+        ready,
+        idle_timeout=getattr(args, "idle_timeout", None),
+        max_unlocked=getattr(args, "max_unlocked", None),
+    )
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -133,7 +56,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     from client import spawn
 
     path = paths.socket_path()
-    if _answers(path):
+    if detach.answers(path):
         if not args.quiet:
             print(f"an agent is already running at {path}")
         return Exit.OK
@@ -158,37 +81,15 @@ def cmd_start(args: argparse.Namespace) -> int:
     os.close(fd)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if _answers(path):
+        if detach.answers(path):
             if not args.quiet:
                 print(f"agent started at {path} (log: {log_file})")
             return Exit.OK
         code = child.poll()
         if code not in (None, 0):
-            raise CliError(f"the agent exited with status {code}: {_why_not_started(log_file, offset)}")
+            raise CliError(f"the agent exited with status {code}: {detach.why_not_started(log_file, offset)}")
         time.sleep(0.02)
     raise CliError(f"the agent did not answer within {START_TIMEOUT:g} s; see {log_file}", Exit.NO_AGENT)
-
-
-def _why_not_started(log_file: Path, offset: int) -> str:
-    """The last line the agent wrote to its log, or, where it could write none, why (a full disk)."""
-    import shutil
-
-    try:
-        with open(log_file, "rb") as f:
-            f.seek(offset)
-            lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        lines = []
-    if lines:
-        return f"{lines[-1].strip()} (see {log_file})"
-    for where in (paths.data_dir(), log_file.parent):
-        try:
-            free = shutil.disk_usage(where).free
-        except OSError:
-            continue
-        if free < FULL_DISK:
-            return f"the disk holding {where} is full ({free} bytes free), so it could not even write its log"
-    return f"it wrote nothing to its log ({log_file})"
 
 
 def _detached() -> dict[str, Any]:

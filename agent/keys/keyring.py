@@ -147,14 +147,23 @@ def _best_real_backend() -> Any:
 
 
 _chosen: Any = None
+_KEYRING_BACKENDS: Final = "keyring.backends."  # keyring's own backends, the only ones loaded by a name in the vault
+# the vault's meta key naming the backend its key was stored with (``module.Class``)
+KNOWN_BACKEND: Final = "key_backend"
 
 
-def _choose() -> Any:
+def _choose(known: str | None = None) -> Any:
     """keyring's own choice (PYTHON_KEYRING_BACKEND, else keyringrc.cfg's default-keyring,
     else the installed backend of highest priority), but without the config file's
     ``keyring-path``: a directory keyring would put on sys.path, so that whoever sets
     XDG_CONFIG_HOME for the shell that starts the agent (a project's .envrc) could run
-    code in it. Backends load from installed packages only."""
+    code in it. Backends load from installed packages only.
+
+    ``known``: the backend that holds this vault's key (``KNOWN_BACKEND`` in its meta). Where
+    neither the variable nor the file names one, keyring would find every installed backend
+    through their entry points and ask each its priority (~80 ms, most of a first unlock);
+    the known one is loaded alone when keyring says it is usable (``load_keyring`` asks its
+    priority), else the search runs as before."""
     global _chosen, _imported
     if _chosen is None:
         import configparser
@@ -171,16 +180,27 @@ def _choose() -> Any:
             rc = configparser.RawConfigParser()
             rc.read(os.path.join(keyring.util.platform_.config_root(), "keyringrc.cfg"), encoding="utf-8")
             name = rc.get("backend", "default-keyring", fallback="").strip()
-        _chosen = (
-            keyring.core.load_keyring(name)
-            if name
-            else max(keyring.backend.get_all_keyring(), key=keyring.backend.by_priority)
-        )
+        if name:
+            _chosen = keyring.core.load_keyring(name)
+        else:
+            _chosen = _load_known(known) or max(keyring.backend.get_all_keyring(), key=keyring.backend.by_priority)
     return _chosen
 
 
-def _backend() -> Any:
-    kr = _choose()
+def _load_known(name: str | None) -> Any:
+    """keyring's backend ``name`` (one of keyring's own) if it is usable here, else None."""
+    if not name or not name.startswith(_KEYRING_BACKENDS):
+        return None
+    import keyring.core
+
+    try:
+        return keyring.core.load_keyring(name)
+    except Exception:  # noqa: BLE001 - not usable here (gone, no session bus): keyring's search decides
+        return None
+
+
+def _backend(known: str | None = None) -> Any:
+    kr = _choose(known)
     import keyring.backends.fail  # loaded by then (keyring.core imports it)
 
     if type(kr).__module__.startswith(_OWN_BACKEND):
@@ -251,9 +271,11 @@ async def _in_thread(fn: Callable[[], T], deadline: float) -> T:
         ) from None
 
 
-async def get_key(account: str, deadline: float = DEFAULT_DEADLINE) -> bytes | None:
+async def get_key(account: str, deadline: float = DEFAULT_DEADLINE, known: str | None = None) -> bytes | None:
+    """The entry ``account``; ``known``: the backend that should hold it (see ``_choose``)."""
+
     def call() -> bytes | None:
-        value = _backend().get_password(SERVICE, account)
+        value = _backend(known).get_password(SERVICE, account)
         return None if value is None else value.encode("ascii")
 
     return await _in_thread(call, deadline)
@@ -327,7 +349,9 @@ class KeyringSource:
     async def create(self, key: bytes, vault_id: str, passphrase: str | None) -> tuple[dict[str, bytes], str | None]:
         account = f"master-key-{vault_id}"
         await self._store(account, key)
-        return {}, await asyncio.to_thread(backend_name)
+        backend = await asyncio.to_thread(backend_name)
+        # named in the vault, so that an unlock loads this backend alone (see _choose)
+        return {KNOWN_BACKEND: backend.encode()}, backend
 
     async def _store(self, account: str, key: bytes) -> None:
         await set_key(account, key, self.deadline)
@@ -339,7 +363,7 @@ class KeyringSource:
         deadline even when the keystore hangs (not one per caller)."""
         fetch = self._fetch
         if fetch is None:
-            fetch = self._fetch = asyncio.ensure_future(get_key(self.account(), self.deadline))
+            fetch = self._fetch = asyncio.ensure_future(get_key(self.account(), self.deadline, self._known()))
             # once done, the future holds the key as its result: let go of it (the
             # waiters have theirs), so the key does not outlive the unlock in memory
             fetch.add_done_callback(self._forget_fetch)
@@ -350,6 +374,10 @@ class KeyringSource:
                 "restore it there, or the vault cannot be opened"
             )
         return key
+
+    def _known(self) -> str | None:
+        known = self.meta.get(KNOWN_BACKEND)
+        return known.decode(errors="replace") if known else None
 
     def _forget_fetch(self, fetch: asyncio.Future[bytes | None]) -> None:
         if self._fetch is fetch:
@@ -371,7 +399,9 @@ class KeyringSource:
             await self.tidy()  # best effort now; the next unlock retries
             raise
         faults.point("rotate:after-keystore")
+        backend = await asyncio.to_thread(backend_name)
         return {
+            KNOWN_BACKEND: backend.encode(),  # a vault made before it was recorded has it from now on
             "key_account": new_account.encode(),
             "stale_key_account": old_account.encode(),
             "pending_key_account": None,
@@ -381,11 +411,13 @@ class KeyringSource:
         await self.tidy()
         await delete_key(self.account(), self.deadline)
         await self.meta.drop("key_account")
+        await self.meta.drop(KNOWN_BACKEND)
 
     def preload(self) -> None:
         """Import keyring (~60 ms: its own imports bring urllib.request, email, importlib_metadata)
-        and the backend PYTHON_KEYRING_BACKEND names; the first request that needs the key then
-        waits only for the keystore. Imports only: no backend is chosen, no keystore is asked."""
+        and the backend PYTHON_KEYRING_BACKEND names (else the one the vault names); the first
+        request that needs the key then waits only for the keystore. Imports only: no backend is
+        chosen, no keystore is asked."""
         import importlib
 
         with _imports:
@@ -394,9 +426,9 @@ class KeyringSource:
             import keyring.backend
             import keyring.core  # noqa: F401
 
-            name = os.environ.get("PYTHON_KEYRING_BACKEND", "").strip()
+            name = os.environ.get("PYTHON_KEYRING_BACKEND", "").strip() or self._known() or ""
             module = name.rpartition(".")[0]
-            if module.startswith("keyring.backends."):  # keyring's own; any other is loaded when chosen
+            if module.startswith(_KEYRING_BACKENDS):  # keyring's own; any other is loaded when chosen
                 with contextlib.suppress(ImportError):
                     importlib.import_module(module)
 

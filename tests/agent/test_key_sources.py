@@ -6,15 +6,17 @@ key source subclasses it with the fixture that makes its agent.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from client import Client, errors
-from support import PASSPHRASE, AgentProcess, SecretService, vault_store
+from support import PASSPHRASE, ROOT, AgentProcess, SecretService, vault_store
 
 HF = "hf_" + "Q" * 34
 
@@ -122,6 +124,45 @@ class TestKeyringSource(KeySourceContract):
             elapsed = time.monotonic() - t
             assert not c.status()["locked"]
         print(f"\nkeystore unlock + first get: {elapsed * 1000:.1f} ms")
+
+    def test_the_vault_names_its_backend_and_an_unlock_loads_that_one_alone(
+            self, vault_agent: AgentProcess, secret_service: SecretService, tmp_path: Path) -> None:
+        with vault_store(vault_agent.home) as store:
+            assert store.meta()["key_backend"] == b"keyring.backends.SecretService.Keyring"
+        # with no backend named (no PYTHON_KEYRING_BACKEND, no keyringrc.cfg), keyring's own search
+        # imports every installed backend (kwallet among them) and asks each its priority
+        probe = ("import asyncio, sys\nfrom agent.keys import keyring as k\n"
+                 "key = asyncio.run(k.get_key(sys.argv[1], 10.0, sys.argv[2] or None))\n"
+                 "print(len(key or b''), 'keyring.backends.kwallet' in sys.modules)")
+        env = {**os.environ, **secret_service.env, "PYTHON_KEYRING_BACKEND": "", "XDG_CONFIG_HOME": str(tmp_path)}
+        account = f"master-key-{vault_id(vault_agent)}"
+        said = {}
+        for known in ("keyring.backends.SecretService.Keyring", ""):
+            done = subprocess.run([sys.executable, "-c", probe, account, known], env=env, capture_output=True,
+                                  text=True, timeout=60, cwd=ROOT)
+            assert done.returncode == 0, done.stderr
+            said[known] = done.stdout.split()
+        assert said["keyring.backends.SecretService.Keyring"] == ["44", "False"]  # the known backend alone
+        assert said[""] == ["44", "True"]  # the search, as before
+        # and the agent itself, with no backend named, unlocks on the first request
+        with vault_agent.client() as c:
+            c.store("runpod", "r" * 25)
+        vault_agent.stop()
+        vault_agent.env["PYTHON_KEYRING_BACKEND"] = ""
+        vault_agent.start()
+        with vault_agent.client() as c:
+            assert c.get("runpod") == "r" * 25
+
+    def test_a_rotation_names_the_backend_of_a_vault_made_before_it_was_recorded(
+            self, vault_agent: AgentProcess) -> None:
+        vault_agent.stop()
+        with vault_store(vault_agent.home) as store:
+            store.delete_meta("key_backend")  # as a vault made by an earlier version
+        vault_agent.start()
+        done = vault_agent.cli("rotate-key")
+        assert done.returncode == 0, done.stderr
+        with vault_store(vault_agent.home) as store:
+            assert store.meta()["key_backend"] == b"keyring.backends.SecretService.Keyring"
 
     def test_missing_keystore_entry_is_a_clear_error(self, vault_agent: AgentProcess,
                                                      secret_service: SecretService) -> None:

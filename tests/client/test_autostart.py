@@ -184,6 +184,34 @@ def test_serve_detach_says_why_its_agent_did_not_start(home: Path) -> None:
     assert "the agent exited with status 1" in probe.stdout
 
 
+@DETACH_FORKS
+def test_autostarts_entry_says_what_serve_detach_says(home: Path) -> None:
+    """A client's autostart enters the agent at agent.detach, not the CLI: the same agent, the
+    same failures, in the same words and exit codes."""
+    from client import spawn
+
+    env = autostart_env(home)
+    entry = subprocess.run([sys.executable, "-c", "from client import spawn; print(spawn.detach_command())"],
+                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "from agent.detach import main" in entry.stdout, entry
+    config_file = home / "config" / "credential-agent" / "config.toml"
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text("idle_timeout = 'soon'\n")  # the agent reads it after the fork: its child fails
+    said = []
+    for argv in ([sys.executable, "-m", "agent", "serve", "--detach"], spawn.detach_command()):
+        done = subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, timeout=60)
+        said.append((done.returncode, done.stderr))
+    assert said[0] == said[1] and said[0][0] == 1, said
+    assert said[0][1].startswith("agent: the agent exited with status 1: agent: ") and "idle_timeout" in said[0][1]
+    config_file.unlink()
+    done = subprocess.run(spawn.detach_command(), env=env, cwd="/", capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    from client import Client
+
+    with Client(env["CREDENTIAL_AGENT_SOCK"], autostart=False, timeout=10) as c:
+        assert os.getsid(c.status()["pid"]) == c.status()["pid"]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the config file's absence is known without an "
                     "import on Linux only (client._profile.config_may_exist)")
 def test_autostart_is_on_without_reading_a_config_file_that_is_not_there(home: Path) -> None:

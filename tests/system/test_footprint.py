@@ -255,3 +255,71 @@ def test_a_get_is_one_send_and_one_receive(unlocked_agent: AgentProcess, tmp_pat
     assert (extra.get("sendto"), extra.get("recvfrom")) == (500, 500), extra
     assert not any(extra.get(k) for k in ("poll", "ppoll", "select", "pselect6", "getpid")), extra
     assert sum(extra.values()) <= 1000 + 10, extra  # a stray brk or mmap at most, nothing per call
+
+
+DETACH_PROBE = """
+import sys
+before = set(sys.modules)
+from agent import config, daemon, detach, logfile
+print("\\n".join(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="serve --detach forks: POSIX only")
+def test_autostarts_entry_loads_no_cli() -> None:
+    """What a client's autostart runs (agent.detach, then the daemon it serves with) imports no
+    command module, argparse or the CLI's parser: only what serving needs."""
+    from client import spawn
+
+    assert "from agent.detach import main" in " ".join(spawn.detach_command())
+    done = subprocess.run([sys.executable, "-S", "-c", DETACH_PROBE], env=_light_env(), capture_output=True,
+                          text=True, timeout=60, cwd="/")
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "agent.daemon" in loaded  # the probe ran
+    assert sorted(m for m in loaded if m == "argparse" or m.startswith("agent.cli")) == []
+
+
+GET_PROBE = """
+import sys
+from agent import entry
+code = entry.main(sys.argv[1:])
+print(sorted(m for m in sys.modules if m in ("argparse", "re", "enum", "client.config") or m.startswith("agent.cli")),
+      file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_agent_get_runs_with_the_client_alone(unlocked_agent: AgentProcess) -> None:
+    """`agent get NAME` (the console script's entry, agent.entry) reaches the agent without the
+    CLI's package: no argparse, re or client.config (~8 ms of the process)."""
+    with unlocked_agent.client() as c:
+        c.store("huggingface", "hf_" + "g" * 34)
+        c.store("runpod", "r" * 25, credential_type="api-secret")
+    env = {**unlocked_agent.env, **{k: v for k, v in _light_env().items() if k == "PYTHONPATH"}}
+    for argv, value in ((["get", "HF"], "hf_" + "g" * 34), (["get", "runpod", "--type", "api-secret"], "r" * 25)):
+        done = subprocess.run([sys.executable, "-S", "-c", GET_PROBE, *argv], env=env, capture_output=True, text=True,
+                              timeout=60, cwd="/", stdin=subprocess.DEVNULL)
+        assert (done.returncode, done.stdout, done.stderr) == (0, value + "\n", "[]\n"), done
+    # what it does not answer itself goes to the CLI, which says it as before
+    done = subprocess.run([sys.executable, "-S", "-c", GET_PROBE, "get", "nothere"], env=env, capture_output=True,
+                          text=True, timeout=60, cwd="/", stdin=subprocess.DEVNULL)
+    assert done.returncode == 1 and done.stderr.startswith("agent: ") and "nothere" in done.stderr, done
+    done = subprocess.run([sys.executable, "-S", "-c", GET_PROBE, "get", "bad name"], env=env, capture_output=True,
+                          text=True, timeout=60, cwd="/", stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "invalid platform name" in done.stderr, done
+
+
+@pytest.mark.parametrize("argv", [
+    ["get", "huggingface"], ["get", "HF"], ["get", "hf"], ["get", "runpod", "--type", "api-secret"],
+    ["get", "-h"], ["get", "x", "--type", "-h"], ["get", "keyring:pypi"], ["get", "x", "--type", "user:me"],
+    ["get", "bad name"], ["get", "x" * 64], ["get", "x" * 65], ["get", "é"], ["get", "x", "--clip"], ["get"],
+    ["ls"], ["get", "x", "--type"],
+])
+def test_the_entrys_get_takes_only_what_argparse_takes_the_same_way(argv: list[str]) -> None:
+    from agent import cli, entry
+
+    quick = entry.plain_get(argv)
+    if quick is not None:
+        args = cli.build_parser().parse_args(argv)
+        assert quick == (args.platform, args.type) and not args.clip
