@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from client import errors, protocol
 from support import AgentProcess
 
-BUDGET = float(os.environ.get("CA_FUZZ_SECONDS", "20"))
+BUDGET = float(os.environ.get("CA_FUZZ_SECONDS", "12"))
 BATCH = 100
 MUTANTS = 7  # byte-level mutants sent after each generated case: cheap extra cases
 BYSTANDER = "bystander-value-0123456789"
