@@ -103,6 +103,9 @@ def fork() -> Callable[[], None] | None:
     if pid == 0:
         os.close(read_end)
         os.setsid()  # no terminal's Ctrl+C or hangup reaches it
+        null = os.open(os.devnull, os.O_RDONLY)  # nor does it hold the caller's terminal or pipe open
+        os.dup2(null, 0)
+        os.close(null)
         os.dup2(fd, 1)  # the caller's pipes are let go at once: whoever reads them sees their end
         os.dup2(fd, 2)
         os.close(fd)
