@@ -28,6 +28,7 @@ from collections.abc import Callable
 from agent import hardening
 from agent.config import Options
 from agent.handlers import make_dispatch
+from agent.keys import early
 from agent.remotes import team
 from agent.state import Agent
 from agent.transport import Listener, ListenError
@@ -131,6 +132,7 @@ async def _run(options: Options, listener: Listener, report: dict[str, bool], lo
     if ready is not None:
         ready()
     agent.warm()
+    early.drop()  # a key read as the agent started that its vault did not take (agent.keys.early)
     how = "socket passed by systemd" if listener.activated else "own socket"
     log.info(
         "serving on %s (%s, pid %d, %s loop, up to %d connections, idle deadline %g s)",

@@ -9,7 +9,11 @@ Rules of this module:
   imports, and the CLI (its parser module, argparse, the version check's client, ~5 ms)
   is none of them;
 - a failure is said as the CLI says it (``agent: MESSAGE`` on stderr) with the exit code
-  ``agent serve --detach`` gives it: the client shows that line.
+  ``agent serve --detach`` gives it: the client shows that line;
+- ``--unlock`` (which only a client's autostart passes, and only here: the CLI has no such
+  flag) says the request the agent is started for needs the key: a keystore vault's key is
+  then read by a helper while the agent loads (``agent.keys.early``), and it unlocks as it
+  serves.
 """
 
 from __future__ import annotations
@@ -51,6 +55,12 @@ def main() -> int:
         ready = fork()  # the child's; in the parent, fork raises why the child does not serve
         if ready is None:  # the parent, once the child serves: as a daemon's parent does, it leaves
             os._exit(0)  # without finalizing what the child still uses (and ~4 ms sooner)
+        if "--unlock" in sys.argv[1:]:
+            from agent import hardening
+            from agent.keys import early
+
+            hardening.harden()  # before the fork: the helper is born with it (daemon.serve repeats it)
+            early.start(paths.vault_path())
         return serve(None, ready)
     except (NotServing, errors.AgentError, paths.InsecurePath) as e:
         message = e.message if isinstance(e, errors.AgentError) else str(e)

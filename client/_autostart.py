@@ -41,16 +41,17 @@ def unavailable_message(path: object) -> str:
     )
 
 
-def start_agent(timeout: float) -> str | None:
+def start_agent(timeout: float, unlock: bool = False) -> str | None:
     """Start an agent; None once one serves, else why not (the last line the command
-    said on stderr: a full disk, a bad config file)."""
+    said on stderr: a full disk, a bad config file). ``unlock``: the first request needs
+    the key (``spawn.detach_command``)."""
     import subprocess
     import sys
 
     from client import spawn
 
     command = ("start", "--quiet") if sys.platform == "win32" else ("serve", "--detach")
-    argv = spawn.agent_command(*command) if sys.platform == "win32" else spawn.detach_command()
+    argv = spawn.agent_command(*command) if sys.platform == "win32" else spawn.detach_command(unlock)
     try:
         # isolated, in /, with a short list of variables (see client.spawn)
         done = subprocess.run(

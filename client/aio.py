@@ -150,7 +150,7 @@ class AsyncClient(_ops.AsyncOperations):
         self._conn = None
         self._lock = asyncio.Lock()
 
-    async def _connect_or_start(self) -> _Connection:
+    async def _connect_or_start(self, ops: Iterable[str]) -> _Connection:
         try:
             return await transport.connect_async(str(self.path), _Connection)
         except (FileNotFoundError, ConnectionRefusedError):
@@ -158,7 +158,8 @@ class AsyncClient(_ops.AsyncOperations):
 
             if not _autostart.enabled(self._autostart):
                 raise errors.AgentUnavailable(_autostart.unavailable_message(self.path)) from None
-        why = await asyncio.to_thread(_autostart.start_agent, max(self.timeout, 10.0))
+        unlock = not protocol.UNLOCKS.isdisjoint(ops)
+        why = await asyncio.to_thread(_autostart.start_agent, max(self.timeout, 10.0), unlock)
         if why is not None:
             raise errors.AgentUnavailable(f"could not start a credential agent at {self.path}: {why}")
         try:
@@ -166,9 +167,9 @@ class AsyncClient(_ops.AsyncOperations):
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise errors.AgentUnavailable(f"no credential agent at {self.path}") from e
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, ops: Iterable[str] = ()) -> _Connection:
         try:
-            return await self._connect_or_start()
+            return await self._connect_or_start(ops)
         except errors.AgentError:
             raise
         except OSError as e:  # e.g. a path too long for a Unix socket, a permission problem
@@ -182,7 +183,7 @@ class AsyncClient(_ops.AsyncOperations):
                 conn = self._conn
                 if conn is None:
                     async with asyncio.timeout(self.timeout):
-                        conn = self._conn = await self._connect()
+                        conn = self._conn = await self._connect(ops)
                 # the write is buffered by the transport: from here the agent may get it
                 sent = conn.lost is None
                 await conn.exchange(frames, count, bodies, timeout)

@@ -34,6 +34,7 @@ from client.vocabulary import (
     OPS,
     RETRY_SAFE,
     SLOW_OPS,
+    UNLOCKS,
     Arg,
     retry_allowed,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "Request",
     "RETRY_SAFE",
     "SLOW_OPS",
+    "UNLOCKS",
     "LIST_PAGE",
     "retry_allowed",
     "FrameBuffer",

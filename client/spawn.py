@@ -98,15 +98,17 @@ def isolated_command(executable: str, root: str, *args: str) -> list[str]:
     return [executable, "-I", "-c", _BOOT, root, *args]
 
 
-def detach_command() -> list[str]:
+def detach_command(unlock: bool = False) -> list[str]:
     """How to run ``agent serve --detach`` in a new process, as ``agent_command`` says, with
     this installation's code entered at ``agent.detach`` (no CLI, argparse or parser module:
-    ~5 ms of a client's first use) where ``agent_command`` would run this interpreter on it."""
+    ~5 ms of a client's first use) where ``agent_command`` would run this interpreter on it.
+    ``unlock``: the request it is started for makes a keystore vault unlock itself, so the
+    new agent reads its key while it loads (``--unlock``, which agent.detach alone reads)."""
     root = code_root()
     if root is None or os.environ.get("CREDENTIAL_AGENT_COMMAND"):
         return agent_command("serve", "--detach")
-    # "serve --detach" for whoever reads the command line (ps); agent.detach reads no argument
-    return [sys.executable, "-I", "-c", _DETACH_BOOT, root, "serve", "--detach"]
+    # "serve --detach" for whoever reads the command line (ps)
+    return [sys.executable, "-I", "-c", _DETACH_BOOT, root, "serve", "--detach", *(["--unlock"] if unlock else [])]
 
 
 def agent_command(*args: str) -> list[str]:

@@ -118,7 +118,7 @@ class Client(_ops.SyncOperations):
             self._sock = None
         self._buf = protocol.FrameBuffer()
 
-    def _connect_or_start(self) -> transport.Stream:
+    def _connect_or_start(self, ops: Iterable[str]) -> transport.Stream:
         try:
             return transport.connect(self._path, self.timeout)
         except (FileNotFoundError, ConnectionRefusedError):
@@ -126,7 +126,7 @@ class Client(_ops.SyncOperations):
 
             if not _autostart.enabled(self._autostart):
                 raise errors.AgentUnavailable(_autostart.unavailable_message(self._path)) from None
-        why = _autostart.start_agent(max(self.timeout, 10.0))
+        why = _autostart.start_agent(max(self.timeout, 10.0), unlock=not protocol.UNLOCKS.isdisjoint(ops))
         if why is not None:
             raise errors.AgentUnavailable(f"could not start a credential agent at {self._path}: {why}")
         try:
@@ -134,9 +134,9 @@ class Client(_ops.SyncOperations):
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise errors.AgentUnavailable(f"no credential agent at {self._path}") from e
 
-    def _connect(self) -> transport.Stream:
+    def _connect(self, ops: Iterable[str] = ()) -> transport.Stream:
         try:
-            return self._connect_or_start()
+            return self._connect_or_start(ops)
         except errors.AgentError:
             raise
         except OSError as e:  # e.g. a path too long for a Unix socket, a permission problem
@@ -211,7 +211,7 @@ class Client(_ops.SyncOperations):
         Any other way out of an unfinished exchange drops the connection."""
         for attempt in (0, 1):
             if self._sock is None:
-                self._sock = self._connect()
+                self._sock = self._connect(ops)
             sock = self._sock
             bodies: list[bytes] = []
             sent = False

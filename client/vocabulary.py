@@ -241,6 +241,12 @@ SLOW_OPS: Final = frozenset(
 )
 
 
+# Ops a keystore vault unlocks itself for (gpg-agent style): a client that starts an agent
+# for one of them says so, and that agent reads its key from the keystore while it loads
+# (agent.keys.early) instead of after. Only a shortcut: a wrong answer costs time, not a result.
+UNLOCKS: Final = frozenset({"get", "metadata", "store", "update", "unlock"})
+
+
 def retry_allowed(ops: Iterable[str], sent: bool) -> bool:
     """Whether a client may resend a batch of ``ops`` on a new connection after the
     old one failed before any reply: always when the failure came before the request

@@ -11,12 +11,18 @@ Rules of every source:
 - a source's failures are typed errors (``BadPassphrase``, ``KeystoreUnavailable``)
   whose messages say what to do;
 - ``tests/contracts/test_key_source_contract.py`` is the suite each source must pass.
+
+This package's own import is light (``client.errors`` alone): ``agent.keys.early`` is
+imported before anything else in a new agent, and forks what reads a key as it loads.
 """
 
 from __future__ import annotations
 
-from agent.keys.base import KeySource, Meta
-from client import errors, protocol
+from client import errors
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from agent.keys.base import KeySource, Meta
 
 __all__ = ["KeySource", "Meta", "implementations", "source_for", "check_choice", "default_choice"]
 
@@ -42,6 +48,8 @@ def check_choice(name: str | None, passphrase: str | None) -> None:
     """``init``'s arguments, before anything is created."""
     if name is None:
         return
+    from client import protocol
+
     if name not in protocol.KEY_SOURCES:
         raise errors.BadRequest("key_source must be " + " or ".join(repr(s) for s in protocol.KEY_SOURCES))
     if implementations()[name].needs_passphrase and not passphrase:

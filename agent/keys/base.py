@@ -51,6 +51,11 @@ class KeySource(Protocol):
         is slow; no keystore is asked anything."""
         ...
 
+    def claim_early(self) -> bool:
+        """Take the key a helper began to read as the agent started (``agent.keys.early``, for a
+        first request that needs it); True: the agent unlocks at once, and ``open`` uses it."""
+        ...
+
     async def tidy(self) -> None:
         """Remove what an earlier rotation left behind (best effort, retried later)."""
         ...

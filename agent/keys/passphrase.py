@@ -158,6 +158,9 @@ class PassphraseSource:
     def preload(self) -> None:
         pass  # nothing opens before someone types the passphrase: a locked agent stays small
 
+    def claim_early(self) -> bool:
+        return False  # no key is read before someone types the passphrase
+
     async def tidy(self) -> None:
         pass  # a rotation commits the new wrapped key with the rows: nothing is left behind
 

@@ -90,6 +90,7 @@ class LockState:
         self.names_held = False
         self.meta = VaultMeta(self.store, self.db)
         self._source: keys.KeySource | None = None  # made on first need, from the vault's meta
+        self._early_unlock: asyncio.Future[None] | None = None  # see ``warm``
         self._storage: crypto.SecureStorage | None = None
         self.locked_by_user = False
         # not explicit: a keystore vault unlocks itself again on the next use
@@ -311,14 +312,31 @@ class LockState:
 
     def warm(self) -> None:
         """Once the agent serves: a keystore vault unlocks itself on the first request that needs
-        its key, so the code that unlock needs is loaded now, in a background thread (the source's
-        ``preload``: imports, no keystore access), while the agent waits for that request."""
+        its key. Where the agent was started for such a request, its key is being read already
+        (``claim_early``): it unlocks now. Else the code that unlock needs is loaded now, in a
+        background thread (the source's ``preload``: imports, no keystore access), while the
+        agent waits for that request."""
         try:
             source = self.source() if self.initialized and self.locked and not self.locked_by_user else None
         except errors.AgentError:
             return  # a vault this agent cannot use says so on the first request
-        if source is not None and not source.needs_passphrase:
+        if source is None or source.needs_passphrase:
+            return
+        if source.claim_early():
+            self._early_unlock = asyncio.ensure_future(self._unlock_early())
+        else:
             threading.Thread(target=_preload, args=(source,), name="preload", daemon=True).start()
+
+    async def _unlock_early(self) -> None:
+        try:
+            await self.unlock()
+        except errors.AgentError as e:  # the first request's own unlock tries again and says why
+            log.info("could not unlock as the agent started: %s", e.message)
+            return
+        except Exception as e:  # noqa: BLE001 - as above, but unforeseen: said louder
+            log.warning("could not unlock as the agent started (%s)", type(e).__name__)
+            return
+        log.info("unlocked as it started, with the key read while it loaded, for the request that started it")
 
     async def storage(self) -> crypto.SecureStorage:
         """The unlocked storage, unlocking a keystore vault on first need (gpg-agent style)."""

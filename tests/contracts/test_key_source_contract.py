@@ -22,6 +22,7 @@ import pytest
 
 from agent import crypto, keys
 from agent.keys import keyring as keystore
+from agent.keys import keystore as keystore_calls
 from agent.keys import passphrase
 from agent.keys.base import KeySource
 from agent.stores import VaultMeta
@@ -190,7 +191,7 @@ class TestKeyringSource(KeySourceContract):
 
         for name, value in secret_service.env.items():  # the bus, and the backend as the agent chooses it
             monkeypatch.setenv(name, value)
-        monkeypatch.setattr(keystore, "_chosen", None)
+        monkeypatch.setattr(keystore_calls, "_chosen", None)
         before = keyring.get_keyring()
         keyring.set_keyring(keyring.backends.SecretService.Keyring())  # for the checks made here directly
         yield
@@ -240,7 +241,7 @@ class TestOSKeystoreSource(TestKeyringSource):
         name = ("keyring.backends.Windows.WinVaultKeyring" if sys.platform == "win32"
                 else "keyring.backends.macOS.Keyring")
         monkeypatch.setenv("PYTHON_KEYRING_BACKEND", name)
-        monkeypatch.setattr(keystore, "_chosen", None)
+        monkeypatch.setattr(keystore_calls, "_chosen", None)
         before = keyring.get_keyring()
         keyring.set_keyring(keyring.core.load_keyring(name))
         yield
