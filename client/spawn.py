@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "agent_command",
     "detach_command",
+    "lets_go",
     "isolated_command",
     "clean_env",
     "code_root",
@@ -71,8 +72,13 @@ AWS_PREFIX = "AWS_"
 
 # -I ignores PYTHONPATH and the current directory; the one path given is inserted first
 _BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.cli import main; sys.exit(main())"
-# `agent serve --detach` through its own entry, which loads no CLI (agent.detach)
-_DETACH_BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.detach import main; sys.exit(main())"
+# `agent serve --detach` through its own entry, which loads no CLI (agent.detach). A client
+# starts it with os.posix_spawn (client._autostart): so it lets go of what subprocess would
+# have, the caller's working directory and any descriptor the caller left inheritable.
+_DETACH_BOOT = (
+    "import os, sys; os.closerange(3, max(os.sysconf('SC_OPEN_MAX'), 256)); os.chdir('/'); "
+    "sys.path.insert(0, sys.argv.pop(1)); from agent.detach import main; sys.exit(main())"
+)
 
 
 def clean_env(environ: Mapping[str, str] | None = None, aws: bool = False) -> dict[str, str]:
@@ -109,6 +115,12 @@ def detach_command(unlock: bool = False) -> list[str]:
         return agent_command("serve", "--detach")
     # "serve --detach" for whoever reads the command line (ps)
     return [sys.executable, "-I", "-c", _DETACH_BOOT, root, "serve", "--detach", *(["--unlock"] if unlock else [])]
+
+
+def lets_go(argv: list[str]) -> bool:
+    """Whether ``argv`` (from ``detach_command``) lets go of its caller's working directory
+    and inheritable descriptors itself, as ``_DETACH_BOOT`` does."""
+    return len(argv) > 3 and argv[3] == _DETACH_BOOT
 
 
 def agent_command(*args: str) -> list[str]:

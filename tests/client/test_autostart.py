@@ -230,3 +230,42 @@ def test_autostart_is_on_without_reading_a_config_file_that_is_not_there(home: P
     config_file.write_text("autostart = false\n")
     done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["False", "True", "False"], done
+
+
+SPAWNING_CLIENT = """
+import os, sys
+from client import Client, errors
+kept = open(sys.argv[1], "w")  # a descriptor this process leaves inheritable, as C libraries may
+os.set_inheritable(kept.fileno(), True)
+os.chdir(sys.argv[2])
+try:
+    with Client(timeout=30) as c:
+        print(c.status()["pid"], "subprocess" in sys.modules)
+except errors.AgentError as e:
+    print("ERROR", e.message)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the agent's descriptors and cwd in /proc")
+def test_an_autostarted_agent_keeps_nothing_of_its_caller(home: Path) -> None:
+    """Autostart spawns the agent with os.posix_spawn (no subprocess import): the new agent lets
+    go of the caller's working directory and inheritable descriptors itself, and a failure to
+    start is said as before."""
+    env = autostart_env(home)
+    work = home / "work"
+    work.mkdir()
+    marker = work / "held-by-the-caller"
+    state = home / "state"
+    state.mkdir(mode=0o777)
+    state.chmod(0o777)  # the agent refuses to keep its log where other users may write
+    argv = [sys.executable, "-c", SPAWNING_CLIENT, str(marker), str(work)]
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("ERROR could not start a credential agent at "), done
+    assert done.stdout.rstrip().endswith(f"lies in {state}, which other users may write (mode 0777)"), done
+    state.chmod(0o700)
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    pid, imported = done.stdout.split()
+    assert imported == "False", "the client imported subprocess to start the agent"
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    held = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    assert str(marker) not in held and not any(path.startswith(str(work)) for path in held), held
