@@ -329,6 +329,7 @@ class LockState:
 
     async def _unlock_early(self) -> None:
         try:
+            await asyncio.to_thread(crypto.preload)  # while the helper still reads the key
             await self.unlock()
         except errors.AgentError as e:  # the first request's own unlock tries again and says why
             log.info("could not unlock as the agent started: %s", e.message)
