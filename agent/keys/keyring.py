@@ -199,6 +199,7 @@ class KeyringSource:
                 helper.kill()  # the thread waiting for it then returns
                 raise
             if read is not None and read[0] == self.account():
+                log.info("the key was read as the agent started, for the request that started it")
                 return read[1]
             log.debug("the key read as the agent started is not there; reading the keystore now")
         return await get_key(self.account(), self.deadline, self._known())

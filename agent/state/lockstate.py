@@ -336,8 +336,6 @@ class LockState:
             return
         except Exception as e:  # noqa: BLE001 - as above, but unforeseen: said louder
             log.warning("could not unlock as the agent started (%s)", type(e).__name__)
-            return
-        log.info("unlocked as it started, with the key read while it loaded, for the request that started it")
 
     async def storage(self) -> crypto.SecureStorage:
         """The unlocked storage, unlocking a keystore vault on first need (gpg-agent style)."""
