@@ -64,7 +64,7 @@ def main() -> int:
             from agent.keys import early
 
             hardening.harden()  # before the fork: the helper is born with it (daemon.serve repeats it)
-            early.start(paths.vault_path())
+            early.start(paths.vault_path(), paths.lock_path())
         return serve(None, ready)
     except (NotServing, errors.AgentError, paths.InsecurePath) as e:
         message = e.message if isinstance(e, errors.AgentError) else str(e)

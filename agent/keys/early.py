@@ -9,10 +9,12 @@ the agent unlocks with it (``LockState.warm``), as it would have for that first 
 
 Rules of this module:
 - ``start`` runs in the new agent before its own imports, after its hardening (no core
-  dumps, no same-user ptrace: both inherited by the helper), so that the fork is cheap
-  and the helper pays for keyring, never for asyncio;
-- the helper keeps no descriptor of the agent's but stdio (its log), opens the vault
-  read-only, asks nothing of a vault that is not a keystore vault, writes one message and
+  dumps, no same-user ptrace: both inherited by the helper), so that the fork is cheap,
+  the helper pays for keyring, never for asyncio, and no SQLite connection of the agent's
+  crosses the fork (SQLite's own state must not);
+- the helper keeps no descriptor of the agent's but stdio (its log); it reads nothing
+  where an agent already holds the vault or another helper is reading (``alone``); it
+  opens the vault read-only, asks nothing of a vault that is not a keystore vault, writes one message and
   leaves with ``os._exit``; whatever it fails at it says as "failed", never why, and the
   agent then reads the keystore itself, so a failure is reported as it always is;
 - the key crosses that pipe alone: no file, argument, log line or message holds it;
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Final
 
-__all__ = ["start", "claim", "drop", "Helper"]
+__all__ = ["start", "claim", "drop", "alone", "Helper"]
 
 # the helper's messages: the first byte says which
 _KEY: Final = b"K"  # then the entry's name, NUL, the key
@@ -88,8 +90,9 @@ class Helper:
 _pending: Helper | None = None
 
 
-def start(vault: Path) -> None:
-    """Fork the helper that reads the key of the vault at ``vault`` (see the module's rules)."""
+def start(vault: Path, lock: Path) -> None:
+    """Fork the helper that reads the key of the vault at ``vault``, whose agents hold
+    ``lock`` (``client.paths.lock_path``): see the module's rules."""
     global _pending
     if sys.platform == "win32" or _pending is not None:
         return
@@ -99,7 +102,7 @@ def start(vault: Path) -> None:
         os.closerange(3, write_end)
         os.closerange(write_end + 1, _max_fd())
         try:
-            message = _read(vault)
+            message = _read(vault) if alone(lock) else _NOT_KEYSTORE
         except BaseException:  # noqa: BLE001 - said as "failed"; the agent reads the keystore itself
             message = _FAILED
         try:
@@ -136,6 +139,34 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+def alone(lock: Path) -> bool:
+    """Whether this helper may read the key: no agent holds the vault's ``lock`` (one that
+    serves read its key itself) and no other helper reads it now, which it then holds off
+    until it exits (``agent.early.lock`` beside ``lock``). Several first uses at once start
+    several agents, of which one serves: the keystore is read, and may prompt, once."""
+    import fcntl
+
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        held = os.open(lock, os.O_RDONLY | flags)
+    except FileNotFoundError:
+        pass  # no agent ever ran on this vault
+    else:
+        try:
+            fcntl.flock(held, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released at once: our agent takes it next
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(held)
+    mine = os.open(lock.with_name("agent.early.lock"), os.O_RDWR | os.O_CREAT | flags, 0o600)
+    try:
+        fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)  # kept (never closed) until the helper exits
+    except BlockingIOError:
+        os.close(mine)
+        return False
+    return True
 
 
 def _read(vault: Path) -> bytes:

@@ -111,6 +111,20 @@ def test_a_first_get_starts_an_agent_that_unlocks_as_it_starts(vault: tuple[Path
         assert secret not in log
 
 
+def test_four_first_gets_at_once_meet_one_agent(vault: tuple[Path, dict[str, str]]) -> None:
+    """Four agents start at once and one serves: every get has its value, whichever helper read
+    the key (the others read nothing: agent.keys.early.alone)."""
+    import json
+
+    _, env = vault
+    runs = [subprocess.Popen([sys.executable, "-c", FIRST, "sync", "get", json.dumps({"platform": "hf"})], env=env,
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for run in runs:
+        out, err = run.communicate(timeout=60)
+        assert json.loads(out) == VALUE, err
+    assert status(env)["locked"] is False
+
+
 def test_a_first_status_leaves_the_vault_locked(vault: tuple[Path, dict[str, str]]) -> None:
     home, env = vault
     state = status(env)

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the helper is f
 
 
 def started(vault: Path) -> early.Helper:
-    early.start(vault)
+    early.start(vault, vault.with_name("agent.lock"))
     helper = early.claim()
     assert helper is not None
     assert early.claim() is None  # claimed once
@@ -43,19 +43,20 @@ def test_no_vault_there_reads_nothing_and_makes_no_file(tmp_path: Path) -> None:
     helper = started(vault)
     assert helper.wait() is None
     assert gone(helper.pid)
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.early.lock"]  # no vault made
 
 
 def test_a_vault_not_initialised_or_not_a_keystore_vault_is_not_read(tmp_path: Path) -> None:
     vault = tmp_path / "vault.sqlite3"
+    SqliteStore(vault).close()  # closed before the fork, as an agent's helper starts before it opens its vault
+    assert started(vault).wait() is None  # made, no key source yet
     store = SqliteStore(vault)
     try:
-        assert started(vault).wait() is None  # made, no key source yet
         meta = VaultMeta(store, lambda fn, *a: asyncio.get_running_loop().run_in_executor(None, fn, *a))
         asyncio.run(meta.save({"key_source": b"passphrase", "vault_id": b"ab12"}))
-        assert started(vault).wait() is None
     finally:
         store.close()
+    assert started(vault).wait() is None
 
 
 def test_a_message_parses_and_anything_else_reads_as_nothing() -> None:
@@ -90,3 +91,23 @@ def test_a_helper_nobody_claims_is_killed_and_reaped() -> None:
     assert gone(pid)
     with pytest.raises(OSError):
         os.fstat(read_end)  # its pipe is closed
+
+
+def test_a_helper_reads_nothing_where_an_agent_holds_the_vault_or_another_helper_reads() -> None:
+    import fcntl
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        lock = Path(d) / "agent.lock"
+        assert early.alone(lock)  # no agent ever ran here: this process now holds the helpers' lock
+        second = os.fork()
+        if second == 0:  # another helper at the same moment
+            os._exit(0 if early.alone(lock) else 3)
+        assert os.waitstatus_to_exitcode(os.waitpid(second, 0)[1]) == 3
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # an agent serves this vault
+        third = os.fork()
+        if third == 0:
+            os._exit(0 if early.alone(lock) else 3)
+        assert os.waitstatus_to_exitcode(os.waitpid(third, 0)[1]) == 3
+        os.close(fd)
