@@ -12,7 +12,11 @@ passphrase vault's first ``status`` (what it can answer cold). Baselines, in the
 ``Client().get`` process with the agent already running. Between two cold runs the agent is
 stopped (``agent stop``, not timed).
 
-    measure(python, agent_cmd, env, secret_service_env, rounds) -> {name: [seconds, ...]}
+    measure(python, agent_cmd, env, secret_service_env, rounds, preexec) -> {name: [seconds, ...]}
+
+``preexec`` runs in every process started (run.py's ``unpin``: a plain install's rows run on
+every CPU, as a user's would; the checkout's stay on the one CPU run.py pins itself to, where
+a new agent has no second CPU to read its key on: agent.keys.early).
 """
 
 from __future__ import annotations
@@ -21,20 +25,26 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 GET = "import client; assert client.Client().get('bench0') == {value!r}"
 STATUS = "import client; assert client.Client().status()['locked']"
 
 
+_preexec: Callable[[], None] | None = None
+
+
 def _run(argv: list[str], env: dict[str, str], stdin: str = "") -> None:
     # cwd "/": `python -c` puts the working directory first on sys.path
-    subprocess.run(argv, env=env, input=stdin.encode(), check=True, capture_output=True, timeout=120, cwd="/")
+    subprocess.run(argv, env=env, input=stdin.encode(), check=True, capture_output=True, timeout=120, cwd="/",
+                   preexec_fn=_preexec)
 
 
 def _timed(argv: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd="/")
+    subprocess.run(argv, env=env, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd="/",
+                   preexec_fn=_preexec)
     return time.perf_counter() - t0
 
 
@@ -46,8 +56,10 @@ def _home(env_for: object, name: str) -> tuple[Path, dict[str, str]]:
 
 
 def measure(python: list[str], agent_cmd: list[str], env_for: object, ss_env: dict[str, str], value: str,
-            passphrase: str, rounds: int) -> dict[str, list[float]]:
+            passphrase: str, rounds: int, preexec: Callable[[], None] | None = None) -> dict[str, list[float]]:
     """``env_for(home)``: the environment of an agent living in ``home``."""
+    global _preexec
+    _preexec = preexec
     kr_home, kr_env = _home(env_for, "k")
     pp_home, pp_env = _home(env_for, "p")
     kr_env.update(ss_env)

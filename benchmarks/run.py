@@ -648,7 +648,7 @@ class Bench:
 
     # --- the autostart cold path: a first Client().get with no agent running --------------------
     def autostart_rows(self, python: list[str], agent_cmd: list[str], env_for: Callable[[Path], dict[str, str]],
-                       where: str) -> None:
+                       where: str, preexec: Callable[[], None] | None = None) -> None:
         name = f"autostart: first `Client().get`, no agent running, keystore vault ({where})"
         rows = (
             self.row(f"{where}cold_get", name, "ms", "secret-tool lookup", "< 150 ms", lambda ms: ms < 150,
@@ -662,7 +662,7 @@ class Bench:
                 r.skipped = f"no secret-tool on a Secret Service: {self.ss_error or 'secret-tool is not installed'}"
             return
         try:
-            t = autostart.measure(python, agent_cmd, env_for, self.ss.env, VALUE, PASSPHRASE, self.cli_n)
+            t = autostart.measure(python, agent_cmd, env_for, self.ss.env, VALUE, PASSPHRASE, self.cli_n, preexec)
         except subprocess.SubprocessError as e:
             for r in rows:
                 r.skipped = f"failed: {e}"
@@ -722,7 +722,7 @@ class Bench:
             self.cli_rows(agent, [str(venv / "bin" / "python")], env, "plain pip install")
             self.autostart_rows([str(venv / "bin" / "python")], agent, lambda h: {
                 k: v for k, v in base_env(h).items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")},
-                "plain pip install")
+                "plain pip install", unpin)
         finally:
             if Path(agent[0]).exists():
                 subprocess.run([*agent, "stop"], env=env, capture_output=True, timeout=60, check=False)

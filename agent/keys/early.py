@@ -8,6 +8,8 @@ while the agent loads on another CPU, and hands the result over a pipe; once ser
 the agent unlocks with it (``LockState.warm``), as it would have for that first request.
 
 Rules of this module:
+- there is a helper only where the agent may use two CPUs (``cpus``): on one, the two
+  would take turns, and the helper's imports would only add to the agent's;
 - ``start`` runs in the new agent before its own imports, after its hardening (no core
   dumps, no same-user ptrace: both inherited by the helper), so that the fork is cheap,
   the helper pays for keyring, never for asyncio, and no SQLite connection of the agent's
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Final
 
-__all__ = ["start", "claim", "drop", "alone", "Helper"]
+__all__ = ["start", "claim", "drop", "alone", "cpus", "Helper"]
 
 # the helper's messages: the first byte says which
 _KEY: Final = b"K"  # then the entry's name, NUL, the key
@@ -92,9 +94,11 @@ _pending: Helper | None = None
 
 def start(vault: Path, lock: Path) -> None:
     """Fork the helper that reads the key of the vault at ``vault``, whose agents hold
-    ``lock`` (``client.paths.lock_path``): see the module's rules."""
+    ``lock`` (``client.paths.lock_path``): see the module's rules. Not where this process
+    has one CPU: there the helper's imports would only take turns with the agent's, and
+    the agent reads the key itself once it serves, as fast."""
     global _pending
-    if sys.platform == "win32" or _pending is not None:
+    if sys.platform == "win32" or _pending is not None or cpus() < 2:
         return
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -111,6 +115,30 @@ def start(vault: Path, lock: Path) -> None:
             os._exit(0)
     os.close(write_end)
     _pending = Helper(pid, read_end)
+
+
+def cpus() -> float:
+    """The CPUs this process may run on: its affinity (Linux), less where a cgroup's quota
+    allows fewer (a container started with ``--cpus 1``)."""
+    try:
+        count: float = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    for path in ("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"):
+        try:
+            with open(path) as f:
+                quota = f.read().split()
+            if path.endswith("cpu.max"):  # cgroup v2: "QUOTA PERIOD", or "max PERIOD"
+                limit, period = quota[0], quota[1]
+            else:  # cgroup v1: the quota here, its period beside it (-1: none)
+                with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+                    limit, period = quota[0], f.read().strip()
+            if limit not in ("max", "-1") and int(period) > 0:
+                count = min(count, int(limit) / int(period))
+        except (OSError, IndexError, ValueError):
+            continue
+        break
+    return count
 
 
 def claim() -> Helper | None:

@@ -111,3 +111,13 @@ def test_a_helper_reads_nothing_where_an_agent_holds_the_vault_or_another_helper
             os._exit(0 if early.alone(lock) else 3)
         assert os.waitstatus_to_exitcode(os.waitpid(third, 0)[1]) == 3
         os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="sets the CPU affinity (Linux)")
+def test_no_helper_where_the_agent_has_one_cpu(tmp_path: Path) -> None:
+    child = os.fork()
+    if child == 0:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        early.start(tmp_path / "vault.sqlite3", tmp_path / "agent.lock")
+        os._exit(0 if early.cpus() == 1 and early.claim() is None else 3)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
