@@ -202,6 +202,7 @@ else:
                 wait=ADOPTED_LOCK_WAIT if passed else 0.0,
                 fallback=paths.runtime_dir() / "agent.lock",
                 socket=str(options.socket),
+                held=early.held(lock),  # taken as the agent started, before its key was read (agent.keys.early)
             ):
                 if passed is not None:
                     listener = UnixListener(passed, options.socket, activated=True)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Final
 
-__all__ = ["main", "fork", "NotServing", "answers", "why_not_started", "START_TIMEOUT", "ERROR", "NO_AGENT"]
+__all__ = ["main", "spawned", "fork", "NotServing", "answers", "why_not_started", "START_TIMEOUT", "ERROR", "NO_AGENT"]
 
 # how long a start waits for the new agent to answer (and `agent stop` for it to exit)
 START_TIMEOUT: Final = 10.0
@@ -50,6 +50,17 @@ class NotServing(Exception):
         self.code = code
 
 
+def spawned() -> int:
+    """``main`` as a client's autostart runs it (``client.spawn.detach_command``), through
+    ``os.posix_spawn``, which hands on the caller's working directory and every descriptor
+    it left inheritable: let go of them first, as subprocess would have."""
+    from agent import hardening
+
+    os.chdir("/")
+    hardening.close_inherited()
+    return main()
+
+
 def main() -> int:
     """``agent serve --detach``, as ``agent.cli.main`` runs it."""
     # No cycle collection while the agent loads (~8% of its imports here, which make no
@@ -64,7 +75,8 @@ def main() -> int:
             from agent.keys import early
 
             hardening.harden()  # before the fork: the helper is born with it (daemon.serve repeats it)
-            early.start(paths.vault_path(), paths.lock_path())
+            if early.hold(paths.lock_path()):  # the agent that will serve, of several started at once
+                early.start(paths.vault_path())
         return serve(None, ready)
     except (NotServing, errors.AgentError, paths.InsecurePath) as e:
         message = e.message if isinstance(e, errors.AgentError) else str(e)

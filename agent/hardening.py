@@ -17,7 +17,7 @@ import ctypes
 import os
 import sys
 
-__all__ = ["harden", "raise_fd_limit"]
+__all__ = ["harden", "raise_fd_limit", "close_inherited"]
 
 _PR_SET_DUMPABLE = 4
 _PR_GET_DUMPABLE = 3
@@ -105,3 +105,25 @@ def release_memory() -> bool:
         return bool(_libc().malloc_trim(0))
     except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
         return False
+
+
+def close_inherited(keep: tuple[int, ...] = ()) -> None:
+    """Close every descriptor from 3 up but ``keep``: those listed in /proc/self/fd (or
+    /dev/fd), as subprocess does, not every number up to a limit that may be 2**30."""
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            fds = [int(name) for name in os.listdir(listing) if name.isdigit()]
+        except OSError:
+            continue
+        for fd in fds:
+            if fd > 2 and fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass  # the listing's own descriptor, closed already
+        return
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 65536)

@@ -96,9 +96,13 @@ def _spawned(argv: list[str], timeout: float) -> tuple[int, bytes] | str:
     inheritable are the new interpreter's first lines to let go of (client.spawn)."""
     import contextlib
     import select
+    import sys
     import time
 
     from client import spawn
+
+    if sys.platform == "win32":  # no posix_spawn there (start_agent runs subprocess)
+        raise NotImplementedError("posix_spawn")
 
     read_end, write_end = os.pipe()
     try:
@@ -115,18 +119,24 @@ def _spawned(argv: list[str], timeout: float) -> tuple[int, bytes] | str:
         os.close(write_end)
     said: list[bytes] = []
     deadline = time.monotonic() + timeout
+    poller = select.poll()  # not select(): this process may hold descriptors past 1024
+    poller.register(read_end, select.POLLIN)
     try:
         while True:  # until every copy of stderr is closed: the command has finished
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([read_end], [], [], left)[0]:
-                os.kill(pid, 9)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
-                return f"did not finish within {timeout:g} s"
+            if left <= 0 or not poller.poll(max(1, round(left * 1000))):
+                raise TimeoutError
             chunk = os.read(read_end, 65536)
             if not chunk:
                 break
             said.append(chunk)
+    except BaseException as e:  # the timeout, or KeyboardInterrupt: as subprocess.run, kill and reap it
+        os.kill(pid, 9)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        if isinstance(e, TimeoutError):
+            return f"did not finish within {timeout:g} s"
+        raise
     finally:
         os.close(read_end)
     try:

@@ -74,11 +74,9 @@ AWS_PREFIX = "AWS_"
 _BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.cli import main; sys.exit(main())"
 # `agent serve --detach` through its own entry, which loads no CLI (agent.detach). A client
 # starts it with os.posix_spawn (client._autostart): so it lets go of what subprocess would
-# have, the caller's working directory and any descriptor the caller left inheritable.
-_DETACH_BOOT = (
-    "import os, sys; os.closerange(3, max(os.sysconf('SC_OPEN_MAX'), 256)); os.chdir('/'); "
-    "sys.path.insert(0, sys.argv.pop(1)); from agent.detach import main; sys.exit(main())"
-)
+# have, the caller's working directory and any descriptor the caller left inheritable
+# (agent.detach.spawned).
+_DETACH_BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.detach import spawned; sys.exit(spawned())"
 
 
 def clean_env(environ: Mapping[str, str] | None = None, aws: bool = False) -> dict[str, str]:
@@ -119,7 +117,7 @@ def detach_command(unlock: bool = False) -> list[str]:
 
 def lets_go(argv: list[str]) -> bool:
     """Whether ``argv`` (from ``detach_command``) lets go of its caller's working directory
-    and inheritable descriptors itself, as ``_DETACH_BOOT`` does."""
+    and inheritable descriptors itself, as ``_DETACH_BOOT`` does (agent.detach.spawned)."""
     return len(argv) > 3 and argv[3] == _DETACH_BOOT
 
 

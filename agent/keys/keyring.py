@@ -176,7 +176,8 @@ class KeyringSource:
         deadline even when the keystore hangs (not one per caller)."""
         fetch = self._fetch
         if fetch is None:
-            fetch = self._fetch = asyncio.ensure_future(self._read())
+            helper, self._early = self._early, None  # taken now: a lock from here on cannot kill it
+            fetch = self._fetch = asyncio.ensure_future(self._read(helper))
             # once done, the future holds the key as its result: let go of it (the
             # waiters have theirs), so the key does not outlive the unlock in memory
             fetch.add_done_callback(self._forget_fetch)
@@ -188,16 +189,17 @@ class KeyringSource:
             )
         return key
 
-    async def _read(self) -> bytes | None:
+    async def _read(self, helper: early.Helper | None) -> bytes | None:
         """The key from the helper that read it as the agent started, where it did; else
         from the keystore, now."""
-        helper, self._early = self._early, None
         if helper is not None:
             try:
                 read = await _in_thread(helper.wait, self.deadline)
             except errors.KeystoreUnavailable:
                 helper.kill()  # the thread waiting for it then returns
                 raise
+            if isinstance(read, errors.AgentError):
+                raise read  # the keystore's own answer (a prompt dismissed): not asked twice
             if read is not None and read[0] == self.account():
                 log.info("the key was read as the agent started, for the request that started it")
                 return read[1]

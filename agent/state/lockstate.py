@@ -323,13 +323,17 @@ class LockState:
         if source is None or source.needs_passphrase:
             return
         if source.claim_early():
-            self._early_unlock = asyncio.ensure_future(self._unlock_early())
+            self._early_unlock = asyncio.ensure_future(self._unlock_early(source, self._lock_epoch))
         else:
             threading.Thread(target=_preload, args=(source,), name="preload", daemon=True).start()
 
-    async def _unlock_early(self) -> None:
+    async def _unlock_early(self, source: keys.KeySource, epoch: int) -> None:
         try:
             await asyncio.to_thread(crypto.preload)  # while the helper still reads the key
+            # nothing left to do after a lock (which let go of the helper) or once a request's
+            # own unlock took the helper's answer: this unlock never asks the keystore itself
+            if self.locked_by_user or self._lock_epoch != epoch or not self.locked or not source.claim_early():
+                return
             await self.unlock()
         except errors.AgentError as e:  # the first request's own unlock tries again and says why
             log.info("could not unlock as the agent started: %s", e.message)

@@ -157,12 +157,22 @@ def _open_lock(lock_file: Path) -> tuple[int, bool]:
 
 @contextlib.contextmanager
 def single_instance(
-    lock_file: Path, wait: float = 0.0, fallback: Path | None = None, socket: str = ""
+    lock_file: Path, wait: float = 0.0, fallback: Path | None = None, socket: str = "", held: int | None = None
 ) -> Iterator[int]:
     """Hold the lock; ``wait`` > 0 retries that long before giving up. ``fallback`` is
     locked instead where ``lock_file`` can be neither created nor opened (a read-only
     vault directory that never held one). The holder writes its pid and ``socket`` in
-    it, so that a second agent can say where the first one listens."""
+    it, so that a second agent can say where the first one listens. ``held``: a
+    descriptor of ``lock_file``, writable and locked already by this process
+    (``agent.keys.early.hold``), which is used and closed instead."""
+    if held is not None:
+        try:
+            os.ftruncate(held, 0)
+            os.pwrite(held, f"{os.getpid()}\n{socket}\n".encode(), 0)
+            yield held
+        finally:
+            os.close(held)
+        return
     try:
         try:
             fd, writable = _open_lock(lock_file)

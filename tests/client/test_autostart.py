@@ -193,7 +193,7 @@ def test_autostarts_entry_says_what_serve_detach_says(home: Path) -> None:
     env = autostart_env(home)
     entry = subprocess.run([sys.executable, "-c", "from client import spawn; print(spawn.detach_command())"],
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert "from agent.detach import main" in entry.stdout, entry
+    assert "from agent.detach import spawned" in entry.stdout, entry
     config_file = home / "config" / "credential-agent" / "config.toml"
     config_file.parent.mkdir(parents=True)
     config_file.write_text("idle_timeout = 'soon'\n")  # the agent reads it after the fork: its child fails

@@ -193,3 +193,22 @@ def test_each_op_a_client_starts_an_unlocking_agent_for_does_unlock_it(vault: tu
         deadline = time.monotonic() + 10
         while os.path.exists(env["CREDENTIAL_AGENT_SOCK"]) and time.monotonic() < deadline:
             time.sleep(0.02)
+
+
+def test_an_explicit_lock_as_the_agent_starts_holds(vault: tuple[Path, dict[str, str]]) -> None:
+    """`agent lock` (or SIGUSR1) sent the moment an agent started for a get serves, while its
+    helper may still be reading the key: the vault stays locked until an explicit unlock."""
+    from client import Client, spawn
+
+    _, env = vault
+    done = subprocess.run(spawn.detach_command(unlock=True), env=env, cwd="/", capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    with Client(env["CREDENTIAL_AGENT_SOCK"], autostart=False, timeout=30) as c:
+        c.lock()
+        time.sleep(0.5)  # the early unlock, had it not yielded to the lock, is done by now
+        state = c.status()
+        assert state["locked"] is True, state
+        assert children(int(state["pid"])) == []
+        c.unlock()
+        assert c.get("hf") == VALUE

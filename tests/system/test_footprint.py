@@ -271,7 +271,7 @@ def test_autostarts_entry_loads_no_cli() -> None:
     command module, argparse or the CLI's parser: only what serving needs."""
     from client import spawn
 
-    assert "from agent.detach import main" in " ".join(spawn.detach_command())
+    assert "from agent.detach import spawned" in " ".join(spawn.detach_command())
     done = subprocess.run([sys.executable, "-S", "-c", DETACH_PROBE], env=_light_env(), capture_output=True,
                           text=True, timeout=60, cwd="/")
     assert done.returncode == 0, done.stderr

@@ -23,7 +23,11 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the helper is f
 
 
 def started(vault: Path) -> early.Helper:
-    early.start(vault, vault.with_name("agent.lock"))
+    assert early.hold(vault.with_name("agent.lock"))
+    early.start(vault)
+    fd = early.held(vault.with_name("agent.lock"))
+    assert fd is not None
+    os.close(fd)  # the lock, let go as an agent that stops does
     helper = early.claim()
     assert helper is not None
     assert early.claim() is None  # claimed once
@@ -43,7 +47,7 @@ def test_no_vault_there_reads_nothing_and_makes_no_file(tmp_path: Path) -> None:
     helper = started(vault)
     assert helper.wait() is None
     assert gone(helper.pid)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.early.lock"]  # no vault made
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.lock"]  # no vault made
 
 
 def test_a_vault_not_initialised_or_not_a_keystore_vault_is_not_read(tmp_path: Path) -> None:
@@ -88,29 +92,48 @@ def test_a_helper_nobody_claims_is_killed_and_reaped() -> None:
     early._pending = early.Helper(pid, read_end)  # as start() leaves it
     early.drop()
     assert early.claim() is None
+    deadline = time.monotonic() + 10  # reaped by a thread of its own
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert gone(pid)
     with pytest.raises(OSError):
         os.fstat(read_end)  # its pipe is closed
 
 
-def test_a_helper_reads_nothing_where_an_agent_holds_the_vault_or_another_helper_reads() -> None:
+def test_only_the_agent_that_holds_the_vault_starts_a_helper(tmp_path: Path) -> None:
+    """Of several agents started at once, the one that takes the vault's lock first (the one
+    that will serve) reads the key; the others start no helper."""
     import fcntl
-    import tempfile
 
-    with tempfile.TemporaryDirectory() as d:
-        lock = Path(d) / "agent.lock"
-        assert early.alone(lock)  # no agent ever ran here: this process now holds the helpers' lock
-        second = os.fork()
-        if second == 0:  # another helper at the same moment
-            os._exit(0 if early.alone(lock) else 3)
-        assert os.waitstatus_to_exitcode(os.waitpid(second, 0)[1]) == 3
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # an agent serves this vault
-        third = os.fork()
-        if third == 0:
-            os._exit(0 if early.alone(lock) else 3)
-        assert os.waitstatus_to_exitcode(os.waitpid(third, 0)[1]) == 3
-        os.close(fd)
+    lock = tmp_path / "agent.lock"
+    other = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(other, fcntl.LOCK_EX)  # an agent that holds the vault already
+    assert not early.hold(lock)
+    early.start(tmp_path / "vault.sqlite3")
+    assert early.claim() is None and early.held(lock) is None
+    os.close(other)
+    assert early.hold(lock)
+    fd = early.held(lock)
+    assert fd is not None and early.held(lock) is None  # handed on once
+    probe = os.open(lock, os.O_RDWR)
+    with pytest.raises(BlockingIOError):
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held through fd
+    os.close(probe)
+    os.close(fd)
+
+
+def test_a_refusal_is_passed_on_as_the_keystore_gave_it() -> None:
+    from client import errors
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, b"Xkeystore_locked\0the OS keystore is locked; unlock it and try again")
+        os._exit(0)
+    os.close(write_end)
+    said = early.Helper(pid, read_end).wait()
+    assert isinstance(said, errors.KeystoreLocked)
+    assert said.message == "the OS keystore is locked; unlock it and try again"
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="sets the CPU affinity (Linux)")
@@ -118,6 +141,7 @@ def test_no_helper_where_the_agent_has_one_cpu(tmp_path: Path) -> None:
     child = os.fork()
     if child == 0:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-        early.start(tmp_path / "vault.sqlite3", tmp_path / "agent.lock")
+        assert early.hold(tmp_path / "agent.lock")
+        early.start(tmp_path / "vault.sqlite3")
         os._exit(0 if early.cpus() == 1 and early.claim() is None else 3)
     assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
