@@ -38,7 +38,7 @@ def test_protocol_module_does_no_io() -> None:
 
 # keyring: the agent's keystore module, and the client's keyring backend, which only
 # keyring itself loads (by name or entry point) and nothing in client/ imports
-@pytest.mark.parametrize(("lib", "owners"), [("keyring", ["agent/keys/keyring.py", "client/keyring_backend.py"]),
+@pytest.mark.parametrize(("lib", "owners"), [("keyring", ["agent/keys/keystore.py", "client/keyring_backend.py"]),
                                              ("cryptography", ["agent/crypto.py"]),
                                              ("boto3", ["agent/remotes/aws.py"]),
                                              ("botocore", ["agent/remotes/aws.py"])])
