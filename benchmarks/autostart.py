@@ -32,19 +32,19 @@ GET = "import client; assert client.Client().get('bench0') == {value!r}"
 STATUS = "import client; assert client.Client().status()['locked']"
 
 
-_preexec: Callable[[], None] | None = None
+Preexec = Callable[[], None] | None
 
 
-def _run(argv: list[str], env: dict[str, str], stdin: str = "") -> None:
+def _run(argv: list[str], env: dict[str, str], stdin: str = "", preexec: Preexec = None) -> None:
     # cwd "/": `python -c` puts the working directory first on sys.path
     subprocess.run(argv, env=env, input=stdin.encode(), check=True, capture_output=True, timeout=120, cwd="/",
-                   preexec_fn=_preexec)
+                   preexec_fn=preexec)
 
 
-def _timed(argv: list[str], env: dict[str, str]) -> float:
+def _timed(argv: list[str], env: dict[str, str], preexec: Preexec = None) -> float:
     t0 = time.perf_counter()
     subprocess.run(argv, env=env, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd="/",
-                   preexec_fn=_preexec)
+                   preexec_fn=preexec)
     return time.perf_counter() - t0
 
 
@@ -56,17 +56,15 @@ def _home(env_for: object, name: str) -> tuple[Path, dict[str, str]]:
 
 
 def measure(python: list[str], agent_cmd: list[str], env_for: object, ss_env: dict[str, str], value: str,
-            passphrase: str, rounds: int, preexec: Callable[[], None] | None = None) -> dict[str, list[float]]:
+            passphrase: str, rounds: int, preexec: Preexec = None) -> dict[str, list[float]]:
     """``env_for(home)``: the environment of an agent living in ``home``."""
-    global _preexec
-    _preexec = preexec
     kr_home, kr_env = _home(env_for, "k")
     pp_home, pp_env = _home(env_for, "p")
     kr_env.update(ss_env)
     try:
-        _run([*agent_cmd, "init", "--key-source", "keyring"], kr_env)
-        _run([*agent_cmd, "set", "bench0", "--no-validate"], kr_env, value + "\n")
-        _run([*agent_cmd, "init", "--key-source", "passphrase"], pp_env, passphrase + "\n")
+        _run([*agent_cmd, "init", "--key-source", "keyring"], kr_env, preexec=preexec)
+        _run([*agent_cmd, "set", "bench0", "--no-validate"], kr_env, value + "\n", preexec)
+        _run([*agent_cmd, "init", "--key-source", "passphrase"], pp_env, passphrase + "\n", preexec)
         get = [*python, "-c", GET.format(value=value)]
         status = [*python, "-c", STATUS]
         cmds = {
@@ -76,19 +74,19 @@ def measure(python: list[str], agent_cmd: list[str], env_for: object, ss_env: di
             "secret_tool": (["secret-tool", "lookup", "service", "credential-agent-bench", "user", "u"], kr_env, False),
         }
         for env in (kr_env, pp_env):  # a first run of each, unmeasured: bytecode written, caches warm
-            _run([*agent_cmd, "stop"], env)
-        _timed(get, kr_env)
-        _timed(status, pp_env)
+            _run([*agent_cmd, "stop"], env, preexec=preexec)
+        _timed(get, kr_env, preexec)
+        _timed(status, pp_env, preexec)
         times: dict[str, list[float]] = {k: [] for k in cmds}
         order = list(cmds)
         for i in range(rounds):
             for k in order if i % 2 == 0 else order[::-1]:
                 argv, env, cold = cmds[k]
                 if cold:
-                    _run([*agent_cmd, "stop"], env)
+                    _run([*agent_cmd, "stop"], env, preexec=preexec)
                 elif k == "warm_get":
-                    _timed(get, kr_env)  # started, unlocked: what is timed next is the client alone
-                times[k].append(_timed(argv, env))
+                    _timed(get, kr_env, preexec)  # started, unlocked: what is timed next is the client alone
+                times[k].append(_timed(argv, env, preexec))
         return times
     finally:
         for env in (kr_env, pp_env):

@@ -6,8 +6,9 @@ Rules of this module:
   block forever on a hung daemon, so a hung call is abandoned (its thread leaks, the agent
   does not);
 - a key read while the agent loaded (``agent.keys.early``) is taken by the first ``open``,
-  with the same deadline; where that read failed, ``open`` reads the keystore itself, so
-  what goes wrong is said as it always is;
+  with the same deadline; the keystore's refusal there is that ``open``'s answer (a prompt
+  the user dismissed is not shown again), and where the helper failed before it reached the
+  keystore, ``open`` reads the keystore itself, so what goes wrong is said as it always is;
 - no key ever appears in a message, a log or a repr.
 """
 
